@@ -1,0 +1,376 @@
+"""Hugging Face checkpoint folders: one name table used both ways, safetensors / pytorch_model.bin reading,
+atomic writes.
+
+A folder holds `config.json` and the weights as `model.safetensors`, as shards listed in
+`model.safetensors.index.json`, or as `pytorch_model.bin` (read with `torch.load(weights_only=True)` only).
+Tensor names follow the reference layout, so a folder written here loads in `transformers` and back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import Config, ConfigError
+from .model import HEADS, Model
+
+PREFIX = {"bert": "bert.", "roberta": "roberta.", "albert": "albert."}
+
+# Reference class name per family and head, written to config.json "architectures" and read back from it.
+ARCHITECTURES = {
+    ("bert", "base"): "BertModel", ("bert", "mlm"): "BertForMaskedLM",
+    ("bert", "pretraining"): "BertForPreTraining", ("bert", "classification"): "BertForSequenceClassification",
+    ("roberta", "base"): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM",
+    ("roberta", "pretraining"): "RobertaForMaskedLM", ("roberta", "classification"): "RobertaForSequenceClassification",
+    ("albert", "base"): "AlbertModel", ("albert", "mlm"): "AlbertForMaskedLM",
+    ("albert", "pretraining"): "AlbertForPreTraining", ("albert", "classification"): "AlbertForSequenceClassification",
+}
+HEAD_OF_ARCHITECTURE = {arch: head for (fam, head), arch in ARCHITECTURES.items() if (fam, head) != ("roberta", "pretraining")}
+
+# Tensors the reference writes that are not weights (old buffers) or are tied copies of another tensor.
+IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
+TIED_DECODER = ("cls.predictions.decoder.", "lm_head.decoder.", "predictions.decoder.")
+HEAD_PREFIXES = ("cls.", "lm_head.", "predictions.", "sop_classifier.", "classifier.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder or file that cannot be read into (or written from) the model asked for."""
+
+
+# ---- the name table -------------------------------------------------------------------------------------------------
+
+def name_table(model: Model) -> list[tuple[str, tuple[str, ...]]]:
+    """(our parameter name, the reference tensor names it is made of). Q, K and V are three reference tensors
+    stacked into our fused `qkv`; every other entry is one to one. Encoder names carry the family prefix
+    (`bert.`, `roberta.`, `albert.`), as in the reference's models with heads."""
+    c, p = model.config, PREFIX[model.config.family]
+    t = [("embeddings.word.weight", p + "embeddings.word_embeddings.weight"),
+         ("embeddings.position.weight", p + "embeddings.position_embeddings.weight"),
+         ("embeddings.token_type.weight", p + "embeddings.token_type_embeddings.weight"),
+         ("embeddings.norm.weight", p + "embeddings.LayerNorm.weight"),
+         ("embeddings.norm.bias", p + "embeddings.LayerNorm.bias")]
+    if c.family == "albert":
+        t += [(f"embeddings.project.{w}", f"{p}encoder.embedding_hidden_mapping_in.{w}") for w in ("weight", "bias")]
+    for i in range(len(model.encoder.layers)):
+        if c.family == "albert":
+            g, j = divmod(i, c.inner_group_num)
+            ref = f"{p}encoder.albert_layer_groups.{g}.albert_layers.{j}."
+            q, k, v = (ref + f"attention.{n}" for n in ("query", "key", "value"))
+            names = {"attention.out": ref + "attention.dense", "attention_norm": ref + "attention.LayerNorm",
+                     "intermediate": ref + "ffn", "output": ref + "ffn_output",
+                     "output_norm": ref + "full_layer_layer_norm"}
+        else:
+            ref = f"{p}encoder.layer.{i}."
+            q, k, v = (ref + f"attention.self.{n}" for n in ("query", "key", "value"))
+            names = {"attention.out": ref + "attention.output.dense",
+                     "attention_norm": ref + "attention.output.LayerNorm",
+                     "intermediate": ref + "intermediate.dense", "output": ref + "output.dense",
+                     "output_norm": ref + "output.LayerNorm"}
+        for w in ("weight", "bias"):
+            t.append((f"encoder.layers.{i}.attention.qkv.{w}", (f"{q}.{w}", f"{k}.{w}", f"{v}.{w}")))
+            t += [(f"encoder.layers.{i}.{ours}.{w}", f"{theirs}.{w}") for ours, theirs in names.items()]
+    if model.pooler is not None:
+        pooler = p + ("pooler" if c.family == "albert" else "pooler.dense")
+        t += [(f"pooler.dense.{w}", f"{pooler}.{w}") for w in ("weight", "bias")]
+    if model.mlm is not None:
+        h = {"bert": {"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
+                      "bias": "cls.predictions.bias", "decoder": "cls.predictions.decoder"},
+             "roberta": {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias",
+                         "decoder": "lm_head.decoder"},
+             "albert": {"dense": "predictions.dense", "norm": "predictions.LayerNorm", "bias": "predictions.bias",
+                        "decoder": "predictions.decoder"}}[c.family]
+        t += [(f"mlm.dense.{w}", f"{h['dense']}.{w}") for w in ("weight", "bias")]
+        t += [(f"mlm.norm.{w}", f"{h['norm']}.{w}") for w in ("weight", "bias")]
+        t.append(("mlm.decoder.bias", h["bias"]))
+        if not c.tie_word_embeddings:
+            t.append(("mlm.decoder.weight", h["decoder"] + ".weight"))
+    if model.pair is not None:
+        pair = "cls.seq_relationship" if c.family == "bert" else "sop_classifier.classifier"
+        t += [(f"pair.linear.{w}", f"{pair}.{w}") for w in ("weight", "bias")]
+    if model.classifier is not None:
+        if c.family == "roberta":
+            t += [(f"classifier.{m}.{w}", f"classifier.{m}.{w}") for m in ("dense", "out_proj") for w in ("weight", "bias")]
+        else:
+            t += [(f"classifier.linear.{w}", f"classifier.{w}") for w in ("weight", "bias")]
+    return [(ours, (theirs,) if isinstance(theirs, str) else theirs) for ours, theirs in t]
+
+
+def to_reference(model: Model) -> dict[str, torch.Tensor]:
+    """Our state -> reference tensor names (fused Q/K/V split back into three)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    out = {}
+    for ours, theirs in name_table(model):
+        for name, part in zip(theirs, params[ours].detach().chunk(len(theirs), dim=0)):
+            out[name] = part.contiguous()
+    if model.head == "base":  # the reference's bare encoder classes save without the family prefix
+        p = PREFIX[model.config.family]
+        out = {k[len(p):] if k.startswith(p) else k: v for k, v in out.items()}
+    return out
+
+
+@dataclass
+class LoadReport:
+    """What happened to every tensor of a checkpoint when it was loaded."""
+    missing: list[str] = field(default_factory=list)            # the model needs it, the file lacks it
+    unexpected: list[str] = field(default_factory=list)         # the file has it, this model has no place for it
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, file shape, model shape)
+    reinitialised: list[str] = field(default_factory=list)      # head tensors left at their fresh initialisation
+    ignored: list[str] = field(default_factory=list)            # buffers / tied copies, not weights
+
+    def describe(self) -> str:
+        lines = []
+        if self.missing:
+            lines.append(f"missing from the checkpoint ({len(self.missing)}): {_names(self.missing)}")
+        if self.mismatched:
+            shapes = "; ".join(f"{n}: checkpoint {tuple(a)} vs model {tuple(b)}" for n, a, b in self.mismatched[:8])
+            lines.append(f"of another shape ({len(self.mismatched)}): {shapes}")
+        if self.unexpected:
+            lines.append(f"in the checkpoint but not in this model ({len(self.unexpected)}): {_names(self.unexpected)}")
+        if self.reinitialised:
+            lines.append(f"re-initialised ({len(self.reinitialised)}): {_names(self.reinitialised)}")
+        return "\n".join(lines)
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_head: bool = False,
+                         source: str = "checkpoint") -> LoadReport:
+    """Copy reference-named tensors into the model. Missing or mis-shaped encoder tensors are an error; so are
+    those of the head unless `reinit_head`, which keeps the head's fresh initialisation for them instead."""
+    c, p = model.config, PREFIX[model.config.family]
+    report = LoadReport()
+    state = dict(state)
+    for k in list(state):
+        if k.endswith(IGNORED_SUFFIXES):
+            report.ignored.append(k)
+            del state[k]
+    # A bare encoder's file (BertModel) has no family prefix: bring it to the prefixed layout of the table.
+    if not any(k.startswith(p) for k in state) and not any(k.startswith(q) for q in PREFIX.values() for k in state):
+        state = {(k if k.startswith(HEAD_PREFIXES) else p + k): v for k, v in state.items()}
+    _check_family(c, state, source)
+    # Tied copies of the MLM decoder: the weight is the word-embedding matrix, the bias is the head's bias.
+    for k in list(state):
+        if k.startswith(TIED_DECODER) and (c.tie_word_embeddings or k.endswith(".bias")):
+            bias_name = k.replace("decoder.bias", "bias")
+            if k.endswith(".bias") and bias_name not in state:
+                state[bias_name] = state[k]
+            report.ignored.append(k)
+            del state[k]
+
+    params = dict(model.named_parameters(remove_duplicate=False))
+    used = set()
+    with torch.no_grad():
+        for ours, theirs in name_table(model):
+            target = params[ours]
+            is_head = not ours.startswith(("embeddings.", "encoder.", "pooler."))
+            lacking = [n for n in theirs if n not in state]
+            used.update(n for n in theirs if n in state)
+            if lacking:
+                (report.reinitialised if is_head and reinit_head else report.missing).extend(lacking)
+                continue
+            tensor = torch.cat([state[n] for n in theirs], dim=0) if len(theirs) > 1 else state[theirs[0]]
+            if tensor.shape != target.shape:
+                if is_head and reinit_head:
+                    report.reinitialised.extend(theirs)
+                else:
+                    shape = state[theirs[0]].shape if len(theirs) == 1 else tensor.shape
+                    report.mismatched.append((theirs[0] if len(theirs) == 1 else ours, tuple(shape),
+                                              tuple(target.shape)))
+                continue
+            target.copy_(tensor.to(target.dtype))
+    for k in sorted(set(state) - used):
+        # A tensor of another head (loading an encoder from a pretraining checkpoint) is dropped, as the
+        # reference does; a tensor of the encoder that has no place here is a real mismatch.
+        if k.startswith(HEAD_PREFIXES) or (model.pooler is None and k.startswith(p + "pooler")):
+            report.ignored.append(k)
+        else:
+            report.unexpected.append(k)
+    model.tie_weights()
+    if report.missing or report.mismatched or report.unexpected:
+        head_only = all(not n.startswith(p) for n in report.missing + [m[0] for m in report.mismatched]) \
+            and not report.unexpected
+        fix = ("Pass reinit_head=True to start this head from a fresh initialisation (it then needs training), "
+               "or load with head='base' to use the encoder alone." if head_only else
+               "The checkpoint does not match this configuration: check that config.json belongs to these weights.")
+        raise CheckpointError(f"{source} does not fit a {c.family} model with head {model.head!r}:\n"
+                              f"{report.describe()}\n{fix}")
+    return report
+
+
+def _check_family(c: Config, state: dict, source: str):
+    found = {fam for fam, p in PREFIX.items() if any(k.startswith(p) for k in state)}
+    if found and c.family not in found:
+        other = sorted(found)[0]
+        raise CheckpointError(f"{source} holds {other} tensors ({other}.embeddings...), but config.json says "
+                              f"model_type {c.family!r}: the weights belong to another model family. Put the "
+                              "matching config.json next to them.")
+
+
+# ---- reading ------------------------------------------------------------------------------------------------------
+
+def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a checkpoint folder, from whichever weight files it has."""
+    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
+    bin_single, bin_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
+    if single.exists():
+        return _read_safetensors(single), str(single)
+    if index.exists():
+        return _read_sharded(index, _read_safetensors), str(index)
+    if bin_single.exists():
+        return _read_bin(bin_single), str(bin_single)
+    if bin_index.exists():
+        return _read_sharded(bin_index, _read_bin), str(bin_index)
+    raise CheckpointError(f"{folder}: no weights found; expected model.safetensors, model.safetensors.index.json "
+                          "(shards) or pytorch_model.bin")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(f"{path}: not a readable safetensors file ({size} bytes; {e}). It is truncated or "
+                              "corrupt: copy or save it again.") from None
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling reports through many exception types
+        raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}). bertscope never unpickles arbitrary "
+                              "objects; convert the file to safetensors with the tool that wrote it.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a mapping of tensor names to tensors")
+    return state
+
+
+def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index_path}: not a shard index with a 'weight_map' ({e})") from None
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = index_path.parent / shard
+        if not shard_path.exists():
+            raise CheckpointError(f"{index_path} lists shard {shard}, which is not in {index_path.parent}")
+        state.update(read(shard_path))
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_path}: tensors listed in the index are absent from their shards: "
+                              f"{_names(missing)}")
+    return state
+
+
+def from_pretrained(folder, head: str | None = None, num_labels: int | None = None, reinit_head: bool = False,
+                    dtype: torch.dtype | None = None) -> Model:
+    """Load a Hugging Face checkpoint folder. The head comes from config.json's `architectures` unless given;
+    `num_labels` resizes a classifier (with reinit_head=True when the checkpoint's classifier has another width)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: not a folder; a Hugging Face checkpoint is a folder with config.json and "
+                              "model.safetensors")
+    config = Config.from_json(folder / "config.json")
+    state, source = read_weights(folder)
+    if head is None:
+        head = _head_from(config, state)
+    elif head not in HEADS:
+        raise CheckpointError(f"head {head!r} is not one of {', '.join(HEADS)}")
+    if num_labels is not None and num_labels != config.num_labels:
+        config = config.replace(num_labels=num_labels, id2label=None)
+    pooler = None
+    if head == "base" and config.family == "roberta":  # RoBERTa checkpoints trained with MLM only carry no pooler
+        pooler = any(k.endswith("pooler.dense.weight") for k in state)
+    model = Model(config, head=head, pooler=pooler)
+    model.load_report = load_reference_state(model, state, reinit_head=reinit_head, source=source)
+    if dtype is not None:
+        model.to(dtype)
+    return model.eval()
+
+
+def _head_from(config: Config, state: dict) -> str:
+    for arch in config.extra.get("architectures") or []:
+        if arch in HEAD_OF_ARCHITECTURE:
+            return HEAD_OF_ARCHITECTURE[arch]
+    keys = set(state)
+    if any(k.startswith(("cls.seq_relationship", "sop_classifier.")) for k in keys):
+        return "pretraining"
+    if any(k.startswith(("cls.predictions", "lm_head.", "predictions.")) for k in keys):
+        return "mlm"
+    if any(k.startswith("classifier.") for k in keys):
+        return "classification"
+    return "base"
+
+
+# ---- writing ------------------------------------------------------------------------------------------------------
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> Path:
+    """Write config.json and model.safetensors (or shards + index when larger than max_shard_size bytes)."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = to_reference(model)
+    config = model.config
+    config.extra["architectures"] = [ARCHITECTURES[(config.family, model.head)]]
+    shards = _split(state, max_shard_size)
+    if len(shards) == 1:
+        atomic_write(folder / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
+        stale = [folder / "model.safetensors.index.json"]
+    else:
+        weight_map, n = {}, len(shards)
+        for i, shard in enumerate(shards, 1):
+            name = f"model-{i:05d}-of-{n:05d}.safetensors"
+            atomic_write(folder / name, lambda p, s=shard: save_file(s, p, metadata={"format": "pt"}))
+            weight_map.update({k: name for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        atomic_write(folder / "model.safetensors.index.json",
+                     lambda p: Path(p).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
+        stale = [folder / "model.safetensors"]
+    for f in stale + [folder / "pytorch_model.bin"]:  # an older format left beside would shadow or confuse
+        if f.exists():
+            f.unlink()
+    atomic_write(folder / "config.json", lambda p: Path(p).write_text(config.to_json_string(), encoding="utf-8"))
+    return folder
+
+
+def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    if not max_bytes:
+        return [state]
+    shards, current, size = [], {}, 0
+    for k, t in state.items():
+        n = t.numel() * t.element_size()
+        if current and size + n > max_bytes:
+            shards.append(current)
+            current, size = {}, 0
+        current[k], size = t, size + n
+    return shards + [current]
+
+
+__all__ = ["CheckpointError", "ConfigError", "LoadReport", "from_pretrained", "save_pretrained", "name_table",
+           "to_reference", "load_reference_state", "read_weights", "atomic_write"]

@@ -1,0 +1,236 @@
+"""One configuration dataclass for BERT, RoBERTa and ALBERT, read from and written to Hugging Face `config.json`.
+
+The field names are the Hugging Face ones, so a `config.json` maps onto `Config` key for key. Keys we do not model
+(`architectures`, `transformers_version`, `use_cache`, ...) are kept in `extra` and written back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FAMILIES = ("bert", "roberta", "albert")
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+
+# Keys a config.json must hold: without them no shape in the model is known.
+REQUIRED = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+class ConfigError(ValueError):
+    """A config.json (or a Config built in code) that cannot describe a model."""
+
+
+@dataclass
+class Config:
+    family: str                         # "bert" | "roberta" | "albert"  (HF: model_type)
+    vocab_size: int                     # V: rows of the word-embedding table
+    hidden_size: int                    # H: width of every encoder layer
+    num_hidden_layers: int              # N: layers applied (ALBERT: applications of the shared groups)
+    num_attention_heads: int            # heads per layer before pruning; head_dim = H / heads
+    intermediate_size: int              # feed-forward width, usually 4H
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512  # P: rows of the position table (RoBERTa: 2 of them reserved)
+    type_vocab_size: int = 2            # segments (RoBERTa checkpoints: 1)
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    # ALBERT: factorised embedding (V x E, then E -> H) and cross-layer sharing.
+    embedding_size: int | None = None   # E; None means E = H (BERT, RoBERTa)
+    num_hidden_groups: int = 1          # distinct groups of layer weights
+    inner_group_num: int = 1            # layers inside one group
+    # Heads.
+    num_labels: int = 2
+    id2label: dict[int, str] | None = None
+    problem_type: str | None = None     # "single_label_classification" | "multi_label_classification" | "regression"
+    classifier_dropout: float | None = None        # BERT/RoBERTa classifier; None means hidden_dropout_prob
+    classifier_dropout_prob: float = 0.1           # ALBERT classifier and SOP head
+    tie_word_embeddings: bool = True
+    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed
+    position_embedding_type: str = "absolute"
+    extra: dict = field(default_factory=dict)      # every other config.json key, kept for the round trip
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ConfigError(f"model_type {self.family!r} is not supported; bertscope reads {', '.join(FAMILIES)}")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_hidden_groups", "inner_group_num"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            divisors = [h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}: "
+                f"every head gets hidden_size / heads dims. Choose a head count that divides {self.hidden_size} "
+                f"(e.g. {', '.join(map(str, divisors[-4:]))}) or change hidden_size.")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"hidden_act {self.hidden_act!r} is not supported; use one of {', '.join(ACTIVATIONS)}")
+        if self.position_embedding_type != "absolute":
+            raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported; "
+                              "bertscope implements the absolute position embeddings of BERT, RoBERTa and ALBERT")
+        if self.num_hidden_groups > self.num_hidden_layers:
+            raise ConfigError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
+                              f"{self.num_hidden_layers}: every group must be used by at least one layer")
+        if self.family != "albert" and (self.num_hidden_groups, self.inner_group_num) != (1, 1):
+            raise ConfigError("num_hidden_groups / inner_group_num are ALBERT settings; "
+                              f"a {self.family} model has one layer per num_hidden_layers")
+        if self.family == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
+            raise ConfigError(f"max_position_embeddings {self.max_position_embeddings} leaves no room for tokens: "
+                              f"RoBERTa positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
+        self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in self.pruned_heads.items()}
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.num_labels = len(self.id2label)
+
+    # ---- derived sizes -------------------------------------------------------------------------------------------
+    @property
+    def embedding_dim(self) -> int:
+        """E: width of the embedding tables (ALBERT factorises V x H into V x E and E x H)."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def position_offset(self) -> int:
+        """Rows of the position table that no token can use: RoBERTa starts at pad_token_id + 1 (so 2 of 514)."""
+        return self.pad_token_id + 1 if self.family == "roberta" else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest sequence the position table allows (512 for BERT-base and for RoBERTa's 514 rows)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def num_unique_layers(self) -> int:
+        """Layers that own weights: N for BERT/RoBERTa, groups x inner layers for ALBERT."""
+        if self.family != "albert":
+            return self.num_hidden_layers
+        return self.num_hidden_groups * self.inner_group_num
+
+    def layer_plan(self) -> list[int]:
+        """Which weight-owning layer runs at each step, exactly as the reference shares ALBERT's groups.
+
+        Layer i runs every inner layer of group int(i / (N / G)); BERT and RoBERTa simply run 0..N-1.
+        """
+        if self.family != "albert":
+            return list(range(self.num_hidden_layers))
+        plan = []
+        for i in range(self.num_hidden_layers):
+            group = int(i / (self.num_hidden_layers / self.num_hidden_groups))
+            plan += [group * self.inner_group_num + j for j in range(self.inner_group_num)]
+        return plan
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        return [id2label[i] for i in range(self.num_labels)]
+
+    # ---- Hugging Face config.json ---------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        missing = [k for k in REQUIRED if k not in d]
+        if missing:
+            raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}; a BERT-family config.json "
+                              f"needs {', '.join(REQUIRED)}")
+        d = dict(d)
+        family = d.pop("model_type")
+        known = {f.name for f in dataclasses.fields(cls)} - {"family", "extra"}
+        kwargs = dict(_FAMILY_DEFAULTS.get(family, {}))
+        kwargs.update({k: d.pop(k) for k in list(d) if k in known})
+        d.pop("label2id", None)  # derived from id2label on the way out
+        if kwargs.get("embedding_size") is not None and family != "albert":
+            kwargs.pop("embedding_size")
+        try:
+            return cls(family=family, extra=d, **kwargs)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+        except TypeError as e:  # a value of the wrong kind, e.g. a list where an int belongs
+            raise ConfigError(f"{source}: {e}") from None
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d["model_type"] = self.family
+        for f in dataclasses.fields(self):
+            if f.name in ("family", "extra", "pruned_heads", "id2label"):
+                continue
+            if f.name == "embedding_size" and self.family != "albert":
+                continue
+            if f.name in ("num_hidden_groups", "inner_group_num") and self.family != "albert":
+                continue
+            if f.name == "classifier_dropout_prob" and self.family != "albert":
+                continue
+            if f.name == "classifier_dropout" and self.family == "albert":
+                continue
+            d[f.name] = getattr(self, f.name)
+        if self.family == "albert":
+            d["embedding_size"] = self.embedding_dim
+        d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
+        d["label2id"] = {name: i for i, name in enumerate(self.labels)}
+        if self.pruned_heads:
+            d["pruned_heads"] = {str(k): v for k, v in sorted(self.pruned_heads.items())}
+        return dict(sorted(d.items()))
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> "Config":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "config.json"
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file; a Hugging Face checkpoint folder holds config.json "
+                              "next to its weights")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object, found {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+# What Hugging Face assumes when a key is absent (its config classes' defaults), per family.
+_FAMILY_DEFAULTS = {
+    "bert": {},
+    "roberta": {"pad_token_id": 1},
+    "albert": {"embedding_size": 128, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
+               "attention_probs_dropout_prob": 0.0},
+}
+
+# Built-in shapes (random weights, nothing downloaded): the sizes of the public base checkpoints.
+NAMED = {
+    "bert-base": dict(family="bert", vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                      num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+                      type_vocab_size=2),
+    "bert-large": dict(family="bert", vocab_size=30522, hidden_size=1024, num_hidden_layers=24,
+                       num_attention_heads=16, intermediate_size=4096, max_position_embeddings=512,
+                       type_vocab_size=2),
+    "roberta-base": dict(family="roberta", vocab_size=50265, hidden_size=768, num_hidden_layers=12,
+                         num_attention_heads=12, intermediate_size=3072, max_position_embeddings=514,
+                         type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5),
+    "albert-base-v2": dict(family="albert", vocab_size=30000, embedding_size=128, hidden_size=768,
+                           num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                           max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu_new",
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+    "minilm-l6-h384": dict(family="bert", vocab_size=30522, hidden_size=384, num_hidden_layers=6,
+                           num_attention_heads=12, intermediate_size=1536, max_position_embeddings=512,
+                           type_vocab_size=2),
+}
+
+
+def named_config(name: str, **overrides) -> Config:
+    if name not in NAMED:
+        raise ConfigError(f"unknown model name {name!r}; built-in shapes are {', '.join(NAMED)} "
+                          "(or pass a checkpoint folder)")
+    return Config(**{**NAMED[name], **overrides})

@@ -1,0 +1,213 @@
+"""Input checks at the model's boundary, before any embedding lookup.
+
+Every check raises `InputError` (a `ValueError`) that names the tensor, the offending value and where it is, the
+model's limit, and the fix, so that a wrong input never surfaces as an `IndexError` from inside torch. The model calls
+`check_inputs` once at the top of `forward`; the layers below trust what they get.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import Config
+
+
+class InputError(ValueError):
+    """A model input that does not fit the model (ids, segments, positions, masks, labels, packing)."""
+
+
+def _where(mask: torch.Tensor) -> str:
+    """'row 1, position 7' for the first True entry of a (B, L) / (T,) bool tensor."""
+    idx = mask.nonzero()[0].tolist()
+    if len(idx) == 1:
+        return f"token {idx[0]}"
+    return f"row {idx[0]}, position {idx[1]}" + (f", key {idx[2]}" if len(idx) > 2 else "")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+def _check_int(name: str, t: torch.Tensor):
+    if not isinstance(t, torch.Tensor):
+        raise InputError(f"{name} must be a torch tensor of integer ids, got {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise InputError(f"{name} has dtype {t.dtype}; ids must be integers (torch.long)")
+
+
+def family_name(config: Config) -> str:
+    return {"bert": "BERT", "roberta": "RoBERTa", "albert": "ALBERT"}[config.family]
+
+
+def roberta_position_ids(input_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """RoBERTa (fairseq) positions: real tokens count from pad_token_id + 1, pad tokens get pad_token_id."""
+    real = input_ids.ne(pad_token_id).long()                        # (B, L)
+    return torch.cumsum(real, dim=-1) * real + pad_token_id          # (B, L)
+
+
+def default_position_ids(config: Config, input_ids: torch.Tensor) -> torch.Tensor:
+    if config.family == "roberta":
+        return roberta_position_ids(input_ids, config.pad_token_id)
+    return torch.arange(input_ids.shape[-1], device=input_ids.device).expand_as(input_ids)
+
+
+def _too_long_message(config: Config, tokens: int, row: int | None) -> str:
+    where = f"row {row} of input_ids" if row is not None else "input_ids"
+    P, limit = config.max_position_embeddings, config.max_tokens
+    if config.position_offset:
+        first_bad, last_bad = limit, tokens - 1
+        return (f"{where} has {tokens} tokens; this {family_name(config)} model has {P} position embeddings, of which "
+                f"the first {config.position_offset} are reserved (padding_idx={config.pad_token_id}, positions start "
+                f"at {config.position_offset}), so at most {limit} tokens fit: tokens {first_bad}..{last_bad} would "
+                f"need positions {first_bad + config.position_offset}..{last_bad + config.position_offset}, beyond "
+                f"position_embeddings ({P} rows, {family_name(config)} reserves {config.position_offset}). "
+                f"Truncate to {limit} tokens (tokenizer max_length={limit}) or split the text into windows.")
+    return (f"{where} has {tokens} tokens; this {family_name(config)} model has {P} position embeddings, so at most "
+            f"{limit} tokens fit (positions {P}..{tokens - 1} do not exist). Truncate to {limit} tokens "
+            f"(tokenizer max_length={limit}) or split the text into windows.")
+
+
+def check_inputs(config: Config, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 cu_seqlens=None) -> None:
+    """Raise InputError if these inputs would not run through a model with this config."""
+    _check_int("input_ids", input_ids)
+    packed = cu_seqlens is not None
+    if packed:
+        if input_ids.dim() != 1:
+            raise InputError(f"input_ids has shape {_shape(input_ids)}; a packed batch (cu_seqlens given) holds the "
+                             "tokens of all sequences in one 1-D tensor (T,)")
+        _check_cu_seqlens(cu_seqlens, input_ids.shape[0])
+        if attention_mask is not None:
+            raise InputError("attention_mask is not used with a packed batch: cu_seqlens already says where each "
+                             "sequence starts and ends; pass one or the other")
+    elif input_ids.dim() != 2:
+        raise InputError(f"input_ids has shape {_shape(input_ids)}; expected (batch, length), e.g. a tokenizer's "
+                         "output, or (1, length) for one sequence")
+    if input_ids.numel() == 0:
+        raise InputError(f"input_ids has shape {_shape(input_ids)}: there are no tokens to encode")
+
+    V = config.vocab_size
+    bad = (input_ids < 0) | (input_ids >= V)
+    if bad.any():
+        value = input_ids[bad][0].item()
+        raise InputError(
+            f"input_ids {_where(bad)} holds id {value}, outside this model's vocabulary of {V} ids (0..{V - 1}). "
+            "The ids come from another tokenizer or vocabulary: tokenize with the tokenizer saved with this "
+            "checkpoint (bertscope.load_tokenizer(folder)), or resize the model's embeddings to the new vocabulary.")
+
+    if attention_mask is not None:
+        B, L = input_ids.shape
+        if tuple(attention_mask.shape) not in ((B, L), (B, L, L)):
+            raise InputError(
+                f"attention_mask has shape {_shape(attention_mask)} but input_ids has shape {_shape(input_ids)}; "
+                f"expected ({B}, {L}) (1 = real token, 0 = padding) or a per-example ({B}, {L}, {L}) mask "
+                "(entry [b, i, j] = 1 where token i may attend to token j). Pass the mask the tokenizer returned "
+                "with these ids.")
+        values = attention_mask if attention_mask.dtype == torch.bool else attention_mask.float()
+        if attention_mask.dtype != torch.bool and not ((values == 0) | (values == 1)).all():
+            odd = ~((values == 0) | (values == 1))
+            raise InputError(f"attention_mask {_where(odd)} is {values[odd][0].item()}; expected 0/1 values "
+                             "(1 = attend, 0 = ignore). An additive mask of 0 / -inf is built inside the model.")
+
+    if token_type_ids is not None:
+        _check_int("token_type_ids", token_type_ids)
+        if token_type_ids.shape != input_ids.shape:
+            raise InputError(f"token_type_ids has shape {_shape(token_type_ids)} but input_ids has shape "
+                             f"{_shape(input_ids)}; they must match (one segment id per token)")
+        T = config.type_vocab_size
+        bad = (token_type_ids < 0) | (token_type_ids >= T)
+        if bad.any():
+            value = token_type_ids[bad][0].item()
+            if T == 1:
+                fix = (f"this {family_name(config)} model has type_vocab_size 1 (segment 0 only): pass token_type_ids "
+                       "of zeros or leave them out" + ("; RoBERTa marks a pair with </s></s>, not segment ids"
+                                                      if config.family == "roberta" else ""))
+            else:
+                fix = f"this model has type_vocab_size {T} (segments 0..{T - 1}): use segment ids below {T}"
+            raise InputError(f"token_type_ids {_where(bad)} is {value}; {fix}.")
+
+    if position_ids is not None:
+        _check_int("position_ids", position_ids)
+        ok_shapes = [tuple(input_ids.shape)] + ([(1, input_ids.shape[1])] if not packed else [])
+        if tuple(position_ids.shape) not in ok_shapes:
+            raise InputError(f"position_ids has shape {_shape(position_ids)} but input_ids has shape "
+                             f"{_shape(input_ids)}; expected {' or '.join(map(str, ok_shapes))}")
+        P = config.max_position_embeddings
+        bad = (position_ids < 0) | (position_ids >= P)
+        if bad.any():
+            value = position_ids[bad][0].item()
+            raise InputError(
+                f"position_ids {_where(bad)} is {value}; this {family_name(config)} model has {P} position "
+                f"embeddings (ids 0..{P - 1}"
+                + (f", real tokens start at {config.position_offset}" if config.position_offset else "")
+                + f"), so at most {config.max_tokens} tokens fit. Truncate the sequence to {config.max_tokens} tokens "
+                "or restart positions for each window.")
+    elif packed:
+        lengths = (cu_seqlens[1:] - cu_seqlens[:-1])
+        longest = int(lengths.max())
+        if longest > config.max_tokens:
+            raise InputError(_too_long_message(config, longest, int(lengths.argmax())))
+    else:
+        if config.family == "roberta":
+            real = (input_ids != config.pad_token_id).sum(-1)     # RoBERTa positions skip padding
+            longest, row = int(real.max()), int(real.argmax())
+        else:
+            longest, row = input_ids.shape[1], None
+        if longest > config.max_tokens:
+            raise InputError(_too_long_message(config, longest, row))
+
+
+def _check_cu_seqlens(cu: torch.Tensor, total: int):
+    _check_int("cu_seqlens", cu)
+    if cu.dim() != 1 or cu.numel() < 2:
+        raise InputError(f"cu_seqlens has shape {_shape(cu)}; expected (N + 1,) cumulative lengths starting at 0, "
+                         "e.g. [0, 5, 12] for two sequences of 5 and 7 tokens")
+    if cu[0].item() != 0 or cu[-1].item() != total:
+        raise InputError(f"cu_seqlens runs from {cu[0].item()} to {cu[-1].item()} but the packed input_ids has "
+                         f"{total} tokens; it must start at 0 and end at {total}")
+    lengths = cu[1:] - cu[:-1]
+    if (lengths <= 0).any():
+        i = int((lengths <= 0).nonzero()[0])
+        raise InputError(f"cu_seqlens is not increasing at sequence {i} ({cu[i].item()} -> {cu[i + 1].item()}); "
+                         "every packed sequence needs at least one token")
+
+
+def check_labels(config: Config, head: str, labels, input_ids, cu_seqlens=None) -> None:
+    """MLM labels: -100 or a vocabulary id per token. Class labels: one per sequence, below num_labels."""
+    if labels is None:
+        return
+    if head in ("mlm", "pretraining"):
+        _check_int("labels", labels)
+        if labels.shape != input_ids.shape:
+            raise InputError(f"labels has shape {_shape(labels)} but input_ids has shape {_shape(input_ids)}; "
+                             "masked-LM labels hold one id per token (-100 where no prediction is scored)")
+        bad = (labels != -100) & ((labels < 0) | (labels >= config.vocab_size))
+        if bad.any():
+            raise InputError(f"labels {_where(bad)} is {labels[bad][0].item()}; masked-LM labels must be -100 "
+                             f"(ignored) or a token id in 0..{config.vocab_size - 1}")
+    elif head == "classification":
+        n = input_ids.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
+        if labels.shape[0] != n:
+            raise InputError(f"labels has shape {_shape(labels)} for a batch of {n} sequences; expected one label "
+                             "per sequence")
+        if not labels.dtype.is_floating_point:
+            bad = (labels < 0) | (labels >= config.num_labels)
+            if bad.any():
+                raise InputError(
+                    f"labels {_where(bad)} is {labels[bad][0].item()} but this classifier has num_labels "
+                    f"{config.num_labels} (classes 0..{config.num_labels - 1}). Load it with "
+                    f"num_labels=<number of classes in your data> (the head is re-initialised) or map the labels.")
+    else:
+        raise InputError(f"labels were given but this model has head {head!r}, which computes no loss; load it with "
+                         "head='mlm', 'pretraining' or 'classification'")
+
+
+def check_pair_labels(name: str, labels, n: int) -> None:
+    if labels is None:
+        return
+    _check_int(name, labels)
+    if labels.shape != (n,):
+        raise InputError(f"{name} has shape {_shape(labels)}; expected ({n},), one 0/1 label per sequence pair")
+    bad = (labels < 0) | (labels > 1)
+    if bad.any():
+        raise InputError(f"{name} {_where(bad)} is {labels[bad][0].item()}; expected 0 or 1")
