@@ -448,3 +448,10 @@ def classification_loss(logits, labels, c: Config):
     if problem == "single_label_classification":
         return F.cross_entropy(logits.float(), labels.reshape(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def mean_pool(last_hidden_state, attention_mask, normalize: bool = True):
+    """Sentence embeddings as sentence-transformers makes them: the mean over real tokens, then L2-normalised."""
+    m = attention_mask.to(last_hidden_state.dtype).unsqueeze(-1)                  # (B, L, 1)
+    emb = (last_hidden_state * m).sum(1) / m.sum(1).clamp(min=1e-9)               # (B, H)
+    return F.normalize(emb, p=2, dim=-1) if normalize else emb

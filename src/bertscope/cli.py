@@ -1,0 +1,143 @@
+"""The `bertscope` command. Argument parsing and printing only: every command calls the library."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import NAMED, ConfigError
+from .inputs import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="BERT, RoBERTa and ALBERT encoders: load Hugging Face checkpoints and see every dimension.")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _fail(message: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def load_model(name_or_folder: str, head: str | None = None):
+    """A checkpoint folder, or a built-in shape (random weights). Returns (model, tokenizer or None, description)."""
+    import bertscope
+    from .checkpoint import CheckpointError
+    from .tokenize import TokenizerError, load_tokenizer
+    path = Path(name_or_folder)
+    try:
+        if path.is_dir():
+            model = bertscope.from_pretrained(path, head=head)
+            try:
+                tok = load_tokenizer(path)
+            except TokenizerError:
+                tok = None
+            return model, tok, f"{path} ({model.config.family}, head {model.head})"
+        if name_or_folder in NAMED:
+            model = bertscope.from_config(name_or_folder, head=head or "base")
+            return model, None, f"{name_or_folder} (built-in shape, random weights, head {model.head})"
+    except (CheckpointError, ConfigError, TokenizerError) as e:
+        _fail(str(e))
+    _fail(f"{name_or_folder!r} is neither a checkpoint folder nor a built-in shape ({', '.join(NAMED)})")
+
+
+def _shape(t) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+@app.command()
+def encode(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape"),
+    texts: Optional[List[str]] = typer.Argument(None, help="texts to encode"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="texts from a .txt/.tsv/.csv/.jsonl file"),
+    column: Optional[str] = typer.Option(None, help="column of a .tsv/.csv (default: the first) or key of .jsonl"),
+    limit: Optional[int] = typer.Option(None, help="read at most this many texts from --file"),
+    batch: int = typer.Option(2, help="batch size of random ids when the model has no tokenizer"),
+    length: int = typer.Option(16, help="sequence length of random ids when the model has no tokenizer"),
+    batch_size: int = typer.Option(32, help="texts per forward pass"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+):
+    """Encode texts (or random ids for a built-in shape) and print every output's shape; for texts, the
+    mean-pooled sentence embeddings and the most similar pair."""
+    from .data import DataError, read_texts
+    from .model import mean_pool
+    if threads:
+        torch.set_num_threads(threads)
+    model, tok, desc = load_model(model_name)
+    c = model.config
+    console.print(f"[bold]model[/]      {desc}: {c.num_hidden_layers} layers, H={c.hidden_size}, "
+                  f"{c.num_attention_heads} heads, vocab {c.vocab_size}, {model.num_parameters / 1e6:.1f}M parameters")
+    if file is not None:
+        try:
+            texts = read_texts(file, column=column, limit=limit)
+        except DataError as e:
+            _fail(str(e))
+    if texts and tok is None:
+        _fail(f"{model_name} has no tokenizer (a built-in shape, or a folder without tokenizer.json / vocab files); "
+              "encode random ids with --batch and --length, or pass a checkpoint folder with its tokenizer")
+
+    start, n_tokens, outs = time.perf_counter(), 0, []
+    with torch.inference_mode():
+        try:
+            if texts:
+                for i in range(0, len(texts), batch_size):
+                    b = tok(texts[i:i + batch_size])
+                    out = model(**b)
+                    n_tokens += int(b["attention_mask"].sum())
+                    outs.append(mean_pool(out.last_hidden_state, b["attention_mask"]))
+                first = tok(texts[:batch_size])
+            else:
+                g = torch.Generator().manual_seed(0)
+                ids = torch.randint(len_special := 5, c.vocab_size, (batch, length), generator=g)
+                first = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+                out = model(**first)
+                n_tokens = ids.numel()
+                outs.append(mean_pool(out.last_hidden_state, first["attention_mask"]))
+            shown = model(**first, output_hidden_states=True)
+        except InputError as e:
+            _fail(str(e))
+    elapsed = time.perf_counter() - start
+    emb = torch.cat(outs)
+
+    console.print(f"[bold]input[/]      input_ids {_shape(first['input_ids'])}" +
+                  (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
+    console.print(f"[bold]embeddings[/] hidden_states[0] {_shape(shown.hidden_states[0])}")
+    console.print(f"[bold]encoder[/]    {c.num_hidden_layers} × layer -> last_hidden_state "
+                  f"{_shape(shown.last_hidden_state)}")
+    if shown.pooler_output is not None:
+        console.print(f"[bold]pooler[/]     pooler_output {_shape(shown.pooler_output)}")
+    console.print(f"[bold]sentences[/]  mean-pooled, L2-normalised {_shape(emb)}")
+    console.print(f"[bold]speed[/]      {n_tokens} real tokens in {elapsed:.2f} s ({n_tokens / elapsed:,.0f} tokens/s)")
+    if texts and len(texts) > 1:
+        sim = emb @ emb.T
+        sim.fill_diagonal_(-2)
+        i, j = divmod(int(sim.argmax()), len(texts))
+        table = Table(title="most similar pair (cosine)", show_header=False)
+        table.add_row(f"{sim[i, j].item():.3f}", texts[i])
+        table.add_row("", texts[j])
+        console.print(table)
+
+
+@app.command()
+def configs():
+    """List the built-in shapes (random weights, nothing downloaded)."""
+    from .config import named_config
+    from .model import Model
+    table = Table("name", "family", "layers", "hidden", "heads", "vocab", "positions", "parameters")
+    for name in NAMED:
+        c = named_config(name)
+        with torch.device("meta"):
+            n = Model(c).num_parameters
+        table.add_row(name, c.family, str(c.num_hidden_layers), str(c.hidden_size), str(c.num_attention_heads),
+                      str(c.vocab_size), str(c.max_position_embeddings), f"{n / 1e6:.1f}M")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

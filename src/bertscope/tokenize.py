@@ -1,0 +1,252 @@
+"""A thin layer over the `tokenizers` library: load a checkpoint's tokenizer, add the family's special tokens and
+pair template, pad and truncate, and return the tensors the model expects.
+
+Sources, in order of preference: `tokenizer.json`; WordPiece `vocab.txt` (BERT); byte-level BPE `vocab.json` +
+`merges.txt` (RoBERTa).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as Backend
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+# Special tokens per family: (cls, sep, pad, unk, mask).
+SPECIALS = {
+    "bert": dict(cls="[CLS]", sep="[SEP]", pad="[PAD]", unk="[UNK]", mask="[MASK]"),
+    "albert": dict(cls="[CLS]", sep="[SEP]", pad="<pad>", unk="<unk>", mask="[MASK]"),
+    "roberta": dict(cls="<s>", sep="</s>", pad="<pad>", unk="<unk>", mask="<mask>"),
+}
+
+
+class TokenizerError(ValueError):
+    """A tokenizer folder or file that cannot be read."""
+
+
+class Tokenizer:
+    """Callable like the reference tokenizers: `tok(texts, pairs)` -> dict of (B, L) tensors.
+
+    Pairs follow the family's template: `[CLS] a [SEP] b [SEP]` with segments 0 / 1 (BERT, ALBERT),
+    `<s> a </s></s> b </s>` with segment 0 throughout (RoBERTa, whose model has one segment).
+    """
+
+    def __init__(self, backend: Backend, family: str, max_length: int = 512, specials: dict | None = None):
+        self.backend = backend
+        self.family = family
+        self.max_length = max_length
+        self.specials = dict(specials or SPECIALS[family])
+        backend.no_padding()       # a tokenizer.json may bake in padding / truncation; we apply ours per call
+        backend.no_truncation()
+        missing = [t for t in (self.specials["cls"], self.specials["sep"], self.specials["pad"])
+                   if backend.token_to_id(t) is None]
+        if missing:
+            raise TokenizerError(f"the vocabulary has no {', '.join(missing)} token, which a {family} model needs")
+        if backend.post_processor is None:
+            backend.post_processor = _template(family, self.specials, backend)
+
+    # ---- ids of special tokens -----------------------------------------------------------------------------------
+    def token_to_id(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.backend.token_to_id(self.specials["pad"])
+
+    @property
+    def cls_token_id(self) -> int:
+        return self.backend.token_to_id(self.specials["cls"])
+
+    @property
+    def sep_token_id(self) -> int:
+        return self.backend.token_to_id(self.specials["sep"])
+
+    @property
+    def mask_token(self) -> str:
+        return self.specials["mask"]
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return self.backend.token_to_id(self.specials["mask"])
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    # ---- encoding --------------------------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[str]:
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def encode(self, text: str, pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
+        return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def encode_batch(self, texts, pairs=None, max_length: int | None = None, truncation: bool = True):
+        """The raw `tokenizers.Encoding`s (ids, type ids, word ids, offsets), truncated but not padded."""
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if pairs is not None:
+            pairs = [pairs] if isinstance(pairs, str) else list(pairs)
+            if len(pairs) != len(texts):
+                raise ValueError(f"got {len(texts)} texts but {len(pairs)} pair texts; give one second segment per "
+                                 "text")
+            inputs = list(zip(texts, pairs))
+        else:
+            inputs = texts
+        for i, t in enumerate(texts + (pairs or [])):
+            if not isinstance(t, str):
+                raise TypeError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
+        if truncation:
+            self.backend.enable_truncation(max_length or self.max_length, strategy="longest_first")
+        try:
+            return self.backend.encode_batch(inputs)
+        finally:
+            self.backend.no_truncation()
+
+    def __call__(self, texts, pairs=None, *, max_length: int | None = None, truncation: bool = True,
+                 padding: bool | str = True, return_tensors: str | None = "pt", return_word_ids: bool = False):
+        """Tokenize a text or a list of texts (optionally with second segments `pairs`).
+
+        truncation: cut to max_length (default: the most the model's positions allow). padding: True/"longest"
+        pads to the longest in the batch, "max_length" to max_length, False returns unpadded lists.
+        Returns input_ids, attention_mask, token_type_ids (and word_ids, -1 on special and pad tokens)."""
+        length = max_length or self.max_length
+        encodings = self.encode_batch(texts, pairs, length, truncation)
+        rows = {"input_ids": [e.ids for e in encodings],
+                "attention_mask": [e.attention_mask for e in encodings],
+                "token_type_ids": [[0] * len(e.ids) if self.family == "roberta" else e.type_ids for e in encodings]}
+        if return_word_ids:
+            rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
+        if not padding:
+            if return_tensors is None or len({len(r) for r in rows["input_ids"]}) == 1:
+                return rows if return_tensors is None else {k: torch.tensor(v) for k, v in rows.items()}
+            raise ValueError("sequences of different lengths cannot form one tensor without padding; "
+                             "pass padding=True or return_tensors=None")
+        width = length if padding == "max_length" else max(len(r) for r in rows["input_ids"])
+        fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "word_ids": -1}
+        padded = {k: [r + [fill[k]] * (width - len(r)) for r in v] for k, v in rows.items()}
+        if return_tensors is None:
+            return padded
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in padded.items()}
+
+    # ---- saving ----------------------------------------------------------------------------------------------------
+    def save(self, folder) -> Path:
+        """Write tokenizer.json and tokenizer_config.json (model_max_length and special tokens)."""
+        from .checkpoint import atomic_write
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
+        cfg = {"model_max_length": self.max_length, "cls_token": self.specials["cls"],
+               "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
+               "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
+        atomic_write(folder / "tokenizer_config.json",
+                     lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8"))
+        return folder
+
+
+def _template(family: str, s: dict, backend: Backend):
+    cls, sep = (s["cls"], backend.token_to_id(s["cls"])), (s["sep"], backend.token_to_id(s["sep"]))
+    if family == "roberta":
+        return processors.RobertaProcessing(sep=sep, cls=cls, trim_offsets=True, add_prefix_space=False)
+    return processors.TemplateProcessing(
+        single=f"{cls[0]} $A {sep[0]}", pair=f"{cls[0]} $A {sep[0]} $B:1 {sep[0]}:1", special_tokens=[cls, sep])
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path}: not valid JSON ({e})") from None
+    return d if isinstance(d, dict) else {}
+
+
+def load_tokenizer(folder, family: str | None = None, max_length: int | None = None) -> Tokenizer:
+    """The tokenizer of a checkpoint folder. The family (special tokens, pair template) comes from config.json's
+    model_type, or from which vocabulary files are present; max_length defaults to what the model's position table
+    allows (512 for BERT, 512 of RoBERTa's 514 rows)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TokenizerError(f"{folder}: not a folder; expected a checkpoint folder with tokenizer.json, vocab.txt, "
+                             "or vocab.json + merges.txt")
+    tok_cfg = _read_json(folder / "tokenizer_config.json")
+    model_cfg = _read_json(folder / "config.json")
+    family = family or model_cfg.get("model_type")
+    if family is None:
+        family = "roberta" if (folder / "vocab.json").exists() else "bert"
+    if family not in SPECIALS:
+        raise TokenizerError(f"{folder}: model_type {family!r} is not a BERT-family model")
+    specials = dict(SPECIALS[family])
+    for key in specials:
+        value = tok_cfg.get(f"{key}_token")
+        if isinstance(value, dict):  # {"content": "[CLS]", ...} as some versions write it
+            value = value.get("content")
+        if isinstance(value, str):
+            specials[key] = value
+
+    if (folder / "tokenizer.json").exists():
+        try:
+            backend = Backend.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:  # the Rust side reports parse errors as plain Exception
+            raise TokenizerError(f"{folder / 'tokenizer.json'}: cannot be read by the tokenizers library ({e})") \
+                from None
+    elif (folder / "vocab.txt").exists():
+        backend = _wordpiece(folder / "vocab.txt", specials, tok_cfg)
+    elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
+        backend = _byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials)
+    else:
+        raise TokenizerError(f"{folder}: no tokenizer found; expected tokenizer.json, vocab.txt (WordPiece) or "
+                             "vocab.json + merges.txt (byte-level BPE)")
+
+    if max_length is None:
+        if "max_position_embeddings" in model_cfg:
+            offset = model_cfg.get("pad_token_id", 1) + 1 if family == "roberta" else 0
+            max_length = model_cfg["max_position_embeddings"] - offset
+        else:
+            max_length = tok_cfg.get("model_max_length", 512)
+            if not isinstance(max_length, int) or max_length > 100_000:  # "very large" placeholders
+                max_length = 512
+    return Tokenizer(backend, family, max_length=max_length, specials=specials)
+
+
+def _wordpiece(vocab_path: Path, s: dict, tok_cfg: dict) -> Backend:
+    vocab = {}
+    with open(vocab_path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            token = line.rstrip("\n")
+            if token in vocab:
+                continue
+            vocab[token] = i
+    if s["unk"] not in vocab:
+        raise TokenizerError(f"{vocab_path}: no {s['unk']} token in the vocabulary")
+    backend = Backend(models.WordPiece(vocab, unk_token=s["unk"], max_input_chars_per_word=100))
+    lowercase = tok_cfg.get("do_lower_case", True)
+    backend.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                    strip_accents=tok_cfg.get("strip_accents"), lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix="##")
+    backend.add_special_tokens([t for t in s.values() if t in vocab])
+    return backend
+
+
+def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
+    try:
+        bpe = models.BPE.from_file(str(vocab_path), str(merges_path))
+    except Exception as e:
+        raise TokenizerError(f"{vocab_path} / {merges_path}: not a byte-level BPE vocabulary ({e})") from None
+    backend = Backend(bpe)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    # As the reference: "<mask>" absorbs the space before it, so "The <mask> sat" masks the word " sat"'s slot.
+    backend.add_special_tokens([AddedToken(t, lstrip=(t == s["mask"])) for t in s.values()
+                                if backend.token_to_id(t) is not None])
+    return backend

@@ -1,0 +1,210 @@
+"""Outputs of every reference fixture, matched tensor by tensor (hidden states, attention probabilities,
+pooler, logits, losses), padded rows included; then the alternative execution paths against the padded one."""
+
+import json
+
+import pytest
+import torch
+from conftest import FIXTURES, TINY, TOL, load_reference, max_diff, model_inputs
+
+import bertscope
+
+
+def head_logits(ref):
+    return ref["prediction_logits"] if "prediction_logits" in ref else ref["logits"]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_output_matches_reference(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    out = model(**model_inputs(ref), output_hidden_states=True, output_attentions=True)
+
+    n_layers = model.config.num_hidden_layers
+    assert len(out.hidden_states) == n_layers + 1 and len(out.attentions) == n_layers
+    for i, h in enumerate(out.hidden_states):
+        assert max_diff(h, ref[f"hidden_states_{i}"]) <= TOL, f"hidden_states_{i}"
+    for i, a in enumerate(out.attentions):
+        assert max_diff(a, ref[f"attentions_{i}"]) <= TOL, f"attentions_{i}"
+    assert max_diff(out.logits, head_logits(ref)) <= TOL
+    assert max_diff(out.loss, ref["loss"]) <= TOL
+    if "pooler_output" in ref:
+        assert max_diff(out.pooler_output, ref["pooler_output"]) <= TOL
+    else:
+        assert out.pooler_output is None  # RoBERTa's MLM and classification models have no pooler
+    if "mlm_loss" in ref:
+        assert max_diff(out.mlm_loss, ref["mlm_loss"]) <= TOL
+    for part in ("nsp_loss", "sop_loss"):
+        if part in ref:
+            assert max_diff(out.pair_loss, ref[part]) <= TOL
+            assert max_diff(out.pair_logits, ref["seq_relationship_logits" if part == "nsp_loss" else "sop_logits"]) <= TOL
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_fast_attention_path_matches_reference(name):
+    """Without output_attentions the model runs torch SDPA; same outputs at the same tolerance."""
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    out = model(**model_inputs(ref), output_hidden_states=True)
+    assert out.attentions is None
+    for i, h in enumerate(out.hidden_states):
+        assert max_diff(h, ref[f"hidden_states_{i}"]) <= TOL
+    assert max_diff(out.logits, head_logits(ref)) <= TOL
+
+
+def test_roberta_positions_start_after_padding_idx():
+    ref = load_reference("roberta")
+    from bertscope.inputs import default_position_ids
+    model = bertscope.from_pretrained(TINY / "roberta")
+    assert torch.equal(default_position_ids(model.config, ref["input_ids"]), ref["position_ids"])
+    assert ref["position_ids"][0, 0] == 2 and ref["position_ids"][2, -1] == 1  # first real token, a pad
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
+def test_explicit_position_ids_equal_the_default(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    kw = model_inputs(ref)
+    implicit = model(**kw).logits
+    explicit = model(**kw, position_ids=ref["position_ids"]).logits
+    assert torch.equal(implicit, explicit)
+    shifted = model(**kw, position_ids=ref["position_ids"].flip(-1)).logits
+    assert max_diff(shifted, implicit) > 1e-3  # positions are really read
+
+
+def test_albert_layers_share_weights_as_the_reference_groups_them():
+    model = bertscope.from_pretrained(TINY / "albert")        # 4 layers, 2 groups: 0,0,1,1
+    assert len(model.encoder.layers) == 2 and model.encoder.plan == [0, 0, 1, 1]
+    one_group = bertscope.from_pretrained(TINY / "albert-cls")  # 4 layers, 1 group
+    assert len(one_group.encoder.layers) == 1 and one_group.encoder.plan == [0, 0, 0, 0]
+    c = bertscope.Config(family="albert", vocab_size=10, hidden_size=8, num_hidden_layers=6, num_attention_heads=2,
+                         intermediate_size=16, num_hidden_groups=3, inner_group_num=2)
+    assert c.layer_plan() == [0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5]
+
+
+def test_pruned_heads_match_reference():
+    ref = load_reference("bert", "reference_pruned.safetensors")
+    from safetensors import safe_open
+    with safe_open(str(TINY / "bert" / "reference_pruned.safetensors"), "pt") as f:
+        pruned = json.loads(f.metadata()["fixture"])["pruned_heads"]
+    model = bertscope.from_pretrained(TINY / "bert")
+    model.prune_heads({int(k): v for k, v in pruned.items()})
+    assert [layer.attention.heads for layer in model.encoder.layers] == [2, 3]
+    out = model(**model_inputs(ref), output_hidden_states=True, output_attentions=True)
+    for i, h in enumerate(out.hidden_states):
+        assert max_diff(h, ref[f"hidden_states_{i}"]) <= TOL
+    for i, a in enumerate(out.attentions):
+        assert a.shape == ref[f"attentions_{i}"].shape and max_diff(a, ref[f"attentions_{i}"]) <= TOL
+    assert max_diff(out.logits, ref["prediction_logits"]) <= TOL
+    assert max_diff(out.loss, ref["loss"]) <= TOL
+    assert model.config.pruned_heads == {0: [1, 3], 1: [2]}
+
+
+def test_pruning_in_two_steps_counts_heads_in_the_original_numbering():
+    ref = load_reference("bert", "reference_pruned.safetensors")
+    model = bertscope.from_pretrained(TINY / "bert")
+    model.prune_heads({0: [3]})
+    model.prune_heads({0: [1, 3], 1: [2]})   # 3 again is a no-op; 1 is still original head 1
+    out = model(**model_inputs(ref))
+    assert max_diff(out.logits, ref["prediction_logits"]) <= TOL
+    with pytest.raises(ValueError, match="every head"):
+        model.prune_heads({0: [0, 2]})
+
+
+def pack(ref):
+    """The real tokens of a padded batch, concatenated, with cumulative lengths."""
+    mask = ref["attention_mask"].bool()
+    lengths = mask.sum(1)
+    cu = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    return ref["input_ids"][mask], ref["token_type_ids"][mask], cu, mask
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_packed_batch_equals_padded_batch(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    ids, types, cu, mask = pack(ref)
+    padded = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"],
+                   token_type_ids=ref["token_type_ids"], output_hidden_states=True)
+    packed = model(input_ids=ids, token_type_ids=types, cu_seqlens=cu, output_hidden_states=True)
+    assert packed.last_hidden_state.shape == (int(mask.sum()), model.config.hidden_size)
+    for hp, hq in zip(padded.hidden_states, packed.hidden_states):
+        assert max_diff(hp[mask], hq) <= TOL
+    if padded.pooler_output is not None:
+        assert max_diff(padded.pooler_output, packed.pooler_output) <= TOL
+    if model.head == "classification":
+        assert max_diff(padded.logits, packed.logits) <= TOL
+    else:
+        assert max_diff(padded.logits[mask], packed.logits) <= TOL
+
+
+def test_packed_attention_probabilities_equal_padded():
+    ref = load_reference("bert")
+    model = bertscope.from_pretrained(TINY / "bert")
+    ids, types, cu, mask = pack(ref)
+    padded = model(input_ids=ref["input_ids"], attention_mask=ref["attention_mask"],
+                   token_type_ids=ref["token_type_ids"], output_attentions=True)
+    packed = model(input_ids=ids, token_type_ids=types, cu_seqlens=cu, output_attentions=True)
+    for a, b in zip(padded.attentions, packed.attentions):   # (B, nh, L, L), same grid: longest row is 17
+        assert a.shape == b.shape
+        assert max_diff(a.transpose(1, 2)[mask], b.transpose(1, 2)[mask]) <= TOL  # rows of real queries
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
+def test_square_mask_equal_to_padding_mask_gives_the_same_result(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    kw = model_inputs(ref)
+    flat = model(**kw, output_hidden_states=True)
+    m = ref["attention_mask"]
+    kw["attention_mask"] = m[:, None, :].expand(-1, m.shape[1], -1).contiguous()  # (B, L, L): every query sees real keys
+    square = model(**kw, output_hidden_states=True)
+    for a, b in zip(flat.hidden_states, square.hidden_states):
+        assert torch.equal(a, b)
+    assert torch.equal(flat.logits, square.logits)
+
+
+def graph_mask(ref, n_nodes=4):
+    """A GraphCodeBERT-style (B, L, L) mask: the last real tokens of each row act as data-flow nodes that see only
+    the code tokens they come from and each other; code tokens see code tokens and special tokens; pads see nothing."""
+    B, L = ref["input_ids"].shape
+    lengths = ref["attention_mask"].sum(1).tolist()
+    m = torch.zeros(B, L, L, dtype=torch.long)
+    g = torch.Generator().manual_seed(7)
+    for b, n in enumerate(lengths):
+        nodes = list(range(max(1, n - n_nodes), n))
+        code = [i for i in range(n) if i not in nodes]
+        for i in code:
+            m[b, i, code] = 1
+        for i in nodes:
+            m[b, i, nodes] = 1
+            m[b, i, 0] = 1
+            src = torch.randint(1, max(2, len(code)), (2,), generator=g)
+            m[b, i, src] = 1
+            m[b, src, i] = 1
+    return m
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta-cls", "albert"])
+def test_graph_shaped_mask_matches_reference_implementation(name):
+    transformers = pytest.importorskip("transformers")
+    ref = load_reference(name)
+    m3 = graph_mask(ref)
+    ours = bertscope.from_pretrained(TINY / name)
+    out = ours(input_ids=ref["input_ids"], attention_mask=m3, token_type_ids=ref["token_type_ids"],
+               output_hidden_states=True, output_attentions=True)
+    arch = json.loads((TINY / name / "config.json").read_text())["architectures"][0]
+    hf = getattr(transformers, arch).from_pretrained(TINY / name, attn_implementation="eager").eval()
+    additive = (1.0 - m3[:, None].float()) * torch.finfo(torch.float32).min  # how GraphCodeBERT feeds a 3-D mask
+    with torch.no_grad():
+        theirs = hf(input_ids=ref["input_ids"], attention_mask=additive, token_type_ids=ref["token_type_ids"],
+                    output_hidden_states=True, output_attentions=True)
+    real = ref["attention_mask"].bool()
+    for a, b in zip(out.hidden_states, theirs.hidden_states):
+        assert max_diff(a[real], b[real]) <= TOL
+    for a, b in zip(out.attentions, theirs.attentions):
+        assert max_diff(a, b) <= TOL
+    logits = theirs.prediction_logits if hasattr(theirs, "prediction_logits") else theirs.logits
+    assert max_diff(out.logits[real] if out.logits.dim() == 3 else out.logits,
+                    logits[real] if logits.dim() == 3 else logits) <= TOL
+    assert max_diff(out.logits, ours(**{k: ref[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits) > 1e-3
