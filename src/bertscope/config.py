@@ -45,7 +45,7 @@ class Config:
     inner_group_num: int = 1            # layers inside one group
     # Heads.
     num_labels: int = 2
-    id2label: dict[int, str] | None = None
+    id2label: dict[int, str] | None = None          # None: LABEL_0 .. LABEL_{num_labels-1}
     problem_type: str | None = None     # "single_label_classification" | "multi_label_classification" | "regression"
     classifier_dropout: float | None = None        # BERT/RoBERTa classifier; None means hidden_dropout_prob
     classifier_dropout_prob: float = 0.1           # ALBERT classifier and SOP head
@@ -83,9 +83,13 @@ class Config:
             raise ConfigError(f"max_position_embeddings {self.max_position_embeddings} leaves no room for tokens: "
                               f"RoBERTa positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
         self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in self.pruned_heads.items()}
-        if self.id2label is not None:
+        if self.id2label:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
             self.num_labels = len(self.id2label)
+            if sorted(self.id2label) != list(range(self.num_labels)):
+                raise ConfigError(f"id2label keys must be 0..{self.num_labels - 1}, got {sorted(self.id2label)}")
+        else:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
 
     # ---- derived sizes -------------------------------------------------------------------------------------------
     @property
@@ -129,8 +133,7 @@ class Config:
 
     @property
     def labels(self) -> list[str]:
-        id2label = self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
-        return [id2label[i] for i in range(self.num_labels)]
+        return [self.id2label[i] for i in range(self.num_labels)]
 
     # ---- Hugging Face config.json ---------------------------------------------------------------------------------
     @classmethod

@@ -155,7 +155,7 @@ class Tokenizer:
 def _template(family: str, s: dict, backend: Backend):
     cls, sep = (s["cls"], backend.token_to_id(s["cls"])), (s["sep"], backend.token_to_id(s["sep"]))
     if family == "roberta":
-        return processors.RobertaProcessing(sep=sep, cls=cls, trim_offsets=True, add_prefix_space=False)
+        return processors.RobertaProcessing(sep, cls, trim_offsets=True, add_prefix_space=False)
     return processors.TemplateProcessing(
         single=f"{cls[0]} $A {sep[0]}", pair=f"{cls[0]} $A {sep[0]} $B:1 {sep[0]}:1", special_tokens=[cls, sep])
 

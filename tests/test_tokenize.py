@@ -1,0 +1,123 @@
+"""Tokenizers from tokenizer.json, WordPiece vocab.txt and byte-level BPE vocab.json + merges.txt, with the
+family's pair template, padding, truncation and word ids."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import DATA, MINILM
+
+import bertscope
+from bertscope.tokenize import TokenizerError
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from conftest import need_shared
+    need_shared()
+    return bertscope.load_tokenizer(MINILM)
+
+
+def test_bert_pair_template_and_segments(tok):
+    b = tok(["the cat sat"], ["on the mat"])
+    ids = b["input_ids"][0].tolist()
+    assert ids[0] == tok.cls_token_id and ids.count(tok.sep_token_id) == 2 and ids[-1] == tok.sep_token_id
+    first_sep = ids.index(tok.sep_token_id)
+    assert b["token_type_ids"][0].tolist() == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)
+    assert tok.decode(ids) == "the cat sat on the mat"
+
+
+def test_padding_truncation_and_attention_mask(tok):
+    b = tok(["short", "a much longer sentence with many more words in it"], max_length=6)
+    assert b["input_ids"].shape == (2, 6)
+    assert b["attention_mask"][0].tolist() == [1, 1, 1, 0, 0, 0]
+    assert b["input_ids"][0, 3:].tolist() == [tok.pad_token_id] * 3
+    assert b["input_ids"][1, -1] == tok.sep_token_id  # truncated, still closed by [SEP]
+    fixed = tok(["short"], padding="max_length", max_length=10)
+    assert fixed["input_ids"].shape == (1, 10)
+    lists = tok(["short", "longer one"], padding=False, return_tensors=None)
+    assert [len(r) for r in lists["input_ids"]] == [3, 4]
+
+
+def test_default_max_length_is_the_model_position_limit(tok):
+    assert tok.max_length == 512
+    b = tok(["word " * 2000])
+    assert b["input_ids"].shape == (1, 512)
+
+
+def test_word_ids_group_subword_pieces(tok):
+    b = tok(["unbelievably tokenization"], return_word_ids=True)
+    pieces = tok.tokenize("unbelievably tokenization")
+    assert len(pieces) > 2  # split into WordPiece continuations
+    words = b["word_ids"][0].tolist()
+    assert words[0] == -1 and words[-1] == -1
+    assert sorted(set(words[1:-1])) == [0, 1]
+
+
+def test_vocab_txt_alone_gives_the_same_ids(tok, tmp_path):
+    shutil.copy(MINILM / "vocab.txt", tmp_path / "vocab.txt")
+    wp = bertscope.load_tokenizer(tmp_path)
+    lines = [l.split("\t")[0] for l in (DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:200]]
+    lines.append("Café naïve RÉSUMÉ — 東京 emoji 🙂 and    spaces")
+    a, b = tok(lines), wp(lines)
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    assert torch.equal(wp(lines[:3], lines[3:6])["token_type_ids"], tok(lines[:3], lines[3:6])["token_type_ids"])
+
+
+def test_saved_tokenizer_reloads_identically(tok, tmp_path):
+    tok.save(tmp_path)
+    again = bertscope.load_tokenizer(tmp_path, family="bert")
+    texts = ["Hello there, General Kenobi!", "bertscope explains dimensions"]
+    assert torch.equal(tok(texts)["input_ids"], again(texts)["input_ids"])
+
+
+@pytest.fixture(scope="module")
+def bpe_folder(tmp_path_factory):
+    """A byte-level BPE vocabulary trained on WikiText-2 and written as vocab.json + merges.txt, RoBERTa style."""
+    from conftest import need_shared
+    need_shared()
+    from tokenizers import ByteLevelBPETokenizer
+    folder = tmp_path_factory.mktemp("bpe")
+    trainer = ByteLevelBPETokenizer()
+    trainer.train([str(DATA / "wikitext2" / "valid.txt")], vocab_size=2000, min_frequency=2,
+                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    trainer.save_model(str(folder))
+    return folder
+
+
+def test_byte_level_bpe_matches_reference_tokenizer(bpe_folder):
+    transformers = pytest.importorskip("transformers")
+    ours = bertscope.load_tokenizer(bpe_folder)
+    assert ours.family == "roberta" and ours.pad_token_id == 1 and ours.mask_token == "<mask>"
+    theirs = transformers.RobertaTokenizer(vocab=str(bpe_folder / "vocab.json"), merges=str(bpe_folder / "merges.txt"))
+    texts = [l for l in (DATA / "wikitext2" / "test.txt").read_text(encoding="utf-8").splitlines() if l.strip()][:100]
+    a = ours(texts, max_length=128)
+    b = theirs(texts, max_length=128, truncation=True, padding=True, return_tensors="pt")
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["attention_mask"], b["attention_mask"])
+    pair_a = ours(texts[:4], texts[4:8])["input_ids"]
+    pair_b = theirs(texts[:4], texts[4:8], padding=True, truncation=True, max_length=512,
+                    return_tensors="pt")["input_ids"]
+    assert torch.equal(pair_a, pair_b)  # <s> a </s></s> b </s>
+
+
+def test_roberta_pairs_use_one_segment(bpe_folder):
+    ours = bertscope.load_tokenizer(bpe_folder)
+    b = ours(["first part"], ["second part"])
+    ids = b["input_ids"][0].tolist()
+    assert ids[0] == 0 and ids[-1] == 2 and [2, 2] == ids[ids.index(2):ids.index(2) + 2]
+    assert b["token_type_ids"].eq(0).all()
+    mask_id = ours.mask_token_id
+    assert mask_id in ours.encode("The <mask> sat.")
+
+
+def test_folder_without_tokenizer(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(TokenizerError, match="no tokenizer found; expected tokenizer.json, vocab.txt"):
+        bertscope.load_tokenizer(tmp_path)
+
+
+def test_broken_tokenizer_json(tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ')
+    with pytest.raises(TokenizerError, match="tokenizer.json: cannot be read"):
+        bertscope.load_tokenizer(tmp_path)
