@@ -25,7 +25,7 @@ def _where(mask: torch.Tensor) -> str:
 
 
 def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(map(str, t.shape)) + ")"
+    return str(tuple(t.shape))
 
 
 def _check_int(name: str, t: torch.Tensor):
