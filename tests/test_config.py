@@ -63,3 +63,17 @@ def test_named_configs_have_the_public_checkpoints_sizes(name, params):
         model = Model(named_config(name))
     assert model.num_parameters == params  # BertModel / RobertaModel / AlbertModel parameter counts
     assert name in NAMED
+
+
+def test_model_imports_and_runs_with_torch_alone():
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "for m in ('safetensors', 'tokenizers', 'transformers', 'numpy', 'typer', 'rich'): sys.modules[m] = None\n"
+            "import torch, bertscope\n"
+            "m = bertscope.from_config(bertscope.Config(family='albert', vocab_size=50, hidden_size=16, "
+            "num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, embedding_size=8), head='pretraining')\n"
+            "print(tuple(m(torch.ones(2, 5, dtype=torch.long)).logits.shape))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(2, 5, 50)"

@@ -71,8 +71,10 @@ def encode(
         torch.set_num_threads(threads)
     model, tok, desc = load_model(model_name)
     c = model.config
-    console.print(f"[bold]model[/]      {desc}: {c.num_hidden_layers} layers, H={c.hidden_size}, "
-                  f"{c.num_attention_heads} heads, vocab {c.vocab_size}, {model.num_parameters / 1e6:.1f}M parameters")
+    console.print(f"[bold]model[/]      {desc}")
+    console.print(f"[bold]shape[/]      {c.num_hidden_layers} layers, H={c.hidden_size}, {c.num_attention_heads} heads, "
+                  f"vocab {c.vocab_size}, {c.max_position_embeddings} positions, "
+                  f"{model.num_parameters / 1e6:.1f}M parameters")
     if file is not None:
         try:
             texts = read_texts(file, column=column, limit=limit)
@@ -94,7 +96,7 @@ def encode(
                 first = tok(texts[:batch_size])
             else:
                 g = torch.Generator().manual_seed(0)
-                ids = torch.randint(len_special := 5, c.vocab_size, (batch, length), generator=g)
+                ids = torch.randint(5, c.vocab_size, (batch, length), generator=g)  # above most special ids
                 first = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
                 out = model(**first)
                 n_tokens = ids.numel()

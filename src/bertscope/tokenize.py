@@ -93,6 +93,8 @@ class Tokenizer:
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
+        if not texts:
+            raise ValueError("no texts to tokenize")
         if pairs is not None:
             pairs = [pairs] if isinstance(pairs, str) else list(pairs)
             if len(pairs) != len(texts):

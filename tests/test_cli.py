@@ -1,0 +1,44 @@
+"""The `bertscope` command as a user runs it (the README's commands)."""
+
+from conftest import DATA, MINILM, TINY, need_shared
+from typer.testing import CliRunner
+
+from bertscope.cli import app
+
+runner = CliRunner()
+
+
+def test_encode_sst2_sentences_with_minilm():
+    need_shared()
+    r = runner.invoke(app, ["encode", str(MINILM), "--file", str(DATA / "sst2" / "dev.tsv"), "--limit", "40"])
+    assert r.exit_code == 0, r.output
+    assert "input_ids (32, " in r.output and "last_hidden_state (32, " in r.output
+    assert "mean-pooled, L2-normalised (40, 384)" in r.output
+    assert "most similar pair" in r.output
+
+
+def test_encode_built_in_shape_with_random_ids():
+    r = runner.invoke(app, ["encode", "albert-base-v2", "--batch", "2", "--length", "8"])
+    assert r.exit_code == 0, r.output
+    assert "hidden_states[0] (2, 8, 768)" in r.output and "pooler_output (2, 768)" in r.output
+
+
+def test_too_long_input_is_a_message_not_a_traceback():
+    need_shared()
+    r = runner.invoke(app, ["encode", str(TINY / "roberta"), "--length", "200"])
+    assert r.exit_code == 2
+    assert "130 position embeddings" in r.output and "Truncate to 128 tokens" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_column_names_the_file_and_line(tmp_path):
+    need_shared()
+    f = tmp_path / "x.tsv"
+    f.write_text("text\tlabel\nhello\t1\n")
+    r = runner.invoke(app, ["encode", str(MINILM), "--file", str(f), "--column", "sentence"])
+    assert r.exit_code == 2 and "x.tsv line 1: no column 'sentence'" in r.output
+
+
+def test_unknown_model_name():
+    r = runner.invoke(app, ["encode", "bert-huge"])
+    assert r.exit_code == 2 and "neither a checkpoint folder nor a built-in shape" in r.output
