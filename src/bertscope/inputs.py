@@ -70,6 +70,28 @@ def _too_long_message(config: Config, tokens: int, row: int | None) -> str:
 def check_inputs(config: Config, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                  cu_seqlens=None) -> None:
     """Raise InputError if these inputs would not run through a model with this config."""
+    problems = input_problems(config, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
+    if problems:
+        raise InputError("\n".join(problems))
+
+
+def input_problems(config: Config, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                   cu_seqlens=None) -> list[str]:
+    """Every way these inputs do not fit the model, one plain-words message each (empty when they fit)."""
+    try:
+        _check_structure(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
+    except InputError as e:  # values cannot be read sensibly from tensors of the wrong kind or shape
+        return [str(e)]
+    problems = []
+    for check in (_check_ids, _check_mask_values, _check_types, _check_positions):
+        try:
+            check(config, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
+        except InputError as e:
+            problems.append(str(e))
+    return problems
+
+
+def _check_structure(input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens):
     _check_int("input_ids", input_ids)
     packed = cu_seqlens is not None
     if packed:
@@ -85,7 +107,28 @@ def check_inputs(config: Config, input_ids, attention_mask=None, token_type_ids=
                          "output, or (1, length) for one sequence")
     if input_ids.numel() == 0:
         raise InputError(f"input_ids has shape {_shape(input_ids)}: there are no tokens to encode")
+    if attention_mask is not None:
+        B, L = input_ids.shape
+        if tuple(attention_mask.shape) not in ((B, L), (B, L, L)):
+            raise InputError(
+                f"attention_mask has shape {_shape(attention_mask)} but input_ids has shape {_shape(input_ids)}; "
+                f"expected ({B}, {L}) (1 = real token, 0 = padding) or a per-example ({B}, {L}, {L}) mask "
+                "(entry [b, i, j] = 1 where token i may attend to token j). Pass the mask the tokenizer returned "
+                "with these ids.")
+    if token_type_ids is not None:
+        _check_int("token_type_ids", token_type_ids)
+        if token_type_ids.shape != input_ids.shape:
+            raise InputError(f"token_type_ids has shape {_shape(token_type_ids)} but input_ids has shape "
+                             f"{_shape(input_ids)}; they must match (one segment id per token)")
+    if position_ids is not None:
+        _check_int("position_ids", position_ids)
+        ok_shapes = [tuple(input_ids.shape)] + ([(1, input_ids.shape[1])] if not packed else [])
+        if tuple(position_ids.shape) not in ok_shapes:
+            raise InputError(f"position_ids has shape {_shape(position_ids)} but input_ids has shape "
+                             f"{_shape(input_ids)}; expected {' or '.join(map(str, ok_shapes))}")
 
+
+def _check_ids(config, input_ids, *_):
     V = config.vocab_size
     bad = (input_ids < 0) | (input_ids >= V)
     if bad.any():
@@ -95,43 +138,35 @@ def check_inputs(config: Config, input_ids, attention_mask=None, token_type_ids=
             "The ids come from another tokenizer or vocabulary: tokenize with the tokenizer saved with this "
             "checkpoint (bertscope.load_tokenizer(folder)), or resize the model's embeddings to the new vocabulary.")
 
-    if attention_mask is not None:
-        B, L = input_ids.shape
-        if tuple(attention_mask.shape) not in ((B, L), (B, L, L)):
-            raise InputError(
-                f"attention_mask has shape {_shape(attention_mask)} but input_ids has shape {_shape(input_ids)}; "
-                f"expected ({B}, {L}) (1 = real token, 0 = padding) or a per-example ({B}, {L}, {L}) mask "
-                "(entry [b, i, j] = 1 where token i may attend to token j). Pass the mask the tokenizer returned "
-                "with these ids.")
-        values = attention_mask if attention_mask.dtype == torch.bool else attention_mask.float()
-        if attention_mask.dtype != torch.bool and not ((values == 0) | (values == 1)).all():
-            odd = ~((values == 0) | (values == 1))
-            raise InputError(f"attention_mask {_where(odd)} is {values[odd][0].item()}; expected 0/1 values "
-                             "(1 = attend, 0 = ignore). An additive mask of 0 / -inf is built inside the model.")
 
-    if token_type_ids is not None:
-        _check_int("token_type_ids", token_type_ids)
-        if token_type_ids.shape != input_ids.shape:
-            raise InputError(f"token_type_ids has shape {_shape(token_type_ids)} but input_ids has shape "
-                             f"{_shape(input_ids)}; they must match (one segment id per token)")
-        T = config.type_vocab_size
-        bad = (token_type_ids < 0) | (token_type_ids >= T)
-        if bad.any():
-            value = token_type_ids[bad][0].item()
-            if T == 1:
-                fix = (f"this {family_name(config)} model has type_vocab_size 1 (segment 0 only): pass token_type_ids "
-                       "of zeros or leave them out" + ("; RoBERTa marks a pair with </s></s>, not segment ids"
-                                                      if config.family == "roberta" else ""))
-            else:
-                fix = f"this model has type_vocab_size {T} (segments 0..{T - 1}): use segment ids below {T}"
-            raise InputError(f"token_type_ids {_where(bad)} is {value}; {fix}.")
+def _check_mask_values(config, input_ids, attention_mask, *_):
+    if attention_mask is None or attention_mask.dtype == torch.bool:
+        return
+    values = attention_mask.float()
+    odd = ~((values == 0) | (values == 1))
+    if odd.any():
+        raise InputError(f"attention_mask {_where(odd)} is {values[odd][0].item()}; expected 0/1 values "
+                         "(1 = attend, 0 = ignore). An additive mask of 0 / -inf is built inside the model.")
 
+
+def _check_types(config, input_ids, attention_mask, token_type_ids, *_):
+    if token_type_ids is None:
+        return
+    T = config.type_vocab_size
+    bad = (token_type_ids < 0) | (token_type_ids >= T)
+    if bad.any():
+        value = token_type_ids[bad][0].item()
+        if T == 1:
+            fix = (f"this {family_name(config)} model has type_vocab_size 1 (segment 0 only): pass token_type_ids "
+                   "of zeros or leave them out" + ("; RoBERTa marks a pair with </s></s>, not segment ids"
+                                                  if config.family == "roberta" else ""))
+        else:
+            fix = f"this model has type_vocab_size {T} (segments 0..{T - 1}): use segment ids below {T}"
+        raise InputError(f"token_type_ids {_where(bad)} is {value}; {fix}.")
+
+
+def _check_positions(config, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens):
     if position_ids is not None:
-        _check_int("position_ids", position_ids)
-        ok_shapes = [tuple(input_ids.shape)] + ([(1, input_ids.shape[1])] if not packed else [])
-        if tuple(position_ids.shape) not in ok_shapes:
-            raise InputError(f"position_ids has shape {_shape(position_ids)} but input_ids has shape "
-                             f"{_shape(input_ids)}; expected {' or '.join(map(str, ok_shapes))}")
         P = config.max_position_embeddings
         bad = (position_ids < 0) | (position_ids >= P)
         if bad.any():
@@ -142,7 +177,7 @@ def check_inputs(config: Config, input_ids, attention_mask=None, token_type_ids=
                 + (f", real tokens start at {config.position_offset}" if config.position_offset else "")
                 + f"), so at most {config.max_tokens} tokens fit. Truncate the sequence to {config.max_tokens} tokens "
                 "or restart positions for each window.")
-    elif packed:
+    elif cu_seqlens is not None:
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1])
         longest = int(lengths.max())
         if longest > config.max_tokens:
