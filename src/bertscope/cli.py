@@ -126,6 +126,135 @@ def encode(
         console.print(table)
 
 
+def _planned_input(model, tok, texts, batch, length):
+    if texts:
+        if tok is None:
+            _fail("this model has no tokenizer; use --batch and --length instead of --text")
+        b = tok(texts)
+        return b["input_ids"], b["attention_mask"], b["token_type_ids"]
+    return None, None, None
+
+
+@app.command()
+def explain(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape"),
+    batch: int = typer.Option(2, help="batch size B of the traced input"),
+    length: int = typer.Option(16, help="sequence length L of the traced input"),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="trace these texts instead (repeatable)"),
+    head: Optional[str] = typer.Option(None, help="base | mlm | pretraining | classification"),
+    fmt: str = typer.Option("text", "--format", help="text | markdown | json"),
+    depth: Optional[int] = typer.Option(None, help="show this many levels below the model"),
+    unfold: bool = typer.Option(False, help="show every layer instead of folding repeats"),
+):
+    """The module tree with constructor dims, parameters and the real input -> output shape of every layer for
+    one forward pass, the attention internals, and totals: parameters, FLOPs, activation memory."""
+    import json as _json
+    from .explain import explain as run, render_text
+    model, tok, _ = load_model(model_name, head=head)
+    ids, mask, types = _planned_input(model, tok, text, batch, length)
+    try:
+        e = run(model, ids, mask, types, batch=batch, length=length, unfold=unfold)
+    except InputError as ex:
+        _fail(str(ex))
+    if fmt == "json":
+        print(_json.dumps(e.to_dict(), indent=1))
+    elif fmt in ("text", "markdown"):
+        print(render_text(e, depth=depth, markdown=fmt == "markdown"), end="")
+    else:
+        _fail(f"--format {fmt!r}: use text, markdown or json")
+
+
+@app.command()
+def check(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape"),
+    length: Optional[int] = typer.Option(None, help="planned sequence length in tokens (special tokens included)"),
+    batch: int = typer.Option(1, help="planned batch size"),
+    pairs: bool = typer.Option(False, help="inputs are sentence pairs (segment ids 0 and 1)"),
+    ids_file: Optional[Path] = typer.Option(None, help="token ids, one sequence per line, separated by spaces"),
+    data: Optional[Path] = typer.Option(None, help="a labelled .tsv/.csv/.jsonl to check against the classifier"),
+    label_column: str = typer.Option("label", help="label column of --data"),
+    num_labels: Optional[int] = typer.Option(None, help="the classifier width you plan to load the model with"),
+):
+    """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
+    from .checkpoint import HEAD_OF_ARCHITECTURE
+    from .config import Config, named_config
+    from .data import DataError, read_texts
+    from .explain import preflight
+    try:  # the config alone: nothing is loaded or run
+        config = Config.from_json(model_name) if Path(model_name).is_dir() else named_config(model_name)
+    except ConfigError as e:
+        _fail(str(e))
+    head = next((HEAD_OF_ARCHITECTURE[a] for a in config.extra.get("architectures") or []
+                 if a in HEAD_OF_ARCHITECTURE), "base")
+    ids = None
+    if ids_file is not None:
+        try:
+            ids = [[int(x) for x in line.split()] for line in read_texts(ids_file)]
+        except ValueError as e:
+            _fail(f"{ids_file}: expected whitespace-separated integer ids on every line ({e})")
+    labels = None
+    if data is not None:
+        try:
+            labels = read_texts(data, column=label_column)
+        except DataError as e:
+            _fail(str(e))
+    if length is None and ids is None and labels is None:
+        _fail("nothing to check: give --length, --ids-file or --data")
+    problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,
+                         head=head if labels is not None and head != "base" else None, num_labels=num_labels)
+    c = config
+    console.print(f"model: {model_name} ({c.family}, head {head}); positions {c.max_position_embeddings} (at most "
+                  f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
+                  (f", num_labels {c.num_labels}" if head == "classification" else ""), soft_wrap=True)
+    if not problems:
+        console.print("[green]ok[/]: the planned input fits this model")
+        return
+    for p in problems:
+        console.print(f"[red]✗ {p.what}[/]: {p.message}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape"),
+    out: Path = typer.Argument(..., help="the .onnx file to write"),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="dynamic batch and sequence axes"),
+    batch: int = typer.Option(2), length: int = typer.Option(16),
+):
+    """Export to ONNX and verify it in onnxruntime against PyTorch (max difference reported)."""
+    import logging
+    import warnings
+    from .export import ExportError, export_onnx
+    model, _, desc = load_model(model_name)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            r = export_onnx(model, out, dynamic=dynamic, batch=batch, length=length)
+        except ExportError as e:
+            _fail(str(e))
+    console.print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) from {desc}")
+    console.print(f"inputs  {', '.join(r['inputs'])} \\[batch, sequence]" + (" (dynamic axes)" if dynamic else ""))
+    console.print(f"outputs {', '.join(r['outputs'])}")
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_diff"].items())
+    console.print(f"onnxruntime vs PyTorch on a {tuple(r['checked_shape'])} batch: max abs diff {diffs}")
+
+
+@app.command()
+def draw(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape"),
+    out: Path = typer.Argument(..., help="picture to write (.png or .svg)"),
+    batch: int = typer.Option(2), length: int = typer.Option(128),
+    head: Optional[str] = typer.Option(None, help="base | mlm | pretraining | classification"),
+):
+    """Draw the architecture with the dims on every edge."""
+    from .export import draw as run
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        _fail(f"{out}: use a .png, .svg or .pdf file name")
+    model, _, desc = load_model(model_name, head=head)
+    console.print(f"wrote {run(model, out, batch=batch, length=length)} ({desc})")
+
+
 @app.command()
 def configs():
     """List the built-in shapes (random weights, nothing downloaded)."""

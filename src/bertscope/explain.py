@@ -1,0 +1,464 @@
+"""See every dimension: a shape trace of a real forward pass, parameter / FLOP / memory accounting, and a
+pre-flight check of planned inputs.
+
+`explain(model, ...)` runs the model once with forward hooks on every module and returns an `Explanation`: the
+module tree (our names, the reference implementation's names, constructor dims, parameters, the input and output
+shapes of this very input, and the attention internals that `print(model)` never shows), folded where layers repeat.
+`preflight(config, ...)` checks a planned input against a model's limits without running anything.
+The CLI renders both (text, markdown or JSON); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import Config
+from .inputs import input_problems
+from .model import Model, Output, SelfAttention
+
+Shape = tuple
+
+
+@dataclass
+class Node:
+    name: str                                     # path in our model ("encoder.layers.0.attention.qkv")
+    kind: str                                     # type and constructor dims, as print(model) shows them
+    params: int                                   # parameters in this subtree (shared / tied ones counted once)
+    inputs: list[Shape] = field(default_factory=list)   # tensor inputs of its first call
+    outputs: list[Shape] = field(default_factory=list)  # tensor outputs of its first call
+    calls: int = 0                                # how often it ran (ALBERT's shared layers run several times)
+    reference: list[str] = field(default_factory=list)  # the reference implementation's module name(s)
+    reference_kind: list[str] = field(default_factory=list)  # and their constructor dims
+    note: str = ""
+    children: list["Node"] = field(default_factory=list)
+    fold: str = ""                                # "layers 0-11: 12 × EncoderLayer" when folded
+
+    def walk(self):
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+
+@dataclass
+class Explanation:
+    family: str
+    head: str
+    input_shape: Shape
+    tree: Node
+    totals: dict[str, int]                        # parameters by component, and "total"
+    sharing: dict[str, int] | None                # ALBERT: actual vs an unshared, unfactorised twin
+    flops: dict[str, int]                         # multiply-adds × 2, by part, for this input
+    activation_bytes: int                         # all module outputs + attention scores / probs of one pass
+    largest_activation: tuple[str, Shape]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- the shape trace --------------------------------------------------------------------------------------------
+
+def _shapes(x) -> list[Shape]:
+    if isinstance(x, torch.Tensor):
+        return [tuple(x.shape)]
+    if isinstance(x, (list, tuple)):
+        return [s for item in x for s in _shapes(item)]
+    if isinstance(x, Output):
+        return _shapes([t for t in (x.last_hidden_state, x.pooler_output, x.logits, x.pair_logits) if t is not None])
+    return []
+
+
+def _kind(m: nn.Module) -> str:
+    extra = m.extra_repr()
+    return f"{type(m).__name__}({extra})" if extra else type(m).__name__
+
+
+def _reference_modules(model: Model) -> dict[str, list[str]]:
+    """Our module path -> the reference module(s) holding the same weights (Q/K/V: three for our fused one)."""
+    from .checkpoint import PREFIX, name_table
+    prefix = PREFIX[model.config.family] if model.head == "base" else ""
+    out: dict[str, list[str]] = {}
+    for ours, theirs in name_table(model):
+        module = ours.rsplit(".", 1)[0]
+        names = [t.rsplit(".", 1)[0] for t in theirs]
+        if module == "mlm.decoder":  # the reference keeps the decoder's bias one level up, on the head
+            names = [n if n.endswith(".decoder") else n + ".decoder" for n in names]
+        names = [n[len(prefix):] if prefix and n.startswith(prefix) else n for n in names]
+        out.setdefault(module, [])
+        out[module] += [n for n in names if n not in out[module]]
+    return out
+
+
+def _reference_kind(m: nn.Module, n_parts: int) -> str:
+    """Constructor dims of each reference module behind ours (a fused Linear splits on its output dim)."""
+    if isinstance(m, nn.Linear):
+        return f"Linear(in_features={m.in_features}, out_features={m.out_features // n_parts}, " \
+               f"bias={m.bias is not None})"
+    return _kind(m)
+
+
+def explain(model: Model, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+            token_type_ids: torch.Tensor | None = None, batch: int = 2, length: int = 16,
+            unfold: bool = False) -> Explanation:
+    """Run one forward pass with hooks and account for every module. Without input_ids, random ids of
+    (batch, length) are used (the shapes, not the values, are what is explained)."""
+    c = model.config
+    if input_ids is None:
+        g = torch.Generator().manual_seed(0)
+        low = min(5, c.vocab_size - 1)
+        input_ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
+        if c.family == "roberta":
+            input_ids[input_ids == c.pad_token_id] = low
+    problems = input_problems(c, input_ids, attention_mask, token_type_ids)
+    if problems:
+        from .inputs import InputError
+        raise InputError("\n".join(problems))
+
+    records: dict[str, dict] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        def hook(mod, args, kwargs, out, name=name):
+            r = records.setdefault(name, {"calls": 0})
+            r["calls"] += 1
+            if r["calls"] == 1:
+                r["inputs"] = _shapes(list(args) + [v for v in kwargs.values()])
+                r["outputs"] = _shapes(out)
+                r["bytes"] = sum(t.numel() * t.element_size() for t in _tensors(out))
+            else:
+                r["bytes"] += sum(t.numel() * t.element_size() for t in _tensors(out))
+        hooks.append(m.register_forward_hook(hook, with_kwargs=True))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        output_attentions=True)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+
+    owner = _param_owner(model)
+    refs = _reference_modules(model)
+    tree = _build(model, "", records, owner, refs)
+    if not unfold:
+        _fold(tree)
+    totals = {child.name: child.params for child in tree.children}
+    totals["total"] = tree.params
+    B, L = input_ids.shape
+    leaves = {n for n, m in model.named_modules() if not any(True for _ in m.children())}
+    activation = sum(r.get("bytes", 0) for n, r in records.items() if n in leaves)  # every leaf output, every call
+    activation += sum(a.numel() * a.element_size() * 2 for a in out.attentions)   # scores and probabilities
+    largest = max(((n, s) for n, r in records.items() if n for s in r.get("outputs", [])),
+                  key=lambda item: _numel(item[1]), default=("", ()))
+    return Explanation(family=c.family, head=model.head, input_shape=(B, L), tree=tree, totals=totals,
+                       sharing=_sharing(model) if c.family == "albert" else None,
+                       flops=estimate_flops(model, B, L), activation_bytes=int(activation),
+                       largest_activation=largest)
+
+
+def _tensors(x):
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for item in x for t in _tensors(item)]
+    return []
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _param_owner(model: nn.Module) -> dict[int, str]:
+    """Each parameter's first owner, so tied and shared weights are counted once, where they live."""
+    owner = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        owner.setdefault(id(p), name)
+    return owner
+
+
+def _build(module: nn.Module, name: str, records, owner, refs) -> Node:
+    own = {id(p): p for p in module.parameters()}
+    params = sum(p.numel() for pid, p in own.items() if owner[pid] == name or owner[pid].startswith(name + ".")
+                 or not name)
+    r = records.get(name, {})
+    node = Node(name=name, kind=_kind(module), params=params, inputs=r.get("inputs", []),
+                outputs=r.get("outputs", []), calls=r.get("calls", 0))
+    if name in refs:
+        node.reference = refs[name]
+        node.reference_kind = [_reference_kind(module, len(refs[name]))] * len(refs[name])
+    tied = [n for n, p in module.named_parameters(recurse=False) if owner[id(p)] != f"{name}.{n}"]
+    if tied:
+        node.note = "; ".join(f"{n} tied to {owner[id(getattr(module, n))]}" for n in tied)
+    for child_name, child in module.named_children():
+        node.children.append(_build(child, f"{name}.{child_name}" if name else child_name, records, owner, refs))
+    if isinstance(module, SelfAttention) and node.outputs:
+        node.children += _attention_internals(module, node)
+    if node.calls > 1 and type(module).__name__ == "EncoderLayer":
+        node.note = (node.note + "; " if node.note else "") + f"shared: runs {node.calls}× per forward pass"
+    return node
+
+
+def _attention_internals(m: SelfAttention, node: Node) -> list[Node]:
+    """What happens inside attention, shaped from the real Q/K/V projection output of this pass."""
+    x = node.inputs[0]                                        # (B, L, H)
+    B, L = x[0], x[1]
+    nh, hd = m.heads, m.head_dim
+    qkv = (B, nh, L, hd)
+    return [
+        Node(f"{node.name}.(q, k, v)", f"split qkv into {nh} heads", 0, [(B, L, 3 * nh * hd)], [qkv, qkv, qkv]),
+        Node(f"{node.name}.(scores)", f"q·kᵀ / √{hd} + mask", 0, [qkv, qkv], [(B, nh, L, L)]),
+        Node(f"{node.name}.(probs)", "softmax over keys", 0, [(B, nh, L, L)], [(B, nh, L, L)]),
+        Node(f"{node.name}.(context)", "probs·v, heads merged", 0, [(B, nh, L, L), qkv], [(B, L, nh * hd)]),
+    ]
+
+
+def _signature(n: Node):
+    return (n.kind, n.params, tuple(n.inputs), tuple(n.outputs), tuple(_signature(c) for c in n.children))
+
+
+def _fold(node: Node):
+    """Fold runs of identical siblings (encoder layers) into one block that stands for all of them."""
+    for child in node.children:
+        _fold(child)
+    folded, i = [], 0
+    while i < len(node.children):
+        j = i + 1
+        while j < len(node.children) and _signature(node.children[j]) == _signature(node.children[i]):
+            j += 1
+        first = node.children[i]
+        if j - i > 1:
+            last = node.children[j - 1].name.rsplit(".", 1)[-1]
+            block = dataclasses.replace(first, params=sum(c.params for c in node.children[i:j]))
+            parent = first.name.rsplit(".", 2)[-2] if first.name.count(".") else ""
+            block.fold = f"{parent} {first.name.rsplit('.', 1)[-1]}-{last}: {j - i} × {first.kind}"
+            block.reference = [r for c in node.children[i:j] for r in c.reference]
+            folded.append(block)
+        else:
+            folded.append(first)
+        i = j
+    node.children = folded
+
+
+# ---- accounting -----------------------------------------------------------------------------------------------------
+
+def _sharing(model: Model) -> dict[str, int]:
+    """ALBERT against its twin with one set of weights per layer application and an unfactorised embedding."""
+    c = model.config
+    per_layer = sum(p.numel() for p in model.encoder.layers[0].parameters())
+    encoder_actual = sum(p.numel() for p in model.encoder.parameters())
+    encoder_unshared = per_layer * len(model.encoder.plan)
+    E, H = c.embedding_dim, c.hidden_size
+    tables = c.vocab_size + c.max_position_embeddings + c.type_vocab_size
+    emb_actual = sum(p.numel() for p in model.embeddings.parameters())
+    emb_unfactorised = tables * H + 2 * H
+    actual = sum(p.numel() for p in model.parameters())
+    twin = actual - encoder_actual - emb_actual + encoder_unshared + emb_unfactorised
+    return {"encoder": encoder_actual, "encoder_unshared": encoder_unshared, "embeddings": emb_actual,
+            "embeddings_unfactorised": emb_unfactorised, "total": actual, "twin_total": twin,
+            "saved": twin - actual}
+
+
+def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
+    """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass over a (B, L) batch."""
+    c = model.config
+    E, H, V, T = c.embedding_dim, c.hidden_size, c.vocab_size, B * L
+    flops = {"embeddings": 2 * T * E * H if c.family == "albert" else 0, "attention": 0, "feed_forward": 0}
+    for i in model.encoder.plan:
+        layer = model.encoder.layers[i]
+        inner = layer.attention.heads * layer.attention.head_dim
+        flops["attention"] += 2 * T * H * 3 * inner + 2 * T * inner * H    # Q/K/V and output projections
+        flops["attention"] += 2 * 2 * B * L * L * inner                     # q·kᵀ and probs·v
+        flops["feed_forward"] += 2 * 2 * T * H * c.intermediate_size
+    if model.pooler is not None:
+        flops["pooler"] = 2 * B * H * H
+    if model.mlm is not None:
+        flops["mlm_head"] = 2 * T * (H * E + E * V)
+    if model.pair is not None:
+        flops["pair_head"] = 2 * B * H * 2
+    if model.classifier is not None:
+        flops["classifier"] = 2 * B * H * (c.num_labels + (H if c.family == "roberta" else 0))
+    flops["total"] = sum(flops.values())
+    return flops
+
+
+# ---- pre-flight check of a planned input ------------------------------------------------------------------------
+
+@dataclass
+class Problem:
+    what: str            # "length", "vocab", "segments", "labels", ...
+    message: str
+
+
+def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: bool = False,
+              ids: list[list[int]] | None = None, labels: list | None = None, head: str | None = None,
+              num_labels: int | None = None) -> list[Problem]:
+    """Check a planned input against a model without running it. Every violation comes back in plain words with
+    the fix; an empty list means the input fits."""
+    problems: list[Problem] = []
+    if length is not None:
+        if length < 1:
+            problems.append(Problem("length", f"length {length}: a sequence needs at least one token"))
+        else:
+            planned = torch.full((batch, length), _ordinary_id(config))
+            types = None
+            if pairs:
+                if config.family == "roberta":
+                    types = None  # RoBERTa marks pairs with </s></s>; its tokenizer gives segment 0 throughout
+                else:
+                    types = torch.zeros(batch, length, dtype=torch.long)
+                    types[:, length // 2:] = 1
+            problems += [Problem(_what(m), m.replace("row 0 of input_ids", "a planned sequence"))
+                         for m in input_problems(config, planned, token_type_ids=types)]
+    for row, seq in enumerate(ids or []):
+        t = torch.tensor([seq], dtype=torch.long)
+        for m in input_problems(config, t):
+            problems.append(Problem(_what(m), f"sequence {row + 1}: " + m.replace("input_ids row 0, position",
+                                                                              "input_ids position")))
+    if labels is not None:
+        classes = sorted({str(x) for x in labels})
+        n = num_labels if num_labels is not None else config.num_labels
+        if head not in (None, "classification"):
+            problems.append(Problem("labels", f"the data has labels but the model's head is {head!r}; fine-tune "
+                                              "with head='classification'"))
+        elif len(classes) > n:
+            problems.append(Problem("labels", f"the data has {len(classes)} classes ({', '.join(classes[:10])}"
+                                              f"{', ...' if len(classes) > 10 else ''}) but the classifier has "
+                                              f"num_labels {n}. Load the model with num_labels={len(classes)} and "
+                                              "reinit_head=True (the classifier is then trained from scratch)."))
+        else:
+            known = set(config.labels)
+            ints = all(x.lstrip("-").isdigit() for x in classes)
+            if not ints and known and not set(classes) <= known and config.id2label \
+                    and not all(v.startswith("LABEL_") for v in config.labels):
+                unseen = sorted(set(classes) - known)
+                problems.append(Problem("labels", f"labels {', '.join(unseen[:10])} are not among the model's "
+                                                  f"id2label names ({', '.join(config.labels)})"))
+            if ints:
+                bad = [x for x in classes if not 0 <= int(x) < n]
+                if bad:
+                    problems.append(Problem("labels", f"integer labels {', '.join(bad)} fall outside 0..{n - 1} "
+                                                      f"(num_labels {n}); renumber the classes from 0 or load the "
+                                                      f"model with num_labels={max(int(x) for x in classes) + 1}"))
+    return problems
+
+
+def _ordinary_id(config: Config) -> int:
+    """An id that is not the pad token (RoBERTa's positions skip pads, so a planned length must not use it)."""
+    return (config.pad_token_id + 1) % config.vocab_size
+
+
+def _what(message: str) -> str:
+    for key, what in (("vocabulary", "vocab"), ("token_type_ids", "segments"), ("attention_mask", "mask"),
+                      ("position", "length"), ("tokens;", "length")):
+        if key in message:
+            return what
+    return "input"
+
+
+# ---- rendering (strings; the CLI prints them) ---------------------------------------------------------------------
+
+def fmt_shapes(shapes: list[Shape]) -> str:
+    parts, i = [], 0
+    while i < len(shapes):
+        j = i
+        while j < len(shapes) and shapes[j] == shapes[i]:
+            j += 1
+        text = "[" + ", ".join(map(str, shapes[i])) + "]"
+        parts.append(text + (f" ×{j - i}" if j - i > 1 else ""))
+        i = j
+    return ", ".join(parts)
+
+
+def fmt_names(names: list[str]) -> str:
+    """query/key/value of one layer as `...attention.self.{query,key,value}`; a folded block as its first name +n."""
+    if not names:
+        return ""
+    stems = {n.rsplit(".", 1)[0] for n in names}
+    if len(stems) == 1 and len(names) > 1:
+        return f"{stems.pop()}.{{{','.join(n.rsplit('.', 1)[1] for n in names)}}}"
+    return names[0] + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+
+
+def fmt_count(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= div:
+            return f"{n / div:.1f} {suffix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def _rows(e: Explanation, depth: int | None):
+    """(tree prefix + label, node) in display order, down to `depth` levels below the model."""
+    out = []
+
+    def visit(node: Node, prefix: str, last: bool, level: int, label: str):
+        branch = "" if level == 0 else ("└─ " if last else "├─ ")
+        out.append((prefix + branch + label, node))
+        if depth is not None and level >= depth:
+            return
+        kids = []
+        for child in node.children:   # a ModuleList is only a container: show its layers in its place
+            if child.kind == "ModuleList":
+                kids += [(k, k.fold or f"{child.name.rsplit('.', 1)[-1]}.{k.name.rsplit('.', 1)[-1]}")
+                         for k in child.children]
+            else:
+                kids.append((child, child.fold or child.name.rsplit(".", 1)[-1]))
+        for i, (child, name) in enumerate(kids):
+            nxt = prefix + ("" if level == 0 else ("   " if last else "│  "))
+            visit(child, nxt, i == len(kids) - 1, level + 1, name)
+
+    visit(e.tree, "", True, 0, f"{e.family} ({e.head})")
+    return out
+
+
+def render_text(e: Explanation, depth: int | None = None, markdown: bool = False) -> str:
+    header = ["module", "type", "params", "input → output", "reference name"]
+    table = []
+    for label, n in _rows(e, depth):
+        kind = n.kind if len(n.kind) <= 72 else n.kind[:69] + "..."
+        io = f"{fmt_shapes(n.inputs)} → {fmt_shapes(n.outputs)}" if n.outputs else ""
+        ref = fmt_names(n.reference)
+        if n.note:
+            ref = (ref + "  " if ref else "") + f"[{n.note}]"
+        table.append([label, kind, fmt_count(n.params) if n.params else "", io, ref])
+    lines = [f"{e.family} · head {e.head} · input {fmt_shapes([e.input_shape])} · "
+             f"{e.totals['total']:,} parameters", ""]
+    if markdown:
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(c.replace("|", "\\|") or " " for c in row) + " |" for row in table]
+    else:
+        widths = [max(len(r[i]) for r in table + [header]) for i in range(len(header))]
+        for row in [header] + table:
+            lines.append("  ".join(c.ljust(w) if i != 2 else c.rjust(w) for i, (c, w) in
+                                   enumerate(zip(row, widths))).rstrip())
+    lines.append("")
+    lines += summary_lines(e)
+    return "\n".join(lines) + "\n"
+
+
+def summary_lines(e: Explanation) -> list[str]:
+    t = e.totals
+    parts = " · ".join(f"{k} {v:,}" for k, v in t.items() if k != "total")
+    lines = [f"parameters   {parts} · total {t['total']:,}"]
+    if e.sharing:
+        s = e.sharing
+        lines.append(f"ALBERT       encoder {s['encoder']:,} shared vs {s['encoder_unshared']:,} with one set of "
+                     f"weights per layer; embeddings {s['embeddings']:,} factorised (V×E + E×H) vs "
+                     f"{s['embeddings_unfactorised']:,} at V×H; twin {s['twin_total']:,} → saved {s['saved']:,} "
+                     f"({100 * s['saved'] / s['twin_total']:.1f}%)")
+    f = e.flops
+    parts = " · ".join(f"{k.replace('_', ' ')} {fmt_count(v)}" for k, v in f.items() if k != "total" and v)
+    B, L = e.input_shape
+    lines.append(f"FLOPs        {fmt_count(f['total'], 'FLOP')} per forward pass of ({B}, {L}) "
+                 f"({fmt_count(f['total'] / (B * L), 'FLOP')} per token): {parts}")
+    name, shape = e.largest_activation
+    lines.append(f"activations  {fmt_count(e.activation_bytes, 'B')} for one pass (every layer's output and "
+                 f"attention map: what training keeps for backward); largest {name} {fmt_shapes([shape])}")
+    return lines

@@ -1,0 +1,168 @@
+"""Export to ONNX (verified in onnxruntime) and draw the architecture as a picture with its dimensions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .model import Model
+
+
+class ExportError(RuntimeError):
+    """An export that could not be written or did not reproduce the PyTorch outputs."""
+
+
+class _Exported(nn.Module):
+    """The model with plain tensor inputs and outputs, as ONNX wants it."""
+
+    def __init__(self, model: Model):
+        super().__init__()
+        self.model = model
+        self.names = ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else []) + \
+            (["logits"] if model.mlm is not None or model.classifier is not None else []) + \
+            (["pair_logits"] if model.pair is not None else [])
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return tuple(getattr(out, n) for n in self.names)
+
+
+def _sample(model: Model, batch: int, length: int, seed: int):
+    c = model.config
+    g = torch.Generator().manual_seed(seed)
+    low = (c.pad_token_id + 1) % c.vocab_size
+    ids = torch.randint(max(low, 1), c.vocab_size, (batch, length), generator=g)
+    mask = torch.ones_like(ids)
+    if batch > 1:  # one padded row, so the mask path is exercised
+        mask[-1, length // 2:] = 0
+        ids[-1, length // 2:] = c.pad_token_id
+    return ids, mask, torch.zeros_like(ids)
+
+
+def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length: int = 16) -> dict:
+    """Write an ONNX graph with named inputs (input_ids, attention_mask, token_type_ids) and outputs, then run it in
+    onnxruntime on a different batch and length (when dynamic) and compare with PyTorch."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'bertscope[export]'") \
+            from None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wrapped = _Exported(model).eval()
+    was_checking, model.check = model.check, False   # data-dependent checks do not belong in a graph
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    kwargs = {}
+    if dynamic:
+        B, L = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.config.max_tokens)
+        kwargs["dynamic_shapes"] = {k: {0: B, 1: L} for k in inputs}
+    sample = _sample(model, batch, length, seed=0)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.onnx.export(wrapped, sample, str(tmp), input_names=list(inputs), output_names=wrapped.names,
+                          dynamo=True, external_data=False, verbose=False, **kwargs)
+        tmp.replace(path)
+    except Exception as e:
+        raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    finally:
+        model.check = was_checking
+        if tmp.exists():
+            tmp.unlink()
+
+    check_shape = (batch + 1, length + 7) if dynamic else (batch, length)
+    ids, mask, types = _sample(model, *check_shape, seed=1)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                             "token_type_ids": types.numpy()})
+    with torch.no_grad():
+        want = wrapped(ids, mask, types)
+    real = mask.bool()
+    diffs = {}
+    for name, g, w in zip(wrapped.names, got, want):
+        d = (torch.from_numpy(g) - w).abs()
+        diffs[name] = float((d[real] if d.dim() == 3 else d).max())   # padded rows are never read
+    return {"path": str(path), "inputs": list(inputs), "outputs": wrapped.names, "checked_shape": check_shape,
+            "max_diff": diffs, "bytes": path.stat().st_size}
+
+
+# ---- a picture of the architecture --------------------------------------------------------------------------------
+
+def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
+    """A block diagram, input at the bottom, with the tensor dims on every edge; .png or .svg."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    c = model.config
+    B, L, H, E = batch, length, c.hidden_size, c.embedding_dim
+    nh, hd, I, V = c.num_attention_heads, c.head_dim, c.intermediate_size, c.vocab_size
+    dims = lambda *d: "[" + ", ".join(map(str, d)) + "]"  # noqa: E731
+    family = {"bert": "BERT", "roberta": "RoBERTa", "albert": "ALBERT"}[c.family]
+
+    blocks = [("input_ids", "token ids (+ segment ids, position ids)", "#eeeeee", dims(B, L))]
+    emb = f"word {V}×{E} + position {c.max_position_embeddings}×{E} + segment {c.type_vocab_size}×{E}, LayerNorm"
+    blocks.append(("Embeddings", emb, "#d8e8f8", dims(B, L, E)))
+    if c.family == "albert":
+        blocks.append(("Projection E → H", f"Linear {E}→{H} (factorised embedding)", "#d8e8f8", dims(B, L, H)))
+    blocks.append(("Self-attention", f"Q, K, V {dims(B, nh, L, hd)} · scores {dims(B, nh, L, L)}\n"
+                   f"{nh} heads × {hd}, Linear {H}→{H}, add & LayerNorm", "#fde7c8", dims(B, L, H)))
+    blocks.append(("Feed-forward", f"Linear {H}→{I} {dims(B, L, I)}, {c.hidden_act}, Linear {I}→{H}\n"
+                   "add & LayerNorm", "#fde7c8", dims(B, L, H)))
+
+    heads = []  # (title, detail, output dims), side by side on top
+    if model.mlm is not None:
+        heads.append(("MLM head", f"Linear {H}→{E}, LayerNorm,\ndecoder {E}→{V} (tied)", dims(B, L, V)))
+    if model.pair is not None:
+        heads.append(("Pooler + " + ("NSP" if c.family == "bert" else "SOP"),
+                      f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→2", dims(B, 2)))
+    elif model.classifier is not None and c.family == "roberta":
+        heads.append(("Classifier", f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→{c.num_labels}",
+                      dims(B, c.num_labels)))
+    elif model.classifier is not None:
+        heads.append(("Pooler + classifier", f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→{c.num_labels}",
+                      dims(B, c.num_labels)))
+    elif model.pooler is not None:
+        heads.append(("Pooler", f"token 0, Linear {H}→{H}, tanh", dims(B, H)))
+
+    height = 1.25 * (len(blocks) + 1) + 0.4
+    fig, ax = plt.subplots(figsize=(9, height))
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, height)
+    ax.axis("off")
+    ax.set_title(f"{family} · {c.num_hidden_layers} layers · H={H} · {model.num_parameters / 1e6:.1f}M parameters "
+                 f"· input {dims(B, L)}", fontsize=11)
+    ys = [0.4 + 1.25 * i for i in range(len(blocks))]
+    for i, ((title, detail, colour, out_dims), y) in enumerate(zip(blocks, ys)):
+        ax.add_patch(FancyBboxPatch((1.2, y), 7.6, 0.8, boxstyle="round,pad=0.05", fc=colour, ec="#555555"))
+        ax.text(1.4, y + 0.58, title, fontsize=10, fontweight="bold", va="center")
+        ax.text(1.4, y + 0.24, detail, fontsize=7.5, va="center", family="monospace")
+        if i + 1 < len(blocks):
+            ax.annotate("", xy=(5, ys[i + 1] - 0.05), xytext=(5, y + 0.85), arrowprops=dict(arrowstyle="->"))
+            ax.text(5.15, y + 1.0, out_dims, fontsize=8, color="#1f4e9c", va="center")
+    top = ys[-1] + 1.25
+    width = 7.6 / max(1, len(heads))
+    for k, (title, detail, out_dims) in enumerate(heads):
+        x = 1.2 + k * width
+        ax.add_patch(FancyBboxPatch((x + 0.1, top), width - 0.2, 0.8, boxstyle="round,pad=0.05", fc="#f3d9ec",
+                                    ec="#555555"))
+        ax.text(x + 0.25, top + 0.6, f"{title} → {out_dims}", fontsize=9, fontweight="bold", va="center")
+        ax.text(x + 0.25, top + 0.25, detail, fontsize=7, va="center", family="monospace")
+        ax.annotate("", xy=(x + width / 2, top - 0.05), xytext=(5, ys[-1] + 0.85), arrowprops=dict(arrowstyle="->"))
+    if heads:
+        ax.text(5.15, ys[-1] + 1.1, blocks[-1][3], fontsize=8, color="#1f4e9c", va="center")
+    first, last = ys[-2], ys[-1]
+    ax.add_patch(FancyBboxPatch((0.95, first - 0.15), 8.1, last - first + 1.1, boxstyle="round,pad=0.05",
+                                fc="none", ec="#c0392b", ls="--"))
+    label = f"× {c.num_hidden_layers}"
+    if c.family == "albert":
+        label += f" ({c.num_unique_layers} shared)"
+    ax.text(0.6, (first + last) / 2 + 0.4, label, color="#c0392b", fontsize=10, rotation=90, va="center",
+            ha="center")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", dpi=130)
+    plt.close(fig)
+    return path
