@@ -158,7 +158,8 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
                                 fc="none", ec="#c0392b", ls="--"))
     label = f"× {c.num_hidden_layers}"
     if c.family == "albert":
-        label += f" ({c.num_unique_layers} shared)"
+        sets = c.num_unique_layers
+        label += f", {'one' if sets == 1 else sets} shared weight set{'s' if sets > 1 else ''}"
     ax.text(0.6, (first + last) / 2 + 0.4, label, color="#c0392b", fontsize=10, rotation=90, va="center",
             ha="center")
     path = Path(path)
