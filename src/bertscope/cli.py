@@ -255,6 +255,252 @@ def draw(
     console.print(f"wrote {run(model, out, batch=batch, length=length)} ({desc})")
 
 
+# ---- fine-tuning, evaluation, prediction, embeddings -------------------------------------------------------------
+
+def _tokenizer_for(model_name: str, tokenizer: Optional[Path]):
+    from .tokenize import TokenizerError, load_tokenizer
+    source = tokenizer or (Path(model_name) if Path(model_name).is_dir() else None)
+    if source is None:
+        _fail(f"{model_name} is a built-in shape without a tokenizer; pass --tokenizer FOLDER")
+    try:
+        return load_tokenizer(source)
+    except TokenizerError as e:
+        _fail(str(e))
+
+
+@app.command()
+def finetune(
+    model_name: Optional[str] = typer.Argument(None, metavar="MODEL", help="checkpoint folder to start from"),
+    train: Optional[Path] = typer.Option(None, help="training file (.tsv, .csv or .jsonl)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="evaluation file, scored after every epoch"),
+    out: Optional[Path] = typer.Option(None, help="output folder (the best model, metrics, curves, checkpoint)"),
+    text_column: Optional[str] = typer.Option(None, help="default: 'text' or 'sentence' or the first column"),
+    label_column: str = typer.Option("label"),
+    pair_column: Optional[str] = typer.Option(None, help="second segment, for sentence-pair tasks"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (default: the model folder)"),
+    epochs: int = typer.Option(3), lr: float = typer.Option(5e-5), batch_size: int = typer.Option(32),
+    max_length: int = typer.Option(128), warmup: float = typer.Option(0.06, help="fraction of steps, or steps"),
+    weight_decay: float = typer.Option(0.01), seed: int = typer.Option(42),
+    bf16: bool = typer.Option(False, help="bfloat16 autocast (slower on CPUs without bf16 instructions)"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after this many steps"),
+    save_every: int = typer.Option(500, help="steps between resumable checkpoints"),
+    skip_bad_rows: bool = typer.Option(False, help="skip (and count) malformed rows instead of stopping"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this output folder"),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+):
+    """Fine-tune a sequence classifier on a labelled file; the best model is kept in --out."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from .data import DataError, read_examples
+    from .train import FinetuneArgs, TrainingInterrupted, read_run_info
+    from .train import finetune as run
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if resume is not None:
+            info = read_run_info(resume)
+            model_name, out = info["model"], resume
+            train, eval_file = Path(info["train"]), (Path(info["eval"]) if info["eval"] else None)
+            text_column, label_column, pair_column = info["text_column"], info["label_column"], info["pair_column"]
+            skip_bad_rows = info["skip_bad_rows"]
+            tok = _tokenizer_for(str(resume / "checkpoint"), None)
+        else:
+            if model_name is None or train is None or out is None:
+                _fail("give MODEL, --train and --out (or --resume DIR to continue a run)")
+            tok = _tokenizer_for(model_name, tokenizer)
+        train_ex = read_examples(train, text_column, label_column, pair_column, skip_bad_rows)
+        eval_ex = read_examples(eval_file, text_column, label_column, pair_column, skip_bad_rows) \
+            if eval_file else None
+    except DataError as e:
+        _fail(str(e))
+    for ex in (train_ex, eval_ex):
+        if ex is not None and ex.skipped:
+            err.print(f"skipped {len(ex.skipped)} bad rows of {ex.path} (first: line {ex.skipped[0][0]}: "
+                      f"{ex.skipped[0][1]})")
+    args = FinetuneArgs(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, warmup=warmup,
+                        weight_decay=weight_decay, seed=seed, bf16=bf16, max_steps=max_steps, save_every=save_every)
+    info = {"model": model_name, "train": str(train), "eval": str(eval_file) if eval_file else None,
+            "text_column": text_column, "label_column": label_column, "pair_column": pair_column,
+            "skip_bad_rows": skip_bad_rows}
+    console.print(f"training on {len(train_ex)} examples of {train}" +
+                  (f", evaluating on {len(eval_ex)} of {eval_file}" if eval_ex else ""))
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                        disable=not console.is_terminal)
+    task = None
+
+    def on_log(r):
+        nonlocal task
+        if task is None:
+            task = progress.add_task("fine-tuning", total=r["total_steps"], info="")
+        if "eval_accuracy" in r:
+            console.print(f"epoch {r['epoch']:.0f} · step {r['step']}: eval accuracy {r['eval_accuracy']:.4f} · "
+                          f"macro-F1 {r['eval_macro_f1']:.4f} · loss {r['eval_loss']:.4f}")
+        else:
+            progress.update(task, completed=r["step"], info=f"loss {r['loss']:.4f} · {r['examples_per_s']:.0f} ex/s "
+                                                            f"· {r['tokens_per_s']:.0f} tok/s")
+            if not console.is_terminal and r["step"] % 100 == 0:
+                console.print(f"step {r['step']}/{r['total_steps']} · loss {r['loss']:.4f} · "
+                              f"{r['examples_per_s']:.0f} ex/s")
+
+    try:
+        with progress:
+            result = run(model_name, train_ex, eval_ex, out, args, tokenizer=tok, resume=resume is not None,
+                         on_log=on_log, run_info=info)
+    except TrainingInterrupted as e:
+        err.print(f"[yellow]interrupted:[/] {e}")
+        raise typer.Exit(130)
+    except (DataError, InputError) as e:
+        _fail(str(e))
+    best = result["best_accuracy"]
+    console.print(f"done: {result['steps']} steps; best eval accuracy {best:.4f}" if best is not None else
+                  f"done: {result['steps']} steps", f"; model, metrics.jsonl and curves.png in {out}")
+
+
+def _max_length(model, tok, asked):
+    return min(asked or tok.max_length, model.config.max_tokens)
+
+
+def _examples_or_stdin(file: str, text_column, label_column, pair_column, skip_bad_rows):
+    from .data import DataError, Examples, read_examples
+    import sys
+    try:
+        if file == "-":
+            texts = [line.rstrip("\n") for line in sys.stdin if line.strip()]
+            if not texts:
+                _fail("no input lines on standard input")
+            return Examples("<stdin>", texts, None, None, list(range(1, len(texts) + 1)))
+        path = Path(file)
+        if path.suffix.lower() in (".tsv", ".csv", ".jsonl"):
+            return read_examples(path, text_column, label_column, pair_column, skip_bad_rows)
+        from .data import read_texts
+        texts = read_texts(path)
+        return Examples(str(path), texts, None, None, list(range(1, len(texts) + 1)))
+    except DataError as e:
+        _fail(str(e))
+
+
+@app.command()
+def evaluate(
+    model_name: str = typer.Argument(..., metavar="MODEL"), file: Path = typer.Argument(...),
+    text_column: Optional[str] = typer.Option(None), label_column: str = typer.Option("label"),
+    pair_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(64),
+    max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
+    skip_bad_rows: bool = typer.Option(False),
+):
+    """Accuracy, macro-F1 and the confusion matrix of a classifier on a labelled file."""
+    from . import infer
+    from .data import DataError
+    from .train import evaluate as run, label_ids
+    model, tok, desc = load_model(model_name, head="classification")
+    if tok is None:
+        _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    ex = _examples_or_stdin(str(file), text_column, label_column, pair_column, skip_bad_rows)
+    try:
+        gold = label_ids(ex, model.config.labels)
+    except DataError as e:
+        _fail(str(e))
+    start = time.perf_counter()
+    max_length = _max_length(model, tok, max_length)
+    m = run(model, infer.tokenize(tok, ex.texts, ex.pairs, max_length=max_length), gold, batch_size)
+    elapsed = time.perf_counter() - start
+    console.print(f"{file}: {len(ex)} examples · accuracy {m['accuracy']:.4f} · macro-F1 {m['macro_f1']:.4f} · "
+                  f"loss {m['loss']:.4f} · {len(ex) / elapsed:.0f} examples/s")
+    table = Table("true \\ predicted", *model.config.labels)
+    for name, row in zip(model.config.labels, m["confusion"]):
+        table.add_row(name, *map(str, row))
+    console.print(table)
+
+
+@app.command()
+def predict(
+    model_name: str = typer.Argument(..., metavar="MODEL"),
+    file: str = typer.Argument(..., help="a .txt (one text a line), .tsv/.csv/.jsonl, or - for standard input"),
+    fmt: str = typer.Option("tsv", "--format", help="tsv | jsonl"),
+    text_column: Optional[str] = typer.Option(None), pair_column: Optional[str] = typer.Option(None),
+    batch_size: int = typer.Option(64), chunk: int = typer.Option(2048, help="texts read and sorted at a time"),
+    max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
+):
+    """Label and class probabilities for every input text, in input order, streamed chunk by chunk."""
+    import json as _json
+    import sys
+    from . import infer
+    model, tok, _ = load_model(model_name, head="classification")
+    if tok is None:
+        _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    ex = _examples_or_stdin(file, text_column, None, pair_column, False)
+    labels = model.config.labels
+    max_length = _max_length(model, tok, max_length)
+    start, n = time.perf_counter(), 0
+    if fmt == "tsv":
+        print("\t".join(["label"] + [f"p_{x}" for x in labels] + ["text"]))
+    for i in range(0, len(ex), chunk):
+        texts = ex.texts[i:i + chunk]
+        pairs = ex.pairs[i:i + chunk] if ex.pairs else None
+        probs = infer.class_probabilities(model, infer.tokenize(tok, texts, pairs, max_length=max_length), batch_size)
+        for text, p in zip(texts, probs.tolist()):
+            best = labels[max(range(len(p)), key=p.__getitem__)]
+            if fmt == "jsonl":
+                print(_json.dumps({"text": text, "label": best, "probabilities": dict(zip(labels, p))}))
+            else:
+                print("\t".join([best] + [f"{x:.4f}" for x in p] + [text]))
+        sys.stdout.flush()
+        n += len(texts)
+    elapsed = time.perf_counter() - start
+    err.print(f"{n} texts in {elapsed:.2f} s ({n / elapsed:.0f} texts/s)")
+
+
+@app.command()
+def embed(
+    model_name: str = typer.Argument(..., metavar="MODEL"),
+    file: str = typer.Argument(..., help="a .txt (one text a line), .tsv/.csv/.jsonl, or - for standard input"),
+    out: Path = typer.Option(..., help="F.npy (sentence level) or F.jsonl"),
+    pooling: str = typer.Option("mean", help="mean | cls"),
+    level: str = typer.Option("sentence", help="sentence | token | word"),
+    normalize: bool = typer.Option(True, help="L2-normalise sentence embeddings"),
+    text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
+    max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
+):
+    """Sentence embeddings (mean pooling + normalisation as sentence-transformers), or per-token / per-word
+    vectors (a word's sub-word pieces averaged)."""
+    import json as _json
+    from . import infer
+    from .checkpoint import atomic_write
+    if level not in ("sentence", "token", "word") or pooling not in ("mean", "cls"):
+        _fail("--level is sentence, token or word; --pooling is mean or cls")
+    if out.suffix not in (".npy", ".jsonl") or (out.suffix == ".npy" and level != "sentence"):
+        _fail(f"{out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
+    model, tok, _ = load_model(model_name, head="base")
+    if tok is None:
+        _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    ex = _examples_or_stdin(file, text_column, None, None, False)
+    start = time.perf_counter()
+    enc = infer.tokenize(tok, ex.texts, max_length=_max_length(model, tok, max_length), word_ids=level == "word")
+    if level == "sentence":
+        vectors = infer.sentence_embeddings(model, enc, pooling, normalize, batch_size)
+        if out.suffix == ".npy":
+            import numpy as np
+            atomic_write(out, lambda p: np.save(open(p, "wb"), vectors.numpy()))
+        else:
+            lines = "".join(_json.dumps({"text": t, "embedding": [round(x, 6) for x in v]}) + "\n"
+                            for t, v in zip(ex.texts, vectors.tolist()))
+            atomic_write(out, lambda p: Path(p).write_text(lines, encoding="utf-8"))
+        shape = tuple(vectors.shape)
+    else:
+        per = infer.token_embeddings(model, enc, batch_size) if level == "token" else \
+            infer.word_embeddings(model, enc, batch_size)
+        with_tokens = level == "token"
+        lines = []
+        for i, (t, v) in enumerate(zip(ex.texts, per)):
+            rec = {"text": t, "vectors": [[round(x, 6) for x in row] for row in v.tolist()]}
+            if with_tokens:
+                rec["tokens"] = [tok.backend.id_to_token(x) for x in enc.ids[i]]
+            lines.append(_json.dumps(rec) + "\n")
+        atomic_write(out, lambda p: Path(p).write_text("".join(lines), encoding="utf-8"))
+        shape = (len(per), "L", model.config.hidden_size)
+    elapsed = time.perf_counter() - start
+    console.print(f"wrote {out}: {shape} ({level} level) · {len(ex) / elapsed:.0f} texts/s")
+
+
 @app.command()
 def configs():
     """List the built-in shapes (random weights, nothing downloaded)."""

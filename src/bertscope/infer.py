@@ -1,0 +1,117 @@
+"""Batched inference over many texts: length-sorted, packed batches (no padding through the projections and the
+feed-forward), results handed back in the input order.
+
+Real text varies in length; padded file-order batches spend most of their work on padding. Here the texts are
+tokenized once, sorted by length, cut into batches, and each batch runs as a packed batch (`cu_seqlens`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .model import Model, mean_pool
+
+
+@dataclass
+class Encoded:
+    """Token ids of many texts, unpadded."""
+    ids: list[list[int]]
+    types: list[list[int]]
+    word_ids: list[list[int]] | None = None
+
+    def __len__(self):
+        return len(self.ids)
+
+
+def tokenize(tok, texts, pairs=None, max_length: int | None = None, word_ids: bool = False) -> Encoded:
+    encodings = tok.encode_batch(texts, pairs, max_length=max_length)
+    roberta = tok.family == "roberta"
+    return Encoded(ids=[e.ids for e in encodings],
+                   types=[[0] * len(e.ids) if roberta else e.type_ids for e in encodings],
+                   word_ids=[[-1 if w is None else w for w in e.word_ids] for e in encodings] if word_ids else None)
+
+
+def length_batches(lengths: list[int], max_tokens: int | None = None, batch_size: int = 32) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted), at most batch_size texts and max_tokens tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current, tokens = [], [], 0
+    for i in order:
+        if current and (len(current) >= batch_size or (max_tokens and tokens + lengths[i] > max_tokens)):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += lengths[i]
+    return batches + ([current] if current else [])
+
+
+def packed_batch(enc: Encoded, index: list[int]) -> dict[str, torch.Tensor]:
+    """input_ids (T,), token_type_ids (T,), cu_seqlens (N + 1,) for the texts at `index`."""
+    lengths = torch.tensor([len(enc.ids[i]) for i in index])
+    return {"input_ids": torch.tensor([t for i in index for t in enc.ids[i]], dtype=torch.long),
+            "token_type_ids": torch.tensor([t for i in index for t in enc.types[i]], dtype=torch.long),
+            "cu_seqlens": torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])}
+
+
+@torch.inference_mode()
+def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None = None, fn=None):
+    """Run the model over every text; `fn(out, batch, index)` maps each batch's Output to per-text results, which
+    come back as one list in input order."""
+    results: list = [None] * len(enc)
+    for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
+        batch = packed_batch(enc, index)
+        out = model(**batch)
+        for i, value in zip(index, fn(out, batch, index)):
+            results[i] = value
+    return results
+
+
+def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", normalize: bool = True,
+                        batch_size: int = 32) -> torch.Tensor:
+    """(N, H) sentence embeddings: mean over real tokens (sentence-transformers) or the first token ([CLS])."""
+    def pool(out, batch, index):
+        cu = batch["cu_seqlens"]
+        x = out.last_hidden_state                                             # (T, H)
+        if pooling == "cls":
+            emb = x[cu[:-1]]                                                  # (N, H)
+        else:
+            seq = torch.repeat_interleave(torch.arange(len(index)), cu[1:] - cu[:-1])
+            emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype).index_add_(0, seq, x)
+            emb = emb / (cu[1:] - cu[:-1]).unsqueeze(-1).to(x.dtype)         # (N, H)
+        if normalize:
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        return list(emb)
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling {pooling!r}: use 'mean' or 'cls'")
+    return torch.stack(run(model, enc, batch_size, fn=pool))
+
+
+def token_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
+    """One (L_i, H) tensor of per-token vectors per text (special tokens included)."""
+    def split(out, batch, index):
+        return list(out.last_hidden_state.split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
+    return run(model, enc, batch_size, fn=split)
+
+
+def word_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
+    """One (W_i, H) tensor per text: each word's sub-word pieces averaged (word ids from the tokenizer); special
+    tokens dropped."""
+    if enc.word_ids is None:
+        raise ValueError("word-level vectors need the word ids: tokenize(..., word_ids=True)")
+    out = []
+    for vectors, words in zip(token_embeddings(model, enc, batch_size), enc.word_ids):
+        w = torch.tensor(words)
+        keep = w >= 0
+        n = int(w[keep].max()) + 1 if keep.any() else 0
+        sums = torch.zeros(n, vectors.shape[-1]).index_add_(0, w[keep], vectors[keep])
+        counts = torch.zeros(n).index_add_(0, w[keep], torch.ones(int(keep.sum())))
+        out.append(sums / counts.clamp(min=1).unsqueeze(-1))
+    return out
+
+
+def class_probabilities(model: Model, enc: Encoded, batch_size: int = 32) -> torch.Tensor:
+    """(N, num_labels) softmax probabilities of a classification model."""
+    if model.head != "classification":
+        raise ValueError(f"this model has head {model.head!r}; predictions need a classification head")
+    return torch.stack(run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().softmax(-1))))

@@ -1,0 +1,302 @@
+"""Fine-tuning for sequence classification: one thin loop with AdamW, linear warm-up and decay, gradient clipping,
+length-bucketed packed batches, evaluation each epoch, the best model kept, and checkpoints that resume exactly.
+
+Output folder layout:
+    DIR/config.json, model.safetensors, tokenizer.json   the best model so far (a Hugging Face checkpoint folder)
+    DIR/metrics.jsonl                                   one line per logged step and per evaluation
+    DIR/curves.png                                      loss and accuracy curves
+    DIR/checkpoint/                                     the last training state (model, optimizer, scheduler,
+                                                        RNG, data position) for --resume
+Nothing here prints: progress goes to the `on_log` callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import infer
+from .checkpoint import atomic_write, from_pretrained
+from .data import DataError, Examples, label_names
+from .model import Model
+
+
+class TrainingInterrupted(Exception):
+    """Raised after Ctrl-C, once a checkpoint of the current position has been written."""
+
+
+@dataclass
+class FinetuneArgs:
+    epochs: int = 3
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup: float = 0.06          # a fraction of all steps (< 1) or a number of steps (>= 1)
+    weight_decay: float = 0.01
+    seed: int = 42
+    bf16: bool = False
+    grad_clip: float = 1.0
+    log_every: int = 10
+    save_every: int = 500         # steps between resumable checkpoints (one is also written after every epoch)
+    max_steps: int | None = None  # stop after this many steps in all (a budget)
+    eval_batch_size: int = 64
+
+
+# ---- metrics ------------------------------------------------------------------------------------------------------
+
+def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> dict:
+    confusion = torch.zeros(num_labels, num_labels, dtype=torch.long)   # rows: true class, columns: predicted
+    confusion.index_put_((gold, pred), torch.ones_like(gold), accumulate=True)
+    tp = confusion.diag().float()
+    precision = tp / confusion.sum(0).clamp(min=1)
+    recall = tp / confusion.sum(1).clamp(min=1)
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall), torch.zeros_like(tp))
+    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": float(f1.mean()),
+            "confusion": confusion.tolist()}
+
+
+def evaluate(model: Model, enc: infer.Encoded, gold: torch.Tensor, batch_size: int = 64) -> dict:
+    was_training = model.training
+    model.eval()
+    probs = infer.class_probabilities(model, enc, batch_size)
+    model.train(was_training)
+    m = classification_metrics(probs.argmax(-1), gold, model.config.num_labels)
+    m["loss"] = float(torch.nn.functional.nll_loss(probs.clamp(min=1e-12).log(), gold))
+    return m
+
+
+def label_ids(ex: Examples, names: list[str], what: str = "labels") -> torch.Tensor:
+    index = {name: i for i, name in enumerate(names)}
+    for label, line in zip(ex.labels, ex.lines):
+        if label not in index:
+            raise DataError(f"{ex.path} line {line}: label {label!r} is not one the model knows "
+                            f"({', '.join(names)}); the label set comes from the training file")
+    return torch.tensor([index[x] for x in ex.labels], dtype=torch.long)
+
+
+# ---- batches --------------------------------------------------------------------------------------------------------
+
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """This epoch's batches: a seeded shuffle, sorted by length inside windows of 50 batches (so a batch holds
+    texts of similar length), then the batches shuffled. The same (seed, epoch) always gives the same batches,
+    which is what lets a resumed run skip exactly the batches it has done."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(len(lengths), generator=g).tolist()
+    window = batch_size * 50
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+# ---- the loop -------------------------------------------------------------------------------------------------------
+
+def _optimizer(model: Model, args: FinetuneArgs):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith("bias") or "norm" in name else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+
+
+def _schedule(optimizer, warmup_steps: int, total_steps: int):
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, args: FinetuneArgs | None = None,
+             tokenizer=None, resume: bool = False, on_log=None, stop_after: int | None = None,
+             run_info: dict | None = None) -> dict:
+    """Fine-tune `model_source` (a checkpoint folder, or a Model) on `train`; evaluate on `eval_set` each epoch.
+
+    resume=True continues from out_dir/checkpoint exactly where it stopped (same batches, same dropout draws,
+    same optimizer state), so metrics come out as if the run had never been interrupted. `stop_after` ends the
+    run after that many steps with a checkpoint (what Ctrl-C does), for tests and budgets."""
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    if resume:
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        args = FinetuneArgs(**json.loads(state["args"]))
+        names = json.loads(state["labels"])
+        model = from_pretrained(ckpt, head="classification")
+        history = json.loads(state["history"])
+    else:
+        args = args or FinetuneArgs()
+        names = label_names(train.labels)
+        if (out / "metrics.jsonl").exists() or ckpt.exists():
+            raise DataError(f"{out} already holds a training run; continue it with --resume or choose another --out")
+        torch.manual_seed(args.seed)
+        if isinstance(model_source, Model):
+            model = model_source
+        else:
+            model = from_pretrained(model_source, head="classification", num_labels=len(names), reinit_head=True)
+        history = []
+    model.config.id2label = dict(enumerate(names))
+    model.config.num_labels = len(names)
+    model.config.problem_type = "single_label_classification"
+    y_train = label_ids(train, names)
+    y_eval = label_ids(eval_set, names) if eval_set is not None else None
+
+    max_length = min(args.max_length, model.config.max_tokens)
+    enc = infer.tokenize(tokenizer, train.texts, train.pairs, max_length=max_length)
+    enc_eval = infer.tokenize(tokenizer, eval_set.texts, eval_set.pairs, max_length=max_length) \
+        if eval_set is not None else None
+    lengths = [len(x) for x in enc.ids]
+    per_epoch = math.ceil(len(lengths) / args.batch_size)
+    total = per_epoch * args.epochs if args.max_steps is None else min(args.max_steps, per_epoch * args.epochs)
+    warmup = int(args.warmup * total) if args.warmup < 1 else int(args.warmup)
+
+    optimizer = _optimizer(model, args)
+    scheduler = _schedule(optimizer, max(1, warmup), total)
+    step, epoch, position, best = 0, 0, 0, None
+    if resume:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
+        best = float(state["best"]) if state["best"] >= 0 else None
+        torch.set_rng_state(state["rng"])
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save_checkpoint():
+        tmp = out / ".checkpoint.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        torch.save({"window_loss": window_loss, "window_examples": window_examples,
+                    "run_info": json.dumps(run_info or {}),"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(), "step": step, "epoch": epoch, "position": position,
+                    "best": best if best is not None else -1.0, "args": json.dumps(dataclasses.asdict(args)),
+                    "labels": json.dumps(names), "history": json.dumps(history)}, tmp / "trainer_state.pt")
+        old = out / ".checkpoint.old"
+        if ckpt.exists():
+            ckpt.rename(old)
+        tmp.rename(ckpt)
+        if old.exists():
+            shutil.rmtree(old)
+        write_metrics(out, history)
+
+    window_loss, window_examples = 0.0, 0
+    if resume:
+        window_loss, window_examples = float(state["window_loss"]), int(state["window_examples"])
+    model.train()
+    autocast = torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
+                              enabled=args.bf16)
+    window_tokens, t0 = 0, time.perf_counter()
+    try:
+        while epoch < args.epochs and step < total:
+            batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
+            while position < len(batches) and step < total:
+                index = batches[position]
+                batch = infer.packed_batch(enc, index)
+                with autocast:
+                    loss = model(**batch, labels=y_train[index]).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step, position = step + 1, position + 1
+                window_loss += float(loss.detach()) * len(index)
+                window_examples += len(index)
+                window_tokens += int(batch["input_ids"].numel())
+                if step % args.log_every == 0 or step == total:
+                    dt = time.perf_counter() - t0
+                    record = {"step": step, "epoch": epoch + position / len(batches),
+                              "loss": window_loss / window_examples, "lr": scheduler.get_last_lr()[0]}
+                    history.append(record)
+                    if on_log:
+                        on_log({**record, "total_steps": total, "examples_per_s": window_examples / dt,
+                                "tokens_per_s": window_tokens / dt})
+                    window_loss, window_examples, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+                if stop_after is not None and step >= stop_after:
+                    raise KeyboardInterrupt
+                if args.save_every and step % args.save_every == 0:
+                    save_checkpoint()
+            if position >= len(batches):
+                epoch, position = epoch + 1, 0
+                if enc_eval is not None:
+                    metrics = evaluate(model, enc_eval, y_eval, args.eval_batch_size)
+                    record = {"step": step, "epoch": epoch, **{f"eval_{k}": v for k, v in metrics.items()}}
+                    history.append(record)
+                    if on_log:
+                        on_log({**record, "total_steps": total})
+                    if best is None or metrics["accuracy"] > best:
+                        best = metrics["accuracy"]
+                        save_best(model, tokenizer, out)
+                save_checkpoint()
+    except KeyboardInterrupt:
+        save_checkpoint()
+        raise TrainingInterrupted(f"stopped at step {step} of {total}; a checkpoint of this point is in {ckpt}. "
+                                  f"Continue with: bertscope finetune --resume {out}") from None
+    if step >= total and enc_eval is not None and (not history or "eval_accuracy" not in history[-1]):
+        metrics = evaluate(model, enc_eval, y_eval, args.eval_batch_size)    # a budget that ended mid-epoch
+        history.append({"step": step, "epoch": epoch + position / per_epoch,
+                        **{f"eval_{k}": v for k, v in metrics.items()}})
+        if best is None or metrics["accuracy"] > best:
+            best = metrics["accuracy"]
+            save_best(model, tokenizer, out)
+    if enc_eval is None:
+        save_best(model, tokenizer, out)
+    save_checkpoint()
+    return {"steps": step, "best_accuracy": best, "history": history, "labels": names}
+
+
+def read_run_info(out_dir) -> dict:
+    """What the caller stored with the run (the CLI keeps its data files and columns there)."""
+    path = Path(out_dir) / "checkpoint" / "trainer_state.pt"
+    if not path.exists():
+        raise DataError(f"{out_dir}: no checkpoint to resume (expected {path})")
+    return json.loads(torch.load(path, map_location="cpu", weights_only=True)["run_info"])
+
+
+def save_best(model: Model, tokenizer, out: Path):
+    model.save_pretrained(out)
+    if tokenizer is not None:
+        tokenizer.save(out)
+
+
+def write_metrics(out: Path, history: list[dict]):
+    text = "".join(json.dumps(r) + "\n" for r in history)
+    atomic_write(out / "metrics.jsonl", lambda p: Path(p).write_text(text, encoding="utf-8"))
+    if history:
+        plot_curves(history, out / "curves.png")
+
+
+def plot_curves(history: list[dict], path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = [r for r in history if "loss" in r]
+    evals = [r for r in history if "eval_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="training loss", color="#1f77b4")
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss", color="#ff7f0e")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if evals:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "s-", color="#2ca02c",
+                 label="eval accuracy")
+        ax2.set_ylabel("accuracy")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="upper right")
+    ax.legend(loc="upper left")
+    ax.set_title("fine-tuning")
+    fig.tight_layout()
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
+    plt.close(fig)

@@ -1,0 +1,213 @@
+"""Fine-tuning, evaluation, prediction and embeddings on slices of the real SST-2 and AG News files."""
+
+import json
+
+import pytest
+import torch
+from conftest import DATA, MINILM, need_shared
+
+import bertscope
+from bertscope import infer
+from bertscope.data import DataError, read_examples
+from bertscope.train import FinetuneArgs, TrainingInterrupted, evaluate, finetune, label_ids
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small random BERT (2 layers × 64) with the real uncased WordPiece tokenizer of MiniLM."""
+    need_shared()
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=128,
+                                             max_position_embeddings=128))
+    model.save_pretrained(folder)
+    tok = bertscope.load_tokenizer(MINILM)
+    tok.save(folder)
+    return folder, tok
+
+
+def head_slice(src, dst, n):
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    dst.write_text("".join(lines[:n + 1]), encoding="utf-8")
+    return dst
+
+
+def test_sst2_loss_goes_down_and_accuracy_beats_chance(tiny, tmp_path):
+    folder, tok = tiny
+    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 3000))
+    dev = read_examples(head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 500))
+    r = finetune(folder, train, dev, tmp_path / "out", FinetuneArgs(epochs=3, lr=1e-3, log_every=10), tokenizer=tok)
+    losses = [h["loss"] for h in r["history"] if "loss" in h]
+    assert r["steps"] == 3 * 94 and len(losses) > 20
+    assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:3]) / 3
+    assert r["best_accuracy"] > 0.70                      # chance is ~0.5 on this slice
+    # the kept folder is the best epoch's model and predicts exactly what was measured
+    reloaded = bertscope.from_pretrained(tmp_path / "out")
+    again = evaluate(reloaded, infer.tokenize(tok, dev.texts, max_length=128), label_ids(dev, reloaded.config.labels))
+    assert again["accuracy"] == r["best_accuracy"]
+    lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert lines == json.loads(json.dumps(r["history"]))
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+
+
+def test_agnews_string_labels_come_back_as_names(tiny, tmp_path):
+    folder, tok = tiny
+    train = read_examples(head_slice(DATA / "agnews" / "train.tsv", tmp_path / "train.tsv", 2000))
+    test = read_examples(head_slice(DATA / "agnews" / "test.tsv", tmp_path / "test.tsv", 400))
+    r = finetune(folder, train, test, tmp_path / "out", FinetuneArgs(epochs=3, lr=2e-3), tokenizer=tok)
+    assert r["labels"] == ["Business", "Sci/Tech", "Sports", "World"]
+    assert r["best_accuracy"] > 0.5                      # four balanced classes: chance is 0.25
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "Business", "1": "Sci/Tech", "2": "Sports", "3": "World"}
+    assert cfg["architectures"] == ["BertForSequenceClassification"]
+    from typer.testing import CliRunner
+
+    from bertscope.cli import app
+    out = CliRunner().invoke(app, ["predict", str(tmp_path / "out"), str(tmp_path / "test.tsv"), "--format", "jsonl"])
+    assert out.exit_code == 0, out.output
+    rows = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert len(rows) == 400 and {r["label"] for r in rows} <= set(r_ for r_ in cfg["id2label"].values())
+    assert rows[0]["text"] == test.texts[0]                # input order
+    acc = sum(r["label"] == gold for r, gold in zip(rows, test.labels)) / 400
+    assert abs(acc - max(h.get("eval_accuracy", 0) for h in json.loads(json.dumps(
+        [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()])))) < 1e-6
+
+
+def test_saved_classifier_loads_in_reference_implementation(tiny, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    folder, tok = tiny
+    train = read_examples(head_slice(DATA / "agnews" / "train.tsv", tmp_path / "train.tsv", 200))
+    finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1, lr=1e-3), tokenizer=tok)
+    ours = bertscope.from_pretrained(tmp_path / "out")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    texts = train.texts[:8]
+    b = tok(texts)
+    assert torch.equal(hf_tok(texts, padding=True, return_tensors="pt")["input_ids"], b["input_ids"])
+    with torch.no_grad():
+        assert (hf(**b).logits - ours(**b).logits).abs().max() < 1e-5
+    assert hf.config.id2label[0] == "Business"
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny, tmp_path):
+    folder, tok = tiny
+    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 600))
+    dev = read_examples(head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 200))
+    args = FinetuneArgs(epochs=2, lr=5e-4, batch_size=32, log_every=3, save_every=7, seed=3)
+    whole = finetune(folder, train, dev, tmp_path / "a", args, tokenizer=tok)
+    with pytest.raises(TrainingInterrupted, match="stopped at step 13 of 38"):
+        finetune(folder, train, dev, tmp_path / "b", args, tokenizer=tok, stop_after=13)
+    partial = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert partial == whole["history"][:len(partial)]
+    resumed = finetune(None, train, dev, tmp_path / "b", tokenizer=tok, resume=True)
+    assert resumed["history"] == whole["history"]           # every logged loss and every evaluation, exactly
+    a, b = (bertscope.from_pretrained(tmp_path / d / "checkpoint").state_dict() for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_is_not_overwritten(tiny, tmp_path):
+    folder, tok = tiny
+    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 64))
+    finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1), tokenizer=tok)
+    with pytest.raises(DataError, match="already holds a training run; continue it with --resume"):
+        finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1), tokenizer=tok)
+
+
+def test_embed_matches_sentence_transformers_reference(tmp_path):
+    need_shared()
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from bertscope.cli import app
+    ref = load_file(str(MINILM / "reference.safetensors"))
+    r = CliRunner().invoke(app, ["embed", str(MINILM), str(MINILM / "sentences.txt"), "--out",
+                                 str(tmp_path / "e.npy")])
+    assert r.exit_code == 0, r.output
+    import numpy as np
+    emb = torch.from_numpy(np.load(tmp_path / "e.npy"))
+    assert emb.shape == (16, 384) and (emb - ref["sentence_embedding"]).abs().max() <= 1e-5
+
+
+def test_word_vectors_average_the_pieces_of_each_word():
+    need_shared()
+    model, tok = bertscope.from_pretrained(MINILM), bertscope.load_tokenizer(MINILM)
+    text = ["unbelievably good tokenization"]
+    enc = infer.tokenize(tok, text, word_ids=True)
+    words = infer.word_embeddings(model, enc)[0]
+    tokens = infer.token_embeddings(model, enc)[0]
+    w = torch.tensor(enc.word_ids[0])
+    assert words.shape == (3, 384) and (w == 2).sum() > 1      # "tokenization" is split into pieces
+    assert torch.allclose(words[2], tokens[w == 2].mean(0), atol=1e-6)
+
+
+# ---- bad input: each names the file, the line and the field -------------------------------------------------------
+
+def write(tmp_path, name, text, mode="w"):
+    p = tmp_path / name
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_missing_column(tmp_path):
+    p = write(tmp_path, "t.tsv", "sentence\tstars\ngood\t1\n")
+    with pytest.raises(DataError, match=r"t.tsv line 1: no label column 'label'; the header has 'sentence', 'stars'"):
+        read_examples(p)
+
+
+def test_row_with_too_few_fields(tmp_path):
+    p = write(tmp_path, "t.tsv", "sentence\tlabel\ngood\t1\nno label here\nbad\t0\n")
+    with pytest.raises(DataError, match=r"t.tsv line 3: expected 2 tab-separated fields \(sentence, label\), found 1"):
+        read_examples(p)
+    ex = read_examples(p, skip_bad_rows=True)
+    assert ex.texts == ["good", "bad"] and [line for line, _ in ex.skipped] == [3]
+
+
+def test_empty_label(tmp_path):
+    p = write(tmp_path, "t.csv", 'text,label\n"fine, really",pos\nnothing,\n')
+    with pytest.raises(DataError, match=r"t.csv line 3: empty label in field 'label'"):
+        read_examples(p)
+    assert read_examples(p, skip_bad_rows=True).texts == ["fine, really"]
+
+
+def test_label_in_eval_that_training_never_saw(tiny, tmp_path):
+    folder, tok = tiny
+    train = read_examples(write(tmp_path, "train.jsonl", '{"text": "good", "label": "pos"}\n'
+                                                         '{"text": "bad", "label": "neg"}\n'))
+    dev = read_examples(write(tmp_path, "dev.jsonl", '{"text": "meh", "label": "neutral"}\n'))
+    with pytest.raises(DataError, match=r"dev.jsonl line 1: label 'neutral' is not one the model knows \(neg, pos\)"):
+        finetune(folder, train, dev, tmp_path / "out", tokenizer=tok)
+    assert not (tmp_path / "out").exists()                  # nothing written before the data is known good
+
+
+def test_empty_file(tmp_path):
+    with pytest.raises(DataError, match="t.tsv: the file is empty"):
+        read_examples(write(tmp_path, "t.tsv", ""))
+    with pytest.raises(DataError, match="h.tsv: no examples"):
+        read_examples(write(tmp_path, "h.tsv", "sentence\tlabel\n"))
+
+
+def test_non_utf8_line(tmp_path):
+    p = write(tmp_path, "t.tsv", b"sentence\tlabel\ngood\t1\ncaf\xe9\t0\n")
+    with pytest.raises(DataError, match=r"t.tsv line 3: not valid UTF-8"):
+        read_examples(p)
+
+
+def test_jsonl_row_that_is_not_json(tmp_path):
+    p = write(tmp_path, "t.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", label: "y"}\n')
+    with pytest.raises(DataError, match=r"t.jsonl line 2: not valid JSON"):
+        read_examples(p)
+
+
+def test_cli_reports_bad_input_without_a_traceback(tiny, tmp_path):
+    folder, _ = tiny
+    from typer.testing import CliRunner
+
+    from bertscope.cli import app
+    p = write(tmp_path, "t.tsv", "sentence\tlabel\ngood\t1\nbad\n")
+    r = CliRunner().invoke(app, ["finetune", str(folder), "--train", str(p), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "t.tsv line 3: expected 2 tab-separated fields" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "o").exists()
