@@ -208,3 +208,15 @@ def test_graph_shaped_mask_matches_reference_implementation(name):
     assert max_diff(out.logits[real] if out.logits.dim() == 3 else out.logits,
                     logits[real] if logits.dim() == 3 else logits) <= TOL
     assert max_diff(out.logits, ours(**{k: ref[k] for k in ("input_ids", "attention_mask", "token_type_ids")}).logits) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
+def test_masked_only_mlm_head_gives_the_same_loss(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    kw = model_inputs(ref)
+    out = model(**kw, masked_only=True)
+    scored = ref["labels"] != -100
+    assert out.logits.shape == (int(scored.sum()), 1000)
+    assert max_diff(out.logits, head_logits(ref)[scored]) <= TOL
+    assert max_diff(out.loss, ref["loss"]) <= TOL

@@ -211,3 +211,18 @@ def test_cli_reports_bad_input_without_a_traceback(tiny, tmp_path):
     r = CliRunner().invoke(app, ["finetune", str(folder), "--train", str(p), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "t.tsv line 3: expected 2 tab-separated fields" in r.output
     assert "Traceback" not in r.output and not (tmp_path / "o").exists()
+
+
+def test_sentence_pairs_get_two_segments_and_train(tiny, tmp_path):
+    """A pair task built from real SST-2 sentences: do two phrases carry the same sentiment?"""
+    folder, tok = tiny
+    rows = [line.split("\t") for line in (DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines()[1:201]]
+    lines = ["first\tsecond\tsame"] + [f"{a[0].strip()}\t{b[0].strip()}\t{'yes' if a[1] == b[1] else 'no'}"
+                                       for a, b in zip(rows[::2], rows[1::2])]
+    p = write(tmp_path, "pairs.tsv", "\n".join(lines) + "\n")
+    ex = read_examples(p, text_column="first", label_column="same", pair_column="second")
+    assert len(ex) == 100 and ex.pairs[0] == rows[1][0].strip()
+    enc = infer.tokenize(tok, ex.texts, ex.pairs)
+    assert set(enc.types[0]) == {0, 1} and enc.types[0][-1] == 1
+    r = finetune(folder, ex, ex, tmp_path / "out", FinetuneArgs(epochs=1, batch_size=16), tokenizer=tok)
+    assert r["labels"] == ["no", "yes"] and r["steps"] == 7

@@ -501,6 +501,200 @@ def embed(
     console.print(f"wrote {out}: {shape} ({level} level) · {len(ex) / elapsed:.0f} texts/s")
 
 
+# ---- pretraining ------------------------------------------------------------------------------------------------
+
+tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    corpus: List[Path] = typer.Argument(..., help="plain text files"),
+    family: str = typer.Option(..., help="bert (WordPiece) | roberta (byte-level BPE) | albert (Unigram)"),
+    vocab_size: int = typer.Option(30000), out: Path = typer.Option(...),
+    cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
+    min_frequency: int = typer.Option(2),
+):
+    """Train the family's tokenizer with the `tokenizers` library; writes tokenizer.json (and vocab files)."""
+    from .tokenize import TokenizerError, save_vocab_files, train_tokenizer
+    start = time.perf_counter()
+    try:
+        tok = train_tokenizer(corpus, family, vocab_size, lowercase=not cased, min_frequency=min_frequency)
+    except TokenizerError as e:
+        _fail(str(e))
+    tok.save(out)
+    save_vocab_files(tok, out)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    console.print(f"trained a {family} tokenizer of {tok.vocab_size} tokens in {time.perf_counter() - start:.1f} s "
+                  f"-> {out} ({files})")
+    sample = "The quick brown fox jumps over the lazy dog."
+    console.print(f"example: {sample!r} -> {tok.tokenize(sample)}")
+
+
+SIZES = {"tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+         "small": dict(hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=2048),
+         "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
+
+
+@app.command()
+def pretrain(
+    family: Optional[str] = typer.Option(None, help="bert | roberta | albert"),
+    config: str = typer.Option("tiny", help="tiny | small | base | a config.json"),
+    corpus: Optional[List[Path]] = typer.Option(None, help="plain text training files (repeat the option)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="held-out text for masked-LM loss / accuracy"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train)"),
+    out: Optional[Path] = typer.Option(None),
+    objective: Optional[str] = typer.Option(None, help="mlm | mlm+nsp | mlm+sop (default: the family's own)"),
+    whole_word: bool = typer.Option(False), mlm_probability: float = typer.Option(0.15),
+    static_masks: bool = typer.Option(False, help="one fixed set of masks (BERT) instead of new masks per epoch"),
+    max_length: int = typer.Option(128), batch_size: int = typer.Option(32), grad_accum: int = typer.Option(1),
+    steps: int = typer.Option(1000), lr: float = typer.Option(5e-4), warmup: float = typer.Option(0.06),
+    seed: int = typer.Option(42), bf16: bool = typer.Option(False), eval_every: int = typer.Option(200),
+    save_every: int = typer.Option(500),
+    init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
+    resume: Optional[Path] = typer.Option(None, help="continue the run in this output folder"),
+    threads: Optional[int] = typer.Option(None),
+):
+    """Pretrain (masked LM, + NSP for BERT, + SOP for ALBERT) on plain text. Runs as is on one CPU or GPU, and
+    under `torchrun --nproc_per_node N` on several processes (gloo on CPU, nccl on GPU)."""
+    import json as _json
+    import os
+    from .config import Config, ConfigError
+    from .data import DataError, read_documents
+    from .masking import build_instances, tokenize_documents
+    from .model import Model
+    from .tokenize import TokenizerError, load_tokenizer
+    from .train import PretrainArgs, TrainingInterrupted, read_checkpoint, read_run_info
+    from .train import pretrain as run
+    if threads:
+        torch.set_num_threads(threads)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    rank = int(os.environ.get("RANK", "0"))
+    say = console.print if rank == 0 else (lambda *a, **k: None)
+    try:
+        if resume is not None:
+            info = read_run_info(resume)
+            args = PretrainArgs(**_json.loads(read_checkpoint(resume)["args"]))
+            corpus, eval_file, out = [Path(p) for p in info["corpus"]], info["eval"], resume
+            eval_file = Path(eval_file) if eval_file else None
+            tok = load_tokenizer(resume / "checkpoint")
+            model = bertscope_load(resume / "checkpoint")
+        else:
+            if not (family and corpus and tokenizer and out):
+                _fail("give --family, --corpus, --tokenizer and --out (or --resume DIR)")
+            tok = load_tokenizer(tokenizer, family=family)
+            objective = objective or {"bert": "mlm+nsp", "albert": "mlm+sop", "roberta": "mlm"}[family]
+            allowed = {"bert": ("mlm", "mlm+nsp"), "albert": ("mlm", "mlm+sop"), "roberta": ("mlm",)}[family]
+            if objective not in allowed:
+                _fail(f"--objective {objective} does not fit {family}; use {' or '.join(allowed)}")
+            args = PretrainArgs(objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
+                                dynamic=not static_masks, max_length=max_length, batch_size=batch_size,
+                                grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, seed=seed, bf16=bf16,
+                                eval_every=eval_every, save_every=save_every)
+            head = "mlm" if objective == "mlm" else "pretraining"
+            torch.manual_seed(seed)
+            if init is not None:
+                model = bertscope_load(init, head=head)
+            else:
+                if config in SIZES:
+                    offset = tok.pad_token_id + 1 if family == "roberta" else 0
+                    extra = {"embedding_size": 128 if config != "tiny" else 64} if family == "albert" else {}
+                    if family == "albert":
+                        extra["hidden_act"] = "gelu_new"
+                    c = Config(family=family, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id,
+                               max_position_embeddings=max(512, max_length) + offset, **SIZES[config], **extra,
+                               type_vocab_size=1 if family == "roberta" else 2,
+                               layer_norm_eps=1e-5 if family == "roberta" else 1e-12)
+                else:
+                    c = Config.from_json(config)
+                if c.vocab_size < tok.vocab_size:
+                    _fail(f"the config's vocab_size {c.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
+                model = Model(c, head=head)
+        if torch.cuda.is_available():
+            model = model.cuda()
+        say(f"reading {', '.join(map(str, corpus))}")
+        docs = tokenize_documents(tok, read_documents(corpus))
+        instances = build_instances(docs, tok, args.max_length, args.objective, seed=args.seed)
+        eval_instances = None
+        if eval_file:
+            eval_instances = build_instances(tokenize_documents(tok, read_documents([eval_file])), tok,
+                                             args.max_length, args.objective, seed=args.seed + 1)
+    except (DataError, ConfigError, TokenizerError) as e:
+        _fail(str(e))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    say(f"{len(docs)} documents -> {len(instances)} sequences of up to {args.max_length} tokens; "
+        f"{args.objective}{' (whole words)' if args.whole_word else ''}; {model.num_parameters / 1e6:.1f}M parameters; "
+        f"global batch {args.batch_size * world * args.grad_accum} = {args.batch_size} × {world} process(es) × "
+        f"{args.grad_accum}")
+
+    def on_log(r):
+        if "eval_mlm_loss" in r:
+            extra = f" · pair accuracy {r['eval_pair_accuracy']:.3f}" if "eval_pair_accuracy" in r else ""
+            say(f"step {r['step']}: held-out masked-LM loss {r['eval_mlm_loss']:.4f} · accuracy "
+                f"{r['eval_mlm_accuracy']:.3f}{extra}")
+        elif r["step"] % (args.log_every * 10) == 0 or r["step"] == r["total_steps"]:
+            extra = f" · pair acc {r['pair_accuracy']:.3f}" if "pair_accuracy" in r else ""
+            say(f"step {r['step']}/{r['total_steps']} · loss {r['loss']:.4f} · MLM acc {r['mlm_accuracy']:.3f}"
+                f"{extra} · {r['tokens_per_s']:,.0f} tok/s")
+
+    info = {"corpus": [str(p) for p in corpus], "eval": str(eval_file) if eval_file else None}
+    try:
+        result = run(model, tok, instances, eval_instances, out, args, resume=resume is not None, on_log=on_log,
+                     run_info=info)
+    except TrainingInterrupted as e:
+        err.print(f"[yellow]interrupted:[/] {e}")
+        raise typer.Exit(130)
+    except DataError as e:
+        _fail(str(e))
+    say(f"done: {result['steps']} steps; model, tokenizer, metrics.jsonl and curves.png in {out}")
+
+
+def bertscope_load(folder, head=None):
+    import bertscope
+    from .checkpoint import CheckpointError
+    try:
+        return bertscope.from_pretrained(folder, head=head, reinit_head=True).train()
+    except (CheckpointError, ConfigError) as e:
+        _fail(str(e))
+
+
+@app.command("fill-mask")
+def fill_mask(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="a checkpoint with an MLM head"),
+    text: str = typer.Argument(..., help="text with the model's mask token, e.g. [MASK] or <mask>"),
+    top_k: int = typer.Option(5),
+):
+    """The most likely tokens, with probabilities, for every mask token in the text."""
+    from .checkpoint import CheckpointError
+    import bertscope
+    try:
+        model = bertscope.from_pretrained(model_name, head="mlm")
+    except (CheckpointError, ConfigError) as e:
+        _fail(str(e) + "\n(fill-mask needs a checkpoint that has its masked-LM head)")
+    tok = _tokenizer_for(model_name, None)
+    b = tok([text])
+    where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
+    if not where:
+        _fail(f"no mask token in the text; this {model.config.family} model's mask token is {tok.mask_token!r}, "
+              f"e.g. \"The {tok.mask_token} sat on the mat.\"")
+    with torch.inference_mode():
+        probs = model(**b).logits[0].softmax(-1)                     # (L, V)
+    for n, pos in enumerate(where, 1):
+        p, ids = probs[pos].topk(top_k)
+        table = Table(f"#", "token", "probability", "text", title=f"mask {n} of {len(where)} (token {pos})")
+        for rank, (pi, i) in enumerate(zip(p.tolist(), ids.tolist()), 1):
+            filled = b["input_ids"][0].clone()
+            filled[pos] = i
+            table.add_row(str(rank), tok.decode([i]).strip() or tok.backend.id_to_token(i), f"{pi:.4f}",
+                          tok.decode(filled))
+        console.print(table)
+
+
 @app.command()
 def configs():
     """List the built-in shapes (random weights, nothing downloaded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,3 +191,45 @@ def label_names(labels: list[str]) -> list[str]:
     if all(x.lstrip("-").isdigit() for x in unique):
         return sorted(unique, key=int)
     return sorted(unique)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
+_WIKI_TITLE = re.compile(r"^ ?= [^=].* = ?$")
+
+
+def read_documents(paths, limit: int | None = None) -> list[list[str]]:
+    """Documents as lists of sentences from plain text files: one paragraph per line, blank lines between
+    documents; a WikiText ` = Title = ` heading also starts a new document (` = = Section = = ` does not)."""
+    docs: list[list[str]] = []
+    current: list[str] = []
+    blank_run = 0
+    for path in map(Path, paths):
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        wiki = False
+        for n, line in _lines(path):
+            text = line.strip()
+            if _WIKI_TITLE.match(line):
+                wiki = True
+                if current:
+                    docs.append(current)
+                current = []
+                continue
+            if not text:
+                blank_run += 1
+                if not wiki and current:     # plain text: a blank line ends a document
+                    docs.append(current)
+                    current = []
+                continue
+            blank_run = 0
+            if text.startswith("= ") and text.endswith(" ="):
+                continue                      # a WikiText section heading inside the document
+            current += [s for s in _SENTENCE_END.split(text) if s.strip()]
+            if limit and len(docs) >= limit:
+                break
+        if current:
+            docs.append(current)
+            current = []
+    if not docs:
+        raise DataError(f"{', '.join(map(str, paths))}: no text found")
+    return docs

@@ -60,7 +60,8 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
     come back as one list in input order."""
     results: list = [None] * len(enc)
     for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
-        batch = packed_batch(enc, index)
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in packed_batch(enc, index).items()}
         out = model(**batch)
         for i, value in zip(index, fn(out, batch, index)):
             results[i] = value

@@ -362,9 +362,11 @@ class Model(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, cu_seqlens=None,
                 labels=None, next_sentence_label=None, sentence_order_label=None,
-                output_hidden_states=False, output_attentions=False) -> Output:
+                output_hidden_states=False, output_attentions=False, masked_only=False) -> Output:
         """Padded batch: input_ids (B, L) with attention_mask (B, L) of 1/0, or a per-example (B, L, L) mask
-        (1 where token i may attend to token j). Packed batch: input_ids (T,) with cu_seqlens (N + 1,)."""
+        (1 where token i may attend to token j). Packed batch: input_ids (T,) with cu_seqlens (N + 1,).
+        masked_only=True (with MLM labels) runs the vocabulary projection only where labels != -100: the same
+        loss for much less work; logits are then (M, V) for those M positions, in order."""
         c = self.config
         if self.check:
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
@@ -398,7 +400,12 @@ class Model(nn.Module):
         if self.pooler is not None:
             out.pooler_output = self.pooler(first)                    # (B, H)
         if self.mlm is not None:
-            out.logits = self.mlm(x)                                  # (B, L, V)
+            if masked_only and labels is not None:
+                scored = labels != -100                               # (B, L) or (T,)
+                out.logits = self.mlm(x[scored])                      # (M, V) only where a prediction is scored
+                labels = labels[scored]                               # (M,)
+            else:
+                out.logits = self.mlm(x)                              # (B, L, V)
             if labels is not None:
                 out.mlm_loss = F.cross_entropy(out.logits.reshape(-1, c.vocab_size).float(), labels.reshape(-1),
                                                ignore_index=-100)

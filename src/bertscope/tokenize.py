@@ -146,7 +146,7 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
-        cfg = {"model_max_length": self.max_length, "cls_token": self.specials["cls"],
+        cfg = {"model_max_length": self.max_length, "bertscope_family": self.family, "cls_token": self.specials["cls"],
                "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         atomic_write(folder / "tokenizer_config.json",
@@ -182,7 +182,7 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
                              "or vocab.json + merges.txt")
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     model_cfg = _read_json(folder / "config.json")
-    family = family or model_cfg.get("model_type")
+    family = family or model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
     if family is None:
         family = "roberta" if (folder / "vocab.json").exists() else "bert"
     if family not in SPECIALS:
@@ -252,3 +252,54 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
     backend.add_special_tokens([AddedToken(t, lstrip=(t == s["mask"])) for t in s.values()
                                 if backend.token_to_id(t) is not None])
     return backend
+
+
+def train_tokenizer(files, family: str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
+                    max_length: int = 512) -> Tokenizer:
+    """Train the family's kind of tokenizer with the `tokenizers` library: WordPiece (BERT), byte-level BPE
+    (RoBERTa) or Unigram with SentencePiece-style "▁" word marks (ALBERT), with the family's special tokens."""
+    from tokenizers import trainers
+    files = [str(f) for f in files]
+    for f in files:
+        if not Path(f).exists():
+            raise TokenizerError(f"{f}: no such file")
+    s = SPECIALS[family]
+    if family == "bert":
+        specials = [s["pad"], s["unk"], s["cls"], s["sep"], s["mask"]]
+        backend = Backend(models.WordPiece(unk_token=s["unk"]))
+        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        backend.decoder = decoders.WordPiece(prefix="##")
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
+                                            special_tokens=specials)
+    elif family == "roberta":
+        specials = [s["cls"], s["pad"], s["sep"], s["unk"], s["mask"]]        # <s>=0 <pad>=1 </s>=2 as RoBERTa
+        backend = Backend(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
+                                      show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    elif family == "albert":
+        specials = [s["pad"], s["unk"], s["cls"], s["sep"], s["mask"]]        # <pad>=0 <unk>=1 [CLS]=2 ...
+        backend = Backend(models.Unigram())
+        steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.NFKD(),
+                 normalizers.StripAccents()] + ([normalizers.Lowercase()] if lowercase else [])
+        backend.normalizer = normalizers.Sequence(steps)
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=s["unk"],
+                                          show_progress=False)
+    else:
+        raise TokenizerError(f"family {family!r}: use bert, roberta or albert")
+    backend.train(files, trainer)
+    if family == "roberta":
+        backend.add_special_tokens([AddedToken(s["mask"], lstrip=True)])
+    return Tokenizer(backend, family, max_length=max_length)
+
+
+def save_vocab_files(tok: Tokenizer, folder) -> None:
+    """The classic vocabulary files beside tokenizer.json: vocab.txt (WordPiece) or vocab.json + merges.txt (BPE)."""
+    folder = Path(folder)
+    if tok.family in ("bert", "roberta"):
+        tok.backend.model.save(str(folder))

@@ -12,6 +12,7 @@ Nothing here prints: progress goes to the `on_log` callback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -127,7 +128,7 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     if resume:
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = read_checkpoint(out)
         args = FinetuneArgs(**json.loads(state["args"]))
         names = json.loads(state["labels"])
         model = from_pretrained(ckpt, head="classification")
@@ -170,24 +171,10 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     out.mkdir(parents=True, exist_ok=True)
 
     def save_checkpoint():
-        tmp = out / ".checkpoint.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        torch.save({"window_loss": window_loss, "window_examples": window_examples,
-                    "run_info": json.dumps(run_info or {}),"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(), "step": step, "epoch": epoch, "position": position,
-                    "best": best if best is not None else -1.0, "args": json.dumps(dataclasses.asdict(args)),
-                    "labels": json.dumps(names), "history": json.dumps(history)}, tmp / "trainer_state.pt")
-        old = out / ".checkpoint.old"
-        if ckpt.exists():
-            ckpt.rename(old)
-        tmp.rename(ckpt)
-        if old.exists():
-            shutil.rmtree(old)
-        write_metrics(out, history)
+        write_checkpoint(out, model, tokenizer, optimizer, scheduler, history, {
+            "window_loss": window_loss, "window_examples": window_examples, "run_info": json.dumps(run_info or {}),
+            "step": step, "epoch": epoch, "position": position, "best": best if best is not None else -1.0,
+            "args": json.dumps(dataclasses.asdict(args)), "labels": json.dumps(names)})
 
     window_loss, window_examples = 0.0, 0
     if resume:
@@ -196,14 +183,15 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     autocast = torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
                               enabled=args.bf16)
     window_tokens, t0 = 0, time.perf_counter()
+    device = next(model.parameters()).device
     try:
         while epoch < args.epochs and step < total:
             batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
             while position < len(batches) and step < total:
                 index = batches[position]
-                batch = infer.packed_batch(enc, index)
+                batch = {k: v.to(device) for k, v in infer.packed_batch(enc, index).items()}
                 with autocast:
-                    loss = model(**batch, labels=y_train[index]).loss
+                    loss = model(**batch, labels=y_train[index].to(device)).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                 optimizer.step()
@@ -255,12 +243,36 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     return {"steps": step, "best_accuracy": best, "history": history, "labels": names}
 
 
+def write_checkpoint(out: Path, model: Model, tokenizer, optimizer, scheduler, history: list, state: dict):
+    """out/checkpoint/: the model folder, its tokenizer and trainer_state.pt (optimizer, scheduler, torch RNG,
+    history and the loop's position), written to a temporary folder and swapped in, so an interruption at any
+    moment leaves the previous checkpoint whole. metrics.jsonl and curves.png are rewritten from the history."""
+    ckpt, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), "history": json.dumps(history), **state}, tmp / "trainer_state.pt")
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+    write_metrics(out, history)
+
+
+def read_checkpoint(out: Path) -> dict:
+    path = Path(out) / "checkpoint" / "trainer_state.pt"
+    if not path.exists():
+        raise DataError(f"{out}: no checkpoint to resume (expected {path})")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_run_info(out_dir) -> dict:
     """What the caller stored with the run (the CLI keeps its data files and columns there)."""
-    path = Path(out_dir) / "checkpoint" / "trainer_state.pt"
-    if not path.exists():
-        raise DataError(f"{out_dir}: no checkpoint to resume (expected {path})")
-    return json.loads(torch.load(path, map_location="cpu", weights_only=True)["run_info"])
+    return json.loads(read_checkpoint(out_dir)["run_info"])
 
 
 def save_best(model: Model, tokenizer, out: Path):
@@ -281,22 +293,236 @@ def plot_curves(history: list[dict], path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     steps = [r for r in history if "loss" in r]
-    evals = [r for r in history if "eval_accuracy" in r]
+    loss_key = "eval_mlm_loss" if any("eval_mlm_loss" in r for r in history) else "eval_loss"
+    acc_key = "eval_mlm_accuracy" if loss_key == "eval_mlm_loss" else "eval_accuracy"
+    evals = [r for r in history if acc_key in r]
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], label="training loss", color="#1f77b4")
     if evals:
-        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o--", label="eval loss", color="#ff7f0e")
+        ax.plot([r["step"] for r in evals], [r[loss_key] for r in evals], "o--", label="eval loss", color="#ff7f0e")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     if evals:
         ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in evals], [r["eval_accuracy"] for r in evals], "s-", color="#2ca02c",
-                 label="eval accuracy")
+        ax2.plot([r["step"] for r in evals], [r[acc_key] for r in evals], "s-", color="#2ca02c",
+                 label="eval " + acc_key[5:].replace("_", " "))
         ax2.set_ylabel("accuracy")
         ax2.set_ylim(0, 1)
         ax2.legend(loc="upper right")
     ax.legend(loc="upper left")
-    ax.set_title("fine-tuning")
+    ax.set_title("pretraining" if loss_key == "eval_mlm_loss" else "fine-tuning")
     fig.tight_layout()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=100))
     plt.close(fig)
+
+
+# ---- pretraining ------------------------------------------------------------------------------------------------
+
+@dataclass
+class PretrainArgs:
+    objective: str = "mlm"        # "mlm" | "mlm+nsp" (BERT) | "mlm+sop" (ALBERT)
+    whole_word: bool = False
+    mlm_probability: float = 0.15
+    dynamic: bool = True          # new masks every epoch (RoBERTa); False: one fixed set of masks (BERT)
+    max_length: int = 128
+    batch_size: int = 32          # sequences per process per micro-step
+    grad_accum: int = 1
+    steps: int = 1000
+    lr: float = 5e-4
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 42
+    bf16: bool = False
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 500
+
+
+def _distributed():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_rank(), dist.get_world_size()
+    return None, 0, 1
+
+
+def _masked_batch(instances, index, tok, args: PretrainArgs, mask_epoch: int, with_pairs: bool):
+    """A packed batch of the instances at `index`, masked reproducibly: the mask of instance i depends only on
+    (seed, mask_epoch, i), so every process and every resumed run draws the same one."""
+    from .masking import mask_tokens
+    ids, labels, types, lengths, pair = [], [], [], [], []
+    for i in index:
+        g = torch.Generator().manual_seed((args.seed * 1_000_003 + mask_epoch) * 10_000_019 + i)
+        x, y = mask_tokens(instances[i], tok, args.mlm_probability, args.whole_word, g)
+        ids.append(x), labels.append(y), types.append(torch.tensor(instances[i].types)), lengths.append(len(x))
+        pair.append(instances[i].pair_label)
+    batch = {"input_ids": torch.cat(ids), "token_type_ids": torch.cat(types),
+             "cu_seqlens": torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(lengths).cumsum(0)])}
+    return batch, torch.cat(labels), torch.tensor(pair) if with_pairs else None
+
+
+def pretrain_evaluate(model: Model, instances, tok, args: PretrainArgs, batch_size: int = 64) -> dict:
+    """Held-out masked-LM loss and accuracy (and NSP/SOP accuracy), with one fixed set of masks."""
+    was = model.training
+    model.eval()
+    with_pairs = model.pair is not None
+    loss_sum, hits, n, pair_hits = 0.0, 0, 0, 0
+    fixed = dataclasses.replace(args, seed=args.seed + 1)
+    with torch.no_grad():
+        for start in range(0, len(instances), batch_size):
+            index = list(range(start, min(start + batch_size, len(instances))))
+            batch, labels, pairs = _masked_batch(instances, index, tok, fixed, 0, with_pairs)
+            device = next(model.parameters()).device
+            batch, labels = {k: v.to(device) for k, v in batch.items()}, labels.to(device)
+            pairs = pairs.to(device) if pairs is not None else None
+            out = model(**batch, labels=labels, masked_only=True)
+            y = labels[labels != -100]
+            loss_sum += float(torch.nn.functional.cross_entropy(out.logits.float(), y, reduction="sum"))
+            hits += int((out.logits.argmax(-1) == y).sum())
+            n += len(y)
+            if with_pairs:
+                pair_hits += int((out.pair_logits.argmax(-1) == pairs).sum())
+    model.train(was)
+    m = {"mlm_loss": loss_sum / max(n, 1), "mlm_accuracy": hits / max(n, 1)}
+    if with_pairs:
+        m["pair_accuracy"] = pair_hits / len(instances)
+    return m
+
+
+def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: PretrainArgs, resume: bool = False,
+             on_log=None, stop_after: int | None = None, run_info: dict | None = None) -> dict:
+    """Masked-LM (+ NSP / SOP) pretraining over packed batches, with the vocabulary projection computed only at
+    the masked positions. Under `torchrun` (torch.distributed initialised) every process takes its share of each
+    global batch of batch_size × processes × grad_accum sequences; gradients are averaged by DDP and the losses
+    are scaled so that the update equals a single process's on the same global batch. Rank 0 writes."""
+    dist, rank, world = _distributed()
+    out = Path(out_dir)
+    with_pairs = args.objective != "mlm"
+    if with_pairs and model.pair is None:
+        raise ValueError(f"objective {args.objective} needs the model's pretraining head (NSP / SOP)")
+    history, step, epoch, position = [], 0, 0, 0
+    optimizer = _optimizer(model, args)
+    warmup = int(args.warmup * args.steps) if args.warmup < 1 else int(args.warmup)
+    scheduler = _schedule(optimizer, max(1, warmup), args.steps)
+    if resume:
+        state = read_checkpoint(out)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history = json.loads(state["history"])
+        step, epoch, position = int(state["step"]), int(state["epoch"]), int(state["position"])
+    elif rank == 0 and ((out / "metrics.jsonl").exists() or (out / "checkpoint").exists()):
+        raise DataError(f"{out} already holds a training run; continue it with --resume or choose another --out")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    net = model
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model)
+    per_step = args.batch_size * world * args.grad_accum
+
+    def order_of(e):
+        g = torch.Generator().manual_seed(args.seed * 7919 + e)
+        return torch.randperm(len(instances), generator=g).tolist()
+
+    def save_checkpoint():
+        if rank == 0:
+            write_checkpoint(out, model, tok, optimizer, scheduler, history, {
+                "step": step, "epoch": epoch, "position": position, "args": json.dumps(dataclasses.asdict(args)),
+                "run_info": json.dumps(run_info or {})})
+        if dist is not None:
+            dist.barrier()
+
+    order = order_of(epoch)
+    device = next(model.parameters()).device
+    model.train()
+    autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
+                              enabled=args.bf16)
+    sums = {"loss": 0.0, "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
+    t0 = time.perf_counter()
+    try:
+        while step < args.steps:
+            chunks = []
+            for _ in range(args.grad_accum):                       # the global batch of this step
+                if position + per_step // args.grad_accum > len(order):
+                    epoch, position = epoch + 1, 0
+                    order = order_of(epoch)
+                take = order[position:position + per_step // args.grad_accum]
+                position += len(take)
+                chunks.append(take)
+            mask_epoch = epoch if args.dynamic else 0
+            masked = [_masked_batch(instances, c[rank * args.batch_size:(rank + 1) * args.batch_size], tok, args,
+                                    mask_epoch, with_pairs) for c in chunks]
+            total_masked = sum(int((_masked_batch(instances, c, tok, args, mask_epoch, False)[1] != -100).sum())
+                               for c in chunks) if world > 1 else sum(int((m[1] != -100).sum()) for m in masked)
+            total_pairs = sum(len(c) for c in chunks)
+            for k, (batch, labels, pairs) in enumerate(masked):
+                batch = {key: v.to(device) for key, v in batch.items()}
+                labels = labels.to(device)
+                pairs = pairs.to(device) if pairs is not None else None
+                sync = k == len(masked) - 1 or dist is None
+                ctx = net.no_sync() if not sync else contextlib.nullcontext()
+                with ctx, autocast:
+                    o = net(**batch, labels=labels, masked_only=True)
+                    y = labels[labels != -100]
+                    mlm_sum = torch.nn.functional.cross_entropy(o.logits.float(), y, reduction="sum")
+                    loss = mlm_sum / total_masked * world
+                    if with_pairs:
+                        pair_sum = torch.nn.functional.cross_entropy(o.pair_logits.float(), pairs, reduction="sum")
+                        loss = loss + pair_sum / total_pairs * world
+                loss.backward()
+                sums["loss"] += float(loss.detach()) / world
+                sums["mlm_hits"] += int((o.logits.argmax(-1) == y).sum())
+                sums["mlm_n"] += len(y)
+                if with_pairs:
+                    sums["pair_hits"] += int((o.pair_logits.argmax(-1) == pairs).sum())
+                    sums["pair_n"] += len(pairs)
+                sums["tokens"] += int(batch["input_ids"].numel())
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            sums["steps"] += 1
+            if step % args.log_every == 0 or step == args.steps:
+                totals = dict(sums)
+                if dist is not None:                               # every process's share, for the record
+                    t = torch.tensor([totals[k] for k in ("loss", "mlm_hits", "mlm_n", "pair_hits", "pair_n",
+                                                          "tokens")], dtype=torch.float64)
+                    dist.all_reduce(t)
+                    totals.update(zip(("loss", "mlm_hits", "mlm_n", "pair_hits", "pair_n", "tokens"), t.tolist()))
+                dt = time.perf_counter() - t0
+                record = {"step": step, "loss": totals["loss"] / totals["steps"],
+                          "mlm_accuracy": totals["mlm_hits"] / max(1, totals["mlm_n"]), "lr": scheduler.get_last_lr()[0]}
+                if with_pairs:
+                    record["pair_accuracy"] = totals["pair_hits"] / max(1, totals["pair_n"])
+                history.append(record)
+                if on_log and rank == 0:
+                    on_log({**record, "total_steps": args.steps, "tokens_per_s": totals["tokens"] / dt})
+                sums = {k: 0 if k != "loss" else 0.0 for k in sums}
+                t0 = time.perf_counter()
+            if eval_instances and (step % args.eval_every == 0 or step == args.steps):
+                if rank == 0:
+                    m = pretrain_evaluate(model, eval_instances, tok, args)
+                    record = {"step": step, **{f"eval_{k}": v for k, v in m.items()}}
+                    history.append(record)
+                    if on_log:
+                        on_log({**record, "total_steps": args.steps})
+                if dist is not None:
+                    dist.barrier()
+            if stop_after is not None and step >= stop_after:
+                raise KeyboardInterrupt
+            if args.save_every and step % args.save_every == 0:
+                save_checkpoint()
+    except KeyboardInterrupt:
+        save_checkpoint()
+        raise TrainingInterrupted(f"stopped at step {step} of {args.steps}; a checkpoint of this point is in "
+                                  f"{out / 'checkpoint'}. Continue with: bertscope pretrain --resume {out}") from None
+    save_checkpoint()
+    if rank == 0:
+        model.save_pretrained(out)
+        tok.save(out)
+    if dist is not None:
+        dist.barrier()
+    return {"steps": step, "history": history}
+

@@ -1,0 +1,206 @@
+"""Inference and pretraining-step speed, bertscope against the reference implementation (transformers, sdpa),
+measured side by side in one process on the same inputs, plus this machine's fp32 matmul peak.
+
+    pip install -e ".[test]"
+    python bench/inference.py                    # everything; writes the "speed" section of BENCHMARKS.md
+    python bench/inference.py --quick            # fewer texts and repeats
+
+What is timed (real tokens/s counts only non-padding tokens):
+  * mixed-length text in file order, as a user runs it: the reference tokenizes and pads each batch of 32 / 128 in
+    file order; bertscope's `infer.sentence_embeddings` (tokenize once, sort by length, packed batches, results in
+    input order) on the same texts. Also the reference fed the same length-sorted batches (its best case);
+  * equal-length batches (B=8, L=128 and 512), bert-base shape: the kernel path itself;
+  * one MLM+NSP pretraining step (forward, backward, AdamW), small and base configs;
+  * achieved FLOP/s of bert-base inference at L=128 against the fp32 matmul peak measured in the same run.
+"""
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
+
+import bertscope  # noqa: E402
+from bertscope import infer  # noqa: E402
+from bertscope.data import read_examples  # noqa: E402
+from bertscope.explain import estimate_flops  # noqa: E402
+
+
+def best_of(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_peak(repeats=5):
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    t = best_of(lambda: a @ b, repeats)
+    return 2 * 2048 ** 3 / t
+
+
+def twin_models(folder):
+    """The same weights in bertscope and in the reference implementation (sdpa attention)."""
+    import transformers
+    ours = bertscope.from_pretrained(folder, head="base")
+    theirs = transformers.BertModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    return ours, theirs
+
+
+def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
+    enc = infer.tokenize(tok, texts, max_length=512)
+    real = sum(len(x) for x in enc.ids)
+    lengths = [len(x) for x in enc.ids]
+    file_batches = [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    sorted_batches = [[texts[j] for j in order[i:i + batch_size]] for i in range(0, len(texts), batch_size)]
+
+    def reference(batches):
+        with torch.inference_mode():
+            for b in batches:
+                theirs(**hf_tok(b, padding=True, truncation=True, max_length=512, return_tensors="pt"))
+
+    def ours_user_path():  # what `bertscope embed` does on a file: tokenize, sort, pack, restore order
+        e = infer.tokenize(tok, texts, max_length=512)
+        infer.sentence_embeddings(ours, e, batch_size=batch_size)
+
+    def ours_padded_file_order():
+        with torch.inference_mode():
+            for b in file_batches:
+                ours(**tok(b, max_length=512))
+
+    r = {"real_tokens": real}
+    r["reference_file"] = real / best_of(lambda: reference(file_batches), repeats)
+    r["reference_sorted"] = real / best_of(lambda: reference(sorted_batches), repeats)
+    r["ours_padded_file"] = real / best_of(ours_padded_file_order, repeats)
+    r["ours"] = real / best_of(ours_user_path, repeats)
+    return r
+
+
+def equal_length(ours, theirs, B, L, repeats):
+    ids = torch.randint(1000, 20000, (B, L))
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        theirs(input_ids=ids, attention_mask=mask)
+        ours(input_ids=ids, attention_mask=mask)
+        t_ref = best_of(lambda: theirs(input_ids=ids, attention_mask=mask), repeats)
+        t_ours = best_of(lambda: ours(input_ids=ids, attention_mask=mask), repeats)
+    flops = estimate_flops(ours, B, L)["total"]
+    return {"reference": B * L / t_ref, "ours": B * L / t_ours, "ours_flops": flops / t_ours,
+            "reference_flops": flops / t_ref}
+
+
+def pretrain_step(config_kw, B, L, repeats):
+    import transformers
+    c = bertscope.Config(family="bert", **config_kw)
+    torch.manual_seed(0)
+    ours = bertscope.Model(c, head="pretraining").train()
+    with tempfile.TemporaryDirectory() as tmp:
+        ours.save_pretrained(tmp)
+        theirs = transformers.BertForPreTraining.from_pretrained(tmp, attn_implementation="sdpa").train()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, c.vocab_size, (B, L), generator=g)
+    labels = torch.full_like(ids, -100)
+    chosen = torch.rand(B, L, generator=g) < 0.15
+    labels[chosen] = ids[chosen]
+    nsp = torch.randint(0, 2, (B,), generator=g)
+    types = torch.zeros_like(ids)
+    types[:, L // 2:] = 1
+
+    def step(model, opt, **kw):
+        out = model(input_ids=ids, token_type_ids=types, labels=labels, next_sentence_label=nsp, **kw)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    opt_r, opt_o = torch.optim.AdamW(theirs.parameters(), 1e-4), torch.optim.AdamW(ours.parameters(), 1e-4)
+    step(theirs, opt_r), step(ours, opt_o, masked_only=True)
+    t_ref = best_of(lambda: step(theirs, opt_r), repeats)
+    t_full = best_of(lambda: step(ours, opt_o), repeats)
+    t_ours = best_of(lambda: step(ours, opt_o, masked_only=True), repeats)
+    return {"reference": B * L / t_ref, "ours_all_positions": B * L / t_full, "ours": B * L / t_ours}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--limit", type=int, default=None, help="texts per data set (default: 2000, quick 500)")
+    a = p.parse_args()
+    import transformers
+    repeats = 1 if a.quick else 2
+    limit = a.limit or (500 if a.quick else 2000)
+    peak = matmul_peak()
+    print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+
+    tok = bertscope.load_tokenizer(MINILM)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(MINILM)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        bertscope.from_config("bert-base").save_pretrained(Path(tmp) / "bert-base")
+        models = {"MiniLM-L6-H384": twin_models(MINILM), "bert-base (random weights)": twin_models(Path(tmp) / "bert-base")}
+    for data in ("sst2/dev.tsv", "agnews/test.tsv"):
+        texts = read_examples(DATA / data).texts[:limit]
+        for name, (ours, theirs) in models.items():
+            for bs in (32, 128):
+                r = text_speed(ours, theirs, tok, hf_tok, texts, bs, repeats)
+                results[("text", data, name, bs)] = r
+                print(data, name, bs, {k: round(v) for k, v in r.items()}, flush=True)
+    ours, theirs = models["bert-base (random weights)"]
+    for L in (128, 512):
+        r = equal_length(ours, theirs, 8, L, repeats + 1)
+        results[("equal", L)] = r
+        print("equal", L, {k: round(v) for k, v in r.items()}, flush=True)
+    small = dict(vocab_size=30522, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
+                 intermediate_size=2048, max_position_embeddings=512)
+    base = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, max_position_embeddings=512)
+    for name, kw, B in (("small (4 × 512)", small, 16), ("base (12 × 768)", base, 8)):
+        r = pretrain_step(kw, B, 128, repeats)
+        results[("pretrain", name, B)] = r
+        print("pretrain", name, {k: round(v) for k, v in r.items()}, flush=True)
+
+    lines = ["### Speed against the reference implementation (`bench/inference.py`)", "",
+             f"`python bench/inference.py{' --quick' if a.quick else ''}` · {machine()} · commit {commit()} · "
+             f"fp32 · reference: transformers {transformers.__version__} with `attn_implementation=\"sdpa\"` · "
+             f"first {limit} texts of each file · best of {repeats} · fp32 matmul peak measured in the same run: "
+             f"**{peak / 1e9:.0f} GFLOP/s**.", "",
+             "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
+             "| data | model | batch | reference, file order | reference, length-sorted | bertscope, padded file "
+             "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (kind, *key), r in results.items():
+        if kind == "text":
+            data, name, bs = key
+            lines.append(f"| {data} | {name} | {bs} | {r['reference_file']:,.0f} | {r['reference_sorted']:,.0f} | "
+                         f"{r['ours_padded_file']:,.0f} | {r['ours']:,.0f} | "
+                         f"{r['ours'] / r['reference_file']:.2f}× | {r['ours'] / r['reference_sorted']:.2f}× |")
+    lines += ["", "Equal-length batches, bert-base shape, B=8 (tokens/s; FLOP/s from `explain`'s count):", "",
+              "| L | reference | bertscope | ratio | bertscope GFLOP/s | of matmul peak |", "|---|---|---|---|---|---|"]
+    for L in (128, 512):
+        r = results[("equal", L)]
+        lines.append(f"| {L} | {r['reference']:,.0f} | {r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× | "
+                     f"{r['ours_flops'] / 1e9:.0f} | {100 * r['ours_flops'] / peak:.0f}% |")
+    lines += ["", "MLM + NSP pretraining step (forward, backward, AdamW), L=128, 15% of positions scored "
+                  "(tokens/s):", "",
+              "| config | batch | reference `BertForPreTraining` | bertscope, MLM head everywhere | **bertscope, "
+              "masked positions only** | ratio |", "|---|---|---|---|---|---|"]
+    for (kind, *key), r in results.items():
+        if kind == "pretrain":
+            name, B = key
+            lines.append(f"| {name} | {B} | {r['reference']:,.0f} | {r['ours_all_positions']:,.0f} | "
+                         f"{r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× |")
+    write_section("speed", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
