@@ -429,7 +429,7 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
         if rank == 0:
             write_checkpoint(out, model, tok, optimizer, scheduler, history, {
                 "step": step, "epoch": epoch, "position": position, "args": json.dumps(dataclasses.asdict(args)),
-                "run_info": json.dumps(run_info or {})})
+                "run_info": json.dumps(run_info or {}), "window": json.dumps(sums)})
         if dist is not None:
             dist.barrier()
 
@@ -439,6 +439,8 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
     autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                               enabled=args.bf16)
     sums = {"loss": 0.0, "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
+    if resume:   # the logging window that was open when the checkpoint was taken
+        sums = json.loads(state["window"])
     t0 = time.perf_counter()
     try:
         while step < args.steps:
