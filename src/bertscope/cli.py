@@ -696,6 +696,54 @@ def fill_mask(
 
 
 @app.command()
+def bench(
+    model_name: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder (with its tokenizer)"),
+    file: Path = typer.Argument(..., help="your texts: .txt (one a line), .tsv/.csv (--column) or .jsonl"),
+    column: Optional[str] = typer.Option(None), limit: int = typer.Option(2000, help="texts to time"),
+    batch_size: int = typer.Option(32), threads: Optional[int] = typer.Option(None),
+):
+    """Time your model on your texts: padded batches in file order against bertscope's length-sorted packed
+    batches, in real tokens/s, and the achieved FLOP/s against this machine's fp32 matmul rate."""
+    from . import infer
+    from .data import DataError, read_texts
+    from .explain import estimate_flops
+    if threads:
+        torch.set_num_threads(threads)
+    model, tok, desc = load_model(model_name)
+    if tok is None:
+        _fail(f"{model_name} has no tokenizer to read text with")
+    try:
+        texts = read_texts(file, column=column, limit=limit)
+    except DataError as e:
+        _fail(str(e))
+    max_length = _max_length(model, tok, None)
+    enc = infer.tokenize(tok, texts, max_length=max_length)
+    real = sum(len(x) for x in enc.ids)
+    flops = sum(estimate_flops(model, 1, len(x))["total"] for x in enc.ids)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(3):
+        a @ b
+    peak = 3 * 2 * 2048 ** 3 / (time.perf_counter() - start)
+    with torch.inference_mode():
+        start = time.perf_counter()
+        for i in range(0, len(texts), batch_size):
+            model(**tok(texts[i:i + batch_size], max_length=max_length))
+        padded = time.perf_counter() - start
+    start = time.perf_counter()
+    infer.sentence_embeddings(model, infer.tokenize(tok, texts, max_length=max_length), batch_size=batch_size)
+    packed = time.perf_counter() - start
+    console.print(f"model   {desc}\ntexts   {len(texts)} from {file}: {real:,} real tokens, longest "
+                  f"{max(len(x) for x in enc.ids)}")
+    console.print(f"padded batches in file order      {real / padded:10,.0f} real tokens/s")
+    console.print(f"length-sorted packed batches      {real / packed:10,.0f} real tokens/s   "
+                  f"({padded / packed:.2f}× faster)")
+    console.print(f"achieved {flops / packed / 1e9:,.0f} GFLOP/s of a measured fp32 matmul rate of "
+                  f"{peak / 1e9:,.0f} GFLOP/s ({100 * flops / packed / peak:.0f}%)")
+
+
+@app.command()
 def configs():
     """List the built-in shapes (random weights, nothing downloaded)."""
     from .config import named_config
