@@ -352,8 +352,8 @@ def finetune(
     except (DataError, InputError) as e:
         _fail(str(e))
     best = result["best_accuracy"]
-    console.print(f"done: {result['steps']} steps; best eval accuracy {best:.4f}" if best is not None else
-                  f"done: {result['steps']} steps", f"; model, metrics.jsonl and curves.png in {out}")
+    score = f"; best eval accuracy {best:.4f}" if best is not None else ""
+    console.print(f"done: {result['steps']} steps{score}; model, metrics.jsonl and curves.png in {out}")
 
 
 def _max_length(model, tok, asked):
@@ -632,20 +632,29 @@ def pretrain(
         f"global batch {args.batch_size * world * args.grad_accum} = {args.batch_size} × {world} process(es) × "
         f"{args.grad_accum}")
 
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    progress = Progress(TextColumn("[bold]pretraining"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
+                        disable=rank != 0 or not console.is_terminal)
+    task = progress.add_task("pretraining", total=args.steps, info="")
+
     def on_log(r):
         if "eval_mlm_loss" in r:
             extra = f" · pair accuracy {r['eval_pair_accuracy']:.3f}" if "eval_pair_accuracy" in r else ""
             say(f"step {r['step']}: held-out masked-LM loss {r['eval_mlm_loss']:.4f} · accuracy "
                 f"{r['eval_mlm_accuracy']:.3f}{extra}")
-        elif r["step"] % (args.log_every * 10) == 0 or r["step"] == r["total_steps"]:
-            extra = f" · pair acc {r['pair_accuracy']:.3f}" if "pair_accuracy" in r else ""
-            say(f"step {r['step']}/{r['total_steps']} · loss {r['loss']:.4f} · MLM acc {r['mlm_accuracy']:.3f}"
-                f"{extra} · {r['tokens_per_s']:,.0f} tok/s")
+            return
+        extra = f" · pair acc {r['pair_accuracy']:.3f}" if "pair_accuracy" in r else ""
+        line = f"loss {r['loss']:.4f} · MLM acc {r['mlm_accuracy']:.3f}{extra} · {r['tokens_per_s']:,.0f} tok/s"
+        progress.update(task, completed=r["step"], info=line)
+        if not console.is_terminal and (r["step"] % (args.log_every * 10) == 0 or r["step"] == r["total_steps"]):
+            say(f"step {r['step']}/{r['total_steps']} · {line}")
 
     info = {"corpus": [str(p) for p in corpus], "eval": str(eval_file) if eval_file else None}
     try:
-        result = run(model, tok, instances, eval_instances, out, args, resume=resume is not None, on_log=on_log,
-                     run_info=info)
+        with progress:
+            result = run(model, tok, instances, eval_instances, out, args, resume=resume is not None,
+                         on_log=on_log, run_info=info)
     except TrainingInterrupted as e:
         err.print(f"[yellow]interrupted:[/] {e}")
         raise typer.Exit(130)
@@ -686,7 +695,7 @@ def fill_mask(
         probs = model(**b).logits[0].softmax(-1)                     # (L, V)
     for n, pos in enumerate(where, 1):
         p, ids = probs[pos].topk(top_k)
-        table = Table(f"#", "token", "probability", "text", title=f"mask {n} of {len(where)} (token {pos})")
+        table = Table("#", "token", "probability", "text", title=f"mask {n} of {len(where)} (token {pos})")
         for rank, (pi, i) in enumerate(zip(p.tolist(), ids.tolist()), 1):
             filled = b["input_ids"][0].clone()
             filled[pos] = i

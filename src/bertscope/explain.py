@@ -251,10 +251,10 @@ def _fold(node: Node):
 def _sharing(model: Model) -> dict[str, int]:
     """ALBERT against its twin with one set of weights per layer application and an unfactorised embedding."""
     c = model.config
-    per_layer = sum(p.numel() for p in model.encoder.layers[0].parameters())
+    per_layer = [sum(p.numel() for p in layer.parameters()) for layer in model.encoder.layers]
     encoder_actual = sum(p.numel() for p in model.encoder.parameters())
-    encoder_unshared = per_layer * len(model.encoder.plan)
-    E, H = c.embedding_dim, c.hidden_size
+    encoder_unshared = sum(per_layer[i] for i in model.encoder.plan)   # one weight set per layer application
+    H = c.hidden_size
     tables = c.vocab_size + c.max_position_embeddings + c.type_vocab_size
     emb_actual = sum(p.numel() for p in model.embeddings.parameters())
     emb_unfactorised = tables * H + 2 * H

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import Model, mean_pool
+from .model import Model
 
 
 @dataclass
