@@ -84,28 +84,26 @@ def encode(
         _fail(f"{model_name} has no tokenizer (a built-in shape, or a folder without tokenizer.json / vocab files); "
               "encode random ids with --batch and --length, or pass a checkpoint folder with its tokenizer")
 
-    start, n_tokens, outs = time.perf_counter(), 0, []
+    from . import infer
+    start = time.perf_counter()
     with torch.inference_mode():
         try:
-            if texts:
-                for i in range(0, len(texts), batch_size):
-                    b = tok(texts[i:i + batch_size])
-                    out = model(**b)
-                    n_tokens += int(b["attention_mask"].sum())
-                    outs.append(mean_pool(out.last_hidden_state, b["attention_mask"]))
-                first = tok(texts[:batch_size])
+            if texts:   # all texts: length-sorted packed batches, back in input order
+                enc = infer.tokenize(tok, texts, max_length=_max_length(model, tok, None))
+                emb = infer.sentence_embeddings(model, enc, batch_size=batch_size)
+                n_tokens = sum(len(x) for x in enc.ids)
+                first = tok(texts[:batch_size], max_length=_max_length(model, tok, None))
             else:
                 g = torch.Generator().manual_seed(0)
                 ids = torch.randint(5, c.vocab_size, (batch, length), generator=g)  # above most special ids
                 first = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
                 out = model(**first)
                 n_tokens = ids.numel()
-                outs.append(mean_pool(out.last_hidden_state, first["attention_mask"]))
-            shown = model(**first, output_hidden_states=True)
+                emb = mean_pool(out.last_hidden_state, first["attention_mask"])
+            elapsed = time.perf_counter() - start
+            shown = model(**first, output_hidden_states=True)   # the first batch, padded, to show every shape
         except InputError as e:
             _fail(str(e))
-    elapsed = time.perf_counter() - start
-    emb = torch.cat(outs)
 
     console.print(f"[bold]input[/]      input_ids {_shape(first['input_ids'])}" +
                   (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
