@@ -31,27 +31,43 @@ from bertscope.data import read_examples  # noqa: E402
 from bertscope.explain import estimate_flops  # noqa: E402
 
 
+DEVICE, DTYPE = torch.device("cpu"), torch.float32
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def best_of(fn, repeats):
+    fn() if DEVICE.type == "cuda" else None     # warm-up on GPU (kernels, allocator)
     times = []
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t)
     return min(times)
 
 
+def to_device(batch):
+    return {k: v.to(DEVICE) for k, v in batch.items()}
+
+
 def matmul_peak(repeats=5):
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    n = 8192 if DEVICE.type == "cuda" else 2048
+    a, b = torch.randn(n, n, device=DEVICE, dtype=DTYPE), torch.randn(n, n, device=DEVICE, dtype=DTYPE)
     a @ b
     t = best_of(lambda: a @ b, repeats)
-    return 2 * 2048 ** 3 / t
+    return 2 * n ** 3 / t
 
 
 def twin_models(folder):
     """The same weights in bertscope and in the reference implementation (sdpa attention)."""
     import transformers
-    ours = bertscope.from_pretrained(folder, head="base")
-    theirs = transformers.BertModel.from_pretrained(folder, attn_implementation="sdpa").eval()
+    ours = bertscope.from_pretrained(folder, head="base").to(DEVICE, DTYPE)
+    theirs = transformers.BertModel.from_pretrained(folder, attn_implementation="sdpa").eval().to(DEVICE, DTYPE)
     return ours, theirs
 
 
@@ -66,7 +82,7 @@ def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
     def reference(batches):
         with torch.inference_mode():
             for b in batches:
-                theirs(**hf_tok(b, padding=True, truncation=True, max_length=512, return_tensors="pt"))
+                theirs(**to_device(hf_tok(b, padding=True, truncation=True, max_length=512, return_tensors="pt")))
 
     def ours_user_path():  # what `bertscope embed` does on a file: tokenize, sort, pack, restore order
         e = infer.tokenize(tok, texts, max_length=512)
@@ -75,7 +91,7 @@ def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
     def ours_padded_file_order():
         with torch.inference_mode():
             for b in file_batches:
-                ours(**tok(b, max_length=512))
+                ours(**to_device(tok(b, max_length=512)))
 
     r = {"real_tokens": real}
     r["reference_file"] = real / best_of(lambda: reference(file_batches), repeats)
@@ -86,7 +102,7 @@ def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
 
 
 def equal_length(ours, theirs, B, L, repeats):
-    ids = torch.randint(1000, 20000, (B, L))
+    ids = torch.randint(1000, 20000, (B, L), device=DEVICE)
     mask = torch.ones_like(ids)
     with torch.inference_mode():
         theirs(input_ids=ids, attention_mask=mask)
@@ -106,6 +122,8 @@ def pretrain_step(config_kw, B, L, repeats):
     with tempfile.TemporaryDirectory() as tmp:
         ours.save_pretrained(tmp)
         theirs = transformers.BertForPreTraining.from_pretrained(tmp, attn_implementation="sdpa").train()
+    ours, theirs = ours.to(DEVICE), theirs.to(DEVICE)
+    autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=DTYPE == torch.bfloat16)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1000, c.vocab_size, (B, L), generator=g)
     labels = torch.full_like(ids, -100)
@@ -114,19 +132,39 @@ def pretrain_step(config_kw, B, L, repeats):
     nsp = torch.randint(0, 2, (B,), generator=g)
     types = torch.zeros_like(ids)
     types[:, L // 2:] = 1
+    ids, labels, nsp, types = (t.to(DEVICE) for t in (ids, labels, nsp, types))
 
     def step(model, opt, **kw):
-        out = model(input_ids=ids, token_type_ids=types, labels=labels, next_sentence_label=nsp, **kw)
+        with autocast:
+            out = model(input_ids=ids, token_type_ids=types, labels=labels, next_sentence_label=nsp, **kw)
         out.loss.backward()
         opt.step()
         opt.zero_grad()
 
-    opt_r, opt_o = torch.optim.AdamW(theirs.parameters(), 1e-4), torch.optim.AdamW(ours.parameters(), 1e-4)
+    opt_r = torch.optim.AdamW(theirs.parameters(), 1e-4, fused=True)
+    opt_o = torch.optim.AdamW(ours.parameters(), 1e-4, fused=True)
     step(theirs, opt_r), step(ours, opt_o, masked_only=True)
     t_ref = best_of(lambda: step(theirs, opt_r), repeats)
     t_full = best_of(lambda: step(ours, opt_o), repeats)
     t_ours = best_of(lambda: step(ours, opt_o, masked_only=True), repeats)
     return {"reference": B * L / t_ref, "ours_all_positions": B * L / t_full, "ours": B * L / t_ours}
+
+
+def check_parity(models, tok, texts):
+    """On the GPU: bertscope's packed path (varlen flash attention) against its padded path and the reference."""
+    for name, (ours, theirs) in models.items():
+        b = to_device(tok(texts[:64]))
+        with torch.inference_mode():
+            padded = ours(**b).last_hidden_state
+            ref = theirs(**b).last_hidden_state
+            enc = infer.tokenize(tok, texts[:64])
+            packed = infer.token_embeddings(ours, enc)
+        real = b["attention_mask"].bool()
+        d_pack = max(float((p.float() - padded[i][: len(p)].float()).abs().max()) for i, p in enumerate(packed))
+        d_ref = float((padded[real].float() - ref[real].float()).abs().max())
+        scale = float(ref[real].float().abs().max())
+        print(f"parity on {DEVICE} ({DTYPE}), {name}: packed vs padded {d_pack:.2e}, padded vs reference "
+              f"{d_ref:.2e} (values up to {scale:.1f})", flush=True)
 
 
 def main():
@@ -136,7 +174,15 @@ def main():
                    help="texts of SST-2 timed with MiniLM (default 1000, quick 300); AG News texts are 4× longer "
                         "and bert-base is 4× the work, so each of those takes a quarter")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--bf16", action="store_true", help="models in bfloat16 (training steps under bf16 autocast)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="MiniLM's shape with random weights (where the checkpoint is not at hand); the speed is "
+                        "the same, only the tokenizer files are read")
+    p.add_argument("--section", default="speed", help="the BENCHMARKS.md section to write")
     a = p.parse_args()
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = torch.device(a.device), (torch.bfloat16 if a.bf16 else torch.float32)
     import transformers
     repeats = a.repeats
     limit = a.limit or (300 if a.quick else 1000)
@@ -149,7 +195,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         bertscope.from_config("bert-base").save_pretrained(Path(tmp) / "bert-base")
-        models = {"MiniLM-L6-H384": twin_models(MINILM), "bert-base (random weights)": twin_models(Path(tmp) / "bert-base")}
+        minilm = MINILM
+        if a.random_weights:
+            bertscope.from_config("minilm-l6-h384").save_pretrained(Path(tmp) / "minilm")
+            minilm = Path(tmp) / "minilm"
+        models = {"MiniLM-L6-H384" + (" (random weights)" if a.random_weights else ""): twin_models(minilm),
+                  "bert-base (random weights)": twin_models(Path(tmp) / "bert-base")}
+        if DEVICE.type == "cuda":
+            check_parity(models, tok, read_examples(DATA / "sst2/dev.tsv").texts[:256])
     for data in ("sst2/dev.tsv", "agnews/test.tsv"):
         for name, (ours, theirs) in models.items():
             n = limit // (4 if data.startswith("agnews") else 1) // (4 if name.startswith("bert-base") else 1)
@@ -173,8 +226,8 @@ def main():
         print("pretrain", name, {k: round(v) for k, v in r.items()}, flush=True)
 
     lines = ["### Speed against the reference implementation (`bench/inference.py`)", "",
-             f"`python bench/inference.py{' --quick' if a.quick else ''}` · {machine()} · commit {commit()} · "
-             f"fp32 · reference: transformers {transformers.__version__} with `attn_implementation=\"sdpa\"` · "
+             f"`python bench/inference.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()} · "
+             f"{'bf16' if a.bf16 else 'fp32'} · reference: transformers {transformers.__version__} with `attn_implementation=\"sdpa\"` · "
              f"the first N texts of each file (N in the table) · best of {repeats} · fp32 matmul peak measured in the same run: "
              f"**{peak / 1e9:.0f} GFLOP/s**.", "",
              "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
@@ -202,7 +255,7 @@ def main():
             name, B = key
             lines.append(f"| {name} | {B} | {r['reference']:,.0f} | {r['ours_all_positions']:,.0f} | "
                          f"{r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× |")
-    write_section("speed", "\n".join(lines))
+    write_section(a.section, "\n".join(lines))
     print("\n".join(lines))
 
 

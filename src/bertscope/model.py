@@ -59,6 +59,7 @@ class Packing:
         self.real[self.index] = True
         self.real = self.real.view(self.num_seqs, self.max_len)                         # (N, Lmax)
         self.first = cu_seqlens[:-1]                                                    # (N,) first token of each
+        self.cu32 = cu_seqlens.to(torch.int32)                                          # for the varlen kernel
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:                                     # (T, D) -> (N, Lmax, D)
         grid = x.new_zeros(self.num_seqs * self.max_len, x.shape[-1])
@@ -66,6 +67,17 @@ class Packing:
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:                                   # (N, Lmax, D) -> (T, D)
         return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
+
+
+try:  # variable-length flash attention (CUDA, fp16/bf16); elsewhere packed attention pads each sequence
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # older torch
+    varlen_attn = None
+
+
+def _use_varlen(qkv: torch.Tensor, need_weights: bool, dropout: float) -> bool:
+    return (varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16)
+            and not need_weights and dropout == 0.0)
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -115,6 +127,11 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, mask, packing: Packing | None = None, need_weights: bool = False):
         qkv = self.qkv(x)                                             # (B, L, 3·nh·hd)  or packed (T, 3·nh·hd)
+        if packing is not None and _use_varlen(qkv, need_weights, self.dropout if self.training else 0.0):
+            T = qkv.shape[0]                                          # GPU: flash attention over the packed tokens
+            q, k, v = qkv.view(T, 3, self.heads, self.head_dim).unbind(1)            # 3 × (T, nh, hd)
+            y = varlen_attn(q, k, v, packing.cu32, packing.cu32, packing.max_len, packing.max_len)  # (T, nh, hd)
+            return self.out(y.reshape(T, self.heads * self.head_dim)), None           # (T, H)
         if packing is not None:
             qkv = packing.pad(qkv)                                    # (B, L, 3·nh·hd)  B = sequences, L = longest
         B, L, _ = qkv.shape
