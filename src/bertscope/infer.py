@@ -77,8 +77,8 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
         if pooling == "cls":
             emb = x[cu[:-1]]                                                  # (N, H)
         else:
-            seq = torch.repeat_interleave(torch.arange(len(index)), cu[1:] - cu[:-1])
-            emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype).index_add_(0, seq, x)
+            seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), cu[1:] - cu[:-1])
+            emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
             emb = emb / (cu[1:] - cu[:-1]).unsqueeze(-1).to(x.dtype)         # (N, H)
         if normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
@@ -102,6 +102,7 @@ def word_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[to
         raise ValueError("word-level vectors need the word ids: tokenize(..., word_ids=True)")
     out = []
     for vectors, words in zip(token_embeddings(model, enc, batch_size), enc.word_ids):
+        vectors = vectors.float().cpu()
         w = torch.tensor(words)
         keep = w >= 0
         n = int(w[keep].max()) + 1 if keep.any() else 0
