@@ -27,6 +27,8 @@ def machine() -> str:
 
 
 def commit() -> str:
+    if os.environ.get("BERTSCOPE_COMMIT"):      # where the tree was copied without .git (a lent GPU machine)
+        return os.environ["BERTSCOPE_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True).stdout.strip()

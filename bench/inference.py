@@ -188,7 +188,7 @@ def main():
     repeats = a.repeats
     limit = a.limit or (300 if a.quick else 1000)
     peak = matmul_peak()
-    print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+    print(f"{str(DTYPE)[6:]} matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
 
     tok = bertscope.load_tokenizer(MINILM)
     hf_tok = transformers.AutoTokenizer.from_pretrained(MINILM)
