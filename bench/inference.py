@@ -228,9 +228,9 @@ def main():
 
     lines = ["### Speed against the reference implementation (`bench/inference.py`)", "",
              f"`python bench/inference.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()} · "
-             f"{'bf16' if a.bf16 else 'fp32'} · reference: transformers {transformers.__version__} with `attn_implementation=\"sdpa\"` · "
-             f"the first N texts of each file (N in the table) · best of {repeats} · fp32 matmul peak measured in the same run: "
-             f"**{peak / 1e9:.0f} GFLOP/s**.", "",
+             f"{'bf16' if a.bf16 else 'fp32'} · reference: transformers {transformers.__version__} with "
+             f"`attn_implementation=\"sdpa\"` · the first N texts of each file (N in the table) · best of {repeats} · "
+             f"{str(DTYPE)[6:]} matmul peak measured in the same run: **{peak / 1e9:.0f} GFLOP/s**.", "",
              "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
              "| data | model | N | batch | reference, file order | reference, length-sorted | bertscope, padded file "
              "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |",
