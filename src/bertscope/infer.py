@@ -70,7 +70,7 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
 
 def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", normalize: bool = True,
                         batch_size: int = 32) -> torch.Tensor:
-    """(N, H) sentence embeddings: mean over real tokens (sentence-transformers) or the first token ([CLS])."""
+    """(N, H) sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first token."""
     def pool(out, batch, index):
         cu = batch["cu_seqlens"]
         x = out.last_hidden_state                                             # (T, H)
@@ -85,13 +85,13 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
         return list(emb)
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling {pooling!r}: use 'mean' or 'cls'")
-    return torch.stack(run(model, enc, batch_size, fn=pool))
+    return torch.stack(run(model, enc, batch_size, fn=pool)).cpu()
 
 
 def token_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
     """One (L_i, H) tensor of per-token vectors per text (special tokens included)."""
     def split(out, batch, index):
-        return list(out.last_hidden_state.split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
+        return list(out.last_hidden_state.cpu().split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
     return run(model, enc, batch_size, fn=split)
 
 
@@ -116,4 +116,4 @@ def class_probabilities(model: Model, enc: Encoded, batch_size: int = 32) -> tor
     """(N, num_labels) softmax probabilities of a classification model."""
     if model.head != "classification":
         raise ValueError(f"this model has head {model.head!r}; predictions need a classification head")
-    return torch.stack(run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().softmax(-1))))
+    return torch.stack(run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().softmax(-1).cpu())))
