@@ -220,3 +220,18 @@ def test_masked_only_mlm_head_gives_the_same_loss(name):
     assert out.logits.shape == (int(scored.sum()), 1000)
     assert max_diff(out.logits, head_logits(ref)[scored]) <= TOL
     assert max_diff(out.loss, ref["loss"]) <= TOL
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
+def test_packed_batch_of_equal_lengths_takes_the_reshape_path(name):
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    ids, types = ref["input_ids"][:, :5], ref["token_type_ids"][:, :5]   # three rows of 5 real tokens
+    padded = model(input_ids=ids, token_type_ids=types, output_hidden_states=True)
+    cu = torch.tensor([0, 5, 10, 15])
+    packed = model(input_ids=ids.reshape(-1), token_type_ids=types.reshape(-1), cu_seqlens=cu,
+                   output_hidden_states=True)
+    from bertscope.model import Packing
+    assert Packing(cu).uniform
+    for a, b in zip(padded.hidden_states, packed.hidden_states):
+        assert max_diff(a.reshape(15, -1), b) <= TOL

@@ -52,6 +52,7 @@ class Packing:
         self.cu_seqlens = cu_seqlens
         lengths = cu_seqlens[1:] - cu_seqlens[:-1]                                      # (N,)
         self.num_seqs, self.max_len = lengths.numel(), int(lengths.max())
+        self.uniform = int(lengths.min()) == self.max_len      # all one length: the grid is a plain reshape
         seq = torch.repeat_interleave(torch.arange(self.num_seqs, device=cu_seqlens.device), lengths)  # (T,)
         self.positions = torch.arange(seq.numel(), device=cu_seqlens.device) - cu_seqlens[seq]       # (T,)
         self.index = seq * self.max_len + self.positions                                # (T,) flat slot in grid
@@ -62,10 +63,14 @@ class Packing:
         self.cu32 = cu_seqlens.to(torch.int32)                                          # for the varlen kernel
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:                                     # (T, D) -> (N, Lmax, D)
+        if self.uniform:
+            return x.view(self.num_seqs, self.max_len, x.shape[-1])
         grid = x.new_zeros(self.num_seqs * self.max_len, x.shape[-1])
         return grid.index_copy(0, self.index, x).view(self.num_seqs, self.max_len, x.shape[-1])
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:                                   # (N, Lmax, D) -> (T, D)
+        if self.uniform:
+            return x.reshape(self.num_seqs * self.max_len, x.shape[-1])
         return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
 
 
@@ -400,7 +405,7 @@ class Model(nn.Module):
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, L, H)
 
         if packing is not None:
-            mask = additive_mask(packing.real[:, None, None, :], x.dtype)           # (N, 1, 1, Lmax)
+            mask = None if packing.uniform else additive_mask(packing.real[:, None, None, :], x.dtype)  # (N,1,1,Lmax)
         elif attention_mask is None:
             mask = None
         elif attention_mask.dim() == 2:
