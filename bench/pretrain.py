@@ -27,10 +27,10 @@ from bertscope.tokenize import train_tokenizer  # noqa: E402
 from bertscope.train import FinetuneArgs, PretrainArgs, _masked_batch, finetune, pretrain, pretrain_evaluate  # noqa: E402
 
 
-def reference_pretrain(folder, tok, instances, args):
+def reference_pretrain(folder, tok, instances, args, device):
     """BertForPreTraining on the same batches as bertscope's loop (padded, logits at every position)."""
     import transformers
-    model = transformers.BertForPreTraining.from_pretrained(folder, attn_implementation="sdpa").train()
+    model = transformers.BertForPreTraining.from_pretrained(folder, attn_implementation="sdpa").train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
     warmup = max(1, int(args.warmup * args.steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -55,14 +55,17 @@ def reference_pretrain(folder, tok, instances, args):
             s, e = int(cu[b]), int(cu[b + 1])
             ids[b, :e - s], types[b, :e - s], lab[b, :e - s], mask[b, :e - s] = \
                 batch["input_ids"][s:e], batch["token_type_ids"][s:e], labels[s:e], 1
-        out = model(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=lab, next_sentence_label=pairs)
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device), token_type_ids=types.to(device),
+                    labels=lab.to(device), next_sentence_label=pairs.to(device))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad()
         tokens += int(mask.sum())
-    return model, tokens / (time.perf_counter() - start)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return model.cpu(), tokens / (time.perf_counter() - start)
 
 
 def main():
@@ -70,7 +73,10 @@ def main():
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--finetune-examples", type=int, default=8000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--section", default="pretrain")
     a = p.parse_args()
+    device = torch.device(a.device)
     import transformers
     valid, test = DATA / "wikitext2" / "valid.txt", DATA / "wikitext2" / "test.txt"
     tok = train_tokenizer([valid], "bert", 8000)
@@ -87,9 +93,11 @@ def main():
         init.save_pretrained(tmp / "init")
         tok.save(tmp / "init")
 
-        ours = bertscope.from_pretrained(tmp / "init").train()
+        ours = bertscope.from_pretrained(tmp / "init").train().to(device)
         start = time.perf_counter()
         pretrain(ours, tok, instances, None, tmp / "ours", args)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         wall = time.perf_counter() - start
         # tokens/s over the whole run, from the number of real tokens bertscope processed
         seen = 0
@@ -107,7 +115,7 @@ def main():
         print("bertscope", round(ours_tps), ours_eval, flush=True)
 
         torch.manual_seed(0)
-        ref_model, ref_tps = reference_pretrain(tmp / "init", tok, instances, args)
+        ref_model, ref_tps = reference_pretrain(tmp / "init", tok, instances, args, device)
         ref_model.save_pretrained(tmp / "ref")
         ref_eval = pretrain_evaluate(bertscope.from_pretrained(tmp / "ref"), held_out, tok, args)
         print("reference", round(ref_tps), ref_eval, flush=True)
@@ -120,13 +128,16 @@ def main():
         ft = FinetuneArgs(epochs=1, lr=5e-4, batch_size=32, save_every=0)
         acc = {}
         for name, folder in (("pretrained", tmp / "ours"), ("random init", tmp / "init")):
-            res = finetune(folder, train, dev, tmp / f"ft-{name}", ft, tokenizer=tok)
+            torch.manual_seed(0)
+            model = bertscope.from_pretrained(folder, head="classification", num_labels=2, reinit_head=True)
+            res = finetune(model.to(device), train, dev, tmp / f"ft-{name}", ft, tokenizer=tok)
             acc[name] = res["best_accuracy"]
             print(name, acc[name], flush=True)
 
     uniform = math.log(tok.vocab_size)
-    lines = ["### MLM + NSP pretraining (`bench/pretrain.py`)", "",
-             f"`python bench/pretrain.py --steps {a.steps} --batch-size {a.batch_size}` · {machine()} · commit "
+    where = f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else ""
+    lines = [f"### MLM + NSP pretraining{where} (`bench/pretrain.py`)", "",
+             f"`python bench/pretrain.py {' '.join(sys.argv[1:])}` · {machine()} · commit "
              f"{commit()} · BERT 4 layers × 256, vocab {tok.vocab_size} (WordPiece trained on wikitext2/valid.txt), "
              f"sequences of up to 128 tokens from wikitext2/valid.txt ({len(instances)} NSP pairs), lr 1e-3, "
              f"the same initial weights, batches, masks and schedule for both; the reference is transformers "
@@ -144,7 +155,7 @@ def main():
              "| start | SST-2 dev accuracy |", "|---|---|",
              f"| pretrained above ({a.steps} steps) | {acc['pretrained']:.4f} |",
              f"| random initialisation | {acc['random init']:.4f} |"]
-    write_section("pretrain", "\n".join(lines))
+    write_section(a.section, "\n".join(lines))
     print("\n".join(lines))
 
 
