@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .inputs import check_inputs
 from .model import Model
 
 
@@ -59,27 +60,40 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
     """Run the model over every text; `fn(out, batch, index)` maps each batch's Output to per-text results, which
     come back as one list in input order."""
     results: list = [None] * len(enc)
-    for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
-        device = next(model.parameters()).device
-        batch = {k: v.to(device) for k, v in packed_batch(enc, index).items()}
-        out = model(**batch)
-        for i, value in zip(index, fn(out, batch, index)):
-            results[i] = value
+    device = next(model.parameters()).device
+    everything = packed_batch(enc, list(range(len(enc))))
+    check_inputs(model.config, everything["input_ids"], token_type_ids=everything["token_type_ids"],
+                 cu_seqlens=everything["cu_seqlens"])     # once, on the CPU, for all the texts
+    was_checking, model.check = model.check, False
+    try:
+        for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
+            batch = to_device(packed_batch(enc, index), device)
+            out = model(**batch)
+            for i, value in zip(index, fn(out, batch, index)):
+                results[i] = value
+    finally:
+        model.check = was_checking
     return results
+
+
+def to_device(batch: dict, device) -> dict:
+    """Tensors to the model's device; cu_seqlens stays on the CPU, where the model reads the sizes from."""
+    return {k: (v if k == "cu_seqlens" else v.to(device, non_blocking=True)) for k, v in batch.items()}
 
 
 def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", normalize: bool = True,
                         batch_size: int = 32) -> torch.Tensor:
     """(N, H) sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first token."""
     def pool(out, batch, index):
-        cu = batch["cu_seqlens"]
         x = out.last_hidden_state                                             # (T, H)
+        cu = batch["cu_seqlens"].to(x.device)
+        lengths = cu[1:] - cu[:-1]                                            # (N,)
         if pooling == "cls":
             emb = x[cu[:-1]]                                                  # (N, H)
         else:
-            seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), cu[1:] - cu[:-1])
+            seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), lengths)
             emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
-            emb = emb / (cu[1:] - cu[:-1]).unsqueeze(-1).to(x.dtype)         # (N, H)
+            emb = emb / lengths.unsqueeze(-1).to(x.dtype)                     # (N, H)
         if normalize:
             emb = torch.nn.functional.normalize(emb, dim=-1)
         return list(emb)

@@ -48,19 +48,22 @@ class Packing:
     into the grid and its outputs back.
     """
 
-    def __init__(self, cu_seqlens: torch.Tensor):
-        self.cu_seqlens = cu_seqlens
-        lengths = cu_seqlens[1:] - cu_seqlens[:-1]                                      # (N,)
+    def __init__(self, cu_seqlens: torch.Tensor, device=None):
+        # Worked out on the CPU (a GPU would wait for every size read back), then moved to `device` once.
+        cu = cu_seqlens.cpu()
+        device = device or cu_seqlens.device
+        lengths = cu[1:] - cu[:-1]                                                      # (N,)
         self.num_seqs, self.max_len = lengths.numel(), int(lengths.max())
         self.uniform = int(lengths.min()) == self.max_len      # all one length: the grid is a plain reshape
-        seq = torch.repeat_interleave(torch.arange(self.num_seqs, device=cu_seqlens.device), lengths)  # (T,)
-        self.positions = torch.arange(seq.numel(), device=cu_seqlens.device) - cu_seqlens[seq]       # (T,)
-        self.index = seq * self.max_len + self.positions                                # (T,) flat slot in grid
-        self.real = self.positions.new_zeros(self.num_seqs * self.max_len, dtype=torch.bool)
-        self.real[self.index] = True
-        self.real = self.real.view(self.num_seqs, self.max_len)                         # (N, Lmax)
-        self.first = cu_seqlens[:-1]                                                    # (N,) first token of each
-        self.cu32 = cu_seqlens.to(torch.int32)                                          # for the varlen kernel
+        seq = torch.repeat_interleave(torch.arange(self.num_seqs), lengths)             # (T,)
+        positions = torch.arange(seq.numel()) - cu[seq]                                 # (T,)
+        index = seq * self.max_len + positions                                          # (T,) flat slot in grid
+        real = torch.zeros(self.num_seqs * self.max_len, dtype=torch.bool)
+        real[index] = True
+        self.positions, self.index = positions.to(device), index.to(device)
+        self.real = real.view(self.num_seqs, self.max_len).to(device)                   # (N, Lmax)
+        self.first = cu[:-1].to(device)                                                 # (N,) first token of each
+        self.cu32 = cu.to(device=device, dtype=torch.int32)                             # for the varlen kernel
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:                                     # (T, D) -> (N, Lmax, D)
         if self.uniform:
@@ -384,16 +387,19 @@ class Model(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, cu_seqlens=None,
                 labels=None, next_sentence_label=None, sentence_order_label=None,
-                output_hidden_states=False, output_attentions=False, masked_only=False) -> Output:
+                output_hidden_states=False, output_attentions=False, masked_only=False,
+                mlm_positions=None) -> Output:
         """Padded batch: input_ids (B, L) with attention_mask (B, L) of 1/0, or a per-example (B, L, L) mask
         (1 where token i may attend to token j). Packed batch: input_ids (T,) with cu_seqlens (N + 1,).
         masked_only=True (with MLM labels) runs the vocabulary projection only where labels != -100: the same
-        loss for much less work; logits are then (M, V) for those M positions, in order."""
+        loss for much less work; logits are then (M, V) for those M positions, in order. mlm_positions (M,) gives
+        those positions directly, as indices into the flattened tokens (what a training loop passes, so that a
+        GPU never waits to learn M)."""
         c = self.config
         if self.check:
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
             check_labels(c, self.head, labels, input_ids, cu_seqlens)
-        packing = Packing(cu_seqlens) if cu_seqlens is not None else None
+        packing = Packing(cu_seqlens, input_ids.device) if cu_seqlens is not None else None
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if position_ids is None:
@@ -422,10 +428,13 @@ class Model(nn.Module):
         if self.pooler is not None:
             out.pooler_output = self.pooler(first)                    # (B, H)
         if self.mlm is not None:
-            if masked_only and labels is not None:
-                scored = labels != -100                               # (B, L) or (T,)
-                out.logits = self.mlm(x[scored])                      # (M, V) only where a prediction is scored
-                labels = labels[scored]                               # (M,)
+            if mlm_positions is None and masked_only and labels is not None:
+                mlm_positions = (labels.reshape(-1) != -100).nonzero().squeeze(-1)      # (M,)
+            if mlm_positions is not None:
+                flat = x.reshape(-1, x.shape[-1])                     # (B·L, H) or (T, H)
+                out.logits = self.mlm(flat.index_select(0, mlm_positions))  # (M, V) only where a prediction is scored
+                if labels is not None:
+                    labels = labels.reshape(-1).index_select(0, mlm_positions)  # (M,)
             else:
                 out.logits = self.mlm(x)                              # (B, L, V)
             if labels is not None:

@@ -26,6 +26,7 @@ import torch
 from . import infer
 from .checkpoint import atomic_write, from_pretrained
 from .data import DataError, Examples, label_names
+from .inputs import check_inputs
 from .model import Model
 
 
@@ -157,6 +158,9 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     enc_eval = infer.tokenize(tokenizer, eval_set.texts, eval_set.pairs, max_length=max_length) \
         if eval_set is not None else None
     lengths = [len(x) for x in enc.ids]
+    everything = infer.packed_batch(enc, list(range(len(lengths))))
+    check_inputs(model.config, everything["input_ids"], token_type_ids=everything["token_type_ids"],
+                 cu_seqlens=everything["cu_seqlens"])    # every example once, up front; the loop then trusts them
     per_epoch = math.ceil(len(lengths) / args.batch_size)
     total = per_epoch * args.epochs if args.max_steps is None else min(args.max_steps, per_epoch * args.epochs)
     warmup = int(args.warmup * total) if args.warmup < 1 else int(args.warmup)
@@ -174,24 +178,25 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
 
     def save_checkpoint():
         write_checkpoint(out, model, tokenizer, optimizer, scheduler, history, {
-            "window_loss": window_loss, "window_examples": window_examples, "run_info": json.dumps(run_info or {}),
+            "window_losses": json.dumps(_floats(window_losses)), "window_examples": window_examples, "run_info": json.dumps(run_info or {}),
             "step": step, "epoch": epoch, "position": position, "best": best if best is not None else -1.0,
             "args": json.dumps(dataclasses.asdict(args)), "labels": json.dumps(names)})
 
-    window_loss, window_examples = 0.0, 0
+    window_losses, window_examples = [], 0
     if resume:
-        window_loss, window_examples = float(state["window_loss"]), int(state["window_examples"])
+        window_losses, window_examples = json.loads(state["window_losses"]), int(state["window_examples"])
     model.train()
     autocast = torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
                               enabled=args.bf16)
     window_tokens, t0 = 0, time.perf_counter()
     device = next(model.parameters()).device
+    was_checking, model.check = model.check, False
     try:
         while epoch < args.epochs and step < total:
             batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
             while position < len(batches) and step < total:
                 index = batches[position]
-                batch = {k: v.to(device) for k, v in infer.packed_batch(enc, index).items()}
+                batch = infer.to_device(infer.packed_batch(enc, index), device)
                 with autocast:
                     loss = model(**batch, labels=y_train[index].to(device)).loss
                 loss.backward()
@@ -200,18 +205,18 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step, position = step + 1, position + 1
-                window_loss += float(loss.detach()) * len(index)
+                window_losses.append(loss.detach() * len(index))  # tensors: read back only when logged
                 window_examples += len(index)
                 window_tokens += int(batch["input_ids"].numel())
                 if step % args.log_every == 0 or step == total:
                     dt = time.perf_counter() - t0
                     record = {"step": step, "epoch": epoch + position / len(batches),
-                              "loss": window_loss / window_examples, "lr": scheduler.get_last_lr()[0]}
+                              "loss": sum(_floats(window_losses)) / window_examples, "lr": scheduler.get_last_lr()[0]}
                     history.append(record)
                     if on_log:
                         on_log({**record, "total_steps": total, "examples_per_s": window_examples / dt,
                                 "tokens_per_s": window_tokens / dt})
-                    window_loss, window_examples, window_tokens, t0 = 0.0, 0, 0, time.perf_counter()
+                    window_losses, window_examples, window_tokens, t0 = [], 0, 0, time.perf_counter()
                 if stop_after is not None and step >= stop_after:
                     raise KeyboardInterrupt
                 if args.save_every and step % args.save_every == 0:
@@ -232,6 +237,8 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
         save_checkpoint()
         raise TrainingInterrupted(f"stopped at step {step} of {total}; a checkpoint of this point is in {ckpt}. "
                                   f"Continue with: bertscope finetune --resume {out}") from None
+    finally:
+        model.check = was_checking
     if step >= total and enc_eval is not None and (not history or "eval_accuracy" not in history[-1]):
         metrics = evaluate(model, enc_eval, y_eval, args.eval_batch_size)    # a budget that ended mid-epoch
         history.append({"step": step, "epoch": epoch + position / per_epoch,
@@ -243,6 +250,13 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
         save_best(model, tokenizer, out)
     save_checkpoint()
     return {"steps": step, "best_accuracy": best, "history": history, "labels": names}
+
+
+def _floats(values) -> list[float]:
+    """0-d tensors and floats as Python floats, in order, with one device round trip for all the tensors."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack(tensors).double().tolist() if tensors else [])
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 def write_checkpoint(out: Path, model: Model, tokenizer, optimizer, scheduler, history: list, state: dict):
@@ -428,6 +442,7 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
         return torch.randperm(len(instances), generator=g).tolist()
 
     def save_checkpoint():
+        settle()
         if rank == 0:
             write_checkpoint(out, model, tok, optimizer, scheduler, history, {
                 "step": step, "epoch": epoch, "position": position, "args": json.dumps(dataclasses.asdict(args)),
@@ -437,12 +452,26 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
 
     order = order_of(epoch)
     device = next(model.parameters()).device
+    ids = torch.tensor([t for inst in instances for t in inst.ids])
+    cu = torch.tensor([0] + [len(inst.ids) for inst in instances]).cumsum(0)
+    check_inputs(model.config, ids, token_type_ids=torch.tensor([t for inst in instances for t in inst.types]),
+                 cu_seqlens=cu)                          # every sequence once, up front; the loop then trusts them
+    was_checking, model.check = model.check, False
     model.train()
     autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
                               enabled=args.bf16)
-    sums = {"loss": 0.0, "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
+    sums = {"losses": [], "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
     if resume:   # the logging window that was open when the checkpoint was taken
         sums = json.loads(state["window"])
+    live = {"loss": [], "mlm_hits": torch.zeros((), device=device, dtype=torch.long),
+            "pair_hits": torch.zeros((), device=device, dtype=torch.long)}
+
+    def settle():   # fold what piled up on the device into plain numbers, in step order (exact on resume)
+        sums["losses"] = sums.get("losses", []) + _floats(live["loss"])
+        live["loss"] = []
+        for key in ("mlm_hits", "pair_hits"):
+            sums[key] += int(live[key])
+            live[key].zero_()
     t0 = time.perf_counter()
     try:
         while step < args.steps:
@@ -461,25 +490,26 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
                                for c in chunks) if world > 1 else sum(int((m[1] != -100).sum()) for m in masked)
             total_pairs = sum(len(c) for c in chunks)
             for k, (batch, labels, pairs) in enumerate(masked):
-                batch = {key: v.to(device) for key, v in batch.items()}
-                labels = labels.to(device)
+                scored = (labels != -100).nonzero().squeeze(-1)        # on the CPU: no GPU round trip
+                y = labels[scored].to(device)
+                scored = scored.to(device)
+                batch = infer.to_device(batch, device)
                 pairs = pairs.to(device) if pairs is not None else None
                 sync = k == len(masked) - 1 or dist is None
                 ctx = net.no_sync() if not sync else contextlib.nullcontext()
                 with ctx, autocast:
-                    o = net(**batch, labels=labels, masked_only=True)
-                    y = labels[labels != -100]
+                    o = net(**batch, mlm_positions=scored)
                     mlm_sum = torch.nn.functional.cross_entropy(o.logits.float(), y, reduction="sum")
                     loss = mlm_sum / total_masked * world
                     if with_pairs:
                         pair_sum = torch.nn.functional.cross_entropy(o.pair_logits.float(), pairs, reduction="sum")
                         loss = loss + pair_sum / total_pairs * world
                 loss.backward()
-                sums["loss"] += float(loss.detach()) / world
-                sums["mlm_hits"] += int((o.logits.argmax(-1) == y).sum())
+                live["loss"].append(loss.detach() / world)             # tensors, read back only when logged
+                live["mlm_hits"] += (o.logits.argmax(-1) == y).sum()
                 sums["mlm_n"] += len(y)
                 if with_pairs:
-                    sums["pair_hits"] += int((o.pair_logits.argmax(-1) == pairs).sum())
+                    live["pair_hits"] += (o.pair_logits.argmax(-1) == pairs).sum()
                     sums["pair_n"] += len(pairs)
                 sums["tokens"] += int(batch["input_ids"].numel())
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -489,21 +519,23 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
             step += 1
             sums["steps"] += 1
             if step % args.log_every == 0 or step == args.steps:
+                settle()
                 totals = dict(sums)
+                totals["loss"] = sum(totals.pop("losses"))
                 if dist is not None:                               # every process's share, for the record
                     t = torch.tensor([totals[k] for k in ("loss", "mlm_hits", "mlm_n", "pair_hits", "pair_n",
-                                                          "tokens")], dtype=torch.float64)
+                                                          "tokens")], dtype=torch.float64, device=device)
                     dist.all_reduce(t)
                     totals.update(zip(("loss", "mlm_hits", "mlm_n", "pair_hits", "pair_n", "tokens"), t.tolist()))
                 dt = time.perf_counter() - t0
-                record = {"step": step, "loss": totals["loss"] / totals["steps"],
+                record = {"step": step, "loss": totals["loss"] / totals["steps"],  # mean over the window's steps
                           "mlm_accuracy": totals["mlm_hits"] / max(1, totals["mlm_n"]), "lr": scheduler.get_last_lr()[0]}
                 if with_pairs:
                     record["pair_accuracy"] = totals["pair_hits"] / max(1, totals["pair_n"])
                 history.append(record)
                 if on_log and rank == 0:
                     on_log({**record, "total_steps": args.steps, "tokens_per_s": totals["tokens"] / dt})
-                sums = {k: 0 if k != "loss" else 0.0 for k in sums}
+                sums = {"losses": [], "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
                 t0 = time.perf_counter()
             if eval_instances and (step % args.eval_every == 0 or step == args.steps):
                 if rank == 0:
@@ -522,6 +554,8 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
         save_checkpoint()
         raise TrainingInterrupted(f"stopped at step {step} of {args.steps}; a checkpoint of this point is in "
                                   f"{out / 'checkpoint'}. Continue with: bertscope pretrain --resume {out}") from None
+    finally:
+        model.check = was_checking
     save_checkpoint()
     if rank == 0:
         model.save_pretrained(out)
