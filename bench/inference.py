@@ -158,7 +158,7 @@ def check_parity(models, tok, texts):
         real = b["attention_mask"].bool()
         with torch.inference_mode():
             padded = ours(**b).last_hidden_state[real].float()
-            packed = torch.cat(infer.token_embeddings(ours, infer.tokenize(tok, texts[:64]))).float()
+            packed = torch.cat(infer.token_embeddings(ours, infer.tokenize(tok, texts[:64]))).float().to(DEVICE)
             ref = theirs.float()(**b).last_hidden_state[real].float()
             theirs.to(DTYPE)
             ref_low = theirs(**b).last_hidden_state[real].float()
