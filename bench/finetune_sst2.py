@@ -25,15 +25,18 @@ from bertscope.train import FinetuneArgs, classification_metrics, finetune  # no
 TASKS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "agnews": ("agnews/train.tsv", "agnews/test.tsv")}
 
 
-def run_bertscope(train, dev, args, out):
+def run_bertscope(train, dev, args, out, device):
     tok = bertscope.load_tokenizer(MINILM)
+    torch.manual_seed(args.seed)
+    names = label_names(train.labels)
+    model = bertscope.from_pretrained(MINILM, head="classification", num_labels=len(names), reinit_head=True)
     start = time.perf_counter()
-    r = finetune(MINILM, train, dev, out, args, tokenizer=tok)
+    r = finetune(model.to(device), train, dev, out, args, tokenizer=tok)
     wall = time.perf_counter() - start
     return {"accuracy": r["best_accuracy"], "wall_s": wall, "examples_per_s": len(train) * args.epochs / wall}
 
 
-def run_reference(train, dev, args, out):
+def run_reference(train, dev, args, out, device):
     import transformers
     names = label_names(train.labels)
     index = {n: i for i, n in enumerate(names)}
@@ -58,7 +61,7 @@ def run_reference(train, dev, args, out):
         output_dir=str(out), num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=64, learning_rate=args.lr, warmup_steps=int(args.warmup * steps),
         weight_decay=args.weight_decay, lr_scheduler_type="linear", max_grad_norm=args.grad_clip, seed=args.seed,
-        logging_steps=200, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True,
+        logging_steps=200, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=device.type == "cpu",
         dataloader_num_workers=0, disable_tqdm=True)
     trainer = transformers.Trainer(model=model, args=targs, train_dataset=Rows(train),
                                    data_collator=transformers.DataCollatorWithPadding(tok))
@@ -79,7 +82,9 @@ def main():
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--device", default="cpu")
     a = p.parse_args()
+    device = torch.device(a.device)
     torch.set_num_threads(torch.get_num_threads())
     rows = []
     for task in (TASKS if a.task == "all" else [a.task]):
@@ -88,15 +93,15 @@ def main():
         args = FinetuneArgs(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, max_length=a.max_length,
                             save_every=0, log_every=100)
         with tempfile.TemporaryDirectory() as tmp:
-            ours = run_bertscope(train, dev, args, Path(tmp) / "ours")
+            ours = run_bertscope(train, dev, args, Path(tmp) / "ours", device)
             print(task, "bertscope", ours, flush=True)
-            ref = None if a.skip_reference else run_reference(train, dev, args, Path(tmp) / "ref")
+            ref = None if a.skip_reference else run_reference(train, dev, args, Path(tmp) / "ref", device)
             print(task, "reference", ref, flush=True)
         rows.append((task, len(train), len(dev), ours, ref))
 
-    lines = [f"#### Fine-tuning all-MiniLM-L6-v2: {a.task}", "",
-             f"`python bench/finetune_sst2.py --task {a.task} --epochs {a.epochs} --lr {a.lr}"
-             f"{' --skip-reference' if a.skip_reference else ''}` · batch {a.batch_size} · max length "
+    where = f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else ""
+    lines = [f"#### Fine-tuning all-MiniLM-L6-v2: {a.task}{where}", "",
+             f"`python bench/finetune_sst2.py {' '.join(sys.argv[1:])}` · batch {a.batch_size} · max length "
              f"{a.max_length} · linear warm-up 6% and decay · AdamW · weight decay 0.01 · seed 42 · {machine()} · "
              f"commit {commit()}. Both run in the same process, one after the other, on the same data and budget; "
              "the reference is `transformers.Trainer` with `DataCollatorWithPadding` (padding to the longest in "
@@ -110,7 +115,7 @@ def main():
         lines.append(f"| {task} | {n_train:,} → {n_dev:,} | {ours['accuracy']:.4f} | {r['accuracy']:.4f} | "
                      f"{ours['wall_s'] / 60:.1f} min | {r['wall_s'] / 60:.1f} min | {ours['examples_per_s']:.0f} | "
                      f"{r['examples_per_s']:.0f} | {ours['examples_per_s'] / r['examples_per_s']:.2f}× |")
-    write_section(f"finetune-{a.task}", "\n".join(lines))
+    write_section(f"finetune-{a.task}" + ("-gpu" if device.type == "cuda" else ""), "\n".join(lines))
     print("\n".join(lines))
 
 
