@@ -36,7 +36,7 @@ def test_missing_column_names_the_file_and_line(tmp_path):
     f = tmp_path / "x.tsv"
     f.write_text("text\tlabel\nhello\t1\n")
     r = runner.invoke(app, ["encode", str(MINILM), "--file", str(f), "--column", "sentence"])
-    assert r.exit_code == 2 and "x.tsv line 1: no column 'sentence'" in r.output
+    assert r.exit_code == 2 and "x.tsv line 1: no text column 'sentence'" in r.output
 
 
 def test_unknown_model_name():

@@ -176,7 +176,7 @@ def check(
     """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
     from .checkpoint import HEAD_OF_ARCHITECTURE
     from .config import Config, named_config
-    from .data import DataError, read_texts
+    from .data import DataError, read_examples, read_texts
     from .explain import preflight
     try:  # the config alone: nothing is loaded or run
         config = Config.from_json(model_name) if Path(model_name).is_dir() else named_config(model_name)
@@ -193,7 +193,7 @@ def check(
     labels = None
     if data is not None:
         try:
-            labels = read_texts(data, column=label_column)
+            labels = read_examples(data, label_column=label_column).labels
         except DataError as e:
             _fail(str(e))
     if length is None and ids is None and labels is None:
