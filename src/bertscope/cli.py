@@ -289,7 +289,7 @@ def finetune(
     """Fine-tune a sequence classifier on a labelled file; the best model is kept in --out."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
     from .data import DataError, read_examples
-    from .train import FinetuneArgs, TrainingInterrupted, read_run_info
+    from .train import FinetuneArgs, TrainingInterrupted, checkpoint_dir, read_run_info
     from .train import finetune as run
     if threads:
         torch.set_num_threads(threads)
@@ -300,7 +300,7 @@ def finetune(
             train, eval_file = Path(info["train"]), (Path(info["eval"]) if info["eval"] else None)
             text_column, label_column, pair_column = info["text_column"], info["label_column"], info["pair_column"]
             skip_bad_rows = info["skip_bad_rows"]
-            tok = _tokenizer_for(str(resume / "checkpoint"), None)
+            tok = _tokenizer_for(str(checkpoint_dir(resume)), None)
         else:
             if model_name is None or train is None or out is None:
                 _fail("give MODEL, --train and --out (or --resume DIR to continue a run)")
@@ -562,7 +562,7 @@ def pretrain(
     from .masking import build_instances, tokenize_documents
     from .model import Model
     from .tokenize import TokenizerError, load_tokenizer
-    from .train import PretrainArgs, TrainingInterrupted, read_checkpoint, read_run_info
+    from .train import PretrainArgs, TrainingInterrupted, checkpoint_dir, read_checkpoint, read_run_info
     from .train import pretrain as run
     if threads:
         torch.set_num_threads(threads)
@@ -580,8 +580,8 @@ def pretrain(
             args = PretrainArgs(**_json.loads(read_checkpoint(resume)["args"]))
             corpus, eval_file, out = [Path(p) for p in info["corpus"]], info["eval"], resume
             eval_file = Path(eval_file) if eval_file else None
-            tok = load_tokenizer(resume / "checkpoint")
-            model = bertscope_load(resume / "checkpoint")
+            tok = load_tokenizer(checkpoint_dir(resume))
+            model = bertscope_load(checkpoint_dir(resume))
         else:
             if not (family and corpus and tokenizer and out):
                 _fail("give --family, --corpus, --tokenizer and --out (or --resume DIR)")

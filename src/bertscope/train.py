@@ -134,7 +134,7 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
         state = read_checkpoint(out)
         args = FinetuneArgs(**json.loads(state["args"]))
         names = json.loads(state["labels"])
-        model = from_pretrained(ckpt, head="classification")
+        model = from_pretrained(checkpoint_dir(out), head="classification")
         history = json.loads(state["history"])
     else:
         args = args or FinetuneArgs()
@@ -264,26 +264,35 @@ def write_checkpoint(out: Path, model: Model, tokenizer, optimizer, scheduler, h
     history and the loop's position), written to a temporary folder and swapped in, so an interruption at any
     moment leaves the previous checkpoint whole. metrics.jsonl and curves.png are rewritten from the history."""
     ckpt, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in (tmp, old):          # left by a save that was itself interrupted
+        if stale.exists() and (stale != old or (ckpt / "trainer_state.pt").exists()):
+            shutil.rmtree(stale)
     model.save_pretrained(tmp)
     if tokenizer is not None:
         tokenizer.save(tmp)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(), "history": json.dumps(history), **state}, tmp / "trainer_state.pt")
     if ckpt.exists():
-        ckpt.rename(old)
+        if old.exists():              # ckpt is incomplete and old is the last whole one: this one replaces both
+            shutil.rmtree(ckpt)
+        else:
+            ckpt.rename(old)
     tmp.rename(ckpt)
     if old.exists():
         shutil.rmtree(old)
     write_metrics(out, history)
 
 
+def checkpoint_dir(out) -> Path:
+    """out/checkpoint, or the previous one if a save was cut off between swapping the two."""
+    for folder in (Path(out) / "checkpoint", Path(out) / ".checkpoint.old"):
+        if (folder / "trainer_state.pt").exists():
+            return folder
+    raise DataError(f"{out}: no checkpoint to resume (expected {Path(out) / 'checkpoint' / 'trainer_state.pt'})")
+
+
 def read_checkpoint(out: Path) -> dict:
-    path = Path(out) / "checkpoint" / "trainer_state.pt"
-    if not path.exists():
-        raise DataError(f"{out}: no checkpoint to resume (expected {path})")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return torch.load(checkpoint_dir(out) / "trainer_state.pt", map_location="cpu", weights_only=True)
 
 
 def read_run_info(out_dir) -> dict:
