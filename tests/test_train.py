@@ -226,3 +226,23 @@ def test_sentence_pairs_get_two_segments_and_train(tiny, tmp_path):
     assert set(enc.types[0]) == {0, 1} and enc.types[0][-1] == 1
     r = finetune(folder, ex, ex, tmp_path / "out", FinetuneArgs(epochs=1, batch_size=16), tokenizer=tok)
     assert r["labels"] == ["no", "yes"] and r["steps"] == 7
+
+
+def test_a_save_cut_off_by_ctrl_c_leaves_a_resumable_folder(tmp_path):
+    """Ctrl-C can land inside a checkpoint write; the next write and the next resume must still work."""
+    from bertscope.train import checkpoint_dir, read_checkpoint, write_checkpoint
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=50, hidden_size=8, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=16))
+    opt = torch.optim.AdamW(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 1})
+    (tmp_path / ".checkpoint.old").mkdir()                      # a half-deleted previous checkpoint
+    (tmp_path / ".checkpoint.old" / "config.json").write_text("{}")
+    (tmp_path / ".checkpoint.tmp").mkdir()                      # a half-written new one
+    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 2})
+    assert read_checkpoint(tmp_path)["step"] == 2
+    assert not (tmp_path / ".checkpoint.old").exists() and not (tmp_path / ".checkpoint.tmp").exists()
+    (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")   # cut off between the two renames
+    assert checkpoint_dir(tmp_path).name == ".checkpoint.old" and read_checkpoint(tmp_path)["step"] == 2
+    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 3})
+    assert read_checkpoint(tmp_path)["step"] == 3 and checkpoint_dir(tmp_path).name == "checkpoint"
