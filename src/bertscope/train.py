@@ -49,6 +49,7 @@ class FinetuneArgs:
     save_every: int = 500         # steps between resumable checkpoints (one is also written after every epoch)
     max_steps: int | None = None  # stop after this many steps in all (a budget)
     eval_batch_size: int = 64
+    bucket: int = 50              # batches per length-sorting window; 1 = plain random batches (no bucketing)
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------------
@@ -85,13 +86,14 @@ def label_ids(ex: Examples, names: list[str], what: str = "labels") -> torch.Ten
 
 # ---- batches --------------------------------------------------------------------------------------------------------
 
-def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """This epoch's batches: a seeded shuffle, sorted by length inside windows of 50 batches (so a batch holds
-    texts of similar length), then the batches shuffled. The same (seed, epoch) always gives the same batches,
-    which is what lets a resumed run skip exactly the batches it has done."""
+def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucket: int = 50) -> list[list[int]]:
+    """This epoch's batches: a seeded shuffle, sorted by length inside windows of `bucket` batches (so a batch holds
+    texts of similar length: less padding, less work), then the batches shuffled; bucket=1 gives plain random
+    batches. The same (seed, epoch) always gives the same batches, which is what lets a resumed run skip exactly
+    the batches it has done."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     perm = torch.randperm(len(lengths), generator=g).tolist()
-    window = batch_size * 50
+    window = batch_size * max(1, bucket)
     batches = []
     for start in range(0, len(perm), window):
         chunk = sorted(perm[start:start + window], key=lambda i: lengths[i])
@@ -193,7 +195,7 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     was_checking, model.check = model.check, False
     try:
         while epoch < args.epochs and step < total:
-            batches = epoch_batches(lengths, args.batch_size, args.seed, epoch)
+            batches = epoch_batches(lengths, args.batch_size, args.seed, epoch, args.bucket)
             while position < len(batches) and step < total:
                 index = batches[position]
                 batch = infer.to_device(infer.packed_batch(enc, index), device)
