@@ -29,6 +29,7 @@ import bertscope  # noqa: E402
 from bertscope import infer  # noqa: E402
 from bertscope.data import read_examples  # noqa: E402
 from bertscope.explain import estimate_flops  # noqa: E402
+from bertscope.model import compile_model  # noqa: E402
 
 
 DEVICE, DTYPE = torch.device("cpu"), torch.float32
@@ -71,7 +72,7 @@ def twin_models(folder):
     return ours, theirs
 
 
-def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
+def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats, compiled=None):
     enc = infer.tokenize(tok, texts, max_length=512)
     real = sum(len(x) for x in enc.ids)
     lengths = [len(x) for x in enc.ids]
@@ -98,23 +99,32 @@ def text_speed(ours, theirs, tok, hf_tok, texts, batch_size, repeats):
     r["reference_sorted"] = real / best_of(lambda: reference(sorted_batches), repeats)
     r["ours_padded_file"] = real / best_of(ours_padded_file_order, repeats)
     r["ours"] = real / best_of(ours_user_path, repeats)
+    if compiled is not None:   # the same path with the model under torch.compile; compiling itself is not timed
+        e = infer.tokenize(tok, texts, max_length=512)
+        run = lambda: infer.sentence_embeddings(compiled, e, batch_size=batch_size)  # noqa: E731
+        run()
+        r["ours_compiled"] = real / best_of(run, repeats)
     return r
 
 
-def equal_length(ours, theirs, B, L, repeats):
+def equal_length(ours, theirs, B, L, repeats, compiled=None):
     ids = torch.randint(1000, 20000, (B, L), device=DEVICE)
     mask = torch.ones_like(ids)
+    r = {}
     with torch.inference_mode():
         theirs(input_ids=ids, attention_mask=mask)
         ours(input_ids=ids, attention_mask=mask)
         t_ref = best_of(lambda: theirs(input_ids=ids, attention_mask=mask), repeats)
         t_ours = best_of(lambda: ours(input_ids=ids, attention_mask=mask), repeats)
+        if compiled is not None:
+            compiled(input_ids=ids, attention_mask=mask)
+            r["ours_compiled"] = B * L / best_of(lambda: compiled(input_ids=ids, attention_mask=mask), repeats)
     flops = estimate_flops(ours, B, L)["total"]
     return {"reference": B * L / t_ref, "ours": B * L / t_ours, "ours_flops": flops / t_ours,
-            "reference_flops": flops / t_ref}
+            "reference_flops": flops / t_ref, **r, "flops": flops}
 
 
-def pretrain_step(config_kw, B, L, repeats):
+def pretrain_step(config_kw, B, L, repeats, compile=False):
     import transformers
     c = bertscope.Config(family="bert", **config_kw)
     torch.manual_seed(0)
@@ -147,7 +157,12 @@ def pretrain_step(config_kw, B, L, repeats):
     t_ref = best_of(lambda: step(theirs, opt_r), repeats)
     t_full = best_of(lambda: step(ours, opt_o), repeats)
     t_ours = best_of(lambda: step(ours, opt_o, masked_only=True), repeats)
-    return {"reference": B * L / t_ref, "ours_all_positions": B * L / t_full, "ours": B * L / t_ours}
+    r = {"reference": B * L / t_ref, "ours_all_positions": B * L / t_full, "ours": B * L / t_ours}
+    if compile:
+        compile_model(ours)
+        step(ours, opt_o, masked_only=True), step(ours, opt_o, masked_only=True)   # compile forward and backward
+        r["ours_compiled"] = B * L / best_of(lambda: step(ours, opt_o, masked_only=True), repeats)
+    return r
 
 
 def check_parity(models, tok, texts):
@@ -181,6 +196,7 @@ def main():
                    help="MiniLM's shape with random weights (where the checkpoint is not at hand); the speed is "
                         "the same, only the tokenizer files are read")
     p.add_argument("--section", default="speed", help="the BENCHMARKS.md section to write")
+    p.add_argument("--compile", action="store_true", help="also time bertscope under torch.compile (dynamic shapes)")
     a = p.parse_args()
     global DEVICE, DTYPE
     DEVICE, DTYPE = torch.device(a.device), (torch.bfloat16 if a.bf16 else torch.float32)
@@ -204,17 +220,21 @@ def main():
                   "bert-base (random weights)": twin_models(Path(tmp) / "bert-base")}
         if DEVICE.type == "cuda":
             check_parity(models, tok, read_examples(DATA / "sst2/dev.tsv").texts[:256])
+    compiled = {}
+    if a.compile:     # a second copy of each model, compiled; the eager one stays as it is
+        import copy
+        compiled = {name: compile_model(copy.deepcopy(ours)) for name, (ours, _) in models.items()}
     for data in ("sst2/dev.tsv", "agnews/test.tsv"):
         for name, (ours, theirs) in models.items():
             n = limit // (4 if data.startswith("agnews") else 1) // (4 if name.startswith("bert-base") else 1)
             texts = read_examples(DATA / data).texts[:n]
             for bs in (32, 128):
-                r = text_speed(ours, theirs, tok, hf_tok, texts, bs, repeats)
+                r = text_speed(ours, theirs, tok, hf_tok, texts, bs, repeats, compiled.get(name))
                 results[("text", data, name, bs)] = {**r, "texts": n}
                 print(data, name, bs, {k: round(v) for k, v in r.items()}, flush=True)
     ours, theirs = models["bert-base (random weights)"]
     for L in (128, 512):
-        r = equal_length(ours, theirs, 8, L, repeats + 1)
+        r = equal_length(ours, theirs, 8, L, repeats + 1, compiled.get("bert-base (random weights)"))
         results[("equal", L)] = r
         print("equal", L, {k: round(v) for k, v in r.items()}, flush=True)
     small = dict(vocab_size=30522, hidden_size=512, num_hidden_layers=4, num_attention_heads=8,
@@ -222,7 +242,7 @@ def main():
     base = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                 intermediate_size=3072, max_position_embeddings=512)
     for name, kw, B in (("small (4 × 512)", small, 16), ("base (12 × 768)", base, 8)):
-        r = pretrain_step(kw, B, 128, repeats)
+        r = pretrain_step(kw, B, 128, repeats, a.compile)
         results[("pretrain", name, B)] = r
         print("pretrain", name, {k: round(v) for k, v in r.items()}, flush=True)
 
@@ -233,29 +253,39 @@ def main():
              f"{str(DTYPE)[6:]} matmul peak measured in the same run: **{peak / 1e9:.0f} GFLOP/s**.", "",
              "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
              "| data | model | N | batch | reference, file order | reference, length-sorted | bertscope, padded file "
-             "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |" + (
+                 " bertscope compiled | compiled vs file order | compiled vs length-sorted |" if a.compile else ""),
+             "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if a.compile else "")]
     for (kind, *key), r in results.items():
         if kind == "text":
             data, name, bs = key
             lines.append(f"| {data} | {name} | {r['texts']} | {bs} | {r['reference_file']:,.0f} | {r['reference_sorted']:,.0f} | "
                          f"{r['ours_padded_file']:,.0f} | {r['ours']:,.0f} | "
-                         f"{r['ours'] / r['reference_file']:.2f}× | {r['ours'] / r['reference_sorted']:.2f}× |")
+                         f"{r['ours'] / r['reference_file']:.2f}× | {r['ours'] / r['reference_sorted']:.2f}× |" + (
+                             f" {r['ours_compiled']:,.0f} | {r['ours_compiled'] / r['reference_file']:.2f}× | "
+                             f"{r['ours_compiled'] / r['reference_sorted']:.2f}× |" if a.compile else ""))
     lines += ["", "Equal-length batches, bert-base shape, B=8 (tokens/s; FLOP/s from `explain`'s count):", "",
-              "| L | reference | bertscope | ratio | bertscope GFLOP/s | of matmul peak |", "|---|---|---|---|---|---|"]
+              "| L | reference | bertscope | ratio | bertscope GFLOP/s | of matmul peak |" + (
+                  " bertscope compiled | ratio | of matmul peak |" if a.compile else ""),
+              "|---|---|---|---|---|---|" + ("---|---|---|" if a.compile else "")]
     for L in (128, 512):
         r = results[("equal", L)]
         lines.append(f"| {L} | {r['reference']:,.0f} | {r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× | "
-                     f"{r['ours_flops'] / 1e9:.0f} | {100 * r['ours_flops'] / peak:.0f}% |")
+                     f"{r['ours_flops'] / 1e9:.0f} | {100 * r['ours_flops'] / peak:.0f}% |" + (
+                         f" {r['ours_compiled']:,.0f} | {r['ours_compiled'] / r['reference']:.2f}× | "
+                         f"{100 * r['flops'] * r['ours_compiled'] / (8 * L) / peak:.0f}% |" if a.compile else ""))
     lines += ["", "MLM + NSP pretraining step (forward, backward, AdamW), L=128, 15% of positions scored "
                   "(tokens/s):", "",
               "| config | batch | reference `BertForPreTraining` | bertscope, MLM head everywhere | **bertscope, "
-              "masked positions only** | ratio |", "|---|---|---|---|---|---|"]
+              "masked positions only** | ratio |" + (" compiled | ratio |" if a.compile else ""),
+              "|---|---|---|---|---|---|" + ("---|---|" if a.compile else "")]
     for (kind, *key), r in results.items():
         if kind == "pretrain":
             name, B = key
             lines.append(f"| {name} | {B} | {r['reference']:,.0f} | {r['ours_all_positions']:,.0f} | "
-                         f"{r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× |")
+                         f"{r['ours']:,.0f} | {r['ours'] / r['reference']:.2f}× |" + (
+                             f" {r['ours_compiled']:,.0f} | {r['ours_compiled'] / r['reference']:.2f}× |"
+                             if a.compile else ""))
     write_section(a.section, "\n".join(lines))
     print("\n".join(lines))
 

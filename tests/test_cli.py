@@ -42,3 +42,28 @@ def test_missing_column_names_the_file_and_line(tmp_path):
 def test_unknown_model_name():
     r = runner.invoke(app, ["encode", "bert-huge"])
     assert r.exit_code == 2 and "neither a checkpoint folder nor a built-in shape" in r.output
+
+
+def test_device_that_is_not_there_is_a_message():
+    import torch
+    r = runner.invoke(app, ["encode", "bert-base", "--device", "gpu0"])
+    assert r.exit_code == 2 and "'gpu0' is not a device name" in r.output
+    if not torch.cuda.is_available():
+        r = runner.invoke(app, ["encode", "bert-base", "--device", "cuda"])
+        assert r.exit_code == 2 and "no CUDA GPU" in r.output and "Traceback" not in r.output
+
+
+def test_embed_bf16_and_compiled_agree_with_fp32(tmp_path):
+    need_shared()
+    import numpy as np
+    f = tmp_path / "t.tsv"
+    f.write_text("".join((DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines(True)[:25]))
+    runs = {"fp32": [], "bf16": ["--bf16"], "compiled": ["--compile"]}
+    out = {}
+    for name, flags in runs.items():
+        r = runner.invoke(app, ["embed", str(MINILM), str(f), "--out", str(tmp_path / f"{name}.npy"), *flags])
+        assert r.exit_code == 0, r.output
+        out[name] = np.load(tmp_path / f"{name}.npy")
+    assert out["fp32"].shape == (24, 384) and out["bf16"].dtype == np.float32
+    assert np.abs(out["compiled"] - out["fp32"]).max() < 1e-5
+    assert (out["bf16"] * out["fp32"]).sum(1).min() > 0.999

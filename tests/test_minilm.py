@@ -77,3 +77,43 @@ def test_similar_sentences_are_closer(minilm):
     e = mean_pool(model(**b).last_hidden_state, b["attention_mask"])
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2
+
+
+def test_compiled_model_matches_reference_packed_and_padded(minilm):
+    """torch.compile (dynamic shapes): packed batches of changing size and a padded batch, each compared with the
+    stored reference at the same 1e-5; compiling changes neither parameters nor their names."""
+    from bertscope import infer
+    from bertscope.model import compile_model
+    model, tok, ref, sentences = minilm
+    fast = bertscope.from_pretrained(MINILM)
+    names = list(fast.state_dict())
+    compile_model(fast)
+    assert list(fast.state_dict()) == names
+    batch = tok(sentences)
+    mask = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        assert max_diff(fast(**batch).last_hidden_state[mask], ref["last_hidden_state"][mask]) <= TOL
+        for n in (len(sentences), 3):     # two packed batches of different sizes: one compiled graph
+            enc = infer.tokenize(tok, sentences[:n])
+            got = torch.cat(infer.token_embeddings(fast, enc))
+            assert max_diff(got, ref["last_hidden_state"][:n][mask[:n]]) <= TOL
+        emb = infer.sentence_embeddings(fast, infer.tokenize(tok, sentences))
+    assert max_diff(emb, ref["sentence_embedding"]) <= TOL
+
+
+def test_bf16_model_stays_close_to_reference(minilm):
+    """bfloat16 weights and activations (the --bf16 inference path): 8 bits of mantissa, so the tolerance is
+    stated differently: sentence embeddings within cosine 0.999 of the reference, hidden states within 3% relative
+    (norm of the difference over the norm)."""
+    from bertscope import infer
+    _, tok, ref, sentences = minilm
+    model = bertscope.from_pretrained(MINILM).to(torch.bfloat16)
+    batch = tok(sentences)
+    mask = batch["attention_mask"].bool()
+    enc = infer.tokenize(tok, sentences)
+    emb = infer.sentence_embeddings(model, enc)
+    assert emb.dtype == torch.float32
+    assert (emb * ref["sentence_embedding"]).sum(-1).min() > 0.999
+    got = torch.cat(infer.token_embeddings(model, enc))
+    want = ref["last_hidden_state"][mask]
+    assert float((got - want).norm() / want.norm()) < 0.03

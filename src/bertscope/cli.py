@@ -25,6 +25,44 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+DEVICE = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto (CUDA where there is one, else the CPU)")
+BF16 = typer.Option(False, help="run in bfloat16 (fast on GPUs; slower on CPUs without bf16 instructions)")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the model first (fuses element-wise work; the "
+                                                "first batches pay for compiling)")
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> CUDA where there is one, else the CPU; anything else must name a device this machine has."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        _fail(f"--device {name!r} is not a device name; use cpu, cuda, cuda:N, mps or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {name}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+              "use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        _fail(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        _fail(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
+    return device
+
+
+def place(model, device: str = "auto", bf16: bool = False, compile: bool = False):
+    """The model on the device asked for, in bfloat16 if asked (inference), compiled if asked."""
+    from .model import compile_model
+    model = model.to(pick_device(device))
+    if bf16:
+        model = model.to(torch.bfloat16)
+    if compile:
+        try:
+            compile_model(model)
+        except RuntimeError as e:
+            _fail(str(e))
+    return model
+
+
 def load_model(name_or_folder: str, head: str | None = None):
     """A checkpoint folder, or a built-in shape (random weights). Returns (model, tokenizer or None, description)."""
     import bertscope
@@ -62,6 +100,7 @@ def encode(
     length: int = typer.Option(16, help="sequence length of random ids when the model has no tokenizer"),
     batch_size: int = typer.Option(32, help="texts per forward pass"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
 ):
     """Encode texts (or random ids for a built-in shape) and print every output's shape; for texts, the
     mean-pooled sentence embeddings and the most similar pair."""
@@ -70,8 +109,10 @@ def encode(
     if threads:
         torch.set_num_threads(threads)
     model, tok, desc = load_model(model_name)
+    model = place(model, device, bf16, compile_)
+    where = next(model.parameters()).device
     c = model.config
-    console.print(f"[bold]model[/]      {desc}")
+    console.print(f"[bold]model[/]      {desc} · {where}{' · bf16' if bf16 else ''}{' · compiled' if compile_ else ''}")
     console.print(f"[bold]shape[/]      {c.num_hidden_layers} layers, H={c.hidden_size}, {c.num_attention_heads} heads, "
                   f"vocab {c.vocab_size}, {c.max_position_embeddings} positions, "
                   f"{model.num_parameters / 1e6:.1f}M parameters")
@@ -93,9 +134,10 @@ def encode(
                 emb = infer.sentence_embeddings(model, enc, batch_size=batch_size)
                 n_tokens = sum(len(x) for x in enc.ids)
                 first = tok(texts[:batch_size], max_length=_max_length(model, tok, None))
+                first = {k: v.to(where) for k, v in first.items()}
             else:
                 g = torch.Generator().manual_seed(0)
-                ids = torch.randint(5, c.vocab_size, (batch, length), generator=g)  # above most special ids
+                ids = torch.randint(5, c.vocab_size, (batch, length), generator=g).to(where)  # above most specials
                 first = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
                 out = model(**first)
                 n_tokens = ids.numel()
@@ -285,6 +327,8 @@ def finetune(
     skip_bad_rows: bool = typer.Option(False, help="skip (and count) malformed rows instead of stopping"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this output folder"),
     threads: Optional[int] = typer.Option(None, help="torch CPU threads"),
+    bucket: int = typer.Option(50, help="batches per length-sorting window (1: plain random batches)"),
+    device: str = DEVICE, compile_: bool = COMPILE,
 ):
     """Fine-tune a sequence classifier on a labelled file; the best model is kept in --out."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -315,11 +359,13 @@ def finetune(
             err.print(f"skipped {len(ex.skipped)} bad rows of {ex.path} (first: line {ex.skipped[0][0]}: "
                       f"{ex.skipped[0][1]})")
     args = FinetuneArgs(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, warmup=warmup,
-                        weight_decay=weight_decay, seed=seed, bf16=bf16, max_steps=max_steps, save_every=save_every)
+                        weight_decay=weight_decay, seed=seed, bf16=bf16, max_steps=max_steps, save_every=save_every,
+                        bucket=bucket, compile=compile_)
+    where = pick_device(device)
     info = {"model": model_name, "train": str(train), "eval": str(eval_file) if eval_file else None,
             "text_column": text_column, "label_column": label_column, "pair_column": pair_column,
             "skip_bad_rows": skip_bad_rows}
-    console.print(f"training on {len(train_ex)} examples of {train}" +
+    console.print(f"training on {len(train_ex)} examples of {train} ({where})" +
                   (f", evaluating on {len(eval_ex)} of {eval_file}" if eval_ex else ""))
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=console,
@@ -343,7 +389,7 @@ def finetune(
     try:
         with progress:
             result = run(model_name, train_ex, eval_ex, out, args, tokenizer=tok, resume=resume is not None,
-                         on_log=on_log, run_info=info)
+                         on_log=on_log, run_info=info, device=where)
     except TrainingInterrupted as e:
         err.print(f"[yellow]interrupted:[/] {e}")
         raise typer.Exit(130)
@@ -384,6 +430,7 @@ def evaluate(
     pair_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(64),
     max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
     skip_bad_rows: bool = typer.Option(False),
+    device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
 ):
     """Accuracy, macro-F1 and the confusion matrix of a classifier on a labelled file."""
     from . import infer
@@ -392,6 +439,7 @@ def evaluate(
     model, tok, desc = load_model(model_name, head="classification")
     if tok is None:
         _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    model = place(model, device, bf16, compile_)
     ex = _examples_or_stdin(str(file), text_column, label_column, pair_column, skip_bad_rows)
     try:
         gold = label_ids(ex, model.config.labels)
@@ -417,6 +465,7 @@ def predict(
     text_column: Optional[str] = typer.Option(None), pair_column: Optional[str] = typer.Option(None),
     batch_size: int = typer.Option(64), chunk: int = typer.Option(2048, help="texts read and sorted at a time"),
     max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
+    device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
 ):
     """Label and class probabilities for every input text, in input order, streamed chunk by chunk."""
     import json as _json
@@ -425,6 +474,7 @@ def predict(
     model, tok, _ = load_model(model_name, head="classification")
     if tok is None:
         _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    model = place(model, device, bf16, compile_)
     ex = _examples_or_stdin(file, text_column, None, pair_column, False)
     labels = model.config.labels
     max_length = _max_length(model, tok, max_length)
@@ -457,6 +507,7 @@ def embed(
     normalize: bool = typer.Option(True, help="L2-normalise sentence embeddings"),
     text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
     max_length: Optional[int] = typer.Option(None, help="default: what the model's positions allow"),
+    device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
 ):
     """Sentence embeddings (mean pooling + normalisation as sentence-transformers), or per-token / per-word
     vectors (a word's sub-word pieces averaged)."""
@@ -470,6 +521,7 @@ def embed(
     model, tok, _ = load_model(model_name, head="base")
     if tok is None:
         _fail(f"{model_name} has no tokenizer (tokenizer.json or vocab files) to read text with")
+    model = place(model, device, bf16, compile_)
     ex = _examples_or_stdin(file, text_column, None, None, False)
     start = time.perf_counter()
     enc = infer.tokenize(tok, ex.texts, max_length=_max_length(model, tok, max_length), word_ids=level == "word")
@@ -552,6 +604,9 @@ def pretrain(
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
     resume: Optional[Path] = typer.Option(None, help="continue the run in this output folder"),
     threads: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto", help="cpu, or auto (under torchrun: this process's GPU where there are "
+                                            "GPUs, else the CPU)"),
+    compile_: bool = COMPILE,
 ):
     """Pretrain (masked LM, + NSP for BERT, + SOP for ALBERT) on plain text. Runs as is on one CPU or GPU, and
     under `torchrun --nproc_per_node N` on several processes (gloo on CPU, nccl on GPU)."""
@@ -566,11 +621,15 @@ def pretrain(
     from .train import pretrain as run
     if threads:
         torch.set_num_threads(threads)
+    if device not in ("auto", "cpu"):
+        _fail(f"--device {device}: pretrain takes cpu or auto (auto uses this process's GPU where there is one; "
+              "pick GPUs with CUDA_VISIBLE_DEVICES)")
+    use_cuda = device == "auto" and torch.cuda.is_available()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if use_cuda else "gloo"
         dist.init_process_group(backend)
-        if torch.cuda.is_available():
+        if use_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     rank = int(os.environ.get("RANK", "0"))
     say = console.print if rank == 0 else (lambda *a, **k: None)
@@ -593,7 +652,7 @@ def pretrain(
             args = PretrainArgs(objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
                                 dynamic=not static_masks, max_length=max_length, batch_size=batch_size,
                                 grad_accum=grad_accum, steps=steps, lr=lr, warmup=warmup, seed=seed, bf16=bf16,
-                                eval_every=eval_every, save_every=save_every)
+                                eval_every=eval_every, save_every=save_every, compile=compile_)
             head = "mlm" if objective == "mlm" else "pretraining"
             torch.manual_seed(seed)
             if init is not None:
@@ -613,7 +672,7 @@ def pretrain(
                 if c.vocab_size < tok.vocab_size:
                     _fail(f"the config's vocab_size {c.vocab_size} is smaller than the tokenizer's {tok.vocab_size}")
                 model = Model(c, head=head)
-        if torch.cuda.is_available():
+        if use_cuda:
             model = model.cuda()
         say(f"reading {', '.join(map(str, corpus))}")
         docs = tokenize_documents(tok, read_documents(corpus))
@@ -708,17 +767,23 @@ def bench(
     file: Path = typer.Argument(..., help="your texts: .txt (one a line), .tsv/.csv (--column) or .jsonl"),
     column: Optional[str] = typer.Option(None), limit: int = typer.Option(2000, help="texts to time"),
     batch_size: int = typer.Option(32), threads: Optional[int] = typer.Option(None),
+    device: str = DEVICE, bf16: bool = BF16,
+    compile_: bool = typer.Option(False, "--compile", help="also time the packed path under torch.compile"),
 ):
     """Time your model on your texts: padded batches in file order against bertscope's length-sorted packed
-    batches, in real tokens/s, and the achieved FLOP/s against this machine's fp32 matmul rate."""
+    batches (and, with --compile, the same compiled), in real tokens/s, and the achieved FLOP/s against this
+    machine's matmul rate in the same dtype."""
     from . import infer
     from .data import DataError, read_texts
     from .explain import estimate_flops
+    from .model import compile_model
     if threads:
         torch.set_num_threads(threads)
     model, tok, desc = load_model(model_name)
     if tok is None:
         _fail(f"{model_name} has no tokenizer to read text with")
+    model = place(model, device, bf16)
+    where, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     try:
         texts = read_texts(file, column=column, limit=limit)
     except DataError as e:
@@ -727,27 +792,52 @@ def bench(
     enc = infer.tokenize(tok, texts, max_length=max_length)
     real = sum(len(x) for x in enc.ids)
     flops = sum(estimate_flops(model, 1, len(x))["total"] for x in enc.ids)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ b
-    peak = 3 * 2 * 2048 ** 3 / (time.perf_counter() - start)
-    with torch.inference_mode():
+
+    def timed(fn):
+        if where.type == "cuda":
+            torch.cuda.synchronize()
         start = time.perf_counter()
-        for i in range(0, len(texts), batch_size):
-            model(**tok(texts[i:i + batch_size], max_length=max_length))
-        padded = time.perf_counter() - start
-    start = time.perf_counter()
-    infer.sentence_embeddings(model, infer.tokenize(tok, texts, max_length=max_length), batch_size=batch_size)
-    packed = time.perf_counter() - start
-    console.print(f"model   {desc}\ntexts   {len(texts)} from {file}: {real:,} real tokens, longest "
-                  f"{max(len(x) for x in enc.ids)}")
+        fn()
+        if where.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    n = 2048 if where.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=where, dtype=dtype), torch.randn(n, n, device=where, dtype=dtype)
+    a @ b
+    peak = 2 * n ** 3 / min(timed(lambda: a @ b) for _ in range(3))
+
+    def padded_file_order():
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                batch = tok(texts[i:i + batch_size], max_length=max_length)
+                model(**{k: v.to(where) for k, v in batch.items()})
+
+    def packed():
+        infer.sentence_embeddings(model, infer.tokenize(tok, texts, max_length=max_length), batch_size=batch_size)
+
+    if where.type == "cuda":
+        packed()                                                  # kernels loaded, allocator warm
+    padded = timed(padded_file_order)
+    t_packed = timed(packed)
+    console.print(f"model   {desc} · {where} · {str(dtype).replace('torch.', '')}\ntexts   {len(texts)} from "
+                  f"{file}: {real:,} real tokens, longest {max(len(x) for x in enc.ids)}")
     console.print(f"padded batches in file order      {real / padded:10,.0f} real tokens/s")
-    console.print(f"length-sorted packed batches      {real / packed:10,.0f} real tokens/s   "
-                  f"({padded / packed:.2f}× faster)")
-    console.print(f"achieved {flops / packed / 1e9:,.0f} GFLOP/s of a measured fp32 matmul rate of "
-                  f"{peak / 1e9:,.0f} GFLOP/s ({100 * flops / packed / peak:.0f}%)")
+    console.print(f"length-sorted packed batches      {real / t_packed:10,.0f} real tokens/s   "
+                  f"({padded / t_packed:.2f}× faster)")
+    best = t_packed
+    if compile_:
+        try:
+            compile_model(model)
+        except RuntimeError as e:
+            _fail(str(e))
+        first = timed(packed)                                     # compiles each kind of batch once
+        t_compiled = timed(packed)
+        best = min(best, t_compiled)
+        console.print(f"the same, torch.compile           {real / t_compiled:10,.0f} real tokens/s   "
+                      f"({padded / t_compiled:.2f}× faster; the first pass, compiling, took {first:.0f} s)")
+    console.print(f"achieved {flops / best / 1e9:,.0f} GFLOP/s of a measured {str(dtype).replace('torch.', '')} "
+                  f"matmul rate of {peak / 1e9:,.0f} GFLOP/s ({100 * flops / best / peak:.0f}%)")
 
 
 @app.command()

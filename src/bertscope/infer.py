@@ -83,7 +83,7 @@ def to_device(batch: dict, device) -> dict:
 
 def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", normalize: bool = True,
                         batch_size: int = 32) -> torch.Tensor:
-    """(N, H) sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first token."""
+    """(N, H) float32 sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first token."""
     def pool(out, batch, index):
         x = out.last_hidden_state                                             # (T, H)
         cu = batch["cu_seqlens"].to(x.device)
@@ -95,17 +95,17 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
             emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
             emb = emb / lengths.unsqueeze(-1).to(x.dtype)                     # (N, H)
         if normalize:
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-        return list(emb)
+            emb = torch.nn.functional.normalize(emb.float(), dim=-1)
+        return list(emb.float())
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling {pooling!r}: use 'mean' or 'cls'")
     return torch.stack(run(model, enc, batch_size, fn=pool)).cpu()
 
 
 def token_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
-    """One (L_i, H) tensor of per-token vectors per text (special tokens included)."""
+    """One (L_i, H) float32 tensor of per-token vectors per text (special tokens included), on the CPU."""
     def split(out, batch, index):
-        return list(out.last_hidden_state.cpu().split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
+        return list(out.last_hidden_state.float().cpu().split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
     return run(model, enc, batch_size, fn=split)
 
 

@@ -77,6 +77,11 @@ class Packing:
         return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
 
 
+@torch.compiler.disable   # under torch.compile: sizes are read on the CPU, so this runs eagerly, outside the graph
+def packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
+    return Packing(cu_seqlens, device)
+
+
 try:  # variable-length flash attention (CUDA, fp16/bf16); elsewhere packed attention pads each sequence
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # older torch
@@ -399,7 +404,7 @@ class Model(nn.Module):
         if self.check:
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens)
             check_labels(c, self.head, labels, input_ids, cu_seqlens)
-        packing = Packing(cu_seqlens, input_ids.device) if cu_seqlens is not None else None
+        packing = packing_for(cu_seqlens, input_ids.device) if cu_seqlens is not None else None
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if position_ids is None:
@@ -469,6 +474,20 @@ class Model(nn.Module):
     def from_pretrained(cls, folder, **kwargs) -> "Model":
         from .checkpoint import from_pretrained
         return from_pretrained(folder, **kwargs)
+
+
+def compile_model(model: Model) -> Model:
+    """torch.compile the model's forward in place, with dynamic shapes (packed batches change size every batch), so
+    the element-wise work between the matrix products (bias + GELU, residual + LayerNorm, softmax's neighbours) runs
+    fused. Parameters, state_dict names and outputs (to float rounding) are unchanged; the first batch of each new
+    kind (padded / packed / one length) pays for compiling. On the CPU the compiler needs a C++ toolchain."""
+    import shutil
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if on_cpu and not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        raise RuntimeError("torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; "
+                           "install one, or run without compiling")
+    model.compile(dynamic=True)
+    return model
 
 
 def classification_loss(logits, labels, c: Config):

@@ -27,7 +27,7 @@ from . import infer
 from .checkpoint import atomic_write, from_pretrained
 from .data import DataError, Examples, label_names
 from .inputs import check_inputs
-from .model import Model
+from .model import Model, compile_model
 
 
 class TrainingInterrupted(Exception):
@@ -50,6 +50,7 @@ class FinetuneArgs:
     max_steps: int | None = None  # stop after this many steps in all (a budget)
     eval_batch_size: int = 64
     bucket: int = 50              # batches per length-sorting window; 1 = plain random batches (no bucketing)
+    compile: bool = False         # torch.compile the model (dynamic shapes) before training
 
 
 # ---- metrics ------------------------------------------------------------------------------------------------------
@@ -124,8 +125,9 @@ def _schedule(optimizer, warmup_steps: int, total_steps: int):
 
 def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, args: FinetuneArgs | None = None,
              tokenizer=None, resume: bool = False, on_log=None, stop_after: int | None = None,
-             run_info: dict | None = None) -> dict:
+             run_info: dict | None = None, device=None) -> dict:
     """Fine-tune `model_source` (a checkpoint folder, or a Model) on `train`; evaluate on `eval_set` each epoch.
+    `device` moves the model there first (default: leave it where it is; a folder loads onto the CPU).
 
     resume=True continues from out_dir/checkpoint exactly where it stopped (same batches, same dropout draws,
     same optimizer state), so metrics come out as if the run had never been interrupted. `stop_after` ends the
@@ -149,6 +151,10 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
         else:
             model = from_pretrained(model_source, head="classification", num_labels=len(names), reinit_head=True)
         history = []
+    if device is not None:
+        model.to(device)
+    if args.compile:
+        compile_model(model)
     model.config.id2label = dict(enumerate(names))
     model.config.num_labels = len(names)
     model.config.problem_type = "single_label_classification"
@@ -188,10 +194,9 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     if resume:
         window_losses, window_examples = json.loads(state["window_losses"]), int(state["window_examples"])
     model.train()
-    autocast = torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
-                              enabled=args.bf16)
-    window_tokens, t0 = 0, time.perf_counter()
     device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
+    window_tokens, t0 = 0, time.perf_counter()
     was_checking, model.check = model.check, False
     try:
         while epoch < args.epochs and step < total:
@@ -364,6 +369,7 @@ class PretrainArgs:
     log_every: int = 10
     eval_every: int = 200
     save_every: int = 500
+    compile: bool = False         # torch.compile the model (dynamic shapes) before training
 
 
 def _distributed():
@@ -442,6 +448,8 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
         raise DataError(f"{out} already holds a training run; continue it with --resume or choose another --out")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    if args.compile:
+        compile_model(model)
     net = model
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel
@@ -469,8 +477,7 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
                  cu_seqlens=cu)                          # every sequence once, up front; the loop then trusts them
     was_checking, model.check = model.check, False
     model.train()
-    autocast = torch.autocast("cuda" if torch.cuda.is_available() else "cpu", dtype=torch.bfloat16,
-                              enabled=args.bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     sums = {"losses": [], "mlm_hits": 0, "mlm_n": 0, "pair_hits": 0, "pair_n": 0, "tokens": 0, "steps": 0}
     if resume:   # the logging window that was open when the checkpoint was taken
         sums = json.loads(state["window"])
