@@ -57,11 +57,16 @@ def to_device(batch):
 
 
 def matmul_peak(repeats=5):
+    """The machine's matrix-product rate: torch's matmul and, on the CPU, oneDNN's product (what bertscope's Linear
+    layers use there; bertscope.model.ONEDNN_CPU), whichever is faster. Returns (peak, {name: rate})."""
+    from bertscope.model import ONEDNN_CPU, _onednn_linear
     n = 8192 if DEVICE.type == "cuda" else 2048
     a, b = torch.randn(n, n, device=DEVICE, dtype=DTYPE), torch.randn(n, n, device=DEVICE, dtype=DTYPE)
-    a @ b
-    t = best_of(lambda: a @ b, repeats)
-    return 2 * n ** 3 / t
+    rates = {"torch matmul": 2 * n ** 3 / best_of(lambda: a @ b, repeats)}
+    if DEVICE.type == "cpu" and ONEDNN_CPU:
+        _onednn_linear(a, b, None)
+        rates["oneDNN"] = 2 * n ** 3 / best_of(lambda: _onednn_linear(a, b, None), repeats)
+    return max(rates.values()), rates
 
 
 def twin_models(folder):
@@ -203,8 +208,8 @@ def main():
     import transformers
     repeats = a.repeats
     limit = a.limit or (300 if a.quick else 1000)
-    peak = matmul_peak()
-    print(f"{str(DTYPE)[6:]} matmul peak: {peak / 1e9:.0f} GFLOP/s", flush=True)
+    peak, rates = matmul_peak()
+    print(f"{str(DTYPE)[6:]} matmul peak: {peak / 1e9:.0f} GFLOP/s", rates, flush=True)
 
     tok = bertscope.load_tokenizer(MINILM)
     hf_tok = transformers.AutoTokenizer.from_pretrained(MINILM)
@@ -250,7 +255,10 @@ def main():
              f"`python bench/inference.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()} · "
              f"{'bf16' if a.bf16 else 'fp32'} · reference: transformers {transformers.__version__} with "
              f"`attn_implementation=\"sdpa\"` · the first N texts of each file (N in the table) · best of {repeats} · "
-             f"{str(DTYPE)[6:]} matmul peak measured in the same run: **{peak / 1e9:.0f} GFLOP/s**.", "",
+             f"{str(DTYPE)[6:]} matmul peak measured in the same run: **{peak / 1e9:.0f} GFLOP/s** ("
+             + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items()) + ")." + (
+                 " bertscope's Linear layers run oneDNN's product on the CPU; the reference's run torch's "
+                 "default (MKL)." if "oneDNN" in rates else ""), "",
              "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
              "| data | model | N | batch | reference, file order | reference, length-sorted | bertscope, padded file "
              "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |" + (

@@ -246,3 +246,32 @@ def test_a_save_cut_off_by_ctrl_c_leaves_a_resumable_folder(tmp_path):
     assert checkpoint_dir(tmp_path).name == ".checkpoint.old" and read_checkpoint(tmp_path)["step"] == 2
     write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 3})
     assert read_checkpoint(tmp_path)["step"] == 3 and checkpoint_dir(tmp_path).name == "checkpoint"
+
+
+def test_length_buckets_narrow_each_batch_and_bucket_1_does_not():
+    """Real SST-2 lengths: windows of 50 batches sorted by length give batches of near-equal length (little
+    padding in attention); --bucket 1 gives plain random batches. Both cover every example once per epoch."""
+    need_shared()
+    from bertscope.train import epoch_batches
+    tok = bertscope.load_tokenizer(MINILM)
+    texts = read_examples(DATA / "sst2" / "dev.tsv").texts
+    lengths = [len(x) for x in infer.tokenize(tok, texts).ids]
+
+    def spread(batches):    # mean (longest - shortest) inside a batch
+        return sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+
+    bucketed, plain = epoch_batches(lengths, 32, 42, 0), epoch_batches(lengths, 32, 42, 0, bucket=1)
+    for batches in (bucketed, plain):
+        assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert spread(bucketed) < 3 and spread(plain) > 20
+    assert epoch_batches(lengths, 32, 42, 1) != bucketed          # a new order every epoch
+
+
+def test_bench_command_times_the_user_texts():
+    need_shared()
+    from typer.testing import CliRunner
+    from bertscope.cli import app
+    r = CliRunner().invoke(app, ["bench", str(MINILM), str(DATA / "sst2" / "dev.tsv"), "--limit", "64",
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "64 from" in r.output and "length-sorted packed batches" in r.output and "of a measured float32" in r.output

@@ -15,6 +15,7 @@ This module imports torch alone. Checkpoint names (`attention.self.query.weight`
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -98,6 +99,82 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+# ---- the matrix products ---------------------------------------------------------------------------------------------
+
+def _onednn_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+# On the CPU, torch's Linear calls MKL's sgemm, which on some x86 CPUs (AMD ones among them) runs a narrower code path
+# than the chip has; oneDNN (also inside torch) picks the widest one (AVX-512 where there is one). On the 2-core AMD
+# EPYC this project measures on, that is ~2.2x the fp32 GEMM rate (BENCHMARKS.md). BERTSCOPE_ONEDNN=0 turns it off.
+ONEDNN_CPU = (os.environ.get("BERTSCOPE_ONEDNN", "1") != "0" and _onednn_available()
+              and hasattr(torch.library, "custom_op"))
+
+
+def _onednn_linear(x, w, b):                                          # x (N, in), w (out, in) -> (N, out)
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+if ONEDNN_CPU:
+    # A torch custom op, so that autograd and torch.compile see one opaque product (y = x W^T + b) whose three
+    # products in training (y, dL/dx, dL/dW) all run in oneDNN.
+    @torch.library.custom_op("bertscope::onednn_linear", mutates_args=())
+    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return _onednn_linear(x, weight, bias)                        # (N, out)
+
+    @onednn_linear.register_fake
+    def _(x, weight, bias):
+        return x.new_empty(x.shape[0], weight.shape[0])
+
+    def _setup(ctx, inputs, output):
+        x, weight, bias = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+
+    def _backward(ctx, grad):                                         # grad (N, out)
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx = onednn_linear(grad, weight.t().contiguous(), None) if need_x else None              # (N, out) @ (out, in)
+        gw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if need_w else None  # (out, N) @ (N, in)
+        return gx, gw, grad.sum(0) if ctx.has_bias and need_b else None
+
+    onednn_linear.register_autograd(_backward, setup_context=_setup)
+
+    try:    # so that torch's FlopCounterMode counts these products as it counts nn.Linear's
+        from torch.utils.flop_counter import register_flop_formula
+
+        @register_flop_formula(torch.ops.bertscope.onednn_linear)
+        def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+            return 2 * x_shape[0] * x_shape[1] * w_shape[0]
+    except ImportError:
+        pass
+
+
+def _autocast_on_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:                                                 # older torch
+        return torch.is_autocast_cpu_enabled()
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same names); on the CPU in float32 / bfloat16 its products run through oneDNN
+    (see ONEDNN_CPU above), forward and backward. Elsewhere, and under CPU autocast, it is nn.Linear itself."""
+
+    def forward(self, x):                                             # (..., in) -> (..., out)
+        if (not ONEDNN_CPU or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
+                or x.dtype != self.weight.dtype or x.numel() == 0 or _autocast_on_cpu()):
+            return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        y = onednn_linear(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias)   # (N, out)
+        return y.view(*shape[:-1], y.shape[-1])                      # (..., out)
+
+
 # ---- embeddings -----------------------------------------------------------------------------------------------------
 
 class Embeddings(nn.Module):
@@ -113,7 +190,7 @@ class Embeddings(nn.Module):
         self.token_type = nn.Embedding(c.type_vocab_size, E)
         self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
-        self.project = nn.Linear(E, c.hidden_size) if c.family == "albert" else None
+        self.project = Linear(E, c.hidden_size) if c.family == "albert" else None
 
     def forward(self, input_ids, token_type_ids, position_ids):       # each (B, L), or (T,) when packed
         x = self.word(input_ids) + self.token_type(token_type_ids)    # (B, L, E)
@@ -132,8 +209,8 @@ class SelfAttention(nn.Module):
     def __init__(self, hidden: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.head_dim = heads, hidden // heads
-        self.qkv = nn.Linear(hidden, 3 * hidden)                      # Q, K, V stacked on the output dim
-        self.out = nn.Linear(hidden, hidden)
+        self.qkv = Linear(hidden, 3 * hidden)                         # Q, K, V stacked on the output dim
+        self.out = Linear(hidden, hidden)
         self.dropout = dropout
         self.all_heads = heads                                        # before pruning
         self.pruned: set[int] = set()                                 # original indices of removed heads
@@ -182,10 +259,10 @@ class SelfAttention(nn.Module):
         hd, nh = self.head_dim, self.heads
         cols = torch.cat([torch.arange(i * hd, (i + 1) * hd) for i in keep])    # within one of Q, K, V
         rows = torch.cat([part * nh * hd + cols for part in range(3)])          # within the fused Q/K/V
-        qkv = nn.Linear(self.qkv.in_features, rows.numel(), device=self.qkv.weight.device,
+        qkv = Linear(self.qkv.in_features, rows.numel(), device=self.qkv.weight.device,
                         dtype=self.qkv.weight.dtype)
         qkv.weight.copy_(self.qkv.weight[rows]), qkv.bias.copy_(self.qkv.bias[rows])
-        out = nn.Linear(cols.numel(), self.out.out_features, device=self.out.weight.device,
+        out = Linear(cols.numel(), self.out.out_features, device=self.out.weight.device,
                         dtype=self.out.weight.dtype)
         out.weight.copy_(self.out.weight[:, cols]), out.bias.copy_(self.out.bias)
         self.qkv, self.out, self.heads = qkv, out, len(keep)
@@ -200,8 +277,8 @@ class EncoderLayer(nn.Module):
         H = c.hidden_size
         self.attention = SelfAttention(H, c.num_attention_heads, c.attention_probs_dropout_prob)
         self.attention_norm = nn.LayerNorm(H, eps=c.layer_norm_eps)
-        self.intermediate = nn.Linear(H, c.intermediate_size)
-        self.output = nn.Linear(c.intermediate_size, H)
+        self.intermediate = Linear(H, c.intermediate_size)
+        self.output = Linear(c.intermediate_size, H)
         self.output_norm = nn.LayerNorm(H, eps=c.layer_norm_eps)
         self.act = activation(c.hidden_act)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
@@ -242,7 +319,7 @@ class Pooler(nn.Module):
 
     def __init__(self, hidden: int):
         super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
+        self.dense = Linear(hidden, hidden)
 
     def forward(self, first):                                         # first: (B, H) hidden state of token 0
         return torch.tanh(self.dense(first))                          # (B, H)
@@ -254,10 +331,10 @@ class MLMHead(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         E = c.embedding_dim
-        self.dense = nn.Linear(c.hidden_size, E)
+        self.dense = Linear(c.hidden_size, E)
         self.act = activation("gelu" if c.family == "roberta" else c.hidden_act)  # RoBERTa's head: always GELU
         self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps)
-        self.decoder = nn.Linear(E, c.vocab_size)                     # weight: tied in Model.__init__
+        self.decoder = Linear(E, c.vocab_size)                        # weight: tied in Model.__init__
 
     def forward(self, x):                                             # (B, L, H) or (M, H) selected positions
         return self.decoder(self.norm(self.act(self.dense(x))))       # (B, L, V)
@@ -269,7 +346,7 @@ class PairHead(nn.Module):
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden, 2)
+        self.linear = Linear(hidden, 2)
 
     def forward(self, pooled):                                        # (B, H)
         return self.linear(self.dropout(pooled))                      # (B, 2)
@@ -281,7 +358,7 @@ class Classifier(nn.Module):
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden, num_labels)
+        self.linear = Linear(hidden, num_labels)
 
     def forward(self, pooled, first):                                 # pooled: (B, H)
         return self.linear(self.dropout(pooled))                      # (B, num_labels)
@@ -293,8 +370,8 @@ class RobertaClassifier(nn.Module):
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
-        self.dense = nn.Linear(hidden, hidden)
-        self.out_proj = nn.Linear(hidden, num_labels)
+        self.dense = Linear(hidden, hidden)
+        self.out_proj = Linear(hidden, num_labels)
 
     def forward(self, pooled, first):                                 # first: (B, H) hidden state of <s>
         x = torch.tanh(self.dense(self.dropout(first)))               # (B, H)

@@ -394,6 +394,17 @@ def _masked_batch(instances, index, tok, args: PretrainArgs, mask_epoch: int, wi
     return batch, torch.cat(labels), torch.tensor(pair) if with_pairs else None
 
 
+def _share(masked, first: int, last: int):
+    """Sequences first..last-1 of a packed masked batch (this process's share of a global batch)."""
+    batch, labels, pairs = masked
+    cu = batch["cu_seqlens"]
+    last = min(last, len(cu) - 1)
+    a, b = int(cu[first]), int(cu[last])
+    part = {"input_ids": batch["input_ids"][a:b], "token_type_ids": batch["token_type_ids"][a:b],
+            "cu_seqlens": cu[first:last + 1] - cu[first]}
+    return part, labels[a:b], pairs[first:last] if pairs is not None else None
+
+
 def pretrain_evaluate(model: Model, instances, tok, args: PretrainArgs, batch_size: int = 64) -> dict:
     """Held-out masked-LM loss and accuracy (and NSP/SOP accuracy), with one fixed set of masks."""
     was = model.training
@@ -502,10 +513,10 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
                 position += len(take)
                 chunks.append(take)
             mask_epoch = epoch if args.dynamic else 0
-            masked = [_masked_batch(instances, c[rank * args.batch_size:(rank + 1) * args.batch_size], tok, args,
-                                    mask_epoch, with_pairs) for c in chunks]
-            total_masked = sum(int((_masked_batch(instances, c, tok, args, mask_epoch, False)[1] != -100).sum())
-                               for c in chunks) if world > 1 else sum(int((m[1] != -100).sum()) for m in masked)
+            whole = [_masked_batch(instances, c, tok, args, mask_epoch, with_pairs) for c in chunks]  # every rank's
+            total_masked = sum(int((m[1] != -100).sum()) for m in whole)   # masks are drawn once, for the count too
+            masked = [_share(m, rank * args.batch_size, (rank + 1) * args.batch_size) for m in whole] \
+                if world > 1 else whole
             total_pairs = sum(len(c) for c in chunks)
             for k, (batch, labels, pairs) in enumerate(masked):
                 scored = (labels != -100).nonzero().squeeze(-1)        # on the CPU: no GPU round trip
