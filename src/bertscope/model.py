@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ if ONEDNN_CPU:
     # A torch custom op, so that autograd and torch.compile see one opaque product (y = x W^T + b) whose three
     # products in training (y, dL/dx, dL/dW) all run in oneDNN.
     @torch.library.custom_op("bertscope::onednn_linear", mutates_args=())
-    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         return _onednn_linear(x, weight, bias)                        # (N, out)
 
     @onednn_linear.register_fake
