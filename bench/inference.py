@@ -258,7 +258,7 @@ def main():
              f"{str(DTYPE)[6:]} matmul peak measured in the same run: **{peak / 1e9:.0f} GFLOP/s** ("
              + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items()) + ")." + (
                  " bertscope's Linear layers run oneDNN's product on the CPU; the reference's run torch's "
-                 "default (MKL)." if "oneDNN" in rates else ""), "",
+                 "default (MKL in float32, oneDNN in bfloat16)." if "oneDNN" in rates else ""), "",
              "Mixed-length real text (real tokens/s; ratio = bertscope / reference):", "",
              "| data | model | N | batch | reference, file order | reference, length-sorted | bertscope, padded file "
              "order | **bertscope** (`embed` path) | vs file order | vs length-sorted |" + (
