@@ -28,7 +28,7 @@ from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
 import bertscope  # noqa: E402
 from bertscope import infer  # noqa: E402
 from bertscope.data import read_examples  # noqa: E402
-from bertscope.explain import estimate_flops  # noqa: E402
+from bertscope.explain import estimate_flops, matmul_rates  # noqa: E402
 from bertscope.model import compile_model  # noqa: E402
 
 
@@ -57,15 +57,8 @@ def to_device(batch):
 
 
 def matmul_peak(repeats=5):
-    """The machine's matrix-product rate: torch's matmul and, on the CPU, oneDNN's product (what bertscope's Linear
-    layers use there; bertscope.model.ONEDNN_CPU), whichever is faster. Returns (peak, {name: rate})."""
-    from bertscope.model import ONEDNN_CPU, _onednn_linear
-    n = 8192 if DEVICE.type == "cuda" else 2048
-    a, b = torch.randn(n, n, device=DEVICE, dtype=DTYPE), torch.randn(n, n, device=DEVICE, dtype=DTYPE)
-    rates = {"torch matmul": 2 * n ** 3 / best_of(lambda: a @ b, repeats)}
-    if DEVICE.type == "cpu" and ONEDNN_CPU:
-        _onednn_linear(a, b, None)
-        rates["oneDNN"] = 2 * n ** 3 / best_of(lambda: _onednn_linear(a, b, None), repeats)
+    """torch's matmul and, on the CPU, oneDNN's product (explain.matmul_rates); returns (the faster, {name: rate})."""
+    rates = matmul_rates(DEVICE, DTYPE, repeats)
     return max(rates.values()), rates
 
 

@@ -775,7 +775,7 @@ def bench(
     machine's matmul rate in the same dtype."""
     from . import infer
     from .data import DataError, read_texts
-    from .explain import estimate_flops
+    from .explain import estimate_flops, matmul_rates
     from .model import compile_model
     if threads:
         torch.set_num_threads(threads)
@@ -802,14 +802,7 @@ def bench(
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    from .model import ONEDNN_CPU, _onednn_linear
-    n = 2048 if where.type == "cpu" else 8192
-    a, b = torch.randn(n, n, device=where, dtype=dtype), torch.randn(n, n, device=where, dtype=dtype)
-    products = [lambda: a @ b] + ([lambda: _onednn_linear(a, b, None)] if where.type == "cpu" and ONEDNN_CPU else [])
-    peak = 0.0
-    for product in products:       # torch's matmul, and on the CPU oneDNN's (what bertscope's Linear layers run)
-        product()
-        peak = max(peak, 2 * n ** 3 / min(timed(product) for _ in range(3)))
+    peak = max(matmul_rates(where, dtype).values())
 
     def padded_file_order():
         with torch.inference_mode():

@@ -265,6 +265,33 @@ def _sharing(model: Model) -> dict[str, int]:
             "saved": twin - actual}
 
 
+def matmul_rates(device, dtype=torch.float32, repeats: int = 3) -> dict[str, float]:
+    """This machine's matrix-product rate in FLOP/s, best of `repeats`: torch's matmul, and on the CPU oneDNN's
+    product too (what bertscope's Linear layers run there; model.ONEDNN_CPU). The larger is the peak to compare with."""
+    import time
+    from .model import ONEDNN_CPU, _onednn_linear
+    device = torch.device(device)
+    n = 2048 if device.type == "cpu" else 8192
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    products = {"torch matmul": lambda: a @ b}
+    if device.type == "cpu" and ONEDNN_CPU:
+        products["oneDNN"] = lambda: _onednn_linear(a, b, None)
+    rates = {}
+    for name, product in products.items():
+        product()                                                     # warm-up
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            product()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        rates[name] = 2 * n ** 3 / min(times)
+    return rates
+
+
 def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
     """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass over a (B, L) batch."""
     c = model.config

@@ -60,8 +60,6 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
         kwargs["dynamic_shapes"] = {k: {0: B, 1: L} for k in inputs}
     sample = _sample(model, batch, length, seed=0)
     tmp = path.with_name(f".{path.name}.tmp")
-    from . import model as model_module
-    onednn, model_module.ONEDNN_CPU = model_module.ONEDNN_CPU, False  # the graph holds torch's own linear products
     try:
         torch.onnx.export(wrapped, sample, str(tmp), input_names=list(inputs), output_names=wrapped.names,
                           dynamo=True, external_data=False, verbose=False, **kwargs)
@@ -70,7 +68,6 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     finally:
         model.check = was_checking
-        model_module.ONEDNN_CPU = onednn
         if tmp.exists():
             tmp.unlink()
 

@@ -47,6 +47,14 @@ def length_batches(lengths: list[int], max_tokens: int | None = None, batch_size
     return batches + ([current] if current else [])
 
 
+def check_all(config, enc: Encoded):
+    """Every text checked against the model's limits once, as one packed batch on the CPU, so that the loops over
+    batches can run with the model's per-forward checks off (model.check = False)."""
+    everything = packed_batch(enc, list(range(len(enc))))
+    check_inputs(config, everything["input_ids"], token_type_ids=everything["token_type_ids"],
+                 cu_seqlens=everything["cu_seqlens"])
+
+
 def packed_batch(enc: Encoded, index: list[int]) -> dict[str, torch.Tensor]:
     """input_ids (T,), token_type_ids (T,), cu_seqlens (N + 1,) for the texts at `index`."""
     lengths = torch.tensor([len(enc.ids[i]) for i in index])
@@ -69,9 +77,7 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
     device = next(model.parameters()).device
     if max_tokens is None and device.type == "cpu":
         max_tokens = CPU_TOKENS_PER_PASS
-    everything = packed_batch(enc, list(range(len(enc))))
-    check_inputs(model.config, everything["input_ids"], token_type_ids=everything["token_type_ids"],
-                 cu_seqlens=everything["cu_seqlens"])     # once, on the CPU, for all the texts
+    check_all(model.config, enc)
     was_checking, model.check = model.check, False
     try:
         for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
@@ -102,9 +108,8 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
             seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), lengths)
             emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
             emb = emb / lengths.unsqueeze(-1).to(x.dtype)                     # (N, H)
-        if normalize:
-            emb = torch.nn.functional.normalize(emb.float(), dim=-1)
-        return list(emb.float())
+        emb = emb.float()
+        return list(torch.nn.functional.normalize(emb, dim=-1) if normalize else emb)
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling {pooling!r}: use 'mean' or 'cls'")
     return torch.stack(run(model, enc, batch_size, fn=pool)).cpu()
@@ -124,7 +129,6 @@ def word_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[to
         raise ValueError("word-level vectors need the word ids: tokenize(..., word_ids=True)")
     out = []
     for vectors, words in zip(token_embeddings(model, enc, batch_size), enc.word_ids):
-        vectors = vectors.float().cpu()
         w = torch.tensor(words)
         keep = w >= 0
         n = int(w[keep].max()) + 1 if keep.any() else 0

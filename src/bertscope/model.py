@@ -163,13 +163,20 @@ def _autocast_on_cpu() -> bool:
         return torch.is_autocast_cpu_enabled()
 
 
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """oneDNN for a CPU product in float32 / bfloat16; torch's own under autocast (which casts inside F.linear) and
+    while exporting (an exported graph, ONNX among them, should hold the standard linear op)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    return (ONEDNN_CPU and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and x.dtype == weight.dtype and x.numel() > 0 and not _autocast_on_cpu() and not exporting())
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same names); on the CPU in float32 / bfloat16 its products run through oneDNN
-    (see ONEDNN_CPU above), forward and backward. Elsewhere, and under CPU autocast, it is nn.Linear itself."""
+    (see ONEDNN_CPU above), forward and backward. Elsewhere it is nn.Linear itself (see _use_onednn)."""
 
     def forward(self, x):                                             # (..., in) -> (..., out)
-        if (not ONEDNN_CPU or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
-                or x.dtype != self.weight.dtype or x.numel() == 0 or _autocast_on_cpu()):
+        if not _use_onednn(x, self.weight):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
         y = onednn_linear(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias)   # (N, out)

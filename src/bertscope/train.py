@@ -26,7 +26,6 @@ import torch
 from . import infer
 from .checkpoint import atomic_write, from_pretrained
 from .data import DataError, Examples, label_names
-from .inputs import check_inputs
 from .model import Model, compile_model
 
 
@@ -166,9 +165,7 @@ def finetune(model_source, train: Examples, eval_set: Examples | None, out_dir, 
     enc_eval = infer.tokenize(tokenizer, eval_set.texts, eval_set.pairs, max_length=max_length) \
         if eval_set is not None else None
     lengths = [len(x) for x in enc.ids]
-    everything = infer.packed_batch(enc, list(range(len(lengths))))
-    check_inputs(model.config, everything["input_ids"], token_type_ids=everything["token_type_ids"],
-                 cu_seqlens=everything["cu_seqlens"])    # every example once, up front; the loop then trusts them
+    infer.check_all(model.config, enc)                   # every example once, up front; the loop then trusts them
     per_epoch = math.ceil(len(lengths) / args.batch_size)
     total = per_epoch * args.epochs if args.max_steps is None else min(args.max_steps, per_epoch * args.epochs)
     warmup = int(args.warmup * total) if args.warmup < 1 else int(args.warmup)
@@ -482,10 +479,8 @@ def pretrain(model: Model, tok, instances, eval_instances, out_dir, args: Pretra
 
     order = order_of(epoch)
     device = next(model.parameters()).device
-    ids = torch.tensor([t for inst in instances for t in inst.ids])
-    cu = torch.tensor([0] + [len(inst.ids) for inst in instances]).cumsum(0)
-    check_inputs(model.config, ids, token_type_ids=torch.tensor([t for inst in instances for t in inst.types]),
-                 cu_seqlens=cu)                          # every sequence once, up front; the loop then trusts them
+    infer.check_all(model.config, infer.Encoded(ids=[inst.ids for inst in instances],
+                                                types=[inst.types for inst in instances]))  # once, up front
     was_checking, model.check = model.check, False
     model.train()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
