@@ -18,29 +18,29 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
 
-import bertscope  # noqa: E402
-from bertscope.data import label_names, read_examples  # noqa: E402
-from bertscope.train import FinetuneArgs, classification_metrics, finetune  # noqa: E402
+from bertscope import api  # noqa: E402
+from bertscope.data import read_examples  # noqa: E402
+from bertscope.scoring import classification_scores  # noqa: E402
+from bertscope.tasks.classification import label_order  # noqa: E402
+from bertscope.train import Settings  # noqa: E402
 
 TASKS = {"sst2": ("sst2/train.tsv", "sst2/dev.tsv"), "agnews": ("agnews/train.tsv", "agnews/test.tsv")}
 
 
-def run_bertscope(train, dev, args, out, device):
-    tok = bertscope.load_tokenizer(MINILM)
-    torch.manual_seed(args.seed)
-    names = label_names(train.labels)
-    model = bertscope.from_pretrained(MINILM, head="classification", num_labels=len(names), reinit_head=True)
+def run_bertscope(train_file, dev_file, args: Settings, max_length, out, device):
     start = time.perf_counter()
-    r = finetune(model.to(device), train, dev, out, args, tokenizer=tok)
+    r = api.finetune(MINILM, train_file, out, eval=dev_file, max_length=max_length, device=str(device),
+                     **{k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "save_every", "log_every",
+                                                      "bucket", "seed", "max_steps")})
     wall = time.perf_counter() - start
-    final = [h["eval_accuracy"] for h in r["history"] if "eval_accuracy" in h][-1]
-    return {"accuracy": r["best_accuracy"], "final_accuracy": final, "wall_s": wall,
-            "examples_per_s": len(train) * args.epochs / wall}
+    final = [h["eval_accuracy"] for h in r.history if "eval_accuracy" in h][-1]
+    n = len(read_examples(train_file))
+    return {"accuracy": r.best, "final_accuracy": final, "wall_s": wall, "examples_per_s": n * args.epochs / wall}
 
 
-def run_reference(train, dev, args, out, device):
+def run_reference(train, dev, args: Settings, max_length, out, device):
     import transformers
-    names = label_names(train.labels)
+    names = label_order(train.labels)
     index = {n: i for i, n in enumerate(names)}
     tok = transformers.AutoTokenizer.from_pretrained(MINILM)
     torch.manual_seed(args.seed)
@@ -48,7 +48,7 @@ def run_reference(train, dev, args, out, device):
 
     class Rows(torch.utils.data.Dataset):
         def __init__(self, ex):
-            self.enc = tok(ex.texts, truncation=True, max_length=args.max_length)
+            self.enc = tok(ex.texts, truncation=True, max_length=max_length)
             self.labels = [index[x] for x in ex.labels]
 
         def __len__(self):
@@ -71,8 +71,7 @@ def run_reference(train, dev, args, out, device):
     trainer.train()
     wall = time.perf_counter() - start
     pred = trainer.predict(Rows(dev))
-    m = classification_metrics(torch.from_numpy(pred.predictions).argmax(-1), torch.tensor(Rows(dev).labels),
-                               len(names))
+    m = classification_scores(Rows(dev).labels, torch.from_numpy(pred.predictions).argmax(-1).tolist(), len(names))
     return {"accuracy": m["accuracy"], "wall_s": wall, "examples_per_s": len(train) * args.epochs / wall}
 
 
@@ -96,19 +95,20 @@ def main():
     seeds = [int(x) for x in a.seeds.split(",")]
     rows = []
     for task in (TASKS if a.task == "all" else [a.task]):
-        train = read_examples(DATA / TASKS[task][0])
-        dev = read_examples(DATA / TASKS[task][1])
+        train_file, dev_file = DATA / TASKS[task][0], DATA / TASKS[task][1]
+        train, dev = read_examples(train_file), read_examples(dev_file)
         if device.type == "cuda":   # the first run on a GPU pays for CUDA start-up and kernel loading: not timed
-            warm = FinetuneArgs(epochs=1, max_steps=20, save_every=0, log_every=100)
+            warm = Settings(epochs=1, max_steps=20, save_every=0, log_every=100)
             with tempfile.TemporaryDirectory() as tmp:
-                run_bertscope(train, dev, warm, Path(tmp) / "warm", device)
+                run_bertscope(train_file, dev_file, warm, a.max_length, Path(tmp) / "warm", device)
         for seed in seeds:
-            args = FinetuneArgs(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, max_length=a.max_length,
-                                save_every=0, log_every=100, bucket=a.bucket, seed=seed)
+            args = Settings(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, save_every=0, log_every=100,
+                            bucket=a.bucket, seed=seed)
             with tempfile.TemporaryDirectory() as tmp:
-                ours = run_bertscope(train, dev, args, Path(tmp) / "ours", device)
+                ours = run_bertscope(train_file, dev_file, args, a.max_length, Path(tmp) / "ours", device)
                 print(task, seed, "bertscope", ours, flush=True)
-                ref = None if a.skip_reference else run_reference(train, dev, args, Path(tmp) / "ref", device)
+                ref = None if a.skip_reference else run_reference(train, dev, args, a.max_length, Path(tmp) / "ref",
+                                                                  device)
                 print(task, seed, "reference", ref, flush=True)
             rows.append((task, seed, len(train), len(dev), ours, ref))
 

@@ -128,7 +128,7 @@ def pretrain_step(config_kw, B, L, repeats, compile=False):
     torch.manual_seed(0)
     ours = bertscope.Model(c, head="pretraining").train()
     with tempfile.TemporaryDirectory() as tmp:
-        ours.save_pretrained(tmp)
+        bertscope.save_pretrained(ours, tmp)
         theirs = transformers.BertForPreTraining.from_pretrained(tmp, attn_implementation="sdpa").train()
     ours, theirs = ours.to(DEVICE), theirs.to(DEVICE)
     autocast = torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=DTYPE == torch.bfloat16)
@@ -209,10 +209,10 @@ def main():
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
-        bertscope.from_config("bert-base").save_pretrained(Path(tmp) / "bert-base")
+        bertscope.save_pretrained(bertscope.from_config("bert-base"), Path(tmp) / "bert-base")
         minilm = MINILM
         if a.random_weights:
-            bertscope.from_config("minilm-l6-h384").save_pretrained(Path(tmp) / "minilm")
+            bertscope.save_pretrained(bertscope.from_config("minilm-l6-h384"), Path(tmp) / "minilm")
             minilm = Path(tmp) / "minilm"
         models = {"MiniLM-L6-H384" + (" (random weights)" if a.random_weights else ""): twin_models(minilm),
                   "bert-base (random weights)": twin_models(Path(tmp) / "bert-base")}

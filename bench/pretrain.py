@@ -21,24 +21,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, commit, machine, write_section  # noqa: E402
 
 import bertscope  # noqa: E402
-from bertscope.data import read_documents, read_examples  # noqa: E402
-from bertscope.masking import build_instances, tokenize_documents  # noqa: E402
+from bertscope.data import read_documents  # noqa: E402
+from bertscope import api, infer  # noqa: E402
+from bertscope.tasks.pretraining import Pretraining  # noqa: E402
 from bertscope.tokenize import train_tokenizer  # noqa: E402
-from bertscope.train import FinetuneArgs, PretrainArgs, _masked_batch, finetune, pretrain, pretrain_evaluate  # noqa: E402
+from bertscope.train import Settings, train  # noqa: E402
 
 
-def reference_pretrain(folder, tok, instances, args, device):
+def reference_pretrain(folder, task, instances, args, device):
     """BertForPreTraining on the same batches as bertscope's loop (padded, logits at every position)."""
     import transformers
     model = transformers.BertForPreTraining.from_pretrained(folder, attn_implementation="sdpa").train().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=True)
-    warmup = max(1, int(args.warmup * args.steps))
+    steps = args.max_steps
+    warmup = max(1, int(args.warmup * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (args.steps - s) / max(1, args.steps - warmup)))
+        opt, lambda s: (s + 1) / warmup if s < warmup else max(0.0, (steps - s) / max(1, steps - warmup)))
+    tok = task.tok
     tokens, epoch, position, warmup_steps = 0, 0, 0, 10
     order = torch.randperm(len(instances), generator=torch.Generator().manual_seed(args.seed * 7919)).tolist()
     start = time.perf_counter()
-    for step in range(args.steps):
+    for step in range(steps):
         if step == warmup_steps:     # steady state: leave the first steps (allocations, kernel choice) out
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -49,7 +52,7 @@ def reference_pretrain(folder, tok, instances, args, device):
                                    generator=torch.Generator().manual_seed(args.seed * 7919 + epoch)).tolist()
         index = order[position:position + args.batch_size]
         position += len(index)
-        batch, labels, pairs = _masked_batch(instances, index, tok, args, epoch, True)
+        batch, labels, pairs = task.masked(instances, index, args.seed, epoch if task.dynamic else 0)
         cu = batch["cu_seqlens"]
         L = int((cu[1:] - cu[:-1]).max())
         B = len(index)
@@ -85,47 +88,47 @@ def main():
     import transformers
     valid, test = DATA / "wikitext2" / "valid.txt", DATA / "wikitext2" / "test.txt"
     tok = train_tokenizer([valid], "bert", 8000)
-    instances = build_instances(tokenize_documents(tok, read_documents([valid])), tok, 128, "mlm+nsp", seed=1)
-    held_out = build_instances(tokenize_documents(tok, read_documents([test])), tok, 128, "mlm+nsp", seed=2)[:512]
+    task = Pretraining(tok, "mlm+nsp", dynamic=True, max_length=128)
+    data = task.encode(read_documents([valid]), seed=1)
+    instances = data.extra["instances"]
+    held = task.encode(read_documents([test]), seed=2)
+    held_out = infer.Encoded(held.ids[:512], held.types[:512], extra={"instances": held.extra["instances"][:512]})
     config = bertscope.Config(family="bert", vocab_size=tok.vocab_size, hidden_size=256, num_hidden_layers=4,
                               num_attention_heads=4, intermediate_size=1024, max_position_embeddings=128)
-    args = PretrainArgs(objective="mlm+nsp", steps=a.steps, batch_size=a.batch_size, lr=1e-3, max_length=128,
-                        eval_every=10 ** 9, save_every=0, log_every=10)
+    args = Settings(epochs=None, max_steps=a.steps, batch_size=a.batch_size, lr=1e-3, save_every=0, log_every=10,
+                    seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
         init = bertscope.Model(config, head="pretraining")
-        init.save_pretrained(tmp / "init")
+        bertscope.save_pretrained(init, tmp / "init")
         tok.save(tmp / "init")
 
         ours = bertscope.from_pretrained(tmp / "init").train().to(device)
         windows = []     # the loop's own per-window tokens/s: the steady state, without the final saves
-        pretrain(ours, tok, instances, None, tmp / "ours", args,
-                 on_log=lambda r: windows.append(r["tokens_per_s"]) if "tokens_per_s" in r else None)
+        train(ours, task, data, None, tmp / "ours", args, tokenizer=tok,
+              on_event=lambda r: windows.append(r["tokens_per_s"]) if r.get("event") == "log" else None)
         ours_tps = sum(windows[1:]) / len(windows[1:])
-        ours_eval = pretrain_evaluate(bertscope.from_pretrained(tmp / "ours"), held_out, tok, args)
+        ours_eval = task.evaluate(bertscope.from_pretrained(tmp / "ours"), held_out, seed=args.seed)
         print("bertscope", round(ours_tps), ours_eval, flush=True)
 
         torch.manual_seed(0)
-        ref_model, ref_tps = reference_pretrain(tmp / "init", tok, instances, args, device)
+        ref_model, ref_tps = reference_pretrain(tmp / "init", task, instances, args, device)
         ref_model.save_pretrained(tmp / "ref")
-        ref_eval = pretrain_evaluate(bertscope.from_pretrained(tmp / "ref"), held_out, tok, args)
+        ref_eval = task.evaluate(bertscope.from_pretrained(tmp / "ref"), held_out, seed=args.seed)
         print("reference", round(ref_tps), ref_eval, flush=True)
 
         # does pretraining help? fine-tune both the pretrained and the random model on SST-2
-        train = read_examples(DATA / "sst2" / "train.tsv")
-        train.texts, train.labels, train.lines = (x[:a.finetune_examples] for x in (train.texts, train.labels,
-                                                                                  train.lines))
-        dev = read_examples(DATA / "sst2" / "dev.tsv")
+        rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (tmp / "train.tsv").write_text("".join(rows[:a.finetune_examples + 1]), encoding="utf-8")
         lrs = [float(x) for x in a.ft_lrs.split(",")]
         acc = {}
         for name, folder in (("pretrained", tmp / "ours"), ("random init", tmp / "init")):
             for lr in lrs:
-                torch.manual_seed(0)
-                model = bertscope.from_pretrained(folder, head="classification", num_labels=2, reinit_head=True)
-                ft = FinetuneArgs(epochs=1, lr=lr, batch_size=32, save_every=0)
-                res = finetune(model.to(device), train, dev, tmp / f"ft-{name}-{lr}", ft, tokenizer=tok)
-                acc[(name, lr)] = res["best_accuracy"]
+                res = api.finetune(folder, tmp / "train.tsv", tmp / f"ft-{name}-{lr}", eval=DATA / "sst2" / "dev.tsv",
+                                   new_head=True, epochs=1, lr=lr, batch_size=32, save_every=0, seed=0,
+                                   device=str(device))
+                acc[(name, lr)] = res.best
                 print(name, lr, acc[(name, lr)], flush=True)
 
     uniform = math.log(tok.vocab_size)

@@ -26,7 +26,7 @@ def copy_fixture(name, tmp_path):
 def test_load_save_load_gives_identical_tensors_and_config(name, tmp_path):
     load_reference(name)
     a = bertscope.from_pretrained(TINY / name)
-    a.save_pretrained(tmp_path / "saved")
+    bertscope.save_pretrained(a, tmp_path / "saved")
     b = bertscope.from_pretrained(tmp_path / "saved")
     assert a.head == b.head and a.config == b.config
     sa, sb = a.state_dict(), b.state_dict()
@@ -49,7 +49,7 @@ def test_saved_folder_loads_in_reference_implementation_with_identical_outputs(n
     transformers = pytest.importorskip("transformers")
     ref = load_reference(name)
     ours = bertscope.from_pretrained(TINY / name)
-    ours.save_pretrained(tmp_path / "saved")
+    bertscope.save_pretrained(ours, tmp_path / "saved")
     arch = json.loads((tmp_path / "saved" / "config.json").read_text())["architectures"][0]
     hf = getattr(transformers, arch).from_pretrained(tmp_path / "saved", attn_implementation="eager").eval()
     kw = model_inputs(ref)
@@ -67,7 +67,7 @@ def test_base_model_saves_without_prefix_and_loads_in_reference(tmp_path, shared
     transformers = pytest.importorskip("transformers")
     model = bertscope.from_pretrained(TINY / "bert", head="base")
     assert model.head == "base" and model.mlm is None and model.pair is None
-    model.save_pretrained(tmp_path / "base")
+    bertscope.save_pretrained(model, tmp_path / "base")
     keys = read_weights(tmp_path / "base")[0].keys()
     assert all(not k.startswith("bert.") for k in keys) and "pooler.dense.weight" in keys
     hf = transformers.BertModel.from_pretrained(tmp_path / "base", attn_implementation="eager").eval()
@@ -91,7 +91,7 @@ def test_sharded_checkpoint_written_by_reference_loads(tmp_path):
 def test_sharded_save_reloads(tmp_path):
     ref = load_reference("albert")
     model = bertscope.from_pretrained(TINY / "albert")
-    model.save_pretrained(tmp_path / "s", max_shard_size=100_000)
+    bertscope.save_pretrained(model, tmp_path / "s", max_shard_size=100_000)
     index = json.loads((tmp_path / "s" / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1 and not (tmp_path / "s" / "model.safetensors").exists()
     again = bertscope.from_pretrained(tmp_path / "s")
@@ -222,7 +222,7 @@ def test_saved_pruned_model_reloads_pruned(tmp_path):
     ref = load_reference("bert", "reference_pruned.safetensors")
     model = bertscope.from_pretrained(TINY / "bert")
     model.prune_heads({0: [1, 3], 1: [2]})
-    model.save_pretrained(tmp_path / "pruned")
+    bertscope.save_pretrained(model, tmp_path / "pruned")
     assert json.loads((tmp_path / "pruned" / "config.json").read_text())["pruned_heads"] == {"0": [1, 3], "1": [2]}
     again = bertscope.from_pretrained(tmp_path / "pruned")
     assert [layer.attention.heads for layer in again.encoder.layers] == [2, 3]

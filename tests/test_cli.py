@@ -1,5 +1,6 @@
 """The `bertscope` command as a user runs it (the README's commands)."""
 
+import pytest
 from conftest import DATA, MINILM, TINY, need_shared
 from typer.testing import CliRunner
 
@@ -53,6 +54,8 @@ def test_device_that_is_not_there_is_a_message():
         assert r.exit_code == 2 and "no CUDA GPU" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow
+@pytest.mark.kernels
 def test_embed_bf16_and_compiled_agree_with_fp32(tmp_path):
     need_shared()
     import numpy as np

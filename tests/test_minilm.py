@@ -8,6 +8,8 @@ from conftest import MINILM, max_diff
 import bertscope
 from bertscope.model import mean_pool
 
+pytestmark = pytest.mark.kernels
+
 # README: 1e-5 at real positions and on pooled outputs. At padded positions the stored reference differs from the
 # reference implementation itself re-run on this machine's CPU by up to 1.2e-4 (values reach ~10 there, nothing
 # reads them), so padded positions are held to 5e-4 here; against a live reference run below they match to 1e-5
@@ -54,12 +56,11 @@ def test_matches_live_reference_everywhere_including_padding(minilm, products, m
     1e-5, padded rows included. With oneDNN's products (bertscope's default on the CPU) real positions still match
     to 1e-5; padded rows, whose values reach ~10 and which nothing reads, round differently (1.6e-4 seen), so they
     are held to the 5e-4 used against the stored file."""
-    import bertscope.model
+    import bertscope.kernels as kernels
     transformers = pytest.importorskip("transformers")
-    if products == "torch-default":
-        monkeypatch.setattr(bertscope.model, "ONEDNN_CPU", False)
-    elif not bertscope.model.ONEDNN_CPU:
+    if not kernels.ONEDNN and products == "onednn":
         pytest.skip("oneDNN is not available in this torch build")
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", products == "onednn")   # force the product, whatever was measured
     model, tok, ref, sentences = minilm
     batch = tok(sentences)
     hf = transformers.BertModel.from_pretrained(MINILM, attn_implementation="eager").eval()
@@ -92,6 +93,7 @@ def test_similar_sentences_are_closer(minilm):
     assert sim[0, 1] > sim[0, 2] + 0.2 and sim[0, 1] > sim[1, 2] + 0.2
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_reference_packed_and_padded(minilm):
     """torch.compile (dynamic shapes): packed batches of changing size and a padded batch, each compared with the
     stored reference at the same 1e-5; compiling changes neither parameters nor their names."""

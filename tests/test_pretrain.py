@@ -4,7 +4,6 @@ multi-process training under torchrun, exact resume, and checkpoints the referen
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
@@ -13,10 +12,26 @@ import torch
 from conftest import DATA, need_shared
 
 import bertscope
+from bertscope import infer
 from bertscope.data import read_documents
 from bertscope.masking import build_instances, mask_tokens, tokenize_documents
+from bertscope.tasks.pretraining import Pretraining
 from bertscope.tokenize import load_tokenizer, save_vocab_files, train_tokenizer
-from bertscope.train import PretrainArgs, TrainingInterrupted, pretrain
+from bertscope.train import Settings, train
+from bertscope.train.state import read_state
+
+
+def pretrain(model, tok, train_docs, eval_docs, out, objective, max_length=64, whole_word=False, resume=None,
+             stop_after=None, held_out=None, **settings):
+    """The one engine with the pretraining task, on documents already read (seeds as the CLI uses them)."""
+    task = Pretraining(tok, objective, whole_word=whole_word, max_length=max_length)
+    s = Settings(epochs=None, **settings)
+    data = task.encode(train_docs, s.seed)
+    held = task.encode(eval_docs, s.seed + 1) if eval_docs else None
+    if held is not None and held_out:
+        held = infer.Encoded(held.ids[:held_out], held.types[:held_out],
+                             extra={"instances": held.extra["instances"][:held_out]})
+    return train(model, task, data, held, out, s, tokenizer=tok, resume=resume, stop_after=stop_after)
 
 VALID, TEST = DATA / "wikitext2" / "valid.txt", DATA / "wikitext2" / "test.txt"
 
@@ -124,35 +139,34 @@ def pretrained(tokenizers, wiki_docs, tmp_path_factory):
     runs = {}
     for family, objective in (("bert", "mlm+nsp"), ("roberta", "mlm"), ("albert", "mlm+sop")):
         tok = load_tokenizer(tokenizers[family])
-        train = build_instances(tokenize_documents(tok, wiki_docs), tok, 64, objective, seed=1)
-        held_out = build_instances(tokenize_documents(tok, test_docs), tok, 64, objective, seed=2)[:256]
         torch.manual_seed(0)
         model = tiny_model(tok, family, "mlm" if objective == "mlm" else "pretraining")
         out = tmp_path_factory.mktemp(f"pt-{family}")
-        shutil.rmtree(out)
-        r = pretrain(model, tok, train, held_out, out, PretrainArgs(objective=objective, steps=300, batch_size=16,
-                                                                    lr=2e-3, eval_every=150, max_length=64))
-        runs[family] = (out, tok, r, held_out)
+        r = pretrain(model, tok, wiki_docs, test_docs, out, objective, max_steps=300, batch_size=16, lr=2e-3,
+                     eval_every=150, seed=1, held_out=256)
+        runs[family] = (out, tok, r)
     return runs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["bert", "roberta", "albert"])
 def test_tiny_model_learns_well_below_uniform_guess(pretrained, family):
-    out, tok, r, _ = pretrained[family]
-    evals = [h for h in r["history"] if "eval_mlm_loss" in h]
+    out, tok, r = pretrained[family]
+    evals = [h for h in r.history if "eval_mlm_loss" in h]
     uniform = math.log(tok.vocab_size)
     assert evals[-1]["eval_mlm_loss"] < uniform - 1.5
     assert evals[-1]["eval_mlm_loss"] < evals[0]["eval_mlm_loss"]
-    train_losses = [h["loss"] for h in r["history"] if "loss" in h]
+    train_losses = [h["loss"] for h in r.history if "loss" in h]
     assert train_losses[-1] < train_losses[0] - 1.0
     assert (out / "curves.png").exists() and (out / "tokenizer.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,arch", [("bert", "BertForPreTraining"), ("roberta", "RobertaForMaskedLM"),
                                          ("albert", "AlbertForPreTraining")])
 def test_pretrained_checkpoint_loads_in_reference_implementation(pretrained, family, arch):
     transformers = pytest.importorskip("transformers")
-    out, tok, _, held_out = pretrained[family]
+    out, tok, _ = pretrained[family]
     assert json.loads((out / "config.json").read_text())["architectures"] == [arch]
     ours = bertscope.from_pretrained(out)
     theirs = getattr(transformers, arch).from_pretrained(out, attn_implementation="eager").eval()
@@ -165,21 +179,23 @@ def test_pretrained_checkpoint_loads_in_reference_implementation(pretrained, fam
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(tokenizers, wiki_docs, tmp_path):
     tok = load_tokenizer(tokenizers["albert"])
-    train = build_instances(tokenize_documents(tok, wiki_docs[:20]), tok, 64, "mlm+sop", seed=1)
-    args = PretrainArgs(objective="mlm+sop", steps=24, batch_size=8, lr=1e-3, log_every=2, save_every=5,
-                        max_length=64, whole_word=True)
+    args = dict(max_steps=24, batch_size=8, lr=1e-3, log_every=2, save_every=5, whole_word=True, seed=42)
     torch.manual_seed(0)
-    whole = pretrain(tiny_model(tok, "albert", "pretraining"), tok, train, None, tmp_path / "a", args)
+    whole = pretrain(tiny_model(tok, "albert", "pretraining"), tok, wiki_docs[:20], None, tmp_path / "a", "mlm+sop",
+                     **args)
     torch.manual_seed(0)
-    with pytest.raises(TrainingInterrupted, match="stopped at step 11 of 24"):
-        pretrain(tiny_model(tok, "albert", "pretraining"), tok, train, None, tmp_path / "b", args, stop_after=11)
+    part = pretrain(tiny_model(tok, "albert", "pretraining"), tok, wiki_docs[:20], None, tmp_path / "b", "mlm+sop",
+                    **args, stop_after=11)
+    assert (part.steps, part.total_steps, part.finished) == (11, 24, False)
     model = bertscope.from_pretrained(tmp_path / "b" / "checkpoint").train()
-    resumed = pretrain(model, tok, train, None, tmp_path / "b", args, resume=True)
-    assert resumed["history"] == whole["history"]
+    resumed = pretrain(model, tok, wiki_docs[:20], None, tmp_path / "b", "mlm+sop", **args,
+                       resume=read_state(tmp_path / "b"))
+    assert resumed.history == whole.history
     a, b = (bertscope.from_pretrained(tmp_path / d).state_dict() for d in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_two_processes_under_torchrun_equal_one_process_with_the_same_global_batch(tokenizers, tmp_path):
     tok = load_tokenizer(tokenizers["bert"])
     config = tiny_model(tok, "bert", "pretraining", dropout=0.0).config   # no dropout: the same arithmetic
@@ -205,11 +221,14 @@ def test_two_processes_under_torchrun_equal_one_process_with_the_same_global_bat
     assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(h1, h2))
 
 
-def test_fill_mask_needs_a_mask_token(pretrained):
+def test_fill_mask_needs_a_mask_token(tokenizers, tmp_path):
     from typer.testing import CliRunner
 
     from bertscope.cli import app
-    out, tok, _, _ = pretrained["roberta"]
+    tok = load_tokenizer(tokenizers["roberta"])
+    out = tmp_path / "roberta-mlm"
+    bertscope.save_pretrained(tiny_model(tok, "roberta", "mlm"), out)
+    tok.save(out)
     r = CliRunner().invoke(app, ["fill-mask", str(out), "The lobster lives in the sea."])
     assert r.exit_code == 2 and "mask token is '<mask>'" in r.output
     r = CliRunner().invoke(app, ["fill-mask", str(out), "The lobster lives in the <mask>.", "--top-k", "3"])

@@ -89,7 +89,7 @@ def bpe_folder(tmp_path_factory):
 def test_byte_level_bpe_matches_reference_tokenizer(bpe_folder):
     transformers = pytest.importorskip("transformers")
     ours = bertscope.load_tokenizer(bpe_folder)
-    assert ours.family == "roberta" and ours.pad_token_id == 1 and ours.mask_token == "<mask>"
+    assert ours.family.name == "roberta" and ours.pad_token_id == 1 and ours.mask_token == "<mask>"
     theirs = transformers.RobertaTokenizer(vocab=str(bpe_folder / "vocab.json"), merges=str(bpe_folder / "merges.txt"))
     texts = [l for l in (DATA / "wikitext2" / "test.txt").read_text(encoding="utf-8").splitlines() if l.strip()][:100]
     a = ours(texts, max_length=128)

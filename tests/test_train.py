@@ -7,9 +7,21 @@ import torch
 from conftest import DATA, MINILM, need_shared
 
 import bertscope
-from bertscope import infer
-from bertscope.data import DataError, read_examples
-from bertscope.train import FinetuneArgs, TrainingInterrupted, evaluate, finetune, label_ids
+from bertscope import api, infer
+from bertscope.data import read_examples
+from bertscope.errors import DataError, OutputError
+from bertscope.tasks.classification import SequenceClassification
+from bertscope.train.state import checkpoint_dir, read_state, write_checkpoint
+
+
+def finetune(folder, train, dev, out, **settings):
+    return api.finetune(folder, train, out, eval=dev, device="cpu", **settings)
+
+
+def evaluate(model, tok, path):
+    task = SequenceClassification()
+    task.use_model_labels(model.config)
+    return task.evaluate(model, task.encode(task.read(path), tok))
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +33,7 @@ def tiny(tmp_path_factory):
     model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
                                              num_attention_heads=4, intermediate_size=128,
                                              max_position_embeddings=128))
-    model.save_pretrained(folder)
+    bertscope.save_pretrained(model, folder)
     tok = bertscope.load_tokenizer(MINILM)
     tok.save(folder)
     return folder, tok
@@ -35,29 +47,28 @@ def head_slice(src, dst, n):
 
 def test_sst2_loss_goes_down_and_accuracy_beats_chance(tiny, tmp_path):
     folder, tok = tiny
-    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 3000))
-    dev = read_examples(head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 500))
-    r = finetune(folder, train, dev, tmp_path / "out", FinetuneArgs(epochs=3, lr=1e-3, log_every=10), tokenizer=tok)
-    losses = [h["loss"] for h in r["history"] if "loss" in h]
-    assert r["steps"] == 3 * 94 and len(losses) > 20
+    train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 3000)
+    dev = head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 500)
+    r = finetune(folder, train, dev, tmp_path / "out", epochs=3, lr=1e-3, log_every=10)
+    losses = [h["loss"] for h in r.history if "loss" in h]
+    assert r.steps == 3 * 94 and len(losses) > 20 and r.finished
     assert sum(losses[-5:]) / 5 < 0.75 * sum(losses[:3]) / 3
-    assert r["best_accuracy"] > 0.70                      # chance is ~0.5 on this slice
+    assert r.best > 0.70                                  # chance is ~0.5 on this slice
     # the kept folder is the best epoch's model and predicts exactly what was measured
     reloaded = bertscope.from_pretrained(tmp_path / "out")
-    again = evaluate(reloaded, infer.tokenize(tok, dev.texts, max_length=128), label_ids(dev, reloaded.config.labels))
-    assert again["accuracy"] == r["best_accuracy"]
+    assert evaluate(reloaded, tok, dev)["accuracy"] == r.best
     lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
-    assert lines == json.loads(json.dumps(r["history"]))
-    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+    assert lines == json.loads(json.dumps(r.history))
+    assert not (tmp_path / "out" / "checkpoint").exists()  # a finished run keeps no resumable state by default
 
 
 def test_agnews_string_labels_come_back_as_names(tiny, tmp_path):
     folder, tok = tiny
-    train = read_examples(head_slice(DATA / "agnews" / "train.tsv", tmp_path / "train.tsv", 2000))
-    test = read_examples(head_slice(DATA / "agnews" / "test.tsv", tmp_path / "test.tsv", 400))
-    r = finetune(folder, train, test, tmp_path / "out", FinetuneArgs(epochs=3, lr=2e-3), tokenizer=tok)
-    assert r["labels"] == ["Business", "Sci/Tech", "Sports", "World"]
-    assert r["best_accuracy"] > 0.5                      # four balanced classes: chance is 0.25
+    train_file = head_slice(DATA / "agnews" / "train.tsv", tmp_path / "train.tsv", 2000)
+    test_file = head_slice(DATA / "agnews" / "test.tsv", tmp_path / "test.tsv", 400)
+    test = read_examples(test_file)
+    r = finetune(folder, train_file, test_file, tmp_path / "out", epochs=3, lr=2e-3)
+    assert r.best > 0.5                                  # four balanced classes: chance is 0.25
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["id2label"] == {"0": "Business", "1": "Sci/Tech", "2": "Sports", "3": "World"}
     assert cfg["architectures"] == ["BertForSequenceClassification"]
@@ -78,7 +89,7 @@ def test_saved_classifier_loads_in_reference_implementation(tiny, tmp_path):
     transformers = pytest.importorskip("transformers")
     folder, tok = tiny
     train = read_examples(head_slice(DATA / "agnews" / "train.tsv", tmp_path / "train.tsv", 200))
-    finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1, lr=1e-3), tokenizer=tok)
+    finetune(folder, tmp_path / "train.tsv", None, tmp_path / "out", epochs=1, lr=1e-3)
     ours = bertscope.from_pretrained(tmp_path / "out")
     hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out").eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
@@ -92,26 +103,28 @@ def test_saved_classifier_loads_in_reference_implementation(tiny, tmp_path):
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(tiny, tmp_path):
     folder, tok = tiny
-    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 600))
-    dev = read_examples(head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 200))
-    args = FinetuneArgs(epochs=2, lr=5e-4, batch_size=32, log_every=3, save_every=7, seed=3)
-    whole = finetune(folder, train, dev, tmp_path / "a", args, tokenizer=tok)
-    with pytest.raises(TrainingInterrupted, match="stopped at step 13 of 38"):
-        finetune(folder, train, dev, tmp_path / "b", args, tokenizer=tok, stop_after=13)
+    train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 600)
+    dev = head_slice(DATA / "sst2" / "dev.tsv", tmp_path / "dev.tsv", 200)
+    args = dict(epochs=2, lr=5e-4, batch_size=32, log_every=3, save_every=7, seed=3, keep_checkpoint=True)
+    whole = finetune(folder, train, dev, tmp_path / "a", **args)
+    part = finetune(folder, train, dev, tmp_path / "b", **args, stop_after=13)
+    assert (part.steps, part.total_steps, part.finished) == (13, 38, False)
     partial = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
-    assert partial == whole["history"][:len(partial)]
-    resumed = finetune(None, train, dev, tmp_path / "b", tokenizer=tok, resume=True)
-    assert resumed["history"] == whole["history"]           # every logged loss and every evaluation, exactly
+    assert partial == whole.history[:len(partial)]
+    resumed = api.resume(tmp_path / "b", device="cpu")
+    assert resumed.history == whole.history                 # every logged loss and every evaluation, exactly
     a, b = (bertscope.from_pretrained(tmp_path / d / "checkpoint").state_dict() for d in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_a_finished_run_is_not_overwritten(tiny, tmp_path):
     folder, tok = tiny
-    train = read_examples(head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 64))
-    finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1), tokenizer=tok)
-    with pytest.raises(DataError, match="already holds a training run; continue it with --resume"):
-        finetune(folder, train, None, tmp_path / "out", FinetuneArgs(epochs=1), tokenizer=tok)
+    train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 64)
+    finetune(folder, train, None, tmp_path / "out", epochs=1)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
+    with pytest.raises(OutputError, match="already holds a training run; continue it with --resume"):
+        finetune(folder, train, None, tmp_path / "out", epochs=1)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
 
 
 def test_embed_matches_sentence_transformers_reference(tmp_path):
@@ -175,11 +188,10 @@ def test_empty_label(tmp_path):
 
 def test_label_in_eval_that_training_never_saw(tiny, tmp_path):
     folder, tok = tiny
-    train = read_examples(write(tmp_path, "train.jsonl", '{"text": "good", "label": "pos"}\n'
-                                                         '{"text": "bad", "label": "neg"}\n'))
-    dev = read_examples(write(tmp_path, "dev.jsonl", '{"text": "meh", "label": "neutral"}\n'))
+    train = write(tmp_path, "train.jsonl", '{"text": "good", "label": "pos"}\n{"text": "bad", "label": "neg"}\n')
+    dev = write(tmp_path, "dev.jsonl", '{"text": "meh", "label": "neutral"}\n')
     with pytest.raises(DataError, match=r"dev.jsonl line 1: label 'neutral' is not one the model knows \(neg, pos\)"):
-        finetune(folder, train, dev, tmp_path / "out", tokenizer=tok)
+        finetune(folder, train, dev, tmp_path / "out")
     assert not (tmp_path / "out").exists()                  # nothing written before the data is known good
 
 
@@ -224,35 +236,38 @@ def test_sentence_pairs_get_two_segments_and_train(tiny, tmp_path):
     assert len(ex) == 100 and ex.pairs[0] == rows[1][0].strip()
     enc = infer.tokenize(tok, ex.texts, ex.pairs)
     assert set(enc.types[0]) == {0, 1} and enc.types[0][-1] == 1
-    r = finetune(folder, ex, ex, tmp_path / "out", FinetuneArgs(epochs=1, batch_size=16), tokenizer=tok)
-    assert r["labels"] == ["no", "yes"] and r["steps"] == 7
+    r = api.finetune(folder, p, tmp_path / "out", eval=p, text_column="first", label_column="same",
+                     pair_column="second", epochs=1, batch_size=16, device="cpu")
+    assert bertscope.Config.from_json(tmp_path / "out").labels == ["no", "yes"] and r.steps == 7
 
 
 def test_a_save_cut_off_by_ctrl_c_leaves_a_resumable_folder(tmp_path):
     """Ctrl-C can land inside a checkpoint write; the next write and the next resume must still work."""
-    from bertscope.train import checkpoint_dir, read_checkpoint, write_checkpoint
     model = bertscope.Model(bertscope.Config(family="bert", vocab_size=50, hidden_size=8, num_hidden_layers=1,
                                              num_attention_heads=2, intermediate_size=16))
-    opt = torch.optim.AdamW(model.parameters())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 1})
+    save = lambda folder: bertscope.save_pretrained(model, folder)  # noqa: E731
+
+    def state(step):
+        return {"history": [], "run": {}, "position": {"step": step}}
+
+    write_checkpoint(tmp_path, save, state(1))
     (tmp_path / ".checkpoint.old").mkdir()                      # a half-deleted previous checkpoint
     (tmp_path / ".checkpoint.old" / "config.json").write_text("{}")
     (tmp_path / ".checkpoint.tmp").mkdir()                      # a half-written new one
-    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 2})
-    assert read_checkpoint(tmp_path)["step"] == 2
+    write_checkpoint(tmp_path, save, state(2))
+    assert read_state(tmp_path)["position"]["step"] == 2
     assert not (tmp_path / ".checkpoint.old").exists() and not (tmp_path / ".checkpoint.tmp").exists()
     (tmp_path / "checkpoint").rename(tmp_path / ".checkpoint.old")   # cut off between the two renames
-    assert checkpoint_dir(tmp_path).name == ".checkpoint.old" and read_checkpoint(tmp_path)["step"] == 2
-    write_checkpoint(tmp_path, model, None, opt, sched, [], {"step": 3})
-    assert read_checkpoint(tmp_path)["step"] == 3 and checkpoint_dir(tmp_path).name == "checkpoint"
+    assert checkpoint_dir(tmp_path).name == ".checkpoint.old" and read_state(tmp_path)["position"]["step"] == 2
+    write_checkpoint(tmp_path, save, state(3))
+    assert read_state(tmp_path)["position"]["step"] == 3 and checkpoint_dir(tmp_path).name == "checkpoint"
 
 
 def test_length_buckets_narrow_each_batch_and_bucket_1_does_not():
     """Real SST-2 lengths: windows of 50 batches sorted by length give batches of near-equal length (little
     padding in attention); --bucket 1 gives plain random batches. Both cover every example once per epoch."""
     need_shared()
-    from bertscope.train import epoch_batches
+    from bertscope.tasks.base import bucketed_batches as epoch_batches
     tok = bertscope.load_tokenizer(MINILM)
     texts = read_examples(DATA / "sst2" / "dev.tsv").texts
     lengths = [len(x) for x in infer.tokenize(tok, texts).ids]

@@ -4,48 +4,77 @@
     model = bertscope.from_pretrained("path/to/folder")
     tok = bertscope.load_tokenizer("path/to/folder")
     out = model(**tok(["a sentence", "another one"]))
+    bertscope.save_pretrained(model, "path/to/copy")
 
-`import bertscope` loads torch and the model only; tokenizers and safetensors are imported when first used.
+    result = bertscope.finetune("path/to/folder", "train.tsv", "runs/mine", eval="dev.tsv", epochs=1)
+
+`import bertscope` is light: torch, tokenizers and safetensors load when a model, tokenizer or checkpoint is
+first used.
 """
 
-from .config import Config, ConfigError, named_config
-from .inputs import InputError
-from .model import Model, Output
+from .config import Config, named_config
+from .errors import (BertscopeError, CapabilityError, CheckpointError, ConfigError, DataError, InputError,
+                     OutputError, TokenizerError, TrainingInterrupted, UsageError)
 
 __version__ = "0.1.0"
 
 
-def from_pretrained(folder, **kwargs) -> Model:
+def from_pretrained(folder, **kwargs):
     """Load a Hugging Face checkpoint folder (config.json + model.safetensors / shards / pytorch_model.bin).
 
-    head="base"|"mlm"|"pretraining"|"classification" picks a head other than the saved one; num_labels resizes a
-    classifier; reinit_head=True starts a head the checkpoint lacks (or has in another shape) from scratch."""
-    from .checkpoint import from_pretrained as _load
-    return _load(folder, **kwargs)
+    head="base"|"mlm"|"pretraining"|"classification"|"token-classification"|"question-answering" picks a head
+    other than the saved one; num_labels resizes a classifier; reinit_head=True starts a head the checkpoint lacks
+    (or has in another shape) from scratch."""
+    from .checkpoint import from_pretrained as load
+    return load(folder, **kwargs)
+
+
+def save_pretrained(model, folder, **kwargs):
+    """Write config.json and model.safetensors with the reference's tensor names (transformers loads them)."""
+    from .checkpoint import save_pretrained as save
+    return save(model, folder, **kwargs)
 
 
 def load_tokenizer(folder, **kwargs):
     """Tokenizer for a checkpoint folder: tokenizer.json, WordPiece vocab.txt, or BPE vocab.json + merges.txt."""
-    from .tokenize import load_tokenizer as _load
-    return _load(folder, **kwargs)
+    from .tokenize import load_tokenizer as load
+    return load(folder, **kwargs)
 
 
-def from_config(config: Config | str, head: str = "base", **overrides) -> Model:
+def from_config(config, head: str = "base", **overrides):
     """A model with random weights from a Config or a built-in name (bert-base, roberta-base, albert-base-v2, ...)."""
+    from .model import Model
     if isinstance(config, str):
         config = named_config(config, **overrides)
     return Model(config, head=head).eval()
 
 
-def __getattr__(name):  # CheckpointError / Tokenizer without importing safetensors / tokenizers up front
-    if name in ("CheckpointError", "LoadReport"):
-        from . import checkpoint
-        return getattr(checkpoint, name)
+def finetune(model, train, out, **kwargs):
+    """Fine-tune a checkpoint folder on a labelled file (see bertscope.api.finetune for the options)."""
+    from .api import finetune as run
+    return run(model, train, out, **kwargs)
+
+
+def pretrain(corpus, out, **kwargs):
+    """Pretrain on plain text (see bertscope.api.pretrain for the options)."""
+    from .api import pretrain as run
+    return run(corpus, out, **kwargs)
+
+
+def __getattr__(name):  # the model classes without importing torch up front
+    if name in ("Model", "Output"):
+        from . import model
+        return getattr(model, name)
     if name == "Tokenizer":
         from .tokenize import Tokenizer
         return Tokenizer
+    if name == "LoadReport":
+        from .checkpoint import LoadReport
+        return LoadReport
     raise AttributeError(f"module 'bertscope' has no attribute {name!r}")
 
 
-__all__ = ["Config", "ConfigError", "InputError", "Model", "Output", "from_pretrained", "from_config",
-           "load_tokenizer", "named_config"]
+__all__ = ["BertscopeError", "CapabilityError", "CheckpointError", "Config", "ConfigError", "DataError",
+           "InputError", "Model", "Output", "OutputError", "TokenizerError", "TrainingInterrupted", "UsageError",
+           "finetune", "from_config", "from_pretrained", "load_tokenizer", "named_config", "pretrain",
+           "save_pretrained"]

@@ -9,37 +9,21 @@ Tensor names follow the reference layout, so a folder written here loads in `tra
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
-from .model import HEADS, Model
-
-PREFIX = {"bert": "bert.", "roberta": "roberta.", "albert": "albert."}
-
-# Reference class name per family and head, written to config.json "architectures" and read back from it.
-ARCHITECTURES = {
-    ("bert", "base"): "BertModel", ("bert", "mlm"): "BertForMaskedLM",
-    ("bert", "pretraining"): "BertForPreTraining", ("bert", "classification"): "BertForSequenceClassification",
-    ("roberta", "base"): "RobertaModel", ("roberta", "mlm"): "RobertaForMaskedLM",
-    ("roberta", "pretraining"): "RobertaForMaskedLM", ("roberta", "classification"): "RobertaForSequenceClassification",
-    ("albert", "base"): "AlbertModel", ("albert", "mlm"): "AlbertForMaskedLM",
-    ("albert", "pretraining"): "AlbertForPreTraining", ("albert", "classification"): "AlbertForSequenceClassification",
-}
-HEAD_OF_ARCHITECTURE = {arch: head for (fam, head), arch in ARCHITECTURES.items() if (fam, head) != ("roberta", "pretraining")}
+from .config import Config
+from .errors import CheckpointError, ConfigError
+from .families import FAMILIES, HEAD_OF_ARCHITECTURE, HEADS
+from .io import atomic_write, write_text
+from .model import Model
 
 # Tensors the reference writes that are not weights (old buffers) or are tied copies of another tensor.
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 TIED_DECODER = ("cls.predictions.decoder.", "lm_head.decoder.", "predictions.decoder.")
-HEAD_PREFIXES = ("cls.", "lm_head.", "predictions.", "sop_classifier.", "classifier.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder or file that cannot be read into (or written from) the model asked for."""
+HEAD_PREFIXES = ("cls.", "lm_head.", "predictions.", "sop_classifier.", "classifier.", "qa_outputs.")
 
 
 # ---- the name table -------------------------------------------------------------------------------------------------
@@ -48,56 +32,52 @@ def name_table(model: Model) -> list[tuple[str, tuple[str, ...]]]:
     """(our parameter name, the reference tensor names it is made of). Q, K and V are three reference tensors
     stacked into our fused `qkv`; every other entry is one to one. Encoder names carry the family prefix
     (`bert.`, `roberta.`, `albert.`), as in the reference's models with heads."""
-    c, p = model.config, PREFIX[model.config.family]
+    c = model.config
+    fam = c.family
+    p = fam.prefix
     t = [("embeddings.word.weight", p + "embeddings.word_embeddings.weight"),
          ("embeddings.position.weight", p + "embeddings.position_embeddings.weight"),
          ("embeddings.token_type.weight", p + "embeddings.token_type_embeddings.weight"),
          ("embeddings.norm.weight", p + "embeddings.LayerNorm.weight"),
          ("embeddings.norm.bias", p + "embeddings.LayerNorm.bias")]
-    if c.family == "albert":
+    if fam.factorised_embeddings:
         t += [(f"embeddings.project.{w}", f"{p}encoder.embedding_hidden_mapping_in.{w}") for w in ("weight", "bias")]
+    n = fam.layer
     for i in range(len(model.encoder.layers)):
-        if c.family == "albert":
-            g, j = divmod(i, c.inner_group_num)
-            ref = f"{p}encoder.albert_layer_groups.{g}.albert_layers.{j}."
-            q, k, v = (ref + f"attention.{n}" for n in ("query", "key", "value"))
-            names = {"attention.out": ref + "attention.dense", "attention_norm": ref + "attention.LayerNorm",
-                     "intermediate": ref + "ffn", "output": ref + "ffn_output",
-                     "output_norm": ref + "full_layer_layer_norm"}
-        else:
-            ref = f"{p}encoder.layer.{i}."
-            q, k, v = (ref + f"attention.self.{n}" for n in ("query", "key", "value"))
-            names = {"attention.out": ref + "attention.output.dense",
-                     "attention_norm": ref + "attention.output.LayerNorm",
-                     "intermediate": ref + "intermediate.dense", "output": ref + "output.dense",
-                     "output_norm": ref + "output.LayerNorm"}
+        g, j = divmod(i, c.inner_group_num)
+        ref = p + n.base.format(i=i, g=g, j=j)
+        q, k, v = (ref + part for part in (n.query, n.key, n.value))
+        names = {"attention.out": n.attention_out, "attention_norm": n.attention_norm,
+                 "intermediate": n.intermediate, "output": n.output, "output_norm": n.output_norm}
         for w in ("weight", "bias"):
             t.append((f"encoder.layers.{i}.attention.qkv.{w}", (f"{q}.{w}", f"{k}.{w}", f"{v}.{w}")))
-            t += [(f"encoder.layers.{i}.{ours}.{w}", f"{theirs}.{w}") for ours, theirs in names.items()]
+            t += [(f"encoder.layers.{i}.{ours}.{w}", f"{ref}{theirs}.{w}") for ours, theirs in names.items()]
     if model.pooler is not None:
-        pooler = p + ("pooler" if c.family == "albert" else "pooler.dense")
-        t += [(f"pooler.dense.{w}", f"{pooler}.{w}") for w in ("weight", "bias")]
+        t += [(f"pooler.dense.{w}", f"{p}{fam.pooler_name}.{w}") for w in ("weight", "bias")]
     if model.mlm is not None:
-        h = {"bert": {"dense": "cls.predictions.transform.dense", "norm": "cls.predictions.transform.LayerNorm",
-                      "bias": "cls.predictions.bias", "decoder": "cls.predictions.decoder"},
-             "roberta": {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias",
-                         "decoder": "lm_head.decoder"},
-             "albert": {"dense": "predictions.dense", "norm": "predictions.LayerNorm", "bias": "predictions.bias",
-                        "decoder": "predictions.decoder"}}[c.family]
+        h = fam.mlm_names
         t += [(f"mlm.dense.{w}", f"{h['dense']}.{w}") for w in ("weight", "bias")]
         t += [(f"mlm.norm.{w}", f"{h['norm']}.{w}") for w in ("weight", "bias")]
         t.append(("mlm.decoder.bias", h["bias"]))
         if not c.tie_word_embeddings:
             t.append(("mlm.decoder.weight", h["decoder"] + ".weight"))
     if model.pair is not None:
-        pair = "cls.seq_relationship" if c.family == "bert" else "sop_classifier.classifier"
-        t += [(f"pair.linear.{w}", f"{pair}.{w}") for w in ("weight", "bias")]
+        t += [(f"pair.linear.{w}", f"{fam.pair_head_name}.{w}") for w in ("weight", "bias")]
     if model.classifier is not None:
-        if c.family == "roberta":
+        if fam.classifier == "first-token":
             t += [(f"classifier.{m}.{w}", f"classifier.{m}.{w}") for m in ("dense", "out_proj") for w in ("weight", "bias")]
         else:
             t += [(f"classifier.linear.{w}", f"classifier.{w}") for w in ("weight", "bias")]
+    if model.token_classifier is not None:
+        t += [(f"token_classifier.linear.{w}", f"classifier.{w}") for w in ("weight", "bias")]
+    if model.span is not None:
+        t += [(f"span.linear.{w}", f"qa_outputs.{w}") for w in ("weight", "bias")]
     return [(ours, (theirs,) if isinstance(theirs, str) else theirs) for ours, theirs in t]
+
+
+def architecture(model: Model) -> str:
+    """The reference class this model corresponds to (config.json "architectures")."""
+    return model.config.family.architectures[model.head]
 
 
 def to_reference(model: Model) -> dict[str, torch.Tensor]:
@@ -108,7 +88,7 @@ def to_reference(model: Model) -> dict[str, torch.Tensor]:
         for name, part in zip(theirs, params[ours].detach().chunk(len(theirs), dim=0)):
             out[name] = part.contiguous()
     if model.head == "base":  # the reference's bare encoder classes save without the family prefix
-        p = PREFIX[model.config.family]
+        p = model.config.family.prefix
         out = {k[len(p):] if k.startswith(p) else k: v for k, v in out.items()}
     return out
 
@@ -145,7 +125,7 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
                          source: str = "checkpoint") -> LoadReport:
     """Copy reference-named tensors into the model. Missing or mis-shaped encoder tensors are an error; so are
     those of the head unless `reinit_head`, which keeps the head's fresh initialisation for them instead."""
-    c, p = model.config, PREFIX[model.config.family]
+    c, p = model.config, model.config.family.prefix
     report = LoadReport()
     state = dict(state)
     for k in list(state):
@@ -153,7 +133,8 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
             report.ignored.append(k)
             del state[k]
     # A bare encoder's file (BertModel) has no family prefix: bring it to the prefixed layout of the table.
-    if not any(k.startswith(p) for k in state) and not any(k.startswith(q) for q in PREFIX.values() for k in state):
+    prefixes = [f.prefix for f in FAMILIES.values()]
+    if not any(k.startswith(q) for q in prefixes for k in state):
         state = {(k if k.startswith(HEAD_PREFIXES) else p + k): v for k, v in state.items()}
     _check_family(c, state, source)
     # Tied copies of the MLM decoder: the weight is the word-embedding matrix, the bias is the head's bias.
@@ -200,17 +181,18 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
         fix = ("Pass reinit_head=True to start this head from a fresh initialisation (it then needs training), "
                "or load with head='base' to use the encoder alone." if head_only else
                "The checkpoint does not match this configuration: check that config.json belongs to these weights.")
-        raise CheckpointError(f"{source} does not fit a {c.family} model with head {model.head!r}:\n"
-                              f"{report.describe()}\n{fix}")
+        cli = ("Pass --new-head to train this head from a fresh start." if head_only else fix)
+        what = f"{source} does not fit a {c.family.title} model with head {model.head!r}:\n{report.describe()}\n"
+        raise CheckpointError(what + fix, cli=what + cli)
     return report
 
 
 def _check_family(c: Config, state: dict, source: str):
-    found = {fam for fam, p in PREFIX.items() if any(k.startswith(p) for k in state)}
-    if found and c.family not in found:
+    found = {name for name, f in FAMILIES.items() if any(k.startswith(f.prefix) for k in state)}
+    if found and c.family.name not in found:
         other = sorted(found)[0]
         raise CheckpointError(f"{source} holds {other} tensors ({other}.embeddings...), but config.json says "
-                              f"model_type {c.family!r}: the weights belong to another model family. Put the "
+                              f"model_type {c.family.name!r}: the weights belong to another model family. Put the "
                               "matching config.json next to them.")
 
 
@@ -279,8 +261,11 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     `num_labels` resizes a classifier (with reinit_head=True when the checkpoint's classifier has another width)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"{folder}: not a folder; a Hugging Face checkpoint is a folder with config.json and "
-                              "model.safetensors")
+        raise CheckpointError(f"{folder}: " + ("is a file" if folder.exists() else "no such folder") +
+                              "; a Hugging Face checkpoint is a folder with config.json and model.safetensors")
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json); a Hugging Face checkpoint "
+                              "folder holds config.json next to model.safetensors or pytorch_model.bin")
     config = Config.from_json(folder / "config.json")
     state, source = read_weights(folder)
     if head is None:
@@ -290,8 +275,8 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     if num_labels is not None and num_labels != config.num_labels:
         config = config.replace(num_labels=num_labels, id2label=None)
     pooler = None
-    if head == "base" and config.family == "roberta":  # RoBERTa checkpoints trained with MLM only carry no pooler
-        pooler = any(k.endswith("pooler.dense.weight") for k in state)
+    if head == "base":  # an encoder saved from a masked-LM model (RoBERTa's, BERT's) carries no pooler
+        pooler = any(k.endswith(config.family.pooler_name + ".weight") for k in state)
     model = Model(config, head=head, pooler=pooler)
     model.load_report = load_reference_state(model, state, reinit_head=reinit_head, source=source)
     if dtype is not None:
@@ -299,11 +284,31 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     return model.eval()
 
 
+def saved_head(folder) -> str:
+    """The head a checkpoint folder was saved with (from config.json, else from its tensor names), read without
+    loading the weights where the format allows."""
+    folder = Path(folder)
+    config = Config.from_json(folder / "config.json")
+    for arch in config.extra.get("architectures") or []:
+        if arch in HEAD_OF_ARCHITECTURE:
+            return HEAD_OF_ARCHITECTURE[arch]
+    if (folder / "model.safetensors").exists():
+        from safetensors import safe_open
+        try:
+            with safe_open(str(folder / "model.safetensors"), "pt") as f:
+                return _head_from(config, dict.fromkeys(f.keys()))
+        except Exception:       # unreadable: from_pretrained will say why
+            pass
+    return _head_from(config, read_weights(folder)[0])
+
+
 def _head_from(config: Config, state: dict) -> str:
     for arch in config.extra.get("architectures") or []:
         if arch in HEAD_OF_ARCHITECTURE:
             return HEAD_OF_ARCHITECTURE[arch]
     keys = set(state)
+    if any(k.startswith("qa_outputs.") for k in keys):
+        return "question-answering"
     if any(k.startswith(("cls.seq_relationship", "sop_classifier.")) for k in keys):
         return "pretraining"
     if any(k.startswith(("cls.predictions", "lm_head.", "predictions.")) for k in keys):
@@ -315,28 +320,14 @@ def _head_from(config: Config, state: dict) -> str:
 
 # ---- writing ------------------------------------------------------------------------------------------------------
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> Path:
     """Write config.json and model.safetensors (or shards + index when larger than max_shard_size bytes)."""
     from safetensors.torch import save_file
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder}: is a file; a model is saved as a folder")
     state = to_reference(model)
-    config = model.config
-    config.extra["architectures"] = [ARCHITECTURES[(config.family, model.head)]]
+    config = model.config.with_extra(architectures=[architecture(model)])
     shards = _split(state, max_shard_size)
     if len(shards) == 1:
         atomic_write(folder / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))
@@ -349,13 +340,12 @@ def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> 
             weight_map.update({k: name for k in shard})
         total = sum(t.numel() * t.element_size() for t in state.values())
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        atomic_write(folder / "model.safetensors.index.json",
-                     lambda p: Path(p).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
+        write_text(folder / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
         stale = [folder / "model.safetensors"]
     for f in stale + [folder / "pytorch_model.bin"]:  # an older format left beside would shadow or confuse
         if f.exists():
             f.unlink()
-    atomic_write(folder / "config.json", lambda p: Path(p).write_text(config.to_json_string(), encoding="utf-8"))
+    write_text(folder / "config.json", config.to_json_string())
     return folder
 
 
@@ -372,5 +362,5 @@ def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[s
     return shards + [current]
 
 
-__all__ = ["CheckpointError", "ConfigError", "LoadReport", "from_pretrained", "save_pretrained", "name_table",
-           "to_reference", "load_reference_state", "read_weights", "atomic_write"]
+__all__ = ["CheckpointError", "ConfigError", "LoadReport", "architecture", "from_pretrained", "save_pretrained",
+           "name_table", "to_reference", "load_reference_state", "read_weights"]

@@ -8,24 +8,40 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FAMILIES = ("bert", "roberta", "albert")
+from .errors import ConfigError
+from .families import Family, family as family_record
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
 
 # Keys a config.json must hold: without them no shape in the model is known.
 REQUIRED = ("model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
-class ConfigError(ValueError):
-    """A config.json (or a Config built in code) that cannot describe a model."""
+class FrozenDict(dict):
+    """A dict that cannot be changed after it is made, so that a Config is a value (copy it to change it)."""
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("this mapping belongs to a Config, which is a value: make a new one with "
+                        "config.replace(...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _frozen
+
+    def __reduce__(self):                   # copy / deepcopy / pickle make a new FrozenDict of the same items
+        return (FrozenDict, (dict(self),))
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.items(), key=repr)))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
-    family: str                         # "bert" | "roberta" | "albert"  (HF: model_type)
+    family: Family                      # bertscope.families record (give "bert" | "roberta" | "albert"); HF model_type
     vocab_size: int                     # V: rows of the word-embedding table
     hidden_size: int                    # H: width of every encoder layer
     num_hidden_layers: int              # N: layers applied (ALBERT: applications of the shared groups)
@@ -45,23 +61,38 @@ class Config:
     inner_group_num: int = 1            # layers inside one group
     # Heads.
     num_labels: int = 2
-    id2label: dict[int, str] | None = None          # None: LABEL_0 .. LABEL_{num_labels-1}
+    id2label: dict | None = None        # {class id: name}; None means LABEL_0 .. LABEL_{num_labels-1}
     problem_type: str | None = None     # "single_label_classification" | "multi_label_classification" | "regression"
     classifier_dropout: float | None = None        # BERT/RoBERTa classifier; None means hidden_dropout_prob
     classifier_dropout_prob: float = 0.1           # ALBERT classifier and SOP head
     tie_word_embeddings: bool = True
-    pruned_heads: dict[int, list[int]] = field(default_factory=dict)  # layer -> heads removed
+    pruned_heads: dict = field(default_factory=dict)   # {layer: (head, ...)} removed
     position_embedding_type: str = "absolute"
     extra: dict = field(default_factory=dict)      # every other config.json key, kept for the round trip
 
     def __post_init__(self):
-        if self.family not in FAMILIES:
-            raise ConfigError(f"model_type {self.family!r} is not supported; bertscope reads {', '.join(FAMILIES)}")
+        fam = family_record(self.family)
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen: only here)
+        set_("family", fam)
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                      "max_position_embeddings", "type_vocab_size", "num_hidden_groups", "inner_group_num"):
+            _positive_int(name, getattr(self, name))
+        if self.embedding_size is not None:
+            _positive_int("embedding_size", self.embedding_size)
+        if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool) or \
+                not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id must be an integer id in 0..{self.vocab_size - 1}, "
+                              f"got {self.pad_token_id!r}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob"):
+            _probability(name, getattr(self, name))
+        if self.classifier_dropout is not None:
+            _probability("classifier_dropout", self.classifier_dropout)
+        for name in ("layer_norm_eps", "initializer_range"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            if not _is_number(value) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ConfigError(f"tie_word_embeddings must be true or false, got {self.tie_word_embeddings!r}")
         if self.hidden_size % self.num_attention_heads:
             divisors = [h for h in range(1, min(self.hidden_size, 64) + 1) if self.hidden_size % h == 0]
             raise ConfigError(
@@ -73,23 +104,44 @@ class Config:
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported; "
                               "bertscope implements the absolute position embeddings of BERT, RoBERTa and ALBERT")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
         if self.num_hidden_groups > self.num_hidden_layers:
             raise ConfigError(f"num_hidden_groups {self.num_hidden_groups} exceeds num_hidden_layers "
                               f"{self.num_hidden_layers}: every group must be used by at least one layer")
-        if self.family != "albert" and (self.num_hidden_groups, self.inner_group_num) != (1, 1):
+        if not fam.shared_layers and (self.num_hidden_groups, self.inner_group_num) != (1, 1):
             raise ConfigError("num_hidden_groups / inner_group_num are ALBERT settings; "
-                              f"a {self.family} model has one layer per num_hidden_layers")
-        if self.family == "roberta" and self.max_position_embeddings <= self.pad_token_id + 1:
+                              f"a {fam.title} model has one layer per num_hidden_layers")
+        if self.max_position_embeddings <= fam.position_offset(self.pad_token_id):
             raise ConfigError(f"max_position_embeddings {self.max_position_embeddings} leaves no room for tokens: "
-                              f"RoBERTa positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
-        self.pruned_heads = {int(k): sorted({int(h) for h in v}) for k, v in self.pruned_heads.items()}
+                              f"{fam.title} positions start at pad_token_id + 1 = {self.pad_token_id + 1}")
+        if not isinstance(self.pruned_heads, dict):
+            raise ConfigError(f"pruned_heads must be a mapping of layer to heads, got {self.pruned_heads!r}")
+        try:
+            pruned = {int(k): tuple(sorted({int(h) for h in v})) for k, v in self.pruned_heads.items()}
+        except (TypeError, ValueError):
+            raise ConfigError(f"pruned_heads must map layer numbers to lists of head numbers, got "
+                              f"{dict(self.pruned_heads)!r}") from None
+        set_("pruned_heads", FrozenDict(pruned))
+        _positive_int("num_labels", self.num_labels)
         if self.id2label:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
-            self.num_labels = len(self.id2label)
-            if sorted(self.id2label) != list(range(self.num_labels)):
-                raise ConfigError(f"id2label keys must be 0..{self.num_labels - 1}, got {sorted(self.id2label)}")
+            if not isinstance(self.id2label, dict):
+                raise ConfigError(f"id2label must be a mapping of class id to name, e.g. {{\"0\": \"neg\", "
+                                  f"\"1\": \"pos\"}}, got a {type(self.id2label).__name__}")
+            try:
+                labels = {int(k): str(v) for k, v in self.id2label.items()}
+            except (TypeError, ValueError):
+                raise ConfigError(f"id2label keys must be class numbers 0, 1, ..., got {list(self.id2label)}") \
+                    from None
+            if sorted(labels) != list(range(len(labels))):
+                raise ConfigError(f"id2label keys must be 0..{len(labels) - 1}, got {sorted(labels)}")
+            if len(set(labels.values())) != len(labels):
+                raise ConfigError(f"id2label names must differ, got {list(labels.values())}")
+            set_("num_labels", len(labels))
         else:
-            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+            labels = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        set_("id2label", FrozenDict(labels))
+        set_("extra", FrozenDict(self.extra))
 
     # ---- derived sizes -------------------------------------------------------------------------------------------
     @property
@@ -104,7 +156,7 @@ class Config:
     @property
     def position_offset(self) -> int:
         """Rows of the position table that no token can use: RoBERTa starts at pad_token_id + 1 (so 2 of 514)."""
-        return self.pad_token_id + 1 if self.family == "roberta" else 0
+        return self.family.position_offset(self.pad_token_id)
 
     @property
     def max_tokens(self) -> int:
@@ -114,7 +166,7 @@ class Config:
     @property
     def num_unique_layers(self) -> int:
         """Layers that own weights: N for BERT/RoBERTa, groups x inner layers for ALBERT."""
-        if self.family != "albert":
+        if not self.family.shared_layers:
             return self.num_hidden_layers
         return self.num_hidden_groups * self.inner_group_num
 
@@ -123,7 +175,7 @@ class Config:
 
         Layer i runs every inner layer of group int(i / (N / G)); BERT and RoBERTa simply run 0..N-1.
         """
-        if self.family != "albert":
+        if not self.family.shared_layers:
             return list(range(self.num_hidden_layers))
         plan = []
         for i in range(self.num_hidden_layers):
@@ -135,6 +187,15 @@ class Config:
     def labels(self) -> list[str]:
         return [self.id2label[i] for i in range(self.num_labels)]
 
+    @property
+    def generic_labels(self) -> bool:
+        """True when the label names are the reference's placeholders LABEL_0, LABEL_1, ..."""
+        return self.labels == [f"LABEL_{i}" for i in range(self.num_labels)]
+
+    def with_labels(self, names: list[str], problem_type: str | None = None) -> "Config":
+        return self.replace(num_labels=len(names), id2label=dict(enumerate(names)),
+                            problem_type=problem_type or self.problem_type)
+
     # ---- Hugging Face config.json ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "Config":
@@ -143,41 +204,40 @@ class Config:
             raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}; a BERT-family config.json "
                               f"needs {', '.join(REQUIRED)}")
         d = dict(d)
-        family = d.pop("model_type")
+        try:
+            fam = family_record(d.pop("model_type"))
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
         known = {f.name for f in dataclasses.fields(cls)} - {"family", "extra"}
-        kwargs = dict(_FAMILY_DEFAULTS.get(family, {}))
+        kwargs = dict(fam.config_defaults)
         kwargs.update({k: d.pop(k) for k in list(d) if k in known})
         d.pop("label2id", None)  # derived from id2label on the way out
-        if kwargs.get("embedding_size") is not None and family != "albert":
-            kwargs.pop("embedding_size")
+        if not fam.factorised_embeddings:
+            kwargs.pop("embedding_size", None)
         try:
-            return cls(family=family, extra=d, **kwargs)
+            return cls(family=fam, extra=d, **kwargs)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
         except TypeError as e:  # a value of the wrong kind, e.g. a list where an int belongs
             raise ConfigError(f"{source}: {e}") from None
 
     def to_dict(self) -> dict:
-        d = dict(self.extra)
-        d["model_type"] = self.family
+        fam = self.family
+        d = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in self.extra.items()}
+        d["model_type"] = fam.name
+        skip = {"family", "extra", "pruned_heads", "id2label", "embedding_size"}
+        if not fam.shared_layers:
+            skip |= {"num_hidden_groups", "inner_group_num"}
+        skip |= {"classifier_dropout", "classifier_dropout_prob"} - {fam.classifier_dropout_key}
         for f in dataclasses.fields(self):
-            if f.name in ("family", "extra", "pruned_heads", "id2label"):
-                continue
-            if f.name == "embedding_size" and self.family != "albert":
-                continue
-            if f.name in ("num_hidden_groups", "inner_group_num") and self.family != "albert":
-                continue
-            if f.name == "classifier_dropout_prob" and self.family != "albert":
-                continue
-            if f.name == "classifier_dropout" and self.family == "albert":
-                continue
-            d[f.name] = getattr(self, f.name)
-        if self.family == "albert":
+            if f.name not in skip:
+                d[f.name] = getattr(self, f.name)
+        if fam.factorised_embeddings:
             d["embedding_size"] = self.embedding_dim
         d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
         d["label2id"] = {name: i for i, name in enumerate(self.labels)}
         if self.pruned_heads:
-            d["pruned_heads"] = {str(k): v for k, v in sorted(self.pruned_heads.items())}
+            d["pruned_heads"] = {str(k): list(v) for k, v in sorted(self.pruned_heads.items())}
         return dict(sorted(d.items()))
 
     @classmethod
@@ -188,8 +248,10 @@ class Config:
         if not path.exists():
             raise ConfigError(f"{path}: no such file; a Hugging Face checkpoint folder holds config.json "
                               "next to its weights")
+        if path.is_dir():
+            raise ConfigError(f"{path}: is a folder; expected the config.json file")
         try:
-            d = json.loads(path.read_text(encoding="utf-8"))
+            d = json.loads(path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(d, dict):
@@ -200,16 +262,26 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     def replace(self, **changes) -> "Config":
+        """A new Config with these fields changed (a Config itself never changes)."""
         return dataclasses.replace(self, **changes)
 
+    def with_extra(self, **items) -> "Config":
+        return self.replace(extra={**self.extra, **items})
 
-# What Hugging Face assumes when a key is absent (its config classes' defaults), per family.
-_FAMILY_DEFAULTS = {
-    "bert": {},
-    "roberta": {"pad_token_id": 1},
-    "albert": {"embedding_size": 128, "hidden_act": "gelu_new", "hidden_dropout_prob": 0.0,
-               "attention_probs_dropout_prob": 0.0},
-}
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _probability(name, value):
+    if not _is_number(value) or not 0 <= value < 1:
+        raise ConfigError(f"{name} must be a number in [0, 1), got {value!r}")
+
 
 # Built-in shapes (random weights, nothing downloaded): the sizes of the public base checkpoints.
 NAMED = {
@@ -233,6 +305,7 @@ NAMED = {
 
 
 def named_config(name: str, **overrides) -> Config:
+    """A built-in shape (random weights); `overrides` change any field."""
     if name not in NAMED:
         raise ConfigError(f"unknown model name {name!r}; built-in shapes are {', '.join(NAMED)} "
                           "(or pass a checkpoint folder)")

@@ -1,67 +1,79 @@
-"""Reading users' text files with errors that name the file, the line and the field."""
+"""Reading users' files with errors that name the file, the line and the field.
+
+Formats: plain text (one text a line), .tsv (tab-separated, a header row, no quoting: GLUE's convention), .csv
+(comma-separated with the csv module's quoting rules, so a quoted field may hold commas and newlines), .jsonl (one
+object a line), CoNLL (`token<TAB>tag`, a blank line between sentences) and plain-text corpora of documents. Input
+may start with a byte-order mark (Excel writes one) and must be UTF-8; standard input is read the same way.
+Everything is read lazily where it can be, so a long file streams.
+"""
 
 from __future__ import annotations
 
 import csv
-import re
 import json
+import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+from .errors import DataError
+
+TABLES = (".tsv", ".csv", ".jsonl")
+STDIN = "-"
+csv.field_size_limit(1 << 30)                  # a long document is one field: allow up to 1 GiB
 
 
-class DataError(ValueError):
-    """A data file that cannot be read as asked (missing column, bad encoding, empty file, ...)."""
+def source_name(source) -> str:
+    return "<stdin>" if str(source) == STDIN else str(source)
 
 
-def _lines(path: Path):
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                yield n, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{path} line {n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
-                                "convert the file to UTF-8") from None
-
-
-def read_texts(path, column: str | None = None, limit: int | None = None) -> list[str]:
-    """Texts from a file: .tsv / .csv / .jsonl through `read_examples` (the named column; by default "text",
-    "sentence" or the first), anything else one text per line. Blank lines are skipped."""
-    path = Path(path)
+def _check_file(path: Path):
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    if path.suffix.lower() in (".tsv", ".csv", ".jsonl"):
-        texts = read_examples(path, text_column=column, label_column=None).texts
-        return texts[:limit] if limit else texts
-    texts: list[str] = []
-    for n, line in _lines(path):
-        if line.strip():
-            texts.append(line.strip())
-            if limit and len(texts) >= limit:
-                break
-    if not texts:
-        raise DataError(f"{path}: no texts found")
-    return texts
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a file")
 
 
-@dataclass
-class Examples:
-    """Rows of a labelled (or unlabelled) file: texts, optional second segments, optional label strings."""
-    path: str
-    texts: list[str]
-    pairs: list[str] | None
-    labels: list[str] | None
-    lines: list[int]                                  # the file line of every example, for messages
-    skipped: list[tuple[int, str]] = field(default_factory=list)   # (line, why) with skip_bad_rows
-
-    def __len__(self):
-        return len(self.texts)
+def _binary(source):
+    if str(source) == STDIN:
+        return sys.stdin.buffer
+    path = Path(source)
+    _check_file(path)
+    return open(path, "rb")
 
 
-def _records(path: Path):
-    """(line number, {column: value}) for every data row of a .tsv / .csv / .jsonl file."""
+def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) for every line of a file (or "-" for standard input), decoded as UTF-8 with a leading
+    byte-order mark dropped. A line that is not UTF-8 is an error naming it."""
+    name = source_name(source)
+    f = _binary(source)
+    try:
+        for n, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{name} line {n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                                "convert the file to UTF-8") from None
+            yield n, (text if keep_ends else text.rstrip("\r\n"))
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def is_table(source) -> bool:
+    return str(source) != STDIN and Path(source).suffix.lower() in TABLES
+
+
+# ---- tables: .tsv / .csv / .jsonl ---------------------------------------------------------------------------------
+
+def _records(source) -> Iterator[tuple[int, object]]:
+    """(line number, {column: value}) for every data row of a table; (1, header list) first for .tsv / .csv; a
+    DataError in place of a row that cannot be read (so that the caller can skip it or raise it)."""
+    path = Path(source)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        for n, line in _lines(path):
+        for n, line in lines(path):
             if not line.strip():
                 continue
             try:
@@ -72,90 +84,243 @@ def _records(path: Path):
             if not isinstance(obj, dict):
                 yield n, DataError(f"{path} line {n}: expected a JSON object per line, found {type(obj).__name__}")
                 continue
-            yield n, {k: ("" if v is None else str(v)) for k, v in obj.items()}
+            yield n, obj
         return
     if suffix not in (".tsv", ".csv"):
         raise DataError(f"{path}: unsupported file type {suffix or '(none)'}; use .tsv, .csv or .jsonl with a "
                         "header row / keys naming the columns")
-    delimiter = "\t" if suffix == ".tsv" else ","
-    rows = iter(_lines(path))
-    try:
-        _, header_line = next(rows)
-    except StopIteration:
-        raise DataError(f"{path}: the file is empty; expected a header row naming the columns, then the rows") \
-            from None
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    header = next(csv.reader([header_line], delimiter=delimiter, quoting=quoting))
-    sep = "tab" if delimiter == "\t" else "comma"
-    yield 1, header
-    for n, line in rows:
-        if not line.strip():
+    tsv = suffix == ".tsv"
+    reader = csv.reader((text for _, text in lines(path, keep_ends=True)), delimiter="\t" if tsv else ",",
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    sep = "tab" if tsv else "comma"
+    header, start = None, 1
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"{path} line {start}: {e} (a quote that is never closed runs to the end of the file)") \
+                from None
+        n, start = start, reader.line_num + 1
+        if header is None:
+            if not fields or not any(x.strip() for x in fields):
+                raise DataError(f"{path} line {n}: expected a header row naming the columns, found a blank line")
+            header = [x.strip() for x in fields]
+            dupes = sorted({x for x in header if header.count(x) > 1})
+            if dupes:
+                raise DataError(f"{path} line {n}: the header names column {dupes[0]!r} twice")
+            yield n, header
             continue
-        fields = next(csv.reader([line], delimiter=delimiter, quoting=quoting))
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue                                                 # a blank line
         if len(fields) != len(header):
             yield n, DataError(f"{path} line {n}: expected {len(header)} {sep}-separated fields "
                                f"({', '.join(header)}), found {len(fields)}")
             continue
         yield n, dict(zip(header, fields))
+    if header is None:
+        raise DataError(f"{path}: the file is empty; expected a header row naming the columns, then the rows")
 
 
-def read_examples(path, text_column: str | None = None, label_column: str | None = "label",
-                  pair_column: str | None = None, skip_bad_rows: bool = False) -> Examples:
-    """A labelled (label_column given) or unlabelled file. Every bad row is an error naming the file, line and
-    field, unless skip_bad_rows, which skips it and counts it in `skipped`."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    records = _records(path)
-    header = None
-    ex = Examples(str(path), [], [] if pair_column else None, [] if label_column else None, [])
-    for n, rec in records:
-        if isinstance(rec, list):                      # the header of a .tsv / .csv
-            header = rec
-            text_column = text_column or next((c for c in ("text", "sentence") if c in header), header[0])
-            for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
-                if col and col not in header:
-                    raise DataError(f"{path} line 1: no {role} column {col!r}; the header has "
-                                    f"{', '.join(map(repr, header))}")
+@dataclass
+class Examples:
+    """Rows of a labelled (or unlabelled) file: texts, optional second segments, optional labels (strings, or the
+    JSON values of a .jsonl file: lists for multi-label rows, numbers for regression)."""
+    path: str
+    texts: list[str]
+    pairs: list[str] | None
+    labels: list | None
+    lines: list[int]                                  # the file line of every example, for messages
+    skipped: list[tuple[int, str]] = field(default_factory=list)   # (line, why) with skip_bad_rows
+
+    def __len__(self):
+        return len(self.texts)
+
+    def where(self, i: int) -> str:
+        return f"{self.path} line {self.lines[i]}"
+
+
+def _columns(path, header, text_column, label_column, pair_column):
+    text_column = text_column or next((c for c in ("text", "sentence") if c in header), header[0])
+    for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
+        if col and col not in header:
+            raise DataError(f"{path} line 1: no {role} column {col!r}; the header has "
+                            f"{', '.join(map(repr, header))}")
+    return text_column
+
+
+def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
+              pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None):
+    """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
+    default "text", "sentence" or the first); any other file, or "-" for standard input, is one text a line (blank
+    lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
+    name = source_name(source)
+    if not is_table(source):
+        if label_column or pair_column:
+            raise DataError(f"{name}: labels and sentence pairs are read from .tsv, .csv or .jsonl files with "
+                            "named columns; this is read as plain text, one text a line")
+        for n, line in lines(source):
+            if line.strip():
+                yield n, line.strip(), None, None
+        return
+    text_col = None
+    for n, rec in _records(source):
+        if isinstance(rec, list):
+            text_col = _columns(name, rec, text_column, label_column, pair_column)
             continue
         try:
             if isinstance(rec, DataError):
                 raise rec
-            if header is None:                          # .jsonl: columns are keys
-                text_column = text_column or ("text" if "text" in rec else "sentence")
+            col = text_col or text_column or ("text" if "text" in rec else "sentence")
             values = {}
-            for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
-                if not col:
+            for role, c in (("text", col), ("label", label_column), ("pair", pair_column)):
+                if not c:
                     continue
-                if col not in rec:
-                    raise DataError(f"{path} line {n}: no field {col!r} (the {role})")
-                value = rec[col].strip()
-                if not value:
-                    raise DataError(f"{path} line {n}: empty {role} in field {col!r}")
+                if c not in rec:
+                    raise DataError(f"{name} line {n}: no field {c!r} (the {role})")
+                value = rec[c]
+                if role != "label" or isinstance(value, str) or value is None:
+                    if value is not None and not isinstance(value, str):
+                        raise DataError(f"{name} line {n}: field {c!r} (the {role}) is a {type(value).__name__}; "
+                                        "expected a string")
+                    value = (value or "").strip()
+                    if not value:
+                        raise DataError(f"{name} line {n}: empty {role} in field {c!r}")
                 values[role] = value
         except DataError as e:
             if not skip_bad_rows:
                 raise
-            ex.skipped.append((n, str(e).split(": ", 1)[-1]))
+            if skipped is not None:
+                skipped.append((n, str(e).split(": ", 1)[-1]))
             continue
-        ex.texts.append(values["text"])
+        yield n, values["text"], values.get("pair"), values.get("label")
+
+
+def read_examples(path, text_column: str | None = None, label_column: str | None = "label",
+                  pair_column: str | None = None, skip_bad_rows: bool = False) -> Examples:
+    """A labelled (label_column given) or unlabelled file, all rows in memory."""
+    name = source_name(path)
+    ex = Examples(name, [], [] if pair_column else None, [] if label_column else None, [])
+    for n, text, pair, label in iter_rows(path, text_column, label_column, pair_column, skip_bad_rows, ex.skipped):
+        ex.texts.append(text)
         ex.lines.append(n)
         if label_column:
-            ex.labels.append(values["label"])
+            ex.labels.append(label)
         if pair_column:
-            ex.pairs.append(values["pair"])
+            ex.pairs.append(pair)
     if not ex.texts:
-        raise DataError(f"{path}: no examples" + (f" ({len(ex.skipped)} bad rows skipped)" if ex.skipped else ""))
+        raise DataError(f"{name}: no examples" + (f" ({len(ex.skipped)} bad rows skipped)" if ex.skipped else ""))
     return ex
 
 
-def label_names(labels: list[str]) -> list[str]:
-    """The label set in a stable order: numerically when every label is an integer, else alphabetically."""
-    unique = set(labels)
-    if all(x.lstrip("-").isdigit() for x in unique):
-        return sorted(unique, key=int)
-    return sorted(unique)
+def read_texts(path, column: str | None = None, limit: int | None = None) -> list[str]:
+    """Texts of a file: the named column of a table, else one text a line. Blank lines are skipped."""
+    texts = []
+    for _, text, _, _ in iter_rows(path, text_column=column):
+        texts.append(text)
+        if limit and len(texts) >= limit:
+            break
+    if not texts:
+        raise DataError(f"{source_name(path)}: no texts found")
+    return texts
 
+
+def count_rows(source) -> int | None:
+    """How many rows a file holds (a quick pass over its bytes), for a progress bar; None for standard input."""
+    if str(source) == STDIN:
+        return None
+    try:
+        with open(source, "rb") as f:
+            n = sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+    return max(0, n - (1 if Path(source).suffix.lower() in (".tsv", ".csv") else 0))
+
+
+# ---- token-labelled sentences: CoNLL / JSONL ------------------------------------------------------------------------
+
+@dataclass
+class TokenExamples:
+    """Sentences of words with one tag per word (tags None for unlabelled input)."""
+    path: str
+    words: list[list[str]]
+    tags: list[list[str]] | None
+    lines: list[int]                                  # the first line of every sentence
+
+    def __len__(self):
+        return len(self.words)
+
+    def where(self, i: int) -> str:
+        return f"{self.path} line {self.lines[i]}"
+
+
+def read_conll(path, labelled: bool = True) -> TokenExamples:
+    """CoNLL: one token a line, its tag in the last column (tab- or space-separated), a blank line between
+    sentences; `-DOCSTART-` lines are skipped. Also .jsonl with "tokens" (or "words") and "tags" lists."""
+    name = source_name(path)
+    if str(path) != STDIN and Path(path).suffix.lower() == ".jsonl":
+        return _read_token_jsonl(path, labelled)
+    ex = TokenExamples(name, [], [] if labelled else None, [])
+    words, tags, first = [], [], None
+    for n, line in lines(path):
+        if line.startswith("-DOCSTART-"):
+            continue
+        if not line.strip():
+            if words:
+                ex.words.append(words), ex.lines.append(first)
+                if labelled:
+                    ex.tags.append(tags)
+            words, tags, first = [], [], None
+            continue
+        parts = line.split("\t") if "\t" in line else line.split()
+        if labelled and len(parts) < 2:
+            raise DataError(f"{name} line {n}: expected a token and its tag separated by a tab, found "
+                            f"{line.strip()!r}")
+        word, tag = parts[0].strip(), parts[-1].strip()
+        if not word or (labelled and not tag):
+            raise DataError(f"{name} line {n}: empty {'token' if not word else 'tag'}")
+        if first is None:
+            first = n
+        words.append(word)
+        tags.append(tag)
+    if words:
+        ex.words.append(words), ex.lines.append(first)
+        if labelled:
+            ex.tags.append(tags)
+    if not ex.words:
+        raise DataError(f"{name}: no sentences found (expected token<TAB>tag lines, a blank line between "
+                        "sentences)")
+    return ex
+
+
+def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
+    ex = TokenExamples(str(path), [], [] if labelled else None, [])
+    for n, rec in _records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        words = rec.get("tokens", rec.get("words"))
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
+            raise DataError(f"{path} line {n}: expected \"tokens\": a non-empty list of strings")
+        ex.words.append(words), ex.lines.append(n)
+        if labelled:
+            tags = rec.get("tags", rec.get("labels"))
+            if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+                raise DataError(f"{path} line {n}: expected \"tags\": a list of strings, one per token")
+            if len(tags) != len(words):
+                raise DataError(f"{path} line {n}: {len(words)} tokens but {len(tags)} tags; give one tag per "
+                                "token")
+            ex.tags.append(tags)
+    if not ex.words:
+        raise DataError(f"{path}: no sentences found")
+    return ex
+
+
+def is_conll(source) -> bool:
+    return str(source) != STDIN and Path(source).suffix.lower() in (".conll", ".bio", ".iob", ".iob2", ".ner")
+
+
+# ---- plain-text corpora for pretraining ---------------------------------------------------------------------------
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _WIKI_TITLE = re.compile(r"^ ?= [^=].* = ?$")
@@ -166,12 +331,10 @@ def read_documents(paths, limit: int | None = None) -> list[list[str]]:
     documents; a WikiText ` = Title = ` heading also starts a new document (` = = Section = = ` does not)."""
     docs: list[list[str]] = []
     current: list[str] = []
-    blank_run = 0
     for path in map(Path, paths):
-        if not path.exists():
-            raise DataError(f"{path}: no such file")
+        _check_file(path)
         wiki = False
-        for n, line in _lines(path):
+        for n, line in lines(path):
             text = line.strip()
             if _WIKI_TITLE.match(line):
                 wiki = True
@@ -180,12 +343,10 @@ def read_documents(paths, limit: int | None = None) -> list[list[str]]:
                 current = []
                 continue
             if not text:
-                blank_run += 1
                 if not wiki and current:     # plain text: a blank line ends a document
                     docs.append(current)
                     current = []
                 continue
-            blank_run = 0
             if text.startswith("= ") and text.endswith(" ="):
                 continue                      # a WikiText section heading inside the document
             current += [s for s in _SENTENCE_END.split(text) if s.strip()]
@@ -197,3 +358,16 @@ def read_documents(paths, limit: int | None = None) -> list[list[str]]:
     if not docs:
         raise DataError(f"{', '.join(map(str, paths))}: no text found")
     return docs
+
+
+def sha256_of(paths) -> str:
+    """One content hash over files, so that a resumed run can tell that its data changed."""
+    import hashlib
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(Path(p).name).encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+

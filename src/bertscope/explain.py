@@ -78,8 +78,8 @@ def _kind(m: nn.Module) -> str:
 
 def _reference_modules(model: Model) -> dict[str, list[str]]:
     """Our module path -> the reference module(s) holding the same weights (Q/K/V: three for our fused one)."""
-    from .checkpoint import PREFIX, name_table
-    prefix = PREFIX[model.config.family] if model.head == "base" else ""
+    from .checkpoint import name_table
+    prefix = model.config.family.prefix if model.head == "base" else ""
     out: dict[str, list[str]] = {}
     for ours, theirs in name_table(model):
         module = ours.rsplit(".", 1)[0]
@@ -110,12 +110,11 @@ def explain(model: Model, input_ids: torch.Tensor | None = None, attention_mask:
         g = torch.Generator().manual_seed(0)
         low = min(5, c.vocab_size - 1)
         input_ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
-        if c.family == "roberta":
-            input_ids[input_ids == c.pad_token_id] = low
+        input_ids[input_ids == c.pad_token_id] = low                 # no padding: every row is real tokens
     problems = input_problems(c, input_ids, attention_mask, token_type_ids)
     if problems:
-        from .inputs import InputError
-        raise InputError("\n".join(problems))
+        from .errors import InputError
+        raise InputError("\n".join(message for _, message in problems))
 
     records: dict[str, dict] = {}
     hooks = []
@@ -154,8 +153,8 @@ def explain(model: Model, input_ids: torch.Tensor | None = None, attention_mask:
     activation += sum(a.numel() * a.element_size() * 2 for a in out.attentions)   # scores and probabilities
     largest = max(((n, s) for n, r in records.items() if n for s in r.get("outputs", [])),
                   key=lambda item: _numel(item[1]), default=("", ()))
-    return Explanation(family=c.family, head=model.head, input_shape=(B, L), tree=tree, totals=totals,
-                       sharing=_sharing(model) if c.family == "albert" else None,
+    return Explanation(family=c.family.name, head=model.head, input_shape=(B, L), tree=tree, totals=totals,
+                       sharing=_sharing(model) if c.family.shared_layers else None,
                        flops=estimate_flops(model, B, L), activation_bytes=int(activation),
                        largest_activation=largest)
 
@@ -267,28 +266,21 @@ def _sharing(model: Model) -> dict[str, int]:
 
 def matmul_rates(device, dtype=torch.float32, repeats: int = 3) -> dict[str, float]:
     """This machine's matrix-product rate in FLOP/s, best of `repeats`: torch's matmul, and on the CPU oneDNN's
-    product too (what bertscope's Linear layers run there; model.ONEDNN_CPU). The larger is the peak to compare with."""
-    import time
-    from .model import ONEDNN_CPU, _onednn_linear
+    product too (what bertscope's Linear layers may run there, kernels.py). The larger is the peak to compare with."""
+    from .kernels import ONEDNN, onednn_product
+    from .speed import best_time
     device = torch.device(device)
     n = 2048 if device.type == "cpu" else 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     products = {"torch matmul": lambda: a @ b}
-    if device.type == "cpu" and ONEDNN_CPU:
-        products["oneDNN"] = lambda: _onednn_linear(a, b, None)
+    if device.type == "cpu" and ONEDNN:
+        products["oneDNN"] = lambda: onednn_product(a, b, None)
     rates = {}
     for name, product in products.items():
-        product()                                                     # warm-up
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            product()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        rates[name] = 2 * n ** 3 / min(times)
+        try:
+            rates[name] = 2 * n ** 3 / best_time(product, repeats, device)
+        except RuntimeError:            # e.g. no oneDNN bf16 primitive on this CPU
+            continue
     return rates
 
 
@@ -296,7 +288,8 @@ def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
     """Matrix-multiply FLOPs (2 per multiply-add) of one forward pass over a (B, L) batch."""
     c = model.config
     E, H, V, T = c.embedding_dim, c.hidden_size, c.vocab_size, B * L
-    flops = {"embeddings": 2 * T * E * H if c.family == "albert" else 0, "attention": 0, "feed_forward": 0}
+    flops = {"embeddings": 2 * T * E * H if c.family.factorised_embeddings else 0, "attention": 0,
+             "feed_forward": 0}
     for i in model.encoder.plan:
         layer = model.encoder.layers[i]
         inner = layer.attention.heads * layer.attention.head_dim
@@ -310,7 +303,11 @@ def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
     if model.pair is not None:
         flops["pair_head"] = 2 * B * H * 2
     if model.classifier is not None:
-        flops["classifier"] = 2 * B * H * (c.num_labels + (H if c.family == "roberta" else 0))
+        flops["classifier"] = 2 * B * H * (c.num_labels + (H if c.family.classifier == "first-token" else 0))
+    if model.token_classifier is not None:
+        flops["token_classifier"] = 2 * T * H * c.num_labels
+    if model.span is not None:
+        flops["span_head"] = 2 * T * H * 2
     flops["total"] = sum(flops.values())
     return flops
 
@@ -336,17 +333,17 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
             planned = torch.full((batch, length), _ordinary_id(config))
             types = None
             if pairs:
-                if config.family == "roberta":
+                if not config.family.segments:
                     types = None  # RoBERTa marks pairs with </s></s>; its tokenizer gives segment 0 throughout
                 else:
                     types = torch.zeros(batch, length, dtype=torch.long)
                     types[:, length // 2:] = 1
-            problems += [Problem(_what(m), m.replace("row 0 of input_ids", "a planned sequence"))
-                         for m in input_problems(config, planned, token_type_ids=types)]
+            problems += [Problem(what, m.replace("row 0 of input_ids", "a planned sequence"))
+                         for what, m in input_problems(config, planned, token_type_ids=types)]
     for row, seq in enumerate(ids or []):
         t = torch.tensor([seq], dtype=torch.long)
-        for m in input_problems(config, t):
-            problems.append(Problem(_what(m), f"sequence {row + 1}: " + m.replace("input_ids row 0, position",
+        for what, m in input_problems(config, t):
+            problems.append(Problem(what, f"sequence {row + 1}: " + m.replace("input_ids row 0, position",
                                                                               "input_ids position")))
     if labels is not None:
         classes = sorted({str(x) for x in labels})
@@ -379,14 +376,6 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
 def _ordinary_id(config: Config) -> int:
     """An id that is not the pad token (RoBERTa's positions skip pads, so a planned length must not use it)."""
     return (config.pad_token_id + 1) % config.vocab_size
-
-
-def _what(message: str) -> str:
-    for key, what in (("vocabulary", "vocab"), ("token_type_ids", "segments"), ("attention_mask", "mask"),
-                      ("position", "length"), ("tokens;", "length")):
-        if key in message:
-            return what
-    return "input"
 
 
 # ---- rendering (strings; the CLI prints them) ---------------------------------------------------------------------

@@ -7,11 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import ExportError, missing_extra
+from .io import atomic_write
 from .model import Model
-
-
-class ExportError(RuntimeError):
-    """An export that could not be written or did not reproduce the PyTorch outputs."""
 
 
 class _Exported(nn.Module):
@@ -21,8 +19,10 @@ class _Exported(nn.Module):
         super().__init__()
         self.model = model
         self.names = ["last_hidden_state"] + (["pooler_output"] if model.pooler is not None else []) + \
-            (["logits"] if model.mlm is not None or model.classifier is not None else []) + \
-            (["pair_logits"] if model.pair is not None else [])
+            (["logits"] if model.mlm is not None or model.classifier is not None
+             or model.token_classifier is not None else []) + \
+            (["pair_logits"] if model.pair is not None else []) + \
+            (["start_logits", "end_logits"] if model.span is not None else [])
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
@@ -45,10 +45,11 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     """Write an ONNX graph with named inputs (input_ids, attention_mask, token_type_ids) and outputs, then run it in
     onnxruntime on a different batch and length (when dynamic) and compare with PyTorch."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime as ort
+        import onnxscript  # noqa: F401
     except ImportError:
-        raise ExportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'bertscope[export]'") \
-            from None
+        raise missing_extra("onnx, onnxscript and onnxruntime", "export", "ONNX export") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _Exported(model).eval()
@@ -63,7 +64,7 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     try:
         torch.onnx.export(wrapped, sample, str(tmp), input_names=list(inputs), output_names=wrapped.names,
                           dynamo=True, external_data=False, verbose=False, **kwargs)
-        tmp.replace(path)
+        atomic_write(path, lambda p: tmp.replace(p))
     except Exception as e:
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     finally:
@@ -90,8 +91,11 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
 # ---- a picture of the architecture --------------------------------------------------------------------------------
 
 def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
-    """A block diagram, input at the bottom, with the tensor dims on every edge; .png or .svg."""
-    import matplotlib
+    """A block diagram, input at the bottom, with the tensor dims on every edge; .png, .svg or .pdf."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("matplotlib", "plot", "Drawing the architecture") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
@@ -100,12 +104,13 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     B, L, H, E = batch, length, c.hidden_size, c.embedding_dim
     nh, hd, I, V = c.num_attention_heads, c.head_dim, c.intermediate_size, c.vocab_size
     dims = lambda *d: "[" + ", ".join(map(str, d)) + "]"  # noqa: E731
-    family = {"bert": "BERT", "roberta": "RoBERTa", "albert": "ALBERT"}[c.family]
+    fam = c.family
+    family = fam.title
 
     blocks = [("input_ids", "token ids (+ segment ids, position ids)", "#eeeeee", dims(B, L))]
     emb = f"word {V}×{E} + position {c.max_position_embeddings}×{E} + segment {c.type_vocab_size}×{E}, LayerNorm"
     blocks.append(("Embeddings", emb, "#d8e8f8", dims(B, L, E)))
-    if c.family == "albert":
+    if fam.factorised_embeddings:
         blocks.append(("Projection E → H", f"Linear {E}→{H} (factorised embedding)", "#d8e8f8", dims(B, L, H)))
     blocks.append(("Self-attention", f"Q, K, V {dims(B, nh, L, hd)} · scores {dims(B, nh, L, L)}\n"
                    f"{nh} heads × {hd}, Linear {H}→{H}, add & LayerNorm", "#fde7c8", dims(B, L, H)))
@@ -116,14 +121,18 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     if model.mlm is not None:
         heads.append(("MLM head", f"Linear {H}→{E}, LayerNorm,\ndecoder {E}→{V} (tied)", dims(B, L, V)))
     if model.pair is not None:
-        heads.append(("Pooler + " + ("NSP" if c.family == "bert" else "SOP"),
+        heads.append(("Pooler + " + fam.pair_objective.upper(),
                       f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→2", dims(B, 2)))
-    elif model.classifier is not None and c.family == "roberta":
+    elif model.classifier is not None and fam.classifier == "first-token":
         heads.append(("Classifier", f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→{c.num_labels}",
                       dims(B, c.num_labels)))
     elif model.classifier is not None:
         heads.append(("Pooler + classifier", f"token 0, Linear {H}→{H}, tanh,\nLinear {H}→{c.num_labels}",
                       dims(B, c.num_labels)))
+    elif model.token_classifier is not None:
+        heads.append(("Token classifier", f"every token, Linear {H}→{c.num_labels}", dims(B, L, c.num_labels)))
+    elif model.span is not None:
+        heads.append(("Span head", f"every token, Linear {H}→2: start, end", dims(B, L) + " ×2"))
     elif model.pooler is not None:
         heads.append(("Pooler", f"token 0, Linear {H}→{H}, tanh", dims(B, H)))
 
@@ -157,13 +166,12 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     ax.add_patch(FancyBboxPatch((0.95, first - 0.15), 8.1, last - first + 1.1, boxstyle="round,pad=0.05",
                                 fc="none", ec="#c0392b", ls="--"))
     label = f"× {c.num_hidden_layers}"
-    if c.family == "albert":
+    if fam.shared_layers:
         sets = c.num_unique_layers
         label += f", {'one' if sets == 1 else sets} shared weight set{'s' if sets > 1 else ''}"
     ax.text(0.6, (first + last) / 2 + 0.4, label, color="#c0392b", fontsize=10, rotation=90, va="center",
             ha="center")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight", dpi=130)
+    atomic_write(path, lambda p: fig.savefig(p, bbox_inches="tight", dpi=130, format=path.suffix[1:].lower()))
     plt.close(fig)
     return path

@@ -7,7 +7,7 @@ tokenized once, sorted by length, cut into batches, and each batch runs as a pac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -17,21 +17,52 @@ from .model import Model
 
 @dataclass
 class Encoded:
-    """Token ids of many texts, unpadded."""
+    """Token ids of many texts, unpadded; `extra` holds whatever else a task keeps per text (labels, offsets)."""
     ids: list[list[int]]
     types: list[list[int]]
     word_ids: list[list[int]] | None = None
+    offsets: list[list[tuple[int, int]]] | None = None   # character span of every token (with word_ids)
+    cut: list[int] = field(default_factory=list)      # tokens cut from each text by truncation (0 if none)
+    extra: dict = field(default_factory=dict)
 
     def __len__(self):
         return len(self.ids)
 
+    @property
+    def lengths(self) -> list[int]:
+        return [len(x) for x in self.ids]
+
+    def truncation(self) -> tuple[int, int, int]:
+        """(texts cut, most tokens cut from one text, tokens cut in all)."""
+        cut = [c for c in self.cut if c]
+        return len(cut), max(cut, default=0), sum(cut)
+
 
 def tokenize(tok, texts, pairs=None, max_length: int | None = None, word_ids: bool = False) -> Encoded:
-    encodings = tok.encode_batch(texts, pairs, max_length=max_length)
-    roberta = tok.family == "roberta"
+    """Token ids of every text (and pair), cut to max_length; how much was cut from each text is kept in `cut`."""
+    limit = max_length or tok.max_length
+    encodings = tok.encode_batch(texts, pairs, truncation=False)
+    cut = [max(0, len(e.ids) - limit) for e in encodings]
+    long = [i for i, c in enumerate(cut) if c]
+    if long:                                  # only the long ones again, truncated as the tokenizer does it
+        again = tok.encode_batch([texts[i] for i in long], [pairs[i] for i in long] if pairs else None,
+                                 max_length=limit)
+        for i, e in zip(long, again):
+            encodings[i] = e
     return Encoded(ids=[e.ids for e in encodings],
-                   types=[[0] * len(e.ids) if roberta else e.type_ids for e in encodings],
-                   word_ids=[[-1 if w is None else w for w in e.word_ids] for e in encodings] if word_ids else None)
+                   types=[e.type_ids if tok.family.segments else [0] * len(e.ids) for e in encodings],
+                   word_ids=[[-1 if w is None else w for w in e.word_ids] for e in encodings] if word_ids else None,
+                   offsets=[list(e.offsets) for e in encodings] if word_ids else None, cut=cut)
+
+
+def words_of(tok, text: str, enc: Encoded, i: int) -> list[str]:
+    """The words of text i as the tokenizer split them (what word_embeddings averages over), in order."""
+    spans: dict[int, list[int]] = {}
+    for w, (a, b) in zip(enc.word_ids[i], enc.offsets[i]):
+        if w >= 0:
+            span = spans.setdefault(w, [a, b])
+            span[0], span[1] = min(span[0], a), max(span[1], b)
+    return [text[a:b] for _, (a, b) in sorted(spans.items())]
 
 
 def length_batches(lengths: list[int], max_tokens: int | None = None, batch_size: int = 32) -> list[list[int]]:
@@ -56,7 +87,7 @@ def check_all(config, enc: Encoded):
 
 
 def packed_batch(enc: Encoded, index: list[int]) -> dict[str, torch.Tensor]:
-    """input_ids (T,), token_type_ids (T,), cu_seqlens (N + 1,) for the texts at `index`."""
+    """input_ids (T,), token_type_ids (T,), cu_seqlens (N + 1,) for the sequences at `index`."""
     lengths = torch.tensor([len(enc.ids[i]) for i in index])
     return {"input_ids": torch.tensor([t for i in index for t in enc.ids[i]], dtype=torch.long),
             "token_type_ids": torch.tensor([t for i in index for t in enc.types[i]], dtype=torch.long),

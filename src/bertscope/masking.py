@@ -75,10 +75,10 @@ def build_instances(docs: list[list[Sentence]], tok, max_length: int, objective:
     next segment / 50% a segment of another document), "mlm+sop" (50% A B in order / 50% swapped)."""
     rng = random.Random(seed)
     cls, sep = tok.cls_token_id, tok.sep_token_id
-    roberta = tok.family == "roberta"
+    one_segment = not tok.family.segments              # RoBERTa: <s> A </s></s> B </s>
     instances = []
     pairs = objective != "mlm"
-    budget = max_length - (3 if pairs else 2) - (1 if pairs and roberta else 0)
+    budget = max_length - (3 if pairs else 2) - (1 if pairs and one_segment else 0)
     for d, doc in enumerate(docs):
         target = budget if rng.random() > short_seq_prob else rng.randint(2, budget)
         chunk, size, i = [], 0, 0
@@ -121,7 +121,7 @@ def build_instances(docs: list[list[Sentence]], tok, max_length: int, objective:
                             label = 1
                     a, b = _truncate_pair((list(a[0]), list(a[1])), (list(b[0]), list(b[1])), budget, rng)
                     if a[0] and b[0]:
-                        instances.append(_pair(a, b, cls, sep, roberta, label, d, doc_b))
+                        instances.append(_pair(a, b, cls, sep, one_segment, label, d, doc_b))
                 chunk, size = [], 0
                 target = budget if rng.random() > short_seq_prob else rng.randint(2, budget)
             i += 1
@@ -133,10 +133,10 @@ def _single(ids, starts, cls, sep, d):
                     [True] + starts + [True], -1, d, d)
 
 
-def _pair(a, b, cls, sep, roberta, label, d, doc_b):
+def _pair(a, b, cls, sep, one_segment, label, d, doc_b):
     (a_ids, a_st), (b_ids, b_st) = a, b
     a_st, b_st = [True] + a_st[1:], [True] + b_st[1:]      # a segment cut inside a word starts a new one
-    if roberta:   # <s> A </s></s> B </s>, one segment
+    if one_segment:   # <s> A </s></s> B </s>, one segment
         ids = [cls] + a_ids + [sep, sep] + b_ids + [sep]
         types = [0] * len(ids)
         special = [True] + [False] * len(a_ids) + [True, True] + [False] * len(b_ids) + [True]

@@ -15,16 +15,9 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-# Special tokens per family: (cls, sep, pad, unk, mask).
-SPECIALS = {
-    "bert": dict(cls="[CLS]", sep="[SEP]", pad="[PAD]", unk="[UNK]", mask="[MASK]"),
-    "albert": dict(cls="[CLS]", sep="[SEP]", pad="<pad>", unk="<unk>", mask="[MASK]"),
-    "roberta": dict(cls="<s>", sep="</s>", pad="<pad>", unk="<unk>", mask="<mask>"),
-}
-
-
-class TokenizerError(ValueError):
-    """A tokenizer folder or file that cannot be read."""
+from .errors import TokenizerError
+from .families import FAMILIES, Family, family as family_record
+from .io import atomic_write, write_json
 
 
 class Tokenizer:
@@ -34,17 +27,18 @@ class Tokenizer:
     `<s> a </s></s> b </s>` with segment 0 throughout (RoBERTa, whose model has one segment).
     """
 
-    def __init__(self, backend: Backend, family: str, max_length: int = 512, specials: dict | None = None):
+    def __init__(self, backend: Backend, family: Family | str, max_length: int = 512, specials: dict | None = None):
         self.backend = backend
-        self.family = family
+        self.family = family = family_record(family)
         self.max_length = max_length
-        self.specials = dict(specials or SPECIALS[family])
+        self.specials = dict(specials or family.specials)
         backend.no_padding()       # a tokenizer.json may bake in padding / truncation; we apply ours per call
         backend.no_truncation()
         missing = [t for t in (self.specials["cls"], self.specials["sep"], self.specials["pad"])
                    if backend.token_to_id(t) is None]
         if missing:
-            raise TokenizerError(f"the vocabulary has no {', '.join(missing)} token, which a {family} model needs")
+            raise TokenizerError(f"the vocabulary has no {', '.join(missing)} token, which a {family.title} model "
+                                 "needs")
         if backend.post_processor is None:
             backend.post_processor = _template(family, self.specials, backend)
 
@@ -124,7 +118,7 @@ class Tokenizer:
         encodings = self.encode_batch(texts, pairs, length, truncation)
         rows = {"input_ids": [e.ids for e in encodings],
                 "attention_mask": [e.attention_mask for e in encodings],
-                "token_type_ids": [[0] * len(e.ids) if self.family == "roberta" else e.type_ids for e in encodings]}
+                "token_type_ids": [e.type_ids if self.family.segments else [0] * len(e.ids) for e in encodings]}
         if return_word_ids:
             rows["word_ids"] = [[-1 if w is None else w for w in e.word_ids] for e in encodings]
         if not padding:
@@ -142,21 +136,29 @@ class Tokenizer:
     # ---- saving ----------------------------------------------------------------------------------------------------
     def save(self, folder) -> Path:
         """Write tokenizer.json and tokenizer_config.json (model_max_length and special tokens)."""
-        from .checkpoint import atomic_write
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
-        cfg = {"model_max_length": self.max_length, "bertscope_family": self.family, "cls_token": self.specials["cls"],
-               "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
+        cfg = {"model_max_length": self.max_length, "bertscope_family": self.family.name,
+               "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
-        atomic_write(folder / "tokenizer_config.json",
-                     lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8"))
+        write_json(folder / "tokenizer_config.json", cfg)
         return folder
 
+    def check_fits(self, config, where: str = "the tokenizer") -> None:
+        """A tokenizer whose ids reach past the model's vocabulary is refused when the two are put together."""
+        if self.vocab_size > config.vocab_size:
+            raise TokenizerError(
+                f"{where} has {self.vocab_size} tokens (ids 0..{self.vocab_size - 1}) but the model's vocabulary "
+                f"has {config.vocab_size} rows: ids {config.vocab_size} and above have no embedding. Use the "
+                "tokenizer saved with this model, or a model whose vocab_size is at least the tokenizer's")
+        if self.family is not config.family:
+            raise TokenizerError(f"{where} is a {self.family.title} tokenizer but the model is {config.family.title}; "
+                                 "their special tokens and pair templates differ: use the model's own tokenizer")
 
-def _template(family: str, s: dict, backend: Backend):
+
+def _template(family: Family, s: dict, backend: Backend):
     cls, sep = (s["cls"], backend.token_to_id(s["cls"])), (s["sep"], backend.token_to_id(s["sep"]))
-    if family == "roberta":
+    if not family.segments:                       # <s> A </s></s> B </s>, one segment
         return processors.RobertaProcessing(sep, cls, trim_offsets=True, add_prefix_space=False)
     return processors.TemplateProcessing(
         single=f"{cls[0]} $A {sep[0]}", pair=f"{cls[0]} $A {sep[0]} $B:1 {sep[0]}:1", special_tokens=[cls, sep])
@@ -185,9 +187,11 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     family = family or model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
     if family is None:
         family = "roberta" if (folder / "vocab.json").exists() else "bert"
-    if family not in SPECIALS:
-        raise TokenizerError(f"{folder}: model_type {family!r} is not a BERT-family model")
-    specials = dict(SPECIALS[family])
+    if not isinstance(family, Family) and family not in FAMILIES:
+        raise TokenizerError(f"{folder}: model_type {family!r} is not a BERT-family model; bertscope reads "
+                             f"{', '.join(FAMILIES)}")
+    family = family_record(family)
+    specials = dict(family.specials)
     for key in specials:
         value = tok_cfg.get(f"{key}_token")
         if isinstance(value, dict):  # {"content": "[CLS]", ...} as some versions write it
@@ -210,9 +214,10 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
                              "vocab.json + merges.txt (byte-level BPE)")
 
     if max_length is None:
-        if "max_position_embeddings" in model_cfg:
-            offset = model_cfg.get("pad_token_id", 1) + 1 if family == "roberta" else 0
-            max_length = model_cfg["max_position_embeddings"] - offset
+        if isinstance(model_cfg.get("max_position_embeddings"), int):
+            pad = model_cfg.get("pad_token_id", family.config_defaults.get("pad_token_id", 0))
+            max_length = model_cfg["max_position_embeddings"] - family.position_offset(pad if isinstance(pad, int)
+                                                                                      else 0)
         else:
             max_length = tok_cfg.get("model_max_length", 512)
             if not isinstance(max_length, int) or max_length > 100_000:  # "very large" placeholders
@@ -254,17 +259,21 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
     return backend
 
 
-def train_tokenizer(files, family: str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
+def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
                     max_length: int = 512) -> Tokenizer:
     """Train the family's kind of tokenizer with the `tokenizers` library: WordPiece (BERT), byte-level BPE
     (RoBERTa) or Unigram with SentencePiece-style "▁" word marks (ALBERT), with the family's special tokens."""
     from tokenizers import trainers
+    if not isinstance(family, Family) and family not in FAMILIES:
+        raise TokenizerError(f"family {family!r}: use {', '.join(FAMILIES)}")
+    family = family_record(family)
     files = [str(f) for f in files]
     for f in files:
-        if not Path(f).exists():
-            raise TokenizerError(f"{f}: no such file")
-    s = SPECIALS[family]
-    if family == "bert":
+        if not Path(f).is_file():
+            raise TokenizerError(f"{f}: " + ("is a folder; expected a text file" if Path(f).is_dir()
+                                            else "no such file"))
+    s = family.specials
+    if family.tokenizer == "wordpiece":
         specials = [s["pad"], s["unk"], s["cls"], s["sep"], s["mask"]]
         backend = Backend(models.WordPiece(unk_token=s["unk"]))
         backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
@@ -272,7 +281,7 @@ def train_tokenizer(files, family: str, vocab_size: int, lowercase: bool = True,
         backend.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
                                             special_tokens=specials)
-    elif family == "roberta":
+    elif family.tokenizer == "bpe":
         specials = [s["cls"], s["pad"], s["sep"], s["unk"], s["mask"]]        # <s>=0 <pad>=1 </s>=2 as RoBERTa
         backend = Backend(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -280,7 +289,7 @@ def train_tokenizer(files, family: str, vocab_size: int, lowercase: bool = True,
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,
                                       show_progress=False,
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    elif family == "albert":
+    else:                                                                      # unigram, SentencePiece-style
         specials = [s["pad"], s["unk"], s["cls"], s["sep"], s["mask"]]        # <pad>=0 <unk>=1 [CLS]=2 ...
         backend = Backend(models.Unigram())
         steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.NFKD(),
@@ -290,16 +299,25 @@ def train_tokenizer(files, family: str, vocab_size: int, lowercase: bool = True,
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=s["unk"],
                                           show_progress=False)
-    else:
-        raise TokenizerError(f"family {family!r}: use bert, roberta or albert")
-    backend.train(files, trainer)
-    if family == "roberta":
+    try:
+        backend.train(files, trainer)
+    except Exception as e:     # the Rust side reports undecodable input as a plain Exception
+        raise TokenizerError(f"{', '.join(files)}: cannot train a tokenizer on this text ({e})") from None
+    if family.tokenizer == "bpe":
         backend.add_special_tokens([AddedToken(s["mask"], lstrip=True)])
     return Tokenizer(backend, family, max_length=max_length)
 
 
 def save_vocab_files(tok: Tokenizer, folder) -> None:
     """The classic vocabulary files beside tokenizer.json: vocab.txt (WordPiece) or vocab.json + merges.txt (BPE)."""
+    import shutil
+    import tempfile
     folder = Path(folder)
-    if tok.family in ("bert", "roberta"):
-        tok.backend.model.save(str(folder))
+    if tok.family.tokenizer not in ("wordpiece", "bpe"):
+        return
+    scratch = tempfile.mkdtemp(prefix=".vocab.", dir=folder)
+    try:
+        for name in tok.backend.model.save(scratch):      # written aside, then each file renamed into place
+            atomic_write(folder / Path(name).name, lambda p, src=name: shutil.copyfile(src, p))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

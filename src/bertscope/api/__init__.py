@@ -1,0 +1,22 @@
+"""What the `bertscope` commands do, as functions: the CLI only parses options, calls one of these and prints.
+
+    import bertscope
+    result = bertscope.finetune("../shared/models/minilm-l6-h384", "train.tsv", "runs/sst2", eval="dev.tsv",
+                                epochs=1)
+    print(result.best)
+
+Every function checks what it is given before long work (options, files, the output folder), raises one of the
+errors of errors.py for a user's mistake, and reports progress through `on_event(dict)` instead of printing.
+    common.py     devices, threads, bf16, loading a model with its tokenizer
+    training.py   finetune, resume, pretrain (the one training engine, train/, with a task from tasks/)
+    running.py    evaluate, predict, embed, streamed chunk by chunk
+    models.py     encode, trace, check, fill_mask, bench, the built-in shapes
+"""
+
+from .common import Loaded, load, pick_device, place
+from .models import bench, builtin_shapes, check, encode, fill_mask, trace
+from .running import embed, evaluate, predict
+from .training import finetune, pretrain, resume
+
+__all__ = ["Loaded", "bench", "builtin_shapes", "check", "embed", "encode", "evaluate", "fill_mask", "finetune",
+           "load", "pick_device", "place", "predict", "pretrain", "resume", "trace"]

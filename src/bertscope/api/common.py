@@ -1,0 +1,139 @@
+"""What every command needs: the device, threads and dtype asked for, and a model with its tokenizer."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, DataError, OutputError, TokenizerError, UsageError
+
+VERSION = "0.1.0"
+
+
+# ---- devices, threads, dtypes -------------------------------------------------------------------------------------
+
+def pick_device(name: str = "auto"):
+    """'auto' -> CUDA where there is one, else the CPU; anything else must name a device this machine has."""
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device name; use cpu, cuda, cuda:N, mps or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA GPU that torch {torch.__version__} can use; "
+                         "use --device cpu (or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         "numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"--threads {threads}: expected at least 1 CPU thread")
+    import torch
+    torch.set_num_threads(threads)
+
+
+def bf16_for(device, asked: bool, on_event=None) -> bool:
+    """Whether to run in bfloat16: as asked, except on a CPU where bf16 does not pay (said in one notice)."""
+    if not asked or device.type != "cpu":
+        return asked
+    from ..kernels import bf16_on_cpu
+    pays, why = bf16_on_cpu()
+    if not pays and on_event:
+        on_event({"event": "notice", "message": f"--bf16: {why}; running in fp32"})
+    return pays
+
+
+# ---- models and tokenizers ------------------------------------------------------------------------------------------
+
+@dataclass
+class Loaded:
+    model: object
+    tokenizer: object | None
+    description: str
+    folder: Path | None
+
+
+def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool = False) -> Loaded:
+    """A checkpoint folder (with its tokenizer, if it has one) or a built-in shape with random weights. A tokenizer
+    given separately, or the folder's own, must fit the model's vocabulary."""
+    from .. import checkpoint
+    from ..config import NAMED, named_config
+    from ..model import Model
+    from ..tokenize import load_tokenizer
+    path = Path(str(source))
+    if path.is_dir():
+        model = checkpoint.from_pretrained(path, head=head)
+        desc = f"{path} ({model.config.family.name}, head {model.head})"
+        folder = path
+    elif str(source) in NAMED:
+        model = Model(named_config(str(source)), head=head or "base").eval()
+        desc = f"{source} (built-in shape, random weights, head {model.head})"
+        folder = None
+    elif path.exists():
+        raise CheckpointError(f"{source}: is a file; expected a checkpoint folder (config.json + model.safetensors) "
+                              f"or a built-in shape ({', '.join(NAMED)})")
+    else:
+        raise CheckpointError(f"{source!r} is neither a checkpoint folder nor a built-in shape ({', '.join(NAMED)})")
+    tok = None
+    where = tokenizer or folder
+    if where is not None:
+        try:
+            tok = load_tokenizer(where)
+        except TokenizerError:
+            if tokenizer is not None:
+                raise
+    if tok is not None:
+        tok.check_fits(model.config, f"the tokenizer of {where}")
+    elif need_tokenizer:
+        raise TokenizerError(f"{source} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt) to "
+                             "read text with; pass --tokenizer FOLDER")
+    return Loaded(model, tok, desc, folder)
+
+
+def max_length_for(config, tok, asked: int | None, option: str = "--max-length") -> int:
+    """The length texts are cut to: what was asked, which must fit the model's position table."""
+    limit = config.max_tokens
+    if asked is None:
+        return min(tok.max_length, limit)
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 2:
+        raise UsageError(f"{option} {asked}: expected at least 2 tokens (the special tokens take 2)")
+    if asked > limit:
+        raise UsageError(f"{option} {asked} exceeds what this {config.family.title} model's position table allows "
+                         f"({limit} tokens); use --max-length {limit} or less")
+    return asked
+
+
+def truncation_notice(enc, what: str, limit: int, on_event) -> None:
+    n, most, _ = enc.truncation()
+    if n and on_event:
+        on_event({"event": "notice", "message": f"{what}: {n} of {len(enc)} texts are longer than {limit} tokens "
+                                                f"and were cut (by up to {most} tokens)"})
+
+
+def make_task(name: str | None, **kwargs):
+    from ..tasks import make
+    return make(name or "classification", **kwargs)
+
+
+def place(loaded: Loaded, device: str = "auto", bf16: bool = False, compile: bool = False, on_event=None):
+    """The model on the device asked for, in bfloat16 where that pays, compiled if asked."""
+    import torch
+
+    from ..model import compile_model
+    where = pick_device(device)
+    model = loaded.model.to(where)
+    if bf16_for(where, bf16, on_event):
+        model = model.to(torch.bfloat16)
+    if compile:
+        compile_model(model)
+    return model

@@ -1,0 +1,192 @@
+"""Looking at a model: encode texts and show every shape, trace a forward pass, check a planned input, fill masks,
+time a model on a user's texts, list the built-in shapes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
+from .common import Loaded, max_length_for
+
+
+@dataclass
+class Encoding:
+    """What `bertscope encode` shows."""
+    first_input: tuple                 # input_ids of the first batch, padded
+    hidden_states_0: tuple
+    last_hidden_state: tuple
+    pooler_output: tuple | None
+    embeddings: object                 # (N, H) sentence embeddings, float32 on the CPU
+    tokens: int                        # real tokens encoded
+    seconds: float
+    texts: list | None
+
+
+def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2, length: int = 16,
+           batch_size: int = 32) -> Encoding:
+    """Texts (all of them, length-sorted packed batches) or random ids of (batch, length) through the model; the
+    first batch again, padded, with every hidden state, to show the shapes."""
+    import torch
+
+    from .. import infer
+    from ..model import mean_pool
+    where = next(model.parameters()).device
+    c = model.config
+    tok = loaded.tokenizer
+    if texts and tok is None:
+        raise TokenizerError(f"{loaded.description} has no tokenizer (a built-in shape, or a folder without "
+                             "tokenizer.json / vocab files); encode random ids with --batch and --length, or pass a "
+                             "checkpoint folder with its tokenizer")
+    for option, value in (("--batch", batch), ("--length", length), ("--batch-size", batch_size)):
+        if value < 1:
+            raise UsageError(f"{option} {value}: expected at least 1")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if texts:
+            limit = max_length_for(c, tok, None)
+            enc = infer.tokenize(tok, texts, max_length=limit)
+            emb = infer.sentence_embeddings(model, enc, batch_size=batch_size)
+            n_tokens = sum(enc.lengths)
+            first = {k: v.to(where) for k, v in tok(texts[:batch_size], max_length=limit).items()}
+        else:
+            g = torch.Generator().manual_seed(0)
+            low = min(5, c.vocab_size - 1)                                   # above most special tokens
+            ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
+            ids[ids == c.pad_token_id] = low
+            first = {"input_ids": ids.to(where), "attention_mask": torch.ones_like(ids).to(where)}
+            out = model(**first)
+            n_tokens = ids.numel()
+            emb = mean_pool(out.last_hidden_state, first["attention_mask"]).float().cpu()
+        seconds = time.perf_counter() - start
+        shown = model(**first, output_hidden_states=True)
+    return Encoding(tuple(first["input_ids"].shape), tuple(shown.hidden_states[0].shape),
+                    tuple(shown.last_hidden_state.shape),
+                    tuple(shown.pooler_output.shape) if shown.pooler_output is not None else None,
+                    emb, n_tokens, seconds, texts)
+
+
+def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length: int = 16, unfold: bool = False):
+    """explain.explain on tokenized texts, or on random ids of (batch, length)."""
+    from ..explain import explain
+    ids = mask = types = None
+    if texts:
+        if loaded.tokenizer is None:
+            raise TokenizerError(f"{loaded.description} has no tokenizer; use --batch and --length instead of --text")
+        b = loaded.tokenizer(texts)
+        ids, mask, types = b["input_ids"], b["attention_mask"], b["token_type_ids"]
+    return explain(loaded.model, ids, mask, types, batch=batch, length=length, unfold=unfold)
+
+
+def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = False, ids_file=None, data=None,
+          label_column: str = "label", num_labels: int | None = None):
+    """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run."""
+    from ..checkpoint import saved_head
+    from ..config import Config, named_config
+    from ..data import lines, read_examples
+    from ..explain import preflight
+    path = Path(source)
+    config = Config.from_json(path) if path.is_dir() else named_config(source)
+    head = saved_head(path) if path.is_dir() and ((path / "model.safetensors").exists() or
+                                                  config.extra.get("architectures")) else "base"
+    ids = None
+    if ids_file is not None:
+        ids = []
+        for n, line in lines(ids_file):
+            try:
+                ids.append([int(x) for x in line.split()])
+            except ValueError:
+                raise DataError(f"{ids_file} line {n}: expected whitespace-separated integer ids") from None
+    labels = read_examples(data, label_column=label_column).labels if data is not None else None
+    if length is None and ids is None and labels is None:
+        raise UsageError("nothing to check: give --length, --ids-file or --data")
+    problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,
+                         head=head if labels is not None and head != "base" else None, num_labels=num_labels)
+    return config, head, problems
+
+
+def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
+    """For every mask token in the text: its position and the top_k (token, probability, filled text)."""
+    import torch
+    model, tok = loaded.model, loaded.tokenizer
+    if model.mlm is None:
+        raise CheckpointError(f"{loaded.description}: fill-mask needs a checkpoint that has its masked-LM head")
+    if tok is None:
+        raise TokenizerError(f"{loaded.description} has no tokenizer")
+    if top_k < 1:
+        raise UsageError(f"--top-k {top_k}: expected at least 1")
+    b = tok([text])
+    where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
+    if not where:
+        raise InputError(f"no mask token in the text; this {model.config.family.title} model's mask token is "
+                         f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")
+    with torch.inference_mode():
+        probs = model(**b).logits[0].float().softmax(-1)                 # (L, V)
+    masks = []
+    for pos in where:
+        p, ids = probs[pos].topk(min(top_k, probs.shape[-1]))
+        rows = []
+        for pi, i in zip(p.tolist(), ids.tolist()):
+            filled = b["input_ids"][0].clone()
+            filled[pos] = i
+            rows.append({"token": tok.decode([i]).strip() or tok.backend.id_to_token(i), "probability": pi,
+                         "text": tok.decode(filled)})
+        masks.append({"position": pos, "candidates": rows})
+    return masks
+
+
+def bench(loaded: Loaded, model, texts: list[str], batch_size: int = 32, compile: bool = False) -> dict:
+    """Real tokens/s of padded batches in file order against length-sorted packed batches (and compiled), and the
+    achieved FLOP/s against this machine's matmul rate in the model's dtype."""
+    import torch
+
+    from .. import infer
+    from ..model import compile_model
+    from ..explain import estimate_flops, matmul_rates
+    from ..speed import best_time
+    tok = loaded.tokenizer
+    where, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    limit = max_length_for(model.config, tok, None)
+    enc = infer.tokenize(tok, texts, max_length=limit)
+    real = sum(enc.lengths)
+    flops = sum(estimate_flops(model, 1, n)["total"] for n in enc.lengths)
+    peak = max(matmul_rates(where, dtype).values())
+
+    def padded_file_order():
+        with torch.inference_mode():
+            for i in range(0, len(texts), batch_size):
+                batch = tok(texts[i:i + batch_size], max_length=limit)
+                model(**{k: v.to(where) for k, v in batch.items()})
+
+    def packed():
+        infer.sentence_embeddings(model, infer.tokenize(tok, texts, max_length=limit), batch_size=batch_size)
+
+    times = {"padded": best_time(padded_file_order, 1, where, warmup=where.type == "cuda"),
+             "packed": best_time(packed, 1, where, warmup=where.type == "cuda")}
+    if compile:
+        compile_model(model)
+        start = time.perf_counter()
+        packed()                                                    # compiles each kind of batch once
+        times["compiling"] = time.perf_counter() - start
+        times["compiled"] = best_time(packed, 1, where, warmup=False)
+    best = min(v for k, v in times.items() if k != "compiling" and k != "padded")
+    return {"texts": len(texts), "real_tokens": real, "longest": max(enc.lengths), "seconds": times,
+            "tokens_per_s": {k: real / v for k, v in times.items() if k != "compiling"},
+            "gflops": flops / best / 1e9, "peak_gflops": peak / 1e9, "dtype": str(dtype).replace("torch.", ""),
+            "device": str(where)}
+
+
+def builtin_shapes() -> list[tuple[str, object, int]]:
+    """(name, config, parameters) of every built-in shape, counted without allocating weights."""
+    import torch
+
+    from ..config import NAMED, named_config
+    from ..model import Model
+    rows = []
+    for name in NAMED:
+        c = named_config(name)
+        with torch.device("meta"):
+            n = Model(c).num_parameters
+        rows.append((name, c, n))
+    return rows

@@ -1,0 +1,154 @@
+"""Evaluate, predict and embed: read, tokenize, run and write in chunks, so memory stays flat."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CheckpointError, DataError, UsageError
+from .common import Loaded, make_task as _task, max_length_for
+
+# ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
+
+def _chunks(items, size: int):
+    block = []
+    for item in items:
+        block.append(item)
+        if len(block) >= size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def _check_chunk(chunk: int):
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise UsageError(f"--chunk {chunk}: expected at least 1 text per chunk")
+
+
+def _check_batch(batch_size: int, option: str = "--batch-size"):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"{option} {batch_size}: expected at least 1")
+
+
+def evaluate(loaded: Loaded, source, *, task: str | None = None, text_column=None, label_column: str = "label",
+             pair_column=None, max_length: int | None = None, batch_size: int = 64, chunk: int = 2048,
+             skip_bad_rows: bool = False, on_event=None) -> dict:
+    """The task's metrics of a model on a labelled file, read, tokenized and run chunk by chunk."""
+    import torch
+
+    from ..data import count_rows, iter_rows
+    _check_batch(batch_size)
+    _check_chunk(chunk)
+    model, tok = loaded.model, loaded.tokenizer
+    t = _task(task, text_column=text_column, label_column=label_column, pair_column=pair_column)
+    if model.head != t.head:
+        raise CheckpointError(f"{loaded.description}: has head {model.head!r}; evaluating {t.name} needs a model "
+                              f"fine-tuned for it (head {t.head!r})")
+    t.use_model_labels(model.config)
+    t.max_length = max_length_for(model.config, tok, max_length)
+    total, done, cut = count_rows(source), 0, 0
+    probs, gold, skipped = [], [], []
+    rows = iter_rows(source, t.text_column, t.label_column, t.pair_column, skip_bad_rows, skipped)
+    from ..data import Examples, source_name
+    for block in _chunks(rows, chunk):
+        ex = Examples(source_name(source), [b[1] for b in block], [b[2] for b in block] if t.pair_column else None,
+                      [t.canonical(b[3], f"{source_name(source)} line {b[0]}") for b in block], [b[0] for b in block])
+        enc = t.encode(ex, tok)
+        cut += enc.truncation()[0]
+        probs.append(t.probabilities(model, enc, batch_size))
+        gold.append(enc.extra["labels"])
+        done += len(ex)
+        if on_event:
+            on_event({"event": "progress", "done": done, "total": total})
+    if not probs:
+        raise DataError(f"{source_name(source)}: no examples")
+    metrics = t.score(torch.cat(probs), torch.cat(gold))
+    metrics.update(examples=done, labels=t.labels, truncated=cut, skipped=len(skipped))
+    return metrics
+
+
+def predict(loaded: Loaded, source, *, task: str | None = None, text_column=None, pair_column=None,
+            max_length: int | None = None, batch_size: int = 64, chunk: int = 2048, on_event=None):
+    """Predictions for every input text, in input order, yielded chunk by chunk (a dict per text)."""
+    from ..data import Examples, count_rows, iter_rows, source_name
+    _check_batch(batch_size)
+    _check_chunk(chunk)
+    model, tok = loaded.model, loaded.tokenizer
+    t = _task(task, text_column=text_column, label_column=None, pair_column=pair_column)
+    if model.head != t.head:
+        raise CheckpointError(f"{loaded.description}: has head {model.head!r}; predicting {t.name} needs a model "
+                              f"fine-tuned for it (head {t.head!r})")
+    t.use_model_labels(model.config)
+    t.max_length = max_length_for(model.config, tok, max_length)
+    total, done = count_rows(source), 0
+    rows = iter_rows(source, t.text_column, None, t.pair_column)
+    for block in _chunks(rows, chunk):
+        ex = Examples(source_name(source), [b[1] for b in block], [b[2] for b in block] if t.pair_column else None,
+                      None, [b[0] for b in block])
+        enc = t.encode(ex, tok, labelled=False)
+        for text, record in zip(ex.texts, t.decode(t.probabilities(model, enc, batch_size))):
+            yield {"text": text, **record}
+        done += len(ex)
+        if on_event:
+            on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0]})
+
+
+def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,
+          text_column=None, max_length: int | None = None, batch_size: int = 32, chunk: int = 2048,
+          on_event=None) -> dict:
+    """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
+    temporary file that replaces `out` only when everything is written."""
+    import json
+
+    from .. import infer
+    from ..data import count_rows, iter_rows
+    from ..io import NpyWriter, StreamFile, check_writable_file
+    if level not in ("sentence", "token", "word"):
+        raise UsageError(f"--level {level!r}: use sentence, token or word")
+    if pooling not in ("mean", "cls"):
+        raise UsageError(f"--pooling {pooling!r}: use mean or cls")
+    out = Path(out)
+    if out.suffix not in (".npy", ".jsonl") or (out.suffix == ".npy" and level != "sentence"):
+        raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
+    _check_batch(batch_size)
+    _check_chunk(chunk)
+    check_writable_file(out)
+    model, tok = loaded.model, loaded.tokenizer
+    limit = max_length_for(model.config, tok, max_length)
+    width = model.config.hidden_size
+    writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
+    total, done, cut = count_rows(source), 0, 0
+    try:
+        for block in _chunks(iter_rows(source, text_column), chunk):
+            texts = [b[1] for b in block]
+            enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word")
+            cut += enc.truncation()[0]
+            if level == "sentence":
+                vectors = infer.sentence_embeddings(model, enc, pooling, normalize, batch_size)
+                if out.suffix == ".npy":
+                    writer.write(vectors.numpy())
+                else:
+                    writer.write("".join(json.dumps({"text": t, "embedding": [round(x, 6) for x in v]}) + "\n"
+                                         for t, v in zip(texts, vectors.tolist())))
+            else:
+                per = infer.token_embeddings(model, enc, batch_size) if level == "token" else \
+                    infer.word_embeddings(model, enc, batch_size)
+                for i, (t, v) in enumerate(zip(texts, per)):
+                    rec = {"text": t}
+                    if level == "token":
+                        rec["tokens"] = [tok.backend.id_to_token(x) for x in enc.ids[i]]
+                    else:
+                        rec["words"] = infer.words_of(tok, t, enc, i)
+                    rec["vectors"] = [[round(x, 6) for x in row] for row in v.tolist()]
+                    writer.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            done += len(texts)
+            if on_event:
+                on_event({"event": "progress", "done": done, "total": total})
+        if done == 0:
+            raise DataError(f"{source}: no texts found")
+    except BaseException:
+        writer.discard()
+        raise
+    writer.close()
+    return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
+            "truncated": cut}

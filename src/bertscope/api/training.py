@@ -1,0 +1,279 @@
+"""Fine-tuning, resuming and pretraining: a task, its data and a model handed to the one training engine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import DataError, TokenizerError, UsageError
+from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
+    truncation_notice
+
+# ---- fine-tuning ---------------------------------------------------------------------------------------------------
+
+def _data_record(paths) -> list[dict]:
+    from ..data import sha256_of
+    return [{"path": str(Path(p).resolve()), "sha256": sha256_of([p])} for p in paths]
+
+
+def _check_data_unchanged(run: dict):
+    from ..data import sha256_of
+    for role, files in run.get("data", {}).items():
+        for f in files:
+            p = Path(f["path"])
+            if not p.exists():
+                raise DataError(f"{p}: the {role} file of this run is gone; a resumed run reads the same files "
+                                "(restore it, or start a new run with another --out)")
+            if sha256_of([p]) != f["sha256"]:
+                raise DataError(f"{p}: the {role} file changed since the run started (its content hash differs); a "
+                                "resumed run must see the same data: restore the file, or start a new run with "
+                                "another --out")
+
+
+def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer=None, text_column=None,
+             label_column: str = "label", pair_column=None, max_length: int | None = None, new_head: bool = False,
+             overwrite: bool = False, skip_bad_rows: bool = False, device: str = "auto", threads: int | None = None,
+             on_event=None, stop_after: int | None = None, **settings):
+    """Fine-tune `model` (a checkpoint folder, or a Model with `tokenizer`) on the labelled file `train`, writing the
+    best model, metrics and curves to the folder `out`. `settings` are train.Settings fields (epochs, lr,
+    batch_size, ...). Returns a train.Result; a run stopped by Ctrl-C or stop_after has finished=False and resumes
+    with `resume(out)`."""
+    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..model import Model
+    from ..train import Settings, state
+    set_threads(threads)
+    s = Settings(**settings)
+    where = pick_device(device)
+    source = None if isinstance(model, Model) else Path(str(model))
+    check_output_folder(out, overwrite, sources=[source] if source else [])
+    t = _task(task, text_column=text_column, label_column=label_column, pair_column=pair_column)
+    if isinstance(model, Model):
+        if tokenizer is None:
+            raise TokenizerError("fine-tuning a Model object needs its tokenizer: finetune(model, ..., tokenizer=tok)")
+        from ..tokenize import Tokenizer, load_tokenizer
+        tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
+        saved_head, net = model.head, model
+    else:
+        tok = load(source, head="base", tokenizer=tokenizer, need_tokenizer=True).tokenizer \
+            if tokenizer is None or not hasattr(tokenizer, "backend") else tokenizer
+        from ..checkpoint import saved_head as read_saved_head
+        saved_head, net = read_saved_head(source), None
+    train_ex = t.read(train, skip_bad_rows)
+    eval_ex = t.read(eval, skip_bad_rows) if eval is not None else None
+    for ex in (train_ex, eval_ex):
+        if ex is not None and ex.skipped and on_event:
+            on_event({"event": "notice", "message": f"skipped {len(ex.skipped)} bad rows of {ex.path} (first: line "
+                                                    f"{ex.skipped[0][0]}: {ex.skipped[0][1]})"})
+    import torch
+    torch.manual_seed(s.seed)
+    if net is None:
+        from ..checkpoint import from_pretrained
+        from ..config import Config
+        keep = t.fit_head(Config.from_json(source), saved_head, train_ex, new_head)
+        net = from_pretrained(source, head=t.head) if keep else \
+            from_pretrained(source, head=t.head, num_labels=len(t.labels), reinit_head=True)
+    else:
+        t.fit_head(net.config, saved_head, train_ex, new_head)
+    net.config = t.configure(net.config)
+    tok.check_fits(net.config)
+    t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else 128)
+    data = t.encode(train_ex, tok)
+    eval_data = t.encode(eval_ex, tok) if eval_ex is not None else None
+    truncation_notice(data, str(train), t.max_length, on_event)
+    if eval_data is not None:
+        truncation_notice(eval_data, str(eval), t.max_length, on_event)
+    from ..infer import check_all
+    check_all(net.config, data)
+    if eval_data is not None:
+        check_all(net.config, eval_data)
+    s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
+    run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
+           "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows,
+           "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
+    create_output_folder(out)
+    with FolderLock(out, "fine-tuning run"):
+        state.write_run(Path(out), run)
+        net.to(where)
+        from ..train import train as engine
+        return engine(net, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
+                      stop_after=stop_after)
+
+
+def resume(out, *, device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
+           **changes):
+    """Continue the unfinished run in `out` exactly where it stopped. `changes` may only touch the settings that do
+    not change the arithmetic (train.RESUME_MAY_CHANGE); the data files must be unchanged."""
+    from ..checkpoint import from_pretrained
+    from ..io import FolderLock
+    from ..tokenize import load_tokenizer
+    from ..train import RESUME_MAY_CHANGE, Settings, distributed, state
+    set_threads(threads)
+    out = Path(out)
+    saved = state.read_state(out)
+    run = saved["run"]
+    if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
+        import torch
+        if device not in ("auto", "cpu"):
+            raise UsageError(f"--device {device}: pretrain takes cpu or auto")
+        use_cuda = device == "auto" and torch.cuda.is_available()
+        distributed.init_from_env(use_cuda)
+        where = torch.device("cuda" if use_cuda else "cpu")
+    else:
+        where = pick_device(device)
+    s = Settings(**run["settings"])
+    different = {k: v for k, v in changes.items() if v is not None and getattr(s, k, None) != v}
+    refused = sorted(k for k in different if k not in RESUME_MAY_CHANGE)
+    if refused:
+        opts = ", ".join(f"--{k.replace('_', '-')} {different[k]} (the run has {getattr(s, k)})" for k in refused)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE)
+        raise UsageError(f"a resumed run keeps its settings, so that it ends as the uninterrupted run would: {opts}. "
+                         f"A resume may change only {allowed}, --threads and --device; start a new run with another "
+                         "--out to change the others")
+    s = Settings(**{**asdict(s), **{k: v for k, v in different.items()}})
+    _check_data_unchanged(run)
+    ckpt = state.checkpoint_dir(out)
+    tok = load_tokenizer(ckpt)
+    from ..tasks import restore
+    t = restore(run["task"], tok)
+    model = from_pretrained(ckpt, head=t.head).train()
+    if run["kind"] == "finetune":
+        t.use_model_labels(model.config)
+        data = t.encode(t.read(run["data"]["train"][0]["path"], run.get("skip_bad_rows", False)), tok)
+        eval_data = t.encode(t.read(run["data"]["eval"][0]["path"]), tok) if "eval" in run["data"] else None
+    else:
+        from ..data import read_documents
+        data = t.encode(read_documents([f["path"] for f in run["data"]["train"]]), s.seed)
+        eval_data = t.encode(read_documents([f["path"] for f in run["data"]["eval"]]), s.seed + 1) \
+            if "eval" in run["data"] else None
+    _, rank, _ = distributed.current()
+    with (FolderLock(out, "training run") if rank == 0 else _NoLock()):
+        model.to(where)
+        from ..train import train as engine
+        return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, resume=saved, on_event=on_event,
+                      stop_after=stop_after)
+
+
+# ---- pretraining ---------------------------------------------------------------------------------------------------
+
+def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str = "tiny", eval=None,
+             objective: str | None = None, whole_word: bool = False, mlm_probability: float = 0.15,
+             static_masks: bool | None = None, max_length: int = 128, init=None, overwrite: bool = False,
+             device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
+             **settings):
+    """Pretrain on plain-text files `corpus` (masked LM, + NSP for BERT, + SOP for ALBERT). Under torchrun every
+    process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget)."""
+    import torch
+
+    from ..checkpoint import from_pretrained
+    from ..config import Config
+    from ..data import read_documents
+    from ..families import FAMILIES, family as family_record
+    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..model import Model
+    from ..tasks.pretraining import SIZES, Pretraining, new_config
+    from ..tokenize import load_tokenizer
+    from ..train import Settings, distributed, state
+    set_threads(threads)
+    settings.setdefault("epochs", None)
+    settings.setdefault("max_steps", 1000)
+    settings.setdefault("lr", 5e-4)
+    settings.setdefault("eval_every", 200)
+    s = Settings(**settings)
+    if device not in ("auto", "cpu"):
+        raise UsageError(f"--device {device}: pretrain takes cpu or auto (auto uses this process's GPU where there "
+                         "is one; pick GPUs with CUDA_VISIBLE_DEVICES)")
+    use_cuda = device == "auto" and torch.cuda.is_available()
+    distributed.init_from_env(use_cuda)
+    _, rank, world = distributed.current()
+    corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
+    if not corpus:
+        raise UsageError("--corpus: give at least one plain-text file")
+    if family is None and init is None and not str(config).endswith(".json"):
+        raise UsageError(f"--family: say which model family to pretrain ({', '.join(FAMILIES)})")
+    if family is not None and family not in FAMILIES:
+        raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
+    if rank == 0:
+        check_output_folder(out, overwrite, sources=[init] if init else [])
+    tok = load_tokenizer(tokenizer, family=family)
+    if init is not None:
+        model = from_pretrained(init, head="pretraining" if (objective or tok.family.default_objective) != "mlm"
+                                else "mlm", reinit_head=True)
+    else:
+        if str(config) in SIZES:
+            fam = family_record(family)
+            c = new_config(fam, str(config), tok, max_length)
+        elif Path(str(config)).suffix == ".json" or Path(str(config)).is_dir():
+            c = Config.from_json(config)
+        else:
+            raise UsageError(f"--config {config}: use {', '.join(SIZES)} or a config.json file")
+        _check_size(c)
+        if c.vocab_size < tok.vocab_size:
+            raise UsageError(f"the config's vocab_size {c.vocab_size} is smaller than the tokenizer's "
+                             f"{tok.vocab_size}: ids {c.vocab_size}.. would have no embedding")
+        model = None
+    fam = tok.family if init is None and family is None else family_record(family or tok.family)
+    if family is not None and tok.family is not fam:
+        tok = load_tokenizer(tokenizer, family=fam)
+    t = Pretraining(tok, objective or fam.default_objective, whole_word, mlm_probability,
+                    dynamic=fam.dynamic_masking if static_masks is None else not static_masks,
+                    max_length=max_length)
+    torch.manual_seed(s.seed)
+    if model is None:
+        model = Model(c, head=t.head)
+    tok.check_fits(model.config)
+    if max_length > model.config.max_tokens:
+        raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "
+                         "tokens)")
+    if on_event:
+        on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
+    docs = read_documents(corpus)
+    data = t.encode(docs, s.seed)
+    eval_data = t.encode(read_documents([eval]), s.seed + 1) if eval is not None else None
+    from ..infer import check_all
+    check_all(model.config, data)
+    if on_event:
+        on_event({"event": "data", "documents": len(docs), "sequences": len(data), "objective": t.objective,
+                  "whole_word": t.whole_word, "parameters": model.num_parameters,
+                  "global_batch": s.batch_size * world * s.grad_accum, "batch_size": s.batch_size,
+                  "processes": world, "grad_accum": s.grad_accum})
+    where = torch.device("cuda") if use_cuda else torch.device("cpu")
+    s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
+    run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
+           "task": t.state(), "settings": asdict(s),
+           "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {})}}
+    lock = FolderLock(out, "pretraining run") if rank == 0 else _NoLock()
+    if rank == 0:
+        create_output_folder(out)
+    with lock:
+        if rank == 0:
+            state.write_run(Path(out), run)
+        model.to(where).train()
+        from ..train import train as engine
+        return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
+                      stop_after=stop_after)
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _check_size(c) -> None:
+    """Refuse a model that cannot fit this machine's memory before anything is allocated."""
+    params = c.vocab_size * c.embedding_dim + c.num_unique_layers * (
+        4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+    need = params * 4 * 4                                   # weights, gradients and AdamW's two moments, fp32
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have:
+        raise UsageError(f"this config has about {params / 1e9:.1f}B parameters, which need about {need / 2**30:.0f} "
+                         f"GiB to train (weights, gradients and AdamW state in fp32), but this machine has "
+                         f"{have / 2**30:.0f} GiB; choose a smaller --config")
+
+

@@ -1,0 +1,220 @@
+"""bertscope encode, explain, check, export, draw, configs, fill-mask, bench: looking at a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, say
+
+MODEL = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape")
+HEAD = typer.Option(None, help="base | mlm | pretraining | classification | token-classification | "
+                               "question-answering")
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+@command()
+def encode(
+    model: str = MODEL,
+    texts: Optional[List[str]] = typer.Argument(None, help="texts to encode"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="texts from a .txt/.tsv/.csv/.jsonl file"),
+    column: Optional[str] = typer.Option(None, help="column of a .tsv/.csv (default: the first) or key of .jsonl"),
+    limit: Optional[int] = typer.Option(None, min=1, help="read at most this many texts from --file"),
+    batch: int = typer.Option(2, help="batch size of random ids when the model has no tokenizer"),
+    length: int = typer.Option(16, help="sequence length of random ids when the model has no tokenizer"),
+    batch_size: int = typer.Option(32, help="texts per forward pass"),
+    threads: Optional[int] = THREADS, device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
+):
+    """Encode texts (or random ids for a built-in shape) and print every output's shape; for texts, the
+    mean-pooled sentence embeddings and the most similar pair."""
+    from .. import api
+    from ..api.common import set_threads
+    from ..data import read_texts
+    set_threads(threads)
+    loaded = api.load(model)
+    net = api.place(loaded, device, bf16, compile_, on_event=lambda e: note(e["message"]))
+    c = net.config
+    say(f"model      {loaded.description} · {next(net.parameters()).device}"
+        f"{' · ' + str(next(net.parameters()).dtype).replace('torch.', '') if bf16 else ''}"
+        f"{' · compiled' if compile_ else ''}")
+    say(f"shape      {c.num_hidden_layers} layers, H={c.hidden_size}, {c.num_attention_heads} heads, vocab "
+        f"{c.vocab_size}, {c.max_position_embeddings} positions, {net.num_parameters / 1e6:.1f}M parameters")
+    if file is not None:
+        texts = read_texts(file, column=column, limit=limit)
+    e = api.encode(loaded, net, texts, batch, length, batch_size)
+    say(f"input      input_ids {_shape(e.first_input)}" +
+        (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
+    say(f"embeddings hidden_states[0] {_shape(e.hidden_states_0)}")
+    say(f"encoder    {c.num_hidden_layers} × layer -> last_hidden_state {_shape(e.last_hidden_state)}")
+    if e.pooler_output is not None:
+        say(f"pooler     pooler_output {_shape(e.pooler_output)}")
+    say(f"sentences  mean-pooled, L2-normalised {_shape(e.embeddings.shape)}")
+    say(f"speed      {e.tokens} real tokens in {e.seconds:.2f} s ({e.tokens / e.seconds:,.0f} tokens/s)")
+    if texts and len(texts) > 1:
+        sim = e.embeddings @ e.embeddings.T
+        sim.fill_diagonal_(-2)
+        i, j = divmod(int(sim.argmax()), len(texts))
+        table = Table(title="most similar pair (cosine)", show_header=False)
+        table.add_row(f"{sim[i, j].item():.3f}", escape(texts[i]))
+        table.add_row("", escape(texts[j]))
+        console.print(table)
+
+
+@command()
+def explain(
+    model: str = MODEL,
+    batch: int = typer.Option(2, min=1, help="batch size B of the traced input"),
+    length: int = typer.Option(16, min=1, help="sequence length L of the traced input"),
+    text: Optional[List[str]] = typer.Option(None, "--text", help="trace these texts instead (repeatable)"),
+    head: Optional[str] = HEAD,
+    fmt: str = typer.Option("text", "--format", help="text | markdown | json"),
+    depth: Optional[int] = typer.Option(None, min=0, help="show this many levels below the model"),
+    unfold: bool = typer.Option(False, help="show every layer instead of folding repeats"),
+):
+    """The module tree with constructor dims, parameters and the real input -> output shape of every layer for
+    one forward pass, the attention internals, and totals: parameters, FLOPs, activation memory."""
+    import json
+
+    from .. import api
+    from ..errors import UsageError
+    from ..explain import render_text
+    if fmt not in ("text", "markdown", "json"):
+        raise UsageError(f"--format {fmt!r}: use text, markdown or json")
+    e = api.trace(api.load(model, head=head), text, batch, length, unfold)
+    if fmt == "json":
+        print(json.dumps(e.to_dict(), indent=1))
+    else:
+        print(render_text(e, depth=depth, markdown=fmt == "markdown"), end="")
+
+
+@command()
+def check(
+    model: str = MODEL,
+    length: Optional[int] = typer.Option(None, help="planned sequence length in tokens (special tokens included)"),
+    batch: int = typer.Option(1, min=1, help="planned batch size"),
+    pairs: bool = typer.Option(False, help="inputs are sentence pairs (segment ids 0 and 1)"),
+    ids_file: Optional[Path] = typer.Option(None, help="token ids, one sequence per line, separated by spaces"),
+    data: Optional[Path] = typer.Option(None, help="a labelled .tsv/.csv/.jsonl to check against the classifier"),
+    label_column: str = typer.Option("label", help="label column of --data"),
+    num_labels: Optional[int] = typer.Option(None, min=1, help="the classifier width you plan to train"),
+):
+    """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
+    from .. import api
+    c, head, problems = api.check(model, length, batch, pairs, ids_file, data, label_column, num_labels)
+    say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
+        f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
+        (f", num_labels {c.num_labels}" if head == "classification" else ""))
+    if not problems:
+        console.print("[green]ok[/]: the planned input fits this model")
+        return
+    for p in problems:
+        console.print(f"[red]✗ {p.what}[/]: {escape(p.message)}", soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@command()
+def export(
+    model: str = MODEL,
+    out: Path = typer.Argument(..., help="the .onnx file to write"),
+    dynamic: bool = typer.Option(True, "--dynamic/--static", help="dynamic batch and sequence axes"),
+    batch: int = typer.Option(2, min=1), length: int = typer.Option(16, min=2),
+):
+    """Export to ONNX and verify it in onnxruntime against PyTorch (max difference reported)."""
+    from .. import api
+    from ..export import export_onnx
+    from ..io import check_writable_file
+    check_writable_file(out, "OUT")
+    loaded = api.load(model)
+    r = export_onnx(loaded.model, out, dynamic=dynamic, batch=batch, length=length)
+    say(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) from {loaded.description}")
+    say(f"inputs  {', '.join(r['inputs'])} [batch, sequence]" + (" (dynamic axes)" if dynamic else ""))
+    say(f"outputs {', '.join(r['outputs'])}")
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_diff"].items())
+    say(f"onnxruntime vs PyTorch on a {tuple(r['checked_shape'])} batch: max abs diff {diffs}")
+
+
+@command()
+def draw(
+    model: str = MODEL,
+    out: Path = typer.Argument(..., help="picture to write (.png, .svg or .pdf)"),
+    batch: int = typer.Option(2, min=1), length: int = typer.Option(128, min=1),
+    head: Optional[str] = HEAD,
+):
+    """Draw the architecture with the dims on every edge (needs bertscope[plot])."""
+    from .. import api
+    from ..errors import UsageError
+    from ..export import draw as picture
+    from ..io import check_writable_file
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"{out}: use a .png, .svg or .pdf file name")
+    check_writable_file(out, "OUT")
+    loaded = api.load(model, head=head)
+    say(f"wrote {picture(loaded.model, out, batch=batch, length=length)} ({loaded.description})")
+
+
+@command()
+def configs():
+    """List the built-in shapes (random weights, nothing downloaded)."""
+    from .. import api
+    table = Table("name", "family", "layers", "hidden", "heads", "vocab", "positions", "parameters")
+    for name, c, n in api.builtin_shapes():
+        table.add_row(name, c.family.name, str(c.num_hidden_layers), str(c.hidden_size), str(c.num_attention_heads),
+                      str(c.vocab_size), str(c.max_position_embeddings), f"{n / 1e6:.1f}M")
+    console.print(table)
+
+
+@command(name="fill-mask")
+def fill_mask(
+    model: str = typer.Argument(..., metavar="MODEL", help="a checkpoint with an MLM head"),
+    text: str = typer.Argument(..., help="text with the model's mask token, e.g. [MASK] or <mask>"),
+    top_k: int = typer.Option(5, min=1),
+):
+    """The most likely tokens, with probabilities, for every mask token in the text."""
+    from .. import api
+    masks = api.fill_mask(api.load(model, head="mlm", need_tokenizer=True), text, top_k)
+    for n, m in enumerate(masks, 1):
+        table = Table("#", "token", "probability", "text", title=f"mask {n} of {len(masks)} (token {m['position']})")
+        for rank, r in enumerate(m["candidates"], 1):
+            table.add_row(str(rank), escape(r["token"]), f"{r['probability']:.4f}", escape(r["text"]))
+        console.print(table)
+
+
+@command()
+def bench(
+    model: str = typer.Argument(..., metavar="MODEL", help="checkpoint folder (with its tokenizer)"),
+    file: Path = typer.Argument(..., help="your texts: .txt (one a line), .tsv/.csv (--column) or .jsonl"),
+    column: Optional[str] = typer.Option(None), limit: int = typer.Option(2000, min=1, help="texts to time"),
+    batch_size: int = typer.Option(32, min=1), threads: Optional[int] = THREADS,
+    device: str = DEVICE, bf16: bool = BF16,
+    compile_: bool = typer.Option(False, "--compile", help="also time the packed path under torch.compile"),
+):
+    """Time your model on your texts: padded batches in file order against bertscope's length-sorted packed
+    batches (and, with --compile, the same compiled), in real tokens/s, and the achieved FLOP/s against this
+    machine's matmul rate in the same dtype."""
+    from .. import api
+    from ..api.common import set_threads
+    from ..data import read_texts
+    set_threads(threads)
+    loaded = api.load(model, need_tokenizer=True)
+    net = api.place(loaded, device, bf16, on_event=lambda e: note(e["message"]))
+    texts = read_texts(file, column=column, limit=limit)
+    r = api.bench(loaded, net, texts, batch_size, compile_)
+    tps = r["tokens_per_s"]
+    say(f"model   {loaded.description} · {r['device']} · {r['dtype']}\ntexts   {r['texts']} from {file}: "
+        f"{r['real_tokens']:,} real tokens, longest {r['longest']}")
+    say(f"padded batches in file order      {tps['padded']:10,.0f} real tokens/s")
+    say(f"length-sorted packed batches      {tps['packed']:10,.0f} real tokens/s   "
+        f"({tps['packed'] / tps['padded']:.2f}× faster)")
+    if "compiled" in tps:
+        say(f"the same, torch.compile           {tps['compiled']:10,.0f} real tokens/s   "
+            f"({tps['compiled'] / tps['padded']:.2f}× faster; the first pass, compiling, took "
+            f"{r['seconds']['compiling']:.0f} s)")
+    say(f"achieved {r['gflops']:,.0f} GFLOP/s of a measured {r['dtype']} matmul rate of {r['peak_gflops']:,.0f} "
+        f"GFLOP/s ({100 * r['gflops'] / r['peak_gflops']:.0f}%)")

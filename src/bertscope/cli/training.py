@@ -1,0 +1,237 @@
+"""bertscope finetune, pretrain, tokenizer train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import THREADS, app, command, err, note, say
+
+tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+# Training settings default to None here so that a resumed run can tell what was given; train.Settings holds the
+# defaults.
+EPOCHS = typer.Option(None, min=1, help="passes over the training data [default: 3]")
+LR = typer.Option(None, help="peak learning rate, above 0 [default: 5e-5 fine-tuning, 5e-4 pretraining]")
+BATCH = typer.Option(None, min=1, help="sequences per batch (per process) [default: 32]")
+ACCUM = typer.Option(None, min=1, help="batches whose gradients add up to one step [default: 1]")
+WARMUP = typer.Option(None, min=0, help="warm-up: a fraction of all steps (< 1) or a number of steps [default: 0.06]")
+SEED = typer.Option(None, help="seed of the shuffling, dropout and a new head [default: 42]")
+SAVE = typer.Option(None, min=0, help="steps between resumable checkpoints (0: epoch ends only) [default: 500]")
+KEEP = typer.Option(False, "--keep-checkpoint", help="keep the resumable checkpoint/ after the run succeeds")
+OVERWRITE = typer.Option(False, "--overwrite", help="write into --out even if it holds a model or a run")
+
+
+class Reporter:
+    """Training events as a progress bar (on a terminal) and one line per evaluation and notice."""
+
+    def __init__(self, what: str, describe_log, describe_eval, every: int = 100):
+        self.what, self.describe_log, self.describe_eval, self.every = what, describe_log, describe_eval, every
+        self.bar = self.update = None
+
+    def __call__(self, e: dict):
+        kind = e.get("event")
+        if kind == "notice":
+            note(e["message"])
+        elif kind == "stopping":
+            note("stopping after this step, with a checkpoint (Ctrl-C again to stop at once)")
+        elif kind == "start" and self.bar is None:
+            from . import progress_bar
+            self.bar, self.update = progress_bar(self.what, e["total_steps"])
+            self.bar.start()
+            self.update(e["step"])
+        elif kind == "log":
+            line = self.describe_log(e)
+            self.update(e["step"], line)
+            if not err.is_terminal and (e["step"] % self.every == 0 or e["step"] == e["total_steps"]):
+                say(f"step {e['step']}/{e['total_steps']} · {line}")
+        elif kind == "eval":
+            say(self.describe_eval(e))
+        elif kind == "end" and self.bar is not None:
+            self.bar.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False
+
+
+def _given(**options) -> dict:
+    return {k: v for k, v in options.items() if v is not None and v is not False}
+
+
+def _finish(result, out: Path, command_name: str, what: str):
+    if not result.finished:
+        err.print(f"[yellow]interrupted:[/] stopped at step {result.steps} of {result.total_steps}; a checkpoint of "
+                  f"this point is in {out / 'checkpoint'}. Continue with: bertscope {command_name} --resume {out}",
+                  soft_wrap=True)
+        raise typer.Exit(130)
+    say(f"done: {result.steps} steps{what}; {out} holds the model, run.json, metrics.jsonl and curves.png")
+
+
+def _classification_log(e):
+    return f"loss {e['loss']:.4f} · {e['examples_per_s']:.0f} ex/s · {e['tokens_per_s']:.0f} tok/s"
+
+
+def _classification_eval(e):
+    shown = [f"{k[5:].replace('_', ' ')} {v:.4f}" for k, v in e.items()
+             if k.startswith("eval_") and isinstance(v, float)]
+    return f"epoch {e['epoch']:.2f} · step {e['step']}: eval " + " · ".join(shown)
+
+
+@command()
+def finetune(
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help="checkpoint folder to start from"),
+    train: Optional[Path] = typer.Option(None, help="training file (.tsv, .csv or .jsonl)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="evaluation file, scored after every epoch"),
+    out: Optional[Path] = typer.Option(None, help="output folder (the best model, metrics, curves)"),
+    text_column: Optional[str] = typer.Option(None, help="default: 'text' or 'sentence' or the first column"),
+    label_column: str = typer.Option("label"),
+    pair_column: Optional[str] = typer.Option(None, help="second segment, for sentence-pair tasks"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (default: the model folder)"),
+    epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR, batch_size: Optional[int] = BATCH,
+    grad_accum: Optional[int] = ACCUM,
+    max_length: Optional[int] = typer.Option(None, help="tokens per text, special tokens included [default: 128]"),
+    warmup: Optional[float] = WARMUP, weight_decay: Optional[float] = typer.Option(None, min=0),
+    seed: Optional[int] = SEED,
+    bf16: bool = typer.Option(False, help="bfloat16 autocast (where this CPU or GPU has bf16 instructions)"),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="stop after this many steps"),
+    save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP,
+    new_head: bool = typer.Option(False, "--new-head", help="train a new classifier instead of the model's own"),
+    overwrite: bool = OVERWRITE,
+    skip_bad_rows: bool = typer.Option(False, help="skip (and count) malformed rows instead of stopping"),
+    resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),
+    threads: Optional[int] = THREADS,
+    bucket: Optional[int] = typer.Option(None, min=1, help="batches per length-sorting window (1: random batches)"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),
+):
+    """Fine-tune a sequence classifier on a labelled file; the best model is kept in --out."""
+    from .. import api
+    settings = _given(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
+                      weight_decay=weight_decay, seed=seed, bf16=bf16, max_steps=max_steps, save_every=save_every,
+                      keep_checkpoint=keep_checkpoint, bucket=bucket, compile=compile_)
+    with Reporter("fine-tuning", _classification_log, _classification_eval) as report:
+        if resume is not None:
+            if model or train or out:
+                note("--resume continues the run with its own model and files; MODEL, --train and --out are ignored")
+            result = api.resume(resume, device=device, threads=threads, on_event=report, **settings)
+            out = resume
+        else:
+            if model is None or train is None or out is None:
+                raise typer.BadParameter("give MODEL, --train and --out (or --resume DIR to continue a run)")
+            say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else ""))
+            result = api.finetune(model, train, out, eval=eval_file, tokenizer=tokenizer, text_column=text_column,
+                                  label_column=label_column, pair_column=pair_column, max_length=max_length,
+                                  new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows,
+                                  device=device, threads=threads, on_event=report, **settings)
+    _finish(result, out, "finetune", f"; best eval accuracy {result.best:.4f}" if result.best is not None else "")
+
+
+def _pretrain_log(e):
+    extra = f" · pair acc {e['pair_accuracy']:.3f}" if "pair_accuracy" in e else ""
+    return f"loss {e['loss']:.4f} · MLM acc {e['mlm_accuracy']:.3f}{extra} · {e['tokens_per_s']:,.0f} tok/s"
+
+
+def _pretrain_eval(e):
+    extra = f" · pair accuracy {e['eval_pair_accuracy']:.3f}" if "eval_pair_accuracy" in e else ""
+    return (f"step {e['step']}: held-out masked-LM loss {e['eval_mlm_loss']:.4f} · accuracy "
+            f"{e['eval_mlm_accuracy']:.3f}{extra}")
+
+
+@command()
+def pretrain(
+    family: Optional[str] = typer.Option(None, help="bert | roberta | albert"),
+    config: str = typer.Option("tiny", help="tiny | small | base | a config.json"),
+    corpus: Optional[List[Path]] = typer.Option(None, help="plain text training files (repeat the option)"),
+    eval_file: Optional[Path] = typer.Option(None, "--eval", help="held-out text for masked-LM loss / accuracy"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train)"),
+    out: Optional[Path] = typer.Option(None),
+    objective: Optional[str] = typer.Option(None, help="mlm | mlm+nsp | mlm+sop (default: the family's own)"),
+    whole_word: bool = typer.Option(False, help="mask whole words"),
+    mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
+    static_masks: Optional[bool] = typer.Option(None, "--static-masks/--dynamic-masks",
+                                                help="one fixed set of masks (BERT's recipe) or new masks every "
+                                                     "epoch (RoBERTa's) [default: the family's recipe]"),
+    max_length: int = typer.Option(128, min=8), batch_size: Optional[int] = BATCH,
+    grad_accum: Optional[int] = ACCUM,
+    steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps [default: 1000]"),
+    lr: Optional[float] = LR, warmup: Optional[float] = WARMUP, seed: Optional[int] = SEED,
+    bf16: bool = typer.Option(False, help="bfloat16 autocast"),
+    eval_every: Optional[int] = typer.Option(None, min=1, help="steps between evaluations [default: 200]"),
+    save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
+    init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
+    resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),
+    threads: Optional[int] = THREADS,
+    device: str = typer.Option("auto", help="cpu, or auto (under torchrun: this process's GPU where there are "
+                                            "GPUs, else the CPU)"),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),
+):
+    """Pretrain (masked LM, + NSP for BERT, + SOP for ALBERT) on plain text. Runs as is on one CPU or GPU, and
+    under `torchrun --nproc_per_node N` on several processes (gloo on CPU, nccl on GPU)."""
+    import os
+
+    from .. import api
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    settings = _given(batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr, warmup=warmup,
+                      seed=seed, bf16=bf16, eval_every=eval_every, save_every=save_every,
+                      keep_checkpoint=keep_checkpoint, compile=compile_)
+
+    def on_data(e):
+        if e.get("event") == "data" and rank0:
+            say(f"{e['documents']} documents -> {e['sequences']} sequences of up to {max_length} tokens; "
+                f"{e['objective']}{' (whole words)' if e['whole_word'] else ''}; {e['parameters'] / 1e6:.1f}M "
+                f"parameters; global batch {e['global_batch']} = {e['batch_size']} × {e['processes']} process(es) "
+                f"× {e['grad_accum']}")
+        elif rank0:
+            report(e)
+
+    with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
+        if resume is not None:
+            result = api.resume(resume, device=device, threads=threads, on_event=on_data, **settings)
+            out = resume
+        else:
+            if not (corpus and tokenizer and out):
+                raise typer.BadParameter("give --family, --corpus, --tokenizer and --out (or --resume DIR)")
+            result = api.pretrain(corpus, out, tokenizer=tokenizer, family=family, config=config, eval=eval_file,
+                                  objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
+                                  static_masks=static_masks, max_length=max_length, init=init,
+                                  overwrite=overwrite, device=device, threads=threads, on_event=on_data, **settings)
+    if rank0:
+        _finish(result, out, "pretrain", "")
+
+
+@command(tokenizer_app, "train")
+def tokenizer_train(
+    corpus: List[Path] = typer.Argument(..., help="plain text files"),
+    family: str = typer.Option(..., help="bert (WordPiece) | roberta (byte-level BPE) | albert (Unigram)"),
+    vocab_size: int = typer.Option(30000, min=10), out: Path = typer.Option(...),
+    cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
+    min_frequency: int = typer.Option(2, min=1), overwrite: bool = OVERWRITE,
+):
+    """Train the family's tokenizer with the `tokenizers` library; writes tokenizer.json (and vocab files)."""
+    import time
+
+    from ..errors import OutputError
+    from ..io import check_output_folder, create_output_folder
+    from ..tokenize import save_vocab_files, train_tokenizer
+    check_output_folder(out, overwrite)
+    if (out / "tokenizer.json").exists() and not overwrite:
+        raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
+    start = time.perf_counter()
+    tok = train_tokenizer(corpus, family, vocab_size, lowercase=not cased, min_frequency=min_frequency)
+    create_output_folder(out)
+    tok.save(out)
+    save_vocab_files(tok, out)
+    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
+    say(f"trained a {tok.family.name} tokenizer of {tok.vocab_size} tokens in {time.perf_counter() - start:.1f} s "
+        f"-> {out} ({files})")
+    sample = "The quick brown fox jumps over the lazy dog."
+    say(f"example: {sample!r} -> {tok.tokenize(sample)}")
+

@@ -1,0 +1,296 @@
+"""Writing files so that nothing of the user's is lost: atomic writes with the user's umask, output paths checked
+before long work, folders that already hold a model refused without `overwrite`, and a lock so that two runs never
+write one folder at once.
+
+Every write goes to a temporary file in the target's folder and is renamed over the target only when complete: a
+crash, a full disk or Ctrl-C leaves the previous file (or none), never half of one.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+from .errors import OutputError
+
+MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "pytorch_model.bin.index.json")
+RUN_FILES = ("metrics.jsonl", "checkpoint", "run.json")
+LOCK = ".bertscope.lock"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()        # what open() would give a new file: 0644 under the usual umask 022
+
+
+def _describe(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (read-only folder or file system)"
+    return e.strerror or str(e)
+
+
+def atomic_write(path, write) -> Path:
+    """Call write(temporary_path), then rename the temporary file to `path`. On any failure the temporary file is
+    removed and `path` is left as it was; an OSError becomes an OutputError naming the path."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write here: {_describe(e)}") from None
+    try:
+        write(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise OutputError(f"{path}: could not be written ({_describe(e)}); nothing was written there") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+
+def write_json(path, obj) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _remove(p):
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def check_writable_file(path, option: str = "--out") -> Path:
+    """Before any work: `path` can be created (its folder exists or can be made, and is writable) and is not a
+    folder. Writes and removes a probe file, so a read-only or missing location fails now, not after hours."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path}: is a folder; expected a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{option} {path}: cannot write there: {_describe(e)}") from None
+    return path
+
+
+def holds_model(folder: Path) -> bool:
+    return any((folder / f).exists() for f in MODEL_FILES)
+
+
+def holds_run(folder: Path) -> bool:
+    return any((folder / f).exists() for f in RUN_FILES)
+
+
+def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out") -> Path:
+    """Check an output folder before long work, without creating it. Refused unless `overwrite`: a folder that
+    already holds a model or a training run, and one of `sources` (the model being read). Always refused: a file,
+    and a place that cannot be written."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{option} {folder}: is a file; expected a folder (new, or one to --overwrite)")
+    resolved = folder.resolve()
+    for source in sources:
+        if source is not None and Path(source).exists() and Path(source).resolve() == resolved and not overwrite:
+            raise OutputError(f"{option} {folder} is the folder of the model being read; writing there would "
+                              "replace it. Choose another folder, or pass --overwrite to replace it on purpose")
+    if folder.is_dir() and not overwrite:
+        if holds_run(folder):
+            raise OutputError(f"{option} {folder} already holds a training run; continue it with --resume {folder}, "
+                              "choose another folder, or pass --overwrite to start again there")
+        if holds_model(folder):
+            raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "
+                              "or pass --overwrite to replace it")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{option} {folder}: {existing} is a file, so no folder can be made there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {folder}: cannot write there: permission denied in {existing}")
+    return folder
+
+
+def create_output_folder(folder, option: str = "--out") -> Path:
+    """Make the (checked) output folder and prove that a file can be written in it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{option} {folder}: cannot write there: {_describe(e)}") from None
+    return folder
+
+
+def _present(folder: Path) -> str:
+    return ", ".join(f for f in MODEL_FILES if (folder / f).exists())
+
+
+class FolderLock:
+    """`with FolderLock(folder):` holds `folder/.bertscope.lock` (this process's id) for the block. A second run on
+    the same folder is refused while the first is alive; a lock left by a process that died is taken over."""
+
+    def __init__(self, folder, what: str = "run"):
+        self.path = Path(folder) / LOCK
+        self.what = what
+        self.held = False
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
+            except FileExistsError:
+                owner = self._owner()
+                if owner is not None and _alive(owner):
+                    raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process "
+                                      f"{owner}); wait for it to finish or choose another folder") from None
+                _remove(self.path)          # stale: its process is gone
+                continue
+            except OSError as e:
+                raise OutputError(f"{self.path.parent}: cannot write there: {_describe(e)}") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()} {socket.gethostname()}\n")
+            self.held = True
+            return self
+        raise OutputError(f"{self.path}: could not take the lock")
+
+    def _owner(self) -> int | None:
+        try:
+            pid, host = self.path.read_text().split()[:2]
+            return int(pid) if host == socket.gethostname() else None
+        except (OSError, ValueError):
+            return None
+
+    def __exit__(self, *exc):
+        if self.held:
+            _remove(self.path)
+            self.held = False
+        return False
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StreamFile:
+    """A file written piece by piece to a temporary name and renamed into place by `close()`; `discard()` (or
+    leaving a `with` block by an exception) removes it and leaves the target untouched."""
+
+    def __init__(self, path, binary: bool = False):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot write here: {_describe(e)}") from None
+        self.file = os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+
+    def write(self, data):
+        try:
+            self.file.write(data)
+        except OSError as e:
+            self.discard()
+            raise OutputError(f"{self.path}: could not be written ({_describe(e)}); nothing was written there") \
+                from None
+
+    def close(self) -> Path:
+        try:
+            self.file.close()
+            os.chmod(self.tmp, FILE_MODE)
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.discard()
+            raise OutputError(f"{self.path}: could not be written ({_describe(e)}); nothing was written there") \
+                from None
+        return self.path
+
+    def discard(self):
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        _remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *rest):
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
+        return False
+
+
+class NpyWriter:
+    """A float32 (N, D) .npy file written row block by row block, N unknown until the end: the header is reserved
+    up front and filled in by `close()`, then the file is renamed into place (StreamFile)."""
+
+    HEADER = 128                                    # bytes: magic, version, length, the dict, padding
+
+    def __init__(self, path, width: int):
+        self.out = StreamFile(path, binary=True)
+        self.width, self.rows = width, 0
+        self.out.write(b"\0" * self.HEADER)
+
+    def write(self, block):                         # (n, D) float32 numpy array
+        if block.shape[1:] != (self.width,):
+            raise ValueError(f"rows of width {block.shape[1:]} written to a (N, {self.width}) file")
+        self.out.write(block.astype("<f4", copy=False).tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> Path:
+        text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({self.rows}, {self.width}), }}"
+        body = text.ljust(self.HEADER - 10 - 1) + "\n"
+        header = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode("latin1")
+        try:
+            self.out.file.flush()
+            self.out.file.seek(0)
+        except OSError:
+            pass
+        self.out.write(header)
+        return self.out.close()
+
+    def discard(self):
+        self.out.discard()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *rest):
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
+        return False

@@ -1,0 +1,236 @@
+"""The matrix products behind every Linear layer, and what this machine's CPU can do, decided by trial.
+
+On the CPU, torch's Linear calls MKL's sgemm, which on some x86 CPUs (AMD EPYC with AVX-512 among them) runs a
+narrower code path than the chip has; oneDNN (also inside torch) picks the widest one. On a 2-core AMD EPYC with
+AVX-512 that is ~2.2x the fp32 rate; on an Intel Xeon the two are about even. So the product is chosen per machine
+from a short measurement at first use, cached on disk beside the CPU's name, flags and the torch version
+(`BERTSCOPE_ONEDNN=1` / `=0` forces one). bf16 is decided the same way: a oneDNN bf16 product must exist (on
+AVX2-only CPUs it does not) and must beat fp32 (without bf16 instructions it is emulated and slower).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _onednn_available() -> bool:
+    try:
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN = _onednn_available() and hasattr(torch.library, "custom_op")
+
+
+def onednn_product(x, w, b):                                          # x (N, in), w (out, in) -> (N, out)
+    """One oneDNN inner product, y = x wᵀ + b."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+if ONEDNN:
+    # A torch custom op, so that autograd and torch.compile see one opaque product (y = x W^T + b) whose three
+    # products in training (y, dL/dx, dL/dW) all run in oneDNN.
+    @torch.library.custom_op("bertscope::onednn_linear", mutates_args=())
+    def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+        return onednn_product(x, weight, bias)                        # (N, out)
+
+    @onednn_linear.register_fake
+    def _(x, weight, bias):
+        return x.new_empty(x.shape[0], weight.shape[0])
+
+    def _setup(ctx, inputs, output):
+        x, weight, bias = inputs
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+
+    def _backward(ctx, grad):                                         # grad (N, out)
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        need_x, need_w, need_b = ctx.needs_input_grad
+        gx = onednn_linear(grad, weight.t().contiguous(), None) if need_x else None              # (N, out) @ (out, in)
+        gw = onednn_linear(grad.t().contiguous(), x.t().contiguous(), None) if need_w else None  # (out, N) @ (N, in)
+        return gx, gw, grad.sum(0) if ctx.has_bias and need_b else None
+
+    onednn_linear.register_autograd(_backward, setup_context=_setup)
+
+    try:    # so that torch's FlopCounterMode counts these products as it counts nn.Linear's
+        from torch.utils.flop_counter import register_flop_formula
+
+        @register_flop_formula(torch.ops.bertscope.onednn_linear)
+        def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+            return 2 * x_shape[0] * x_shape[1] * w_shape[0]
+    except ImportError:
+        pass
+
+
+# ---- what this CPU can do ----------------------------------------------------------------------------------------
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def isa_summary() -> str:
+    """The instruction sets that matter here, as `lscpu` names them, and any cap set in the environment."""
+    flags = cpu_flags()
+    names = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+             if f in flags]
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    return " ".join(names) + (f" (capped: {', '.join(caps)})" if caps else "")
+
+
+def _cache_path() -> Path:
+    root = os.environ.get("BERTSCOPE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertscope")
+    return Path(root) / "cpu.json"
+
+
+def _machine_key() -> str:
+    parts = [cpu_name(), " ".join(sorted(cpu_flags())), torch.__version__, str(torch.get_num_threads()),
+             os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get("ATEN_CPU_CAPABILITY", "")]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def _measure() -> dict:
+    """A BERT-shaped product (800 tokens × 384 → 1536) timed with torch's Linear and with oneDNN, in fp32 and bf16."""
+    from .speed import best_time
+    _best_time = lambda fn: best_time(fn, repeats=5)  # noqa: E731
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(800, 384, generator=g)
+    w = torch.randn(1536, 384, generator=g)
+    facts = {"torch_fp32": _best_time(lambda: F.linear(x, w))}
+    if ONEDNN:
+        facts["onednn_fp32"] = _best_time(lambda: onednn_product(x, w, None))
+        xb, wb = x.bfloat16(), w.bfloat16()
+        try:
+            onednn_product(xb, wb, None)
+            facts["onednn_bf16"] = _best_time(lambda: onednn_product(xb, wb, None))
+        except RuntimeError:                           # AVX2-only: oneDNN has no bf16 primitive here
+            facts["onednn_bf16"] = None
+    return facts
+
+
+_FACTS: dict | None = None
+
+
+def cpu_facts() -> dict:
+    """Measured once per machine (CPU, flags, torch, threads, ISA caps) and cached on disk."""
+    global _FACTS
+    if _FACTS is not None:
+        return _FACTS
+    path, key = _cache_path(), _machine_key()
+    try:
+        cached = json.loads(path.read_text())
+        if cached.get("key") == key:
+            _FACTS = cached["facts"]
+            return _FACTS
+    except (OSError, ValueError, KeyError):
+        pass
+    _FACTS = _measure()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"key": key, "cpu": cpu_name(), "facts": _FACTS}))
+        os.replace(tmp, path)
+    except OSError:                                   # a read-only home: measure again next time
+        pass
+    return _FACTS
+
+
+def use_onednn_cpu() -> bool:
+    """Whether CPU Linear products run in oneDNN: forced by BERTSCOPE_ONEDNN=0/1, else the faster of the two."""
+    forced = os.environ.get("BERTSCOPE_ONEDNN")
+    if not ONEDNN or forced == "0":
+        return False
+    if forced == "1":
+        return True
+    facts = cpu_facts()
+    return facts["onednn_fp32"] < 0.95 * facts["torch_fp32"]
+
+
+def bf16_on_cpu() -> tuple[bool, str]:
+    """(whether bf16 pays on this CPU, why not). bf16 pays where oneDNN has a bf16 product and it beats fp32."""
+    facts = cpu_facts() if ONEDNN else {}
+    bf16 = facts.get("onednn_bf16")
+    if bf16 is None:
+        return False, ("this CPU has no bf16 kernels (no avx512_bf16 / amx_bf16 instructions, or an ISA cap): "
+                       "bf16 would fail or be emulated, and fp32 is faster here")
+    fp32 = min(facts["torch_fp32"], facts["onednn_fp32"])
+    if bf16 > 0.9 * fp32:
+        return False, (f"bf16 is emulated on this CPU ({bf16 / fp32:.1f}× the time of fp32 in a trial product): "
+                       "fp32 is faster here")
+    return True, ""
+
+
+_ONEDNN_CPU: bool | None = None                         # decided at the first CPU product of the process
+
+
+def _cpu_onednn() -> bool:
+    global _ONEDNN_CPU
+    if _ONEDNN_CPU is None:
+        _ONEDNN_CPU = use_onednn_cpu()
+    return _ONEDNN_CPU
+
+
+def prepare() -> None:
+    """Decide the CPU product now (before torch.compile traces a model, or a timed loop starts)."""
+    _cpu_onednn()
+    if ONEDNN and _cpu_onednn():
+        cpu_facts()
+
+
+def _autocast_on_cpu() -> bool:
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:                                                 # older torch
+        return torch.is_autocast_cpu_enabled()
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """oneDNN for a CPU product in float32 (and bfloat16 where it has kernels); torch's own under autocast (which
+    casts inside F.linear) and while exporting (an exported graph, ONNX among them, should hold the standard op)."""
+    if x.device.type != "cpu" or x.dtype != weight.dtype or x.numel() == 0 or not ONEDNN:
+        return False
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+    if exporting() or _autocast_on_cpu() or not _cpu_onednn():
+        return False
+    if x.dtype == torch.float32:
+        return True
+    return x.dtype == torch.bfloat16 and cpu_facts().get("onednn_bf16") is not None
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same names); on the CPU its products run through oneDNN where that is the faster
+    product (see the module docstring), forward and backward. Elsewhere it is nn.Linear itself."""
+
+    def forward(self, x):                                             # (..., in) -> (..., out)
+        if not _use_onednn(x, self.weight):
+            return F.linear(x, self.weight, self.bias)
+        shape = x.shape
+        y = onednn_linear(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias)   # (N, out)
+        return y.view(*shape[:-1], y.shape[-1])                      # (..., out)

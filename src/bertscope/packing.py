@@ -1,0 +1,69 @@
+"""Packed batches: the tokens of many sequences concatenated, (T,), with cumulative lengths `cu_seqlens` (N + 1,).
+
+Projections and the feed-forward run on the T real tokens only; attention needs each sequence on its own, so
+`Packing` says where every token sits in a padded (N, Lmax) grid and moves attention's inputs there and back.
+On CUDA in fp16/bf16, flash attention's variable-length kernel runs on the packed tokens directly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class Packing:
+    """Where each token of a packed batch sits in a padded (N, Lmax) grid, so attention can run per sequence.
+
+    cu_seqlens (N + 1,) = [0, len_0, len_0 + len_1, ...]; the T = cu_seqlens[-1] tokens are laid out sequence after
+    sequence. `pad` / `unpad` move attention's inputs into the grid and its outputs back.
+    """
+
+    def __init__(self, cu_seqlens: torch.Tensor, device=None):
+        # Worked out on the CPU (a GPU would wait for every size read back), then moved to `device` once.
+        cu = cu_seqlens.cpu()
+        device = device or cu_seqlens.device
+        lengths = cu[1:] - cu[:-1]                                                      # (N,)
+        self.num_seqs, self.max_len = lengths.numel(), int(lengths.max())
+        self.uniform = int(lengths.min()) == self.max_len      # all one length: the grid is a plain reshape
+        seq = torch.repeat_interleave(torch.arange(self.num_seqs), lengths)             # (T,)
+        positions = torch.arange(seq.numel()) - cu[seq]                                 # (T,)
+        index = seq * self.max_len + positions                                          # (T,) flat slot in grid
+        real = torch.zeros(self.num_seqs * self.max_len, dtype=torch.bool)
+        real[index] = True
+        self.lengths = lengths
+        self.positions, self.index = positions.to(device), index.to(device)
+        self.real = real.view(self.num_seqs, self.max_len).to(device)                   # (N, Lmax)
+        self.first = cu[:-1].to(device)                                                 # (N,) first token of each
+        self.cu32 = cu.to(device=device, dtype=torch.int32)                             # for the varlen kernel
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:                                     # (T, D) -> (N, Lmax, D)
+        if self.uniform:
+            return x.view(self.num_seqs, self.max_len, x.shape[-1])
+        grid = x.new_zeros(self.num_seqs * self.max_len, x.shape[-1])
+        return grid.index_copy(0, self.index, x).view(self.num_seqs, self.max_len, x.shape[-1])
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:                                   # (N, Lmax, D) -> (T, D)
+        if self.uniform:
+            return x.reshape(self.num_seqs * self.max_len, x.shape[-1])
+        return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
+
+
+@torch.compiler.disable   # under torch.compile: sizes are read on the CPU, so this runs eagerly, outside the graph
+def packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
+    return Packing(cu_seqlens, device)
+
+
+def cu_seqlens_of(lengths) -> torch.Tensor:
+    """[0, l0, l0 + l1, ...] as a long tensor."""
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    return torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+
+
+try:  # variable-length flash attention (CUDA, fp16/bf16); elsewhere packed attention pads each sequence
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # older torch
+    varlen_attn = None
+
+
+def use_varlen(qkv: torch.Tensor, need_weights: bool, dropout: float) -> bool:
+    return (varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16)
+            and not need_weights and dropout == 0.0)

@@ -1,0 +1,168 @@
+"""Sequence classification: one label per text (or text pair), cross-entropy, accuracy / macro-F1 / confusion.
+
+Labels are read as the file gives them and made canonical: integers written `1` and `1.0` are one class; real
+numbers are refused (that is regression); a training file with a single class is refused. The class order of a
+model that already has a classifier is kept, and the file's labels are mapped onto it: a label the head does not
+know is an error unless a new head is asked for, so that re-training never swaps label names silently.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import infer
+from ..data import Examples, read_examples
+from ..errors import DataError
+from .. import scoring
+from .base import Batch, Task
+
+
+def canonical_label(value, where: str) -> str:
+    """The class name of one label value: strings stripped, integral numbers as integers ("1.0" -> "1")."""
+    if isinstance(value, bool) or value is None:
+        raise DataError(f"{where}: label {value!r} is not a class name or number")
+    if isinstance(value, list):
+        raise DataError(f"{where}: the label is a list {value!r}; rows with several labels need "
+                        "--task multi-label")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if not math.isfinite(number):
+            return text
+    if number != int(number):
+        raise DataError(f"{where}: label {value!r} is a real number, not a class; for a numeric target use "
+                        "--task regression")
+    return str(int(number))
+
+
+def label_order(names) -> list[str]:
+    """A new head's classes in a stable order: numerically when every name is an integer, else alphabetically."""
+    unique = set(names)
+    if all(x.lstrip("-").isdigit() for x in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+class SequenceClassification(Task):
+    name = "classification"
+    head = "classification"
+    metric = "accuracy"
+    problem_type = "single_label_classification"
+
+    def __init__(self, text_column: str | None = None, label_column: str = "label", pair_column: str | None = None,
+                 labels: list[str] | None = None, max_length: int = 128):
+        self.text_column, self.label_column, self.pair_column = text_column, label_column, pair_column
+        self.labels = labels                    # the head's classes, in its order (set by fit_head)
+        self.max_length = max_length
+
+    # ---- reading ------------------------------------------------------------------------------------------------
+    def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> Examples:
+        ex = read_examples(path, self.text_column, self.label_column if labelled else None, self.pair_column,
+                           skip_bad_rows)
+        if labelled:
+            ex.labels = [self.canonical(v, ex.where(i)) for i, v in enumerate(ex.labels)]
+        return ex
+
+    def canonical(self, value, where: str):
+        return canonical_label(value, where)
+
+    def training_labels(self, ex: Examples) -> list[str]:
+        """The classes of a training file, checked: at least two."""
+        names = label_order(ex.labels)
+        if len(names) < 2:
+            raise DataError(f"{ex.path}: every row has label {names[0]!r}; a classifier needs at least two classes "
+                            f"(check --label-column {self.label_column!r})")
+        return names
+
+    # ---- the head ---------------------------------------------------------------------------------------------
+    def fit_head(self, config, saved_head: str | None, train: Examples, new_head: bool):
+        """The classes of the head to train, and whether the saved head is kept: the saved classifier's own order
+        when it has one (the file's labels mapped onto it), else the file's classes in label_order."""
+        names = self.training_labels(train)
+        keep = saved_head == self.head and not new_head and config.problem_type in (None, self.problem_type)
+        if keep:
+            known = config.labels
+            if config.generic_labels and all(x.isdigit() and int(x) < len(known) for x in names):
+                mapping = {str(i): i for i in range(len(known))}      # LABEL_i heads, integer labels i
+            else:
+                mapping = {name: i for i, name in enumerate(known)}
+            for i, label in enumerate(train.labels):
+                if label not in mapping:
+                    raise DataError(f"{train.where(i)}: label {label!r} is not one of this classifier's classes "
+                                    f"({', '.join(known)}). Pass --new-head to train a new classifier for the file's "
+                                    f"classes ({', '.join(names)}); the saved head is then discarded")
+            self.labels, self.mapping = list(known), mapping
+        else:
+            self.labels, self.mapping = names, {name: i for i, name in enumerate(names)}
+        return keep
+
+    def configure(self, config):
+        """The model's config with this task's labels and problem type."""
+        return config.with_labels(self.labels, self.problem_type)
+
+    def use_model_labels(self, config):
+        """For evaluate / predict: the classes come from the model."""
+        self.labels = config.labels
+        generic = config.generic_labels
+        self.mapping = {name: i for i, name in enumerate(self.labels)}
+        if generic:
+            self.mapping.update({str(i): i for i in range(len(self.labels))})
+
+    def targets(self, ex: Examples) -> torch.Tensor:
+        for i, label in enumerate(ex.labels):
+            if label not in self.mapping:
+                raise DataError(f"{ex.where(i)}: label {label!r} is not one the model knows "
+                                f"({', '.join(self.labels)}); the label set comes from the training file")
+        return torch.tensor([self.mapping[x] for x in ex.labels], dtype=torch.long)
+
+    # ---- encoding and batches ---------------------------------------------------------------------------------
+    def encode(self, ex: Examples, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
+        enc = infer.tokenize(tok, ex.texts, ex.pairs, max_length=max_length or self.max_length)
+        if labelled and ex.labels is not None:
+            enc.extra["labels"] = self.targets(ex)
+        return enc
+
+    def collate(self, data, index, epoch, seed) -> Batch:
+        inputs = infer.packed_batch(data, index)
+        return Batch(inputs, {"labels": data.extra["labels"][index]}, {"loss": len(index)}, len(index),
+                     int(inputs["input_ids"].numel()))
+
+    def loss(self, model, batch: Batch):
+        logits = model(**batch.inputs).logits                               # (N, C)
+        return {"loss": F.cross_entropy(logits.float(), batch.targets["labels"], reduction="sum")}, {}
+
+    # ---- evaluation and prediction ----------------------------------------------------------------------------
+    def probabilities(self, model, data, batch_size: int = 64) -> torch.Tensor:
+        return infer.class_probabilities(model, data, batch_size)
+
+    @torch.no_grad()
+    def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
+        was_training = model.training
+        model.eval()
+        probs = self.probabilities(model, data, batch_size)
+        model.train(was_training)
+        return self.score(probs, data.extra["labels"])
+
+    def score(self, probs: torch.Tensor, gold: torch.Tensor) -> dict:
+        m = scoring.classification_scores(gold.tolist(), probs.argmax(-1).tolist(), probs.shape[-1])
+        m["loss"] = float(F.nll_loss(probs.clamp(min=1e-12).log(), gold))
+        return m
+
+    def decode(self, probs: torch.Tensor) -> list[dict]:
+        out = []
+        for p in probs.tolist():
+            best = max(range(len(p)), key=p.__getitem__)
+            out.append({"label": self.labels[best], "probabilities": dict(zip(self.labels, p))})
+        return out
+
+    def state(self) -> dict:
+        return {"task": self.name, "labels": self.labels, "text_column": self.text_column,
+                "label_column": self.label_column, "pair_column": self.pair_column, "max_length": self.max_length}

@@ -1,0 +1,89 @@
+"""A run's folder on disk, and the one resume contract.
+
+    OUT/config.json, model.safetensors, tokenizer.json   the kept model (best evaluation, or the last)
+    OUT/run.json                                         what was run: task, settings, data files and their hashes
+    OUT/metrics.jsonl                                    one line per logged step and per evaluation
+    OUT/curves.png                                       loss and evaluation curves (with bertscope[plot])
+    OUT/checkpoint/                                      the last training state, while the run is unfinished
+                                                         (kept after success only with keep_checkpoint)
+
+checkpoint/ holds the model folder, its tokenizer and trainer_state.pt: optimizer, schedule, RNG, history, the
+position in the data, the open logging window and the run record. It is written to a temporary folder and swapped
+in, so an interruption at any moment leaves the previous checkpoint whole. Resuming from it reproduces the
+uninterrupted run exactly: same batches, same dropout draws, same updates.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from ..errors import DataError
+from ..io import write_json, write_text
+from .plot import plot_curves
+
+STATE = "trainer_state.pt"
+
+
+def checkpoint_dir(out) -> Path:
+    """out/checkpoint, or the previous one if a save was cut off between swapping the two."""
+    for folder in (Path(out) / "checkpoint", Path(out) / ".checkpoint.old"):
+        if (folder / STATE).exists():
+            return folder
+    if (Path(out) / "run.json").exists():
+        raise DataError(f"{out}: this run finished, so there is nothing to resume (its checkpoint is removed after "
+                        "success unless --keep-checkpoint); start a new run with another --out")
+    raise DataError(f"{out}: no checkpoint to resume (expected {Path(out) / 'checkpoint' / STATE})")
+
+
+def read_state(out) -> dict:
+    state = torch.load(checkpoint_dir(out) / STATE, map_location="cpu", weights_only=True)
+    for key in ("history", "run", "position"):
+        state[key] = json.loads(state[key])
+    return state
+
+
+def write_checkpoint(out: Path, save_model, state: dict) -> None:
+    """out/checkpoint/ from save_model(folder) and the trainer state, swapped in whole."""
+    ckpt, tmp, old = out / "checkpoint", out / ".checkpoint.tmp", out / ".checkpoint.old"
+    for stale in (tmp, old):          # left by a save that was itself interrupted
+        if stale.exists() and (stale != old or (ckpt / STATE).exists()):
+            shutil.rmtree(stale)
+    save_model(tmp)
+    packed = {k: (json.dumps(v) if k in ("history", "run", "position") else v) for k, v in state.items()}
+    torch.save(packed, tmp / STATE)
+    if ckpt.exists():
+        if old.exists():              # ckpt is incomplete and old is the last whole one: this one replaces both
+            shutil.rmtree(ckpt)
+        else:
+            ckpt.rename(old)
+    tmp.rename(ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def remove_checkpoint(out: Path) -> None:
+    for name in ("checkpoint", ".checkpoint.old", ".checkpoint.tmp"):
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+
+
+def write_metrics(out: Path, history: list[dict], title: str) -> bool:
+    """metrics.jsonl (atomically) and curves.png; False when the picture could not be drawn (no matplotlib)."""
+    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    return plot_curves(history, out / "curves.png", title) if history else True
+
+
+def write_run(out: Path, run: dict) -> None:
+    write_json(out / "run.json", run)
+
+
+def read_run(out) -> dict:
+    path = Path(out) / "run.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"{out}: no run.json; not a folder written by bertscope finetune / pretrain") from None
