@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import FIXTURES, TINY, TOL, load_reference, max_diff, model_inputs
+from conftest import FIXTURES, TINY, TOL, load_reference, max_diff, model_inputs, need_shared
 
 import bertscope
 from bertscope.checkpoint import CheckpointError, atomic_write, read_weights
@@ -14,6 +14,7 @@ from bertscope.config import ConfigError
 
 
 def copy_fixture(name, tmp_path):
+    need_shared()
     dst = tmp_path / name
     shutil.copytree(TINY / name, dst)
     for f in dst.iterdir():
@@ -211,6 +212,7 @@ def test_other_heads_are_dropped_when_loading_the_encoder():
 
 
 def test_mlm_decoder_is_tied_to_word_embeddings():
+    need_shared()
     model = bertscope.from_pretrained(TINY / "albert")
     assert model.mlm.decoder.weight is model.embeddings.word.weight
     with torch.no_grad():

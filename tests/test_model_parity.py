@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import FIXTURES, TINY, TOL, load_reference, max_diff, model_inputs
+from conftest import FIXTURES, TINY, TOL, load_reference, max_diff, model_inputs, need_shared
 
 import bertscope
 
@@ -75,6 +75,7 @@ def test_explicit_position_ids_equal_the_default(name):
 
 
 def test_albert_layers_share_weights_as_the_reference_groups_them():
+    need_shared()
     model = bertscope.from_pretrained(TINY / "albert")        # 4 layers, 2 groups: 0,0,1,1
     assert len(model.encoder.layers) == 2 and model.encoder.plan == [0, 0, 1, 1]
     one_group = bertscope.from_pretrained(TINY / "albert-cls")  # 4 layers, 1 group

@@ -91,7 +91,7 @@ def _records(source) -> Iterator[tuple[int, object]]:
                         "header row / keys naming the columns")
     tsv = suffix == ".tsv"
     reader = csv.reader((text for _, text in lines(path, keep_ends=True)), delimiter="\t" if tsv else ",",
-                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, strict=not tsv)
     sep = "tab" if tsv else "comma"
     header, start = None, 1
     while True:
@@ -100,8 +100,8 @@ def _records(source) -> Iterator[tuple[int, object]]:
         except StopIteration:
             break
         except csv.Error as e:
-            raise DataError(f"{path} line {start}: {e} (a quote that is never closed runs to the end of the file)") \
-                from None
+            raise DataError(f"{path} line {start}: {e}; a field that opens a quote (\") must close it, and a quote "
+                            "inside a quoted field is written twice (\"\")") from None
         n, start = start, reader.line_num + 1
         if header is None:
             if not fields or not any(x.strip() for x in fields):
@@ -156,6 +156,8 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
     default "text", "sentence" or the first); any other file, or "-" for standard input, is one text a line (blank
     lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
     name = source_name(source)
+    if str(source) != STDIN:
+        _check_file(Path(source))
     if not is_table(source):
         if label_column or pair_column:
             raise DataError(f"{name}: labels and sentence pairs are read from .tsv, .csv or .jsonl files with "

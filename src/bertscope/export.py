@@ -172,6 +172,7 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     ax.text(0.6, (first + last) / 2 + 0.4, label, color="#c0392b", fontsize=10, rotation=90, va="center",
             ha="center")
     path = Path(path)
-    atomic_write(path, lambda p: fig.savefig(p, bbox_inches="tight", dpi=130, format=path.suffix[1:].lower()))
+    with matplotlib.rc_context({"svg.fonttype": "none"}):        # text stays text in an SVG (searchable)
+        atomic_write(path, lambda p: fig.savefig(p, bbox_inches="tight", dpi=130, format=path.suffix[1:].lower()))
     plt.close(fig)
     return path

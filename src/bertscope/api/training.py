@@ -89,7 +89,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         check_all(net.config, eval_data)
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
-           "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows,
+           "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "threads": torch.get_num_threads(),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
     create_output_folder(out)
     with FolderLock(out, "fine-tuning run"):
@@ -108,10 +108,10 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     from ..io import FolderLock
     from ..tokenize import load_tokenizer
     from ..train import RESUME_MAY_CHANGE, Settings, distributed, state
-    set_threads(threads)
     out = Path(out)
     saved = state.read_state(out)
     run = saved["run"]
+    set_threads(threads if threads is not None else run.get("threads"))   # the run's own, unless asked otherwise
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
         import torch
         if device not in ("auto", "cpu"):
@@ -240,7 +240,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     where = torch.device("cuda") if use_cuda else torch.device("cpu")
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
-           "task": t.state(), "settings": asdict(s),
+           "task": t.state(), "settings": asdict(s), "threads": torch.get_num_threads(),
            "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {})}}
     lock = FolderLock(out, "pretraining run") if rank == 0 else _NoLock()
     if rank == 0:

@@ -68,7 +68,7 @@ BF16 = typer.Option(False, help="run in bfloat16 (fast on GPUs and CPUs with bf1
                                 "bertscope says so and runs fp32)")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the model first (fuses element-wise work; the "
                                                 "first batches pay for compiling)")
-THREADS = typer.Option(None, min=1, help="torch CPU threads")
+THREADS = typer.Option(None, help="torch CPU threads (at least 1)")
 
 
 from . import models, running, training  # noqa: E402,F401  (the commands register themselves on `app`)

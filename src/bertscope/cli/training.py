@@ -14,13 +14,13 @@ app.add_typer(tokenizer_app, name="tokenizer")
 
 # Training settings default to None here so that a resumed run can tell what was given; train.Settings holds the
 # defaults.
-EPOCHS = typer.Option(None, min=1, help="passes over the training data [default: 3]")
+EPOCHS = typer.Option(None, help="passes over the training data [default: 3]")
 LR = typer.Option(None, help="peak learning rate, above 0 [default: 5e-5 fine-tuning, 5e-4 pretraining]")
-BATCH = typer.Option(None, min=1, help="sequences per batch (per process) [default: 32]")
-ACCUM = typer.Option(None, min=1, help="batches whose gradients add up to one step [default: 1]")
-WARMUP = typer.Option(None, min=0, help="warm-up: a fraction of all steps (< 1) or a number of steps [default: 0.06]")
+BATCH = typer.Option(None, help="sequences per batch (per process) [default: 32]")
+ACCUM = typer.Option(None, help="batches whose gradients add up to one step [default: 1]")
+WARMUP = typer.Option(None, help="warm-up: a fraction of all steps (< 1) or a number of steps [default: 0.06]")
 SEED = typer.Option(None, help="seed of the shuffling, dropout and a new head [default: 42]")
-SAVE = typer.Option(None, min=0, help="steps between resumable checkpoints (0: epoch ends only) [default: 500]")
+SAVE = typer.Option(None, help="steps between resumable checkpoints (0: epoch ends only) [default: 500]")
 KEEP = typer.Option(False, "--keep-checkpoint", help="keep the resumable checkpoint/ after the run succeeds")
 OVERWRITE = typer.Option(False, "--overwrite", help="write into --out even if it holds a model or a run")
 
@@ -98,17 +98,17 @@ def finetune(
     epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR, batch_size: Optional[int] = BATCH,
     grad_accum: Optional[int] = ACCUM,
     max_length: Optional[int] = typer.Option(None, help="tokens per text, special tokens included [default: 128]"),
-    warmup: Optional[float] = WARMUP, weight_decay: Optional[float] = typer.Option(None, min=0),
+    warmup: Optional[float] = WARMUP, weight_decay: Optional[float] = typer.Option(None),
     seed: Optional[int] = SEED,
     bf16: bool = typer.Option(False, help="bfloat16 autocast (where this CPU or GPU has bf16 instructions)"),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="stop after this many steps"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after this many steps"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP,
     new_head: bool = typer.Option(False, "--new-head", help="train a new classifier instead of the model's own"),
     overwrite: bool = OVERWRITE,
     skip_bad_rows: bool = typer.Option(False, help="skip (and count) malformed rows instead of stopping"),
     resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),
     threads: Optional[int] = THREADS,
-    bucket: Optional[int] = typer.Option(None, min=1, help="batches per length-sorting window (1: random batches)"),
+    bucket: Optional[int] = typer.Option(None, help="batches per length-sorting window (1: random batches)"),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),
 ):
@@ -161,10 +161,10 @@ def pretrain(
                                                      "epoch (RoBERTa's) [default: the family's recipe]"),
     max_length: int = typer.Option(128, min=8), batch_size: Optional[int] = BATCH,
     grad_accum: Optional[int] = ACCUM,
-    steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps [default: 1000]"),
+    steps: Optional[int] = typer.Option(None, help="optimizer steps [default: 1000]"),
     lr: Optional[float] = LR, warmup: Optional[float] = WARMUP, seed: Optional[int] = SEED,
     bf16: bool = typer.Option(False, help="bfloat16 autocast"),
-    eval_every: Optional[int] = typer.Option(None, min=1, help="steps between evaluations [default: 200]"),
+    eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
     resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),

@@ -1,0 +1,313 @@
+"""Every mistake a user can make, run through the CLI as they would run it: exit code 2, one line naming the file,
+line, field or option and what was expected, no traceback, and nothing of theirs changed."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from conftest import DATA, MINILM, TINY, need_shared
+from typer.testing import CliRunner
+
+import bertscope
+from bertscope.cli import app
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def refused(r, *words, code=2):
+    """The run failed as a user mistake: the code, one error line with these words, no traceback."""
+    text = r.output
+    assert r.exit_code == code, text
+    assert "Traceback" not in text and r.exception is None or isinstance(r.exception, SystemExit), text
+    errors = [line for line in text.splitlines() if line.startswith("error:") or line.startswith("Error:")]
+    assert len(errors) == 1 or "Usage:" in text, text
+    for w in words:
+        assert w in text, f"{w!r} not in:\n{text}"
+    return text
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small random BERT (2 layers × 64) with the real uncased WordPiece tokenizer of MiniLM."""
+    need_shared()
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=128,
+                                             max_position_embeddings=128))
+    bertscope.save_pretrained(model, folder)
+    bertscope.load_tokenizer(MINILM).save(folder)
+    return folder
+
+
+@pytest.fixture
+def sst(tmp_path):
+    need_shared()
+    lines = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    p = tmp_path / "train.tsv"
+    p.write_text("".join(lines[:97]), encoding="utf-8")
+    return p
+
+
+def write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text, encoding="utf-8")
+    return p
+
+
+# ---- nothing of the user's is lost ---------------------------------------------------------------------------------
+
+def test_out_onto_a_model_folder_is_refused_and_the_folder_is_untouched(tiny, sst, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in tiny.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    (other / "pytorch_model.bin").write_bytes(b"old weights")
+    before = snapshot(other)
+    refused(run("finetune", tiny, "--train", sst, "--out", other), "already holds a model", "--overwrite")
+    assert snapshot(other) == before
+
+
+def test_out_onto_the_source_model_is_refused(tiny, sst):
+    before = snapshot(tiny)
+    refused(run("finetune", tiny, "--train", sst, "--out", tiny), "folder of the model being read")
+    assert snapshot(tiny) == before
+
+
+def test_out_that_is_a_file_is_refused(tiny, sst, tmp_path):
+    f = write(tmp_path, "notes.txt", "mine")
+    refused(run("finetune", tiny, "--train", sst, "--out", f), "is a file")
+    assert f.read_text() == "mine"
+
+
+def test_a_second_run_on_the_same_out_refuses_while_the_first_holds_it(tiny, sst, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / ".bertscope.lock").write_text(f"{os.getpid()} {os.uname().nodename}\n")   # a live process holds it
+    refused(run("finetune", tiny, "--train", sst, "--out", out, "--epochs", "1"), "in use by another bertscope")
+    (out / ".bertscope.lock").write_text(f"999999999 {os.uname().nodename}\n")       # a dead one does not
+    r = run("finetune", tiny, "--train", sst, "--out", out, "--epochs", "1", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert not (out / ".bertscope.lock").exists()
+
+
+def test_files_get_the_users_umask_and_no_checkpoint_is_left(tiny, sst, tmp_path):
+    old = os.umask(0o022)
+    try:
+        r = run("finetune", tiny, "--train", sst, "--out", tmp_path / "o", "--epochs", "1")
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "o").iterdir() if p.is_file()}
+    assert modes and set(modes.values()) == {0o644}, modes
+    assert not (tmp_path / "o" / "checkpoint").exists()
+    r = run("finetune", tiny, "--train", sst, "--out", tmp_path / "k", "--epochs", "1", "--keep-checkpoint")
+    assert r.exit_code == 0 and (tmp_path / "k" / "checkpoint" / "trainer_state.pt").exists()
+
+
+def test_a_write_that_fails_leaves_the_previous_file_and_no_half_file(tmp_path):
+    import errno
+
+    from bertscope.errors import OutputError
+    from bertscope.io import StreamFile, atomic_write
+    target = write(tmp_path, "emb.jsonl", "previous\n")
+
+    def full_disk(p):
+        open(p, "w").write("half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match="the disk is full"):
+        atomic_write(target, full_disk)
+    f = StreamFile(target)
+    f.write("half")
+    f.discard()
+    assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["emb.jsonl"]
+
+
+def test_embed_checks_the_output_path_before_any_work(tiny, tmp_path):
+    blocker = write(tmp_path, "file", "x")
+    texts = write(tmp_path, "t.txt", "hello\n")
+    refused(run("embed", tiny, texts, "--out", blocker / "e.npy"), "cannot write there")
+    refused(run("embed", tiny, texts, "--out", tmp_path / "e.xml"), "--out", ".npy or .jsonl")
+
+
+# ---- nothing is silently wrong -------------------------------------------------------------------------------------
+
+def test_labels_1_and_1_point_0_are_one_class(tiny, tmp_path):
+    p = write(tmp_path, "t.jsonl", "".join(json.dumps({"text": f"text {i}", "label": x}) + "\n"
+                                           for i, x in enumerate([1, 1.0, "1", 0, "0.0", 0] * 6)))
+    r = run("finetune", tiny, "--train", p, "--out", tmp_path / "o", "--epochs", "1")
+    assert r.exit_code == 0, r.output
+    assert bertscope.Config.from_json(tmp_path / "o").labels == ["0", "1"]
+
+
+def test_a_real_number_label_is_refused(tiny, tmp_path):
+    p = write(tmp_path, "t.tsv", "text\tlabel\na\t0.37\nb\t1\n")
+    refused(run("finetune", tiny, "--train", p, "--out", tmp_path / "o"), "t.tsv line 2", "--task regression")
+
+
+def test_a_single_class_training_file_is_refused(tiny, tmp_path):
+    p = write(tmp_path, "t.tsv", "text\tlabel\na\tpos\nb\tpos\n")
+    refused(run("finetune", tiny, "--train", p, "--out", tmp_path / "o"), "every row has label 'pos'",
+            "at least two classes")
+    assert not (tmp_path / "o").exists()
+
+
+def test_refinetuning_keeps_the_heads_label_order_and_refuses_new_labels(tiny, tmp_path):
+    first = write(tmp_path, "a.tsv", "text\tlabel\n" + "good\tpos\nbad\tneg\n" * 8)
+    assert run("finetune", tiny, "--train", first, "--out", tmp_path / "a", "--epochs", "1").exit_code == 0
+    assert bertscope.Config.from_json(tmp_path / "a").labels == ["neg", "pos"]
+    # a file whose labels would sort differently on their own keeps the head's order
+    second = write(tmp_path, "b.tsv", "text\tlabel\n" + "fine\tpos\n" * 8 + "awful\tneg\n")
+    assert run("finetune", tmp_path / "a", "--train", second, "--out", tmp_path / "b", "--epochs", "1").exit_code == 0
+    assert bertscope.Config.from_json(tmp_path / "b").labels == ["neg", "pos"]
+    third = write(tmp_path, "c.tsv", "text\tlabel\n" + "meh\tneutral\nok\tpos\n" * 4)
+    refused(run("finetune", tmp_path / "a", "--train", third, "--out", tmp_path / "c"), "c.tsv line 2",
+            "'neutral' is not one of this classifier's classes", "--new-head")
+    r = run("finetune", tmp_path / "a", "--train", third, "--out", tmp_path / "c", "--new-head", "--epochs", "1")
+    assert r.exit_code == 0 and bertscope.Config.from_json(tmp_path / "c").labels == ["neutral", "pos"]
+
+
+@pytest.mark.parametrize("option,value", [("--batch-size", "0"), ("--batch-size", "-4"), ("--epochs", "0"),
+                                          ("--max-steps", "0"), ("--lr", "0"), ("--lr", "-1"), ("--warmup", "-1"),
+                                          ("--save-every", "-5"), ("--bucket", "0"), ("--threads", "-1"),
+                                          ("--max-length", "0"), ("--max-length", "-5"), ("--max-length", "1000")])
+def test_finetune_option_out_of_range(tiny, sst, tmp_path, option, value):
+    text = refused(run("finetune", tiny, "--train", sst, "--out", tmp_path / "o", option, value), option)
+    assert value in text
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command,option,value", [("predict", "--chunk", "0"), ("embed", "--chunk", "0"),
+                                                  ("predict", "--batch-size", "0"), ("embed", "--max-length", "0"),
+                                                  ("predict", "--format", "xml"), ("evaluate", "--format", "xml")])
+def test_run_option_out_of_range(tiny, tmp_path, command, option, value):
+    texts = write(tmp_path, "t.tsv", "text\tlabel\nhello\t1\nbye\t0\n")
+    model = tmp_path / "cls"
+    assert run("finetune", tiny, "--train", texts, "--out", model, "--epochs", "1").exit_code == 0
+    extra = ["--out", tmp_path / "e.npy"] if command == "embed" else []
+    refused(run(command, model, texts, option, value, *extra), option, value)
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_texts_longer_than_the_limit_are_counted(tiny, tmp_path):
+    p = write(tmp_path, "t.tsv", "text\tlabel\n" + "word " * 300 + "\t1\n" + "short\t0\n" * 3)
+    r = run("finetune", tiny, "--train", p, "--out", tmp_path / "o", "--epochs", "1", "--max-length", "32")
+    assert r.exit_code == 0 and "1 of 4 texts are longer than 32 tokens and were cut (by up to 270 tokens)" \
+        in r.output, r.output
+
+
+def test_a_quoted_newline_in_csv_is_one_field(tiny, tmp_path):
+    from bertscope.data import read_examples
+    p = write(tmp_path, "t.csv", 'text,label\n"first line\nsecond line, with a comma",pos\nplain,neg\n"unclosed,neg\n')
+    with pytest.raises(bertscope.DataError, match="t.csv line 5: unexpected end of data; a field that opens a quote"):
+        read_examples(p, skip_bad_rows=True)                     # the rest of the file cannot be read: no guessing
+    ex = read_examples(write(tmp_path, "u.csv", 'text,label\n"first line\nsecond line, with a comma",pos\n'
+                                                 'plain,neg\nonly one field\n"quoted ""word""",pos\n'),
+                       skip_bad_rows=True)
+    assert ex.texts == ["first line\nsecond line, with a comma", "plain", 'quoted "word"'] and ex.lines == [2, 4, 6]
+    assert ex.skipped == [(5, "expected 2 comma-separated fields (text, label), found 1")]
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_caught_when_loaded(tmp_path):
+    need_shared()
+    folder = tmp_path / "m"
+    for f in (TINY / "bert-cls").iterdir():
+        (folder / f.name).parent.mkdir(exist_ok=True)
+        (folder / f.name).write_bytes(f.read_bytes())
+    bertscope.load_tokenizer(MINILM).save(folder)                 # 30522 tokens for a 1000-row vocabulary
+    texts = write(tmp_path, "t.txt", "hello\n")
+    refused(run("predict", folder, texts), "30522 tokens", "1000 rows")
+
+
+def test_resume_refuses_new_settings_and_a_changed_file(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    r = bertscope.api.finetune(tiny, sst, out, epochs=2, save_every=2, stop_after=2, device="cpu")
+    assert not r.finished
+    refused(run("finetune", "--resume", out, "--lr", "1e-3", "--epochs", "5"), "--lr 0.001 (the run has 5e-05)",
+            "--epochs 5 (the run has 2)", "may change only")
+    sst.write_text(sst.read_text() + "one more\t1\n")
+    refused(run("finetune", "--resume", out), "changed since the run started")
+
+
+def test_an_all_zero_attention_mask_row_is_refused():
+    model = bertscope.from_config("bert-base", num_hidden_layers=1)
+    with pytest.raises(bertscope.InputError, match="attention_mask row 1 is all zeros"):
+        model(torch.ones(2, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
+
+
+# ---- no traceback for a user mistake -------------------------------------------------------------------------------
+
+def test_a_one_megabyte_field_and_a_byte_order_mark_are_read(tmp_path):
+    from bertscope.data import read_examples
+    big = "x" * 1_100_000
+    ex = read_examples(write(tmp_path, "t.csv", b"\xef\xbb\xbftext,label\n" + f'"{big}",a\nb,c\n'.encode()))
+    assert ex.texts == [big, "b"] and ex.labels == ["a", "c"]
+
+
+def test_non_utf8_input_names_the_line_from_a_file_and_from_stdin(tiny, tmp_path):
+    p = write(tmp_path, "t.txt", b"fine\ncaf\xe9\n")
+    refused(run("embed", tiny, p, "--out", tmp_path / "e.npy"), "t.txt line 2: not valid UTF-8")
+    r = CliRunner().invoke(app, ["embed", str(tiny), "-", "--out", str(tmp_path / "e.npy")], input=b"ok\n\xff\xfe\n")
+    refused(r, "<stdin> line 2: not valid UTF-8")
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_a_folder_where_a_file_is_expected(tiny, tmp_path):
+    refused(run("finetune", tiny, "--train", tmp_path, "--out", tmp_path / "o"), "is a folder; expected a file")
+
+
+@pytest.mark.parametrize("key,value,words", [("layer_norm_eps", "abc", "layer_norm_eps must be a positive number"),
+                                             ("hidden_dropout_prob", [0.1], "hidden_dropout_prob must be a number"),
+                                             ("id2label", ["a", "b"], "id2label must be a mapping")])
+def test_config_json_with_wrong_types(tmp_path, key, value, words):
+    need_shared()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    cfg = json.loads((TINY / "bert-cls" / "config.json").read_text())
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "model.safetensors").write_bytes((TINY / "bert-cls" / "model.safetensors").read_bytes())
+    refused(run("explain", folder), "config.json", words)
+
+
+def test_finetune_of_a_folder_that_is_not_a_checkpoint(tmp_path, sst):
+    (tmp_path / "empty").mkdir()
+    refused(run("finetune", tmp_path / "empty", "--train", sst, "--out", tmp_path / "o"), "not a checkpoint folder")
+
+
+def test_pretrain_with_an_absurd_size_or_an_unknown_family(tmp_path):
+    need_shared()
+    tok = tmp_path / "tok"
+    assert run("tokenizer", "train", DATA / "wikitext2" / "valid.txt", "--family", "bert", "--vocab-size", "500",
+               "--out", tok).exit_code == 0
+    huge = json.loads((TINY / "bert" / "config.json").read_text())
+    huge.update(hidden_size=65536, num_attention_heads=64, intermediate_size=262144, num_hidden_layers=96)
+    (tmp_path / "huge.json").write_text(json.dumps(huge))
+    common = ["--corpus", DATA / "wikitext2" / "valid.txt", "--tokenizer", tok, "--out", tmp_path / "o"]
+    refused(run("pretrain", "--family", "bert", "--config", tmp_path / "huge.json", *common), "GiB",
+            "smaller --config")
+    refused(run("pretrain", "--family", "bort", *common), "--family 'bort'", "bert, roberta, albert")
+    assert not (tmp_path / "o").exists()
+
+
+def test_export_without_the_extra_names_the_install_command(monkeypatch, tmp_path):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    refused(run("export", "bert-base", tmp_path / "m.onnx"), "pip install 'bertscope[export]'")
+
+
+@pytest.mark.kernels
+def test_bf16_on_a_cpu_without_bf16_kernels_says_so_and_runs_fp32(tiny, tmp_path, monkeypatch):
+    import bertscope.kernels as kernels
+    monkeypatch.setattr(kernels, "_FACTS", {**kernels.cpu_facts(), "onednn_bf16": None})
+    texts = write(tmp_path, "t.txt", "hello world\n")
+    r = run("embed", tiny, texts, "--out", tmp_path / "e.npy", "--bf16")
+    assert r.exit_code == 0 and "this CPU has no bf16 kernels" in r.output and "running in fp32" in r.output
