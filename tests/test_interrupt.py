@@ -14,6 +14,7 @@ from conftest import DATA, MINILM, need_shared
 
 import bertscope
 
+pytestmark = pytest.mark.slow          # three real training runs in subprocesses: CI runs these with -m slow
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
@@ -81,7 +82,6 @@ def test_ctrl_c_at_a_random_step_then_resume_gives_the_same_weights(setup, unint
     assert (setup / "cut" / "metrics.jsonl").read_text() == history
 
 
-@pytest.mark.slow
 def test_a_second_ctrl_c_stops_at_once_and_resume_is_still_exact(setup, uninterrupted):
     proc = subprocess.Popen(command("twice"), cwd=setup, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(setup / "twice" / "checkpoint" / "trainer_state.pt", proc)
