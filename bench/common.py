@@ -1,7 +1,6 @@
 """Helpers shared by the benchmark scripts: paths, timing, and writing a section of BENCHMARKS.md."""
 
 import os
-import platform
 import re
 import subprocess
 from pathlib import Path
@@ -15,15 +14,9 @@ DATA = SHARED / "data"
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    """The CPU, its flags that matter here (as lscpu names them, with any ISA cap), threads and torch."""
+    from bertscope.kernels import cpu_name, isa_summary
+    return f"{cpu_name()} ({isa_summary()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def commit() -> str:

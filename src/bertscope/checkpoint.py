@@ -8,6 +8,7 @@ Tensor names follow the reference layout, so a folder written here loads in `tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (name, file shape, model shape)
     reinitialised: list[str] = field(default_factory=list)      # head tensors left at their fresh initialisation
     ignored: list[str] = field(default_factory=list)            # buffers / tied copies, not weights
+    fresh: list[str] = field(default_factory=list)              # our parameters the checkpoint did not fill
 
     def describe(self) -> str:
         lines = []
@@ -147,7 +149,7 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
             del state[k]
 
     params = dict(model.named_parameters(remove_duplicate=False))
-    used = set()
+    used, loaded = set(), set()
     with torch.no_grad():
         for ours, theirs in name_table(model):
             target = params[ours]
@@ -167,6 +169,8 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
                                               tuple(target.shape)))
                 continue
             target.copy_(tensor.to(target.dtype))
+            loaded.add(id(target))
+    report.fresh = [name for name, p in params.items() if id(p) not in loaded]   # tied copies count as loaded
     for k in sorted(set(state) - used):
         # A tensor of another head (loading an encoder from a pretraining checkpoint) is dropped, as the
         # reference does; a tensor of the encoder that has no place here is a real mismatch.
@@ -277,8 +281,10 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     pooler = None
     if head == "base":  # an encoder saved from a masked-LM model (RoBERTa's, BERT's) carries no pooler
         pooler = any(k.endswith(config.family.pooler_name + ".weight") for k in state)
-    model = Model(config, head=head, pooler=pooler)
+    with _no_init():                             # no time spent drawing random weights that the file replaces
+        model = Model(config, head=head, pooler=pooler)
     model.load_report = load_reference_state(model, state, reinit_head=reinit_head, source=source)
+    model.initialise(model.load_report.fresh)    # a head started from scratch gets its usual initialisation
     if dtype is not None:
         model.to(dtype)
     return model.eval()
@@ -300,6 +306,20 @@ def saved_head(folder) -> str:
         except Exception:       # unreadable: from_pretrained will say why
             pass
     return _head_from(config, read_weights(folder)[0])
+
+
+@contextlib.contextmanager
+def _no_init():
+    """torch.nn.init's functions as no-ops while a model is built, so its tensors are only allocated."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
 
 
 def _head_from(config: Config, state: dict) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .inputs import check_inputs
+from .kernels import trim_heap
 from .model import Model
 
 
@@ -116,6 +117,9 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
             out = model(**batch)
             for i, value in zip(index, fn(out, batch, index)):
                 results[i] = value
+            del out, batch
+            if device.type == "cpu":
+                trim_heap()
     finally:
         model.check = was_checking
     return results

@@ -224,6 +224,24 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and cpu_facts().get("onednn_bf16") is not None
 
 
+_LIBC: list = []
+
+
+def trim_heap() -> None:
+    """Give memory freed by the last batch back to the system (glibc's malloc_trim). Batches of changing shapes
+    leave freed blocks that glibc keeps; without this, the peak memory of a long `embed` grows with its input
+    (633 MB at 5,000 lines, 972 MB at 50,000 measured); with it, it stays flat, at no measurable cost."""
+    if not _LIBC:
+        try:
+            import ctypes
+            libc = ctypes.CDLL("libc.so.6")
+            _LIBC.append(libc.malloc_trim if hasattr(libc, "malloc_trim") else None)
+        except OSError:                                  # not glibc (macOS, musl): nothing to do
+            _LIBC.append(None)
+    if _LIBC[0] is not None:
+        _LIBC[0](0)
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same names); on the CPU its products run through oneDNN where that is the faster
     product (see the module docstring), forward and backward. Elsewhere it is nn.Linear itself."""

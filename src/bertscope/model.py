@@ -30,7 +30,8 @@ from .errors import InputError
 from .families import HEADS
 from .inputs import check_inputs, check_labels, check_pair_labels
 from .kernels import Linear
-from .packing import Packing, packing_for, use_varlen, varlen_attn
+from . import packing as packed
+from .packing import Packing, use_varlen, varlen_attn
 
 
 def activation(name: str):
@@ -104,7 +105,7 @@ class SelfAttention(nn.Module):
         if packing is not None and use_varlen(qkv, need_weights, self.dropout if self.training else 0.0):
             T = qkv.shape[0]                                          # GPU: flash attention over the packed tokens
             q, k, v = qkv.view(T, 3, self.heads, self.head_dim).unbind(1)            # 3 × (T, nh, hd)
-            y = varlen_attn(q, k, v, packing.cu32, packing.cu32, packing.max_len, packing.max_len)  # (T, nh, hd)
+            y = varlen_attn()(q, k, v, packing.cu32, packing.cu32, packing.max_len, packing.max_len)  # (T, nh, hd)
             return self.out(y.reshape(T, self.heads * self.head_dim)), None           # (T, H)
         if packing is not None:
             qkv = packing.pad(qkv)                                    # (B, L, 3·nh·hd)  B = sequences, L = longest
@@ -350,6 +351,14 @@ class Model(nn.Module):
             self.prune_heads(c.pruned_heads)
         self.check = True   # validate inputs on every forward (set False inside a trusted, hot loop)
 
+    def initialise(self, names) -> None:
+        """The usual initialisation for the modules owning these parameters (a head the checkpoint lacks)."""
+        owners = {name.rsplit(".", 1)[0] for name in names}
+        for name, module in self.named_modules():
+            if name in owners:
+                self._init_weights(module)
+        self.tie_weights()
+
     def tie_weights(self):
         if self.mlm is not None and self.config.tie_word_embeddings:
             self.mlm.decoder.weight = self.embeddings.word.weight    # (V, E) shared
@@ -406,7 +415,7 @@ class Model(nn.Module):
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, inputs_embeds)
             n = tokens.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
             check_labels(c, self.head, labels, tuple(tokens.shape), n)
-        packing = packing_for(cu_seqlens, tokens.device) if cu_seqlens is not None else None
+        packing = packed.packing_for(cu_seqlens, tokens.device) if cu_seqlens is not None else None
         if token_type_ids is None:
             token_type_ids = torch.zeros(tokens.shape, dtype=torch.long, device=tokens.device)
         if position_ids is None:
@@ -492,6 +501,7 @@ def compile_model(model: Model) -> Model:
         raise CapabilityError("torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; "
                               "install one, or run without compiling")
     prepare()                       # the CPU product is chosen before tracing, not inside it
+    packed.keep_out_of_graphs()
     model.compile(dynamic=True)
     return model
 

@@ -47,9 +47,19 @@ class Packing:
         return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
 
 
-@torch.compiler.disable   # under torch.compile: sizes are read on the CPU, so this runs eagerly, outside the graph
-def packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
+def _packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
     return Packing(cu_seqlens, device)
+
+
+packing_for = _packing_for
+
+
+def keep_out_of_graphs() -> None:
+    """Under torch.compile the sizes of a packed batch are read on the CPU, so Packing must run eagerly, outside
+    the graph. Called by compile_model (torch.compiler.disable imports the compiler, ~2 s, so only then)."""
+    global packing_for
+    if packing_for is _packing_for:
+        packing_for = torch.compiler.disable(_packing_for)
 
 
 def cu_seqlens_of(lengths) -> torch.Tensor:
@@ -58,12 +68,20 @@ def cu_seqlens_of(lengths) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
 
 
-try:  # variable-length flash attention (CUDA, fp16/bf16); elsewhere packed attention pads each sequence
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:  # older torch
-    varlen_attn = None
+_VARLEN = []                   # imported on first use on CUDA: the module pulls in the compiler (~2 s on the CPU)
+
+
+def varlen_attn():
+    """torch's variable-length flash attention (CUDA, fp16/bf16), or None where this torch has none."""
+    if not _VARLEN:
+        try:
+            from torch.nn.attention.varlen import varlen_attn as kernel
+        except ImportError:  # older torch
+            kernel = None
+        _VARLEN.append(kernel)
+    return _VARLEN[0]
 
 
 def use_varlen(qkv: torch.Tensor, need_weights: bool, dropout: float) -> bool:
-    return (varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16)
-            and not need_weights and dropout == 0.0)
+    return (qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and not need_weights and dropout == 0.0
+            and varlen_attn() is not None)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from ..kernels import trim_heap
 from . import distributed, optim, state as disk
 
 # Settings a resumed run may change: they do not touch the arithmetic of training.
@@ -265,6 +266,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+                if device.type == "cpu":
+                    trim_heap()                              # batches change shape: keep freed memory from piling up
                 step += 1
                 if step % s.log_every == 0 or step == total:
                     record = _log_record(step, epoch, position, len(batches), sched, pending, window, settle, dist,
