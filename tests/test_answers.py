@@ -205,7 +205,7 @@ def test_a_question_that_leaves_the_context_less_room_than_the_stride_is_an_erro
     with pytest.raises(ValueError) as e:
         windows(bert_tok, [q])
     assert str(e.value).startswith("question 'long' has 260 tokens, which with 3 special tokens leaves 121 of "
-                                   "max_length 384 for its context of ")
+                                   "--max-length 384 for its context of ")
     short = Question("short", "word " * 250, "A short context.")
     assert len(windows(bert_tok, [short])) == 1           # no windows needed, so no stride either
 

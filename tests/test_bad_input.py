@@ -148,9 +148,13 @@ def test_labels_1_and_1_point_0_are_one_class(tiny, tmp_path):
     assert bertscope.Config.from_json(tmp_path / "o").labels == ["0", "1"]
 
 
-def test_a_real_number_label_is_refused(tiny, tmp_path):
+def test_a_real_number_label_is_refused_as_a_class_and_guessed_as_regression(tiny, tmp_path):
     p = write(tmp_path, "t.tsv", "text\tlabel\na\t0.37\nb\t1\n")
-    refused(run("finetune", tiny, "--train", p, "--out", tmp_path / "o"), "t.tsv line 2", "--task regression")
+    refused(run("finetune", tiny, "--train", p, "--out", tmp_path / "o", "--task", "classification"),
+            "t.tsv line 2", "--task regression")
+    r = run("finetune", tiny, "--train", p, "--out", tmp_path / "r", "--epochs", "1")
+    assert r.exit_code == 0 and "--task regression (the 'label' column holds real numbers" in r.output
+    assert bertscope.Config.from_json(tmp_path / "r").problem_type == "regression"
 
 
 def test_a_single_class_training_file_is_refused(tiny, tmp_path):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .data import DataError
+from .errors import DataError, UsageError
 
 if TYPE_CHECKING:
     from .tokenize import Tokenizer
@@ -185,7 +185,7 @@ def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384
 
     The tokenizer's backend is left as it was found (bertscope's keeps no truncation and no padding)."""
     if not 0 <= doc_stride <= max_length:   # the pipeline's check; the tokenizer's (below) is stricter
-        raise ValueError(f"doc_stride {doc_stride} must lie between 0 and max_length {max_length}")
+        raise UsageError(f"--doc-stride {doc_stride} must lie between 0 and --max-length {max_length}")
     backend = tok.backend
     truncation, padding = backend.truncation, backend.padding
     backend.no_truncation()
@@ -227,10 +227,10 @@ def _check_room(backend, questions, max_length: int, doc_stride: int) -> None:
         context = len(backend.encode(q.context, add_special_tokens=False).ids)
         if context <= room and room > 0:
             continue                                   # fits in one window: no stride needed
-        raise ValueError(f"question {q.id!r} has {n} tokens, which with {added} special tokens leaves "
-                         f"{max(room, 0)} of max_length {max_length} for its context of {context} tokens; windows "
-                         f"over the context must be longer than their overlap doc_stride={doc_stride}. Shorten the "
-                         "question, raise max_length or lower doc_stride.")
+        raise UsageError(f"question {q.id!r} has {n} tokens, which with {added} special tokens leaves "
+                         f"{max(room, 0)} of --max-length {max_length} for its context of {context} tokens; windows "
+                         f"over the context must be longer than their overlap --doc-stride {doc_stride}. Shorten "
+                         "the question, raise --max-length or lower --doc-stride.")
 
 
 # ---- choosing the answer ----------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def best_answers(questions: Sequence[Question], windows: Sequence[Window], start
     handle_impossible_answer "no answer" competes as `answer=""`, start=end=0. None (top_k=1) or [] where no span
     scores above 0 (a context with no tokens)."""
     if top_k < 1 or max_answer_len < 1:
-        raise ValueError(f"top_k ({top_k}) and max_answer_len ({max_answer_len}) must be at least 1")
+        raise UsageError(f"--top-k {top_k} and --max-answer-length {max_answer_len}: both must be at least 1")
     if not len(windows) == len(start_logits) == len(end_logits):
         raise ValueError(f"{len(windows)} windows but {len(start_logits)} rows of start logits and "
                          f"{len(end_logits)} of end logits; give one row per window")

@@ -249,6 +249,7 @@ class TokenExamples:
     words: list[list[str]]
     tags: list[list[str]] | None
     lines: list[int]                                  # the first line of every sentence
+    texts: list[str] | None = None                    # the raw lines, for plain text split at spaces
 
     def __len__(self):
         return len(self.words)

@@ -39,9 +39,14 @@ class Encoded:
         return len(cut), max(cut, default=0), sum(cut)
 
 
-def tokenize(tok, texts, pairs=None, max_length: int | None = None, word_ids: bool = False) -> Encoded:
-    """Token ids of every text (and pair), cut to max_length; how much was cut from each text is kept in `cut`."""
+def tokenize(tok, texts, pairs=None, max_length: int | None = None, word_ids: bool = False,
+             windows: int | None = None) -> Encoded:
+    """Token ids of every text (and pair), cut to max_length; how much was cut from each text is kept in `cut`.
+    With windows=STRIDE a longer text is not cut but split into windows of max_length tokens that overlap by STRIDE
+    tokens; extra["text"] then says which text each window belongs to (Encoded holds windows, not texts)."""
     limit = max_length or tok.max_length
+    if windows is not None:
+        return _windows(tok, texts, pairs, limit, windows)
     encodings = tok.encode_batch(texts, pairs, truncation=False)
     cut = [max(0, len(e.ids) - limit) for e in encodings]
     long = [i for i, c in enumerate(cut) if c]
@@ -50,10 +55,34 @@ def tokenize(tok, texts, pairs=None, max_length: int | None = None, word_ids: bo
                                  max_length=limit)
         for i, e in zip(long, again):
             encodings[i] = e
-    return Encoded(ids=[e.ids for e in encodings],
-                   types=[e.type_ids if tok.family.segments else [0] * len(e.ids) for e in encodings],
-                   word_ids=[[-1 if w is None else w for w in e.word_ids] for e in encodings] if word_ids else None,
-                   offsets=[list(e.offsets) for e in encodings] if word_ids else None, cut=cut)
+    return _encoded(tok, encodings, word_ids, cut)
+
+
+def _encoded(tok, encodings, word_ids: bool, cut, text=None) -> Encoded:
+    enc = Encoded(ids=[e.ids for e in encodings],
+                  types=[e.type_ids if tok.family.segments else [0] * len(e.ids) for e in encodings],
+                  word_ids=[[-1 if w is None else w for w in e.word_ids] for e in encodings] if word_ids else None,
+                  offsets=[list(e.offsets) for e in encodings] if word_ids else None, cut=cut)
+    if text is not None:
+        enc.extra["text"] = text
+    return enc
+
+
+def _windows(tok, texts, pairs, limit: int, stride: int) -> Encoded:
+    from .errors import UsageError
+    if pairs is not None:
+        raise UsageError("--windows splits single texts; sentence pairs (--pair-column) are cut to --max-length")
+    room = limit - tok.backend.num_special_tokens_to_add(is_pair=False)
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < room:
+        raise UsageError(f"--windows {stride}: the overlap of two windows must be 0 or more and less than the "
+                         f"{room} text tokens a window of --max-length {limit} holds")
+    encodings = tok.encode_batch(texts, max_length=limit, stride=stride)
+    flat, text = [], []
+    for i, e in enumerate(encodings):
+        for part in (e, *e.overflowing):
+            flat.append(part)
+            text.append(i)
+    return _encoded(tok, flat, True, [0] * len(flat), text)
 
 
 def words_of(tok, text: str, enc: Encoded, i: int) -> list[str]:
@@ -130,9 +159,21 @@ def to_device(batch: dict, device) -> dict:
     return {k: (v if k == "cu_seqlens" else v.to(device, non_blocking=True)) for k, v in batch.items()}
 
 
+def by_text(enc: Encoded) -> list[list[int]]:
+    """The windows of each text, in order (one window per text without --windows)."""
+    text = enc.extra.get("text")
+    if text is None:
+        return [[i] for i in range(len(enc))]
+    groups: list[list[int]] = [[] for _ in range(max(text) + 1)] if text else []
+    for w, t in enumerate(text):
+        groups[t].append(w)
+    return groups
+
+
 def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", normalize: bool = True,
                         batch_size: int = 32) -> torch.Tensor:
-    """(N, H) float32 sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first token."""
+    """(N, H) float32 sentence embeddings (on the CPU): mean over real tokens (sentence-transformers) or the first
+    token. A text in several windows gets the length-weighted mean of its windows' vectors."""
     def pool(out, batch, index):
         x = out.last_hidden_state                                             # (T, H)
         cu = batch["cu_seqlens"].to(x.device)
@@ -143,23 +184,28 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
             seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), lengths)
             emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
             emb = emb / lengths.unsqueeze(-1).to(x.dtype)                     # (N, H)
-        emb = emb.float()
-        return list(torch.nn.functional.normalize(emb, dim=-1) if normalize else emb)
+        return list(emb.float().cpu())
     if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling {pooling!r}: use 'mean' or 'cls'")
-    return torch.stack(run(model, enc, batch_size, fn=pool)).cpu()
+        from .errors import UsageError
+        raise UsageError(f"--pooling {pooling!r}: use mean or cls")
+    per_window = run(model, enc, batch_size, fn=pool)
+    lengths = enc.lengths
+    emb = torch.stack([per_window[g[0]] if len(g) == 1 else
+                       sum(per_window[w] * lengths[w] for w in g) / sum(lengths[w] for w in g)
+                       for g in by_text(enc)])                                 # (N, H)
+    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 
 
 def token_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
-    """One (L_i, H) float32 tensor of per-token vectors per text (special tokens included), on the CPU."""
+    """One (L_i, H) float32 tensor of per-token vectors per sequence (special tokens included), on the CPU."""
     def split(out, batch, index):
         return list(out.last_hidden_state.float().cpu().split((batch["cu_seqlens"][1:] - batch["cu_seqlens"][:-1]).tolist()))
     return run(model, enc, batch_size, fn=split)
 
 
 def word_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[torch.Tensor]:
-    """One (W_i, H) tensor per text: each word's sub-word pieces averaged (word ids from the tokenizer); special
-    tokens dropped."""
+    """One (W_i, H) tensor per sequence: each word's sub-word pieces averaged (word ids from the tokenizer);
+    special tokens dropped."""
     if enc.word_ids is None:
         raise ValueError("word-level vectors need the word ids: tokenize(..., word_ids=True)")
     out = []
@@ -173,8 +219,19 @@ def word_embeddings(model: Model, enc: Encoded, batch_size: int = 32) -> list[to
     return out
 
 
-def class_probabilities(model: Model, enc: Encoded, batch_size: int = 32) -> torch.Tensor:
-    """(N, num_labels) softmax probabilities of a classification model."""
+def class_logits(model: Model, enc: Encoded, batch_size: int = 32, pool: str = "mean") -> torch.Tensor:
+    """(N, num_labels) float32 logits of a sequence classifier, one row per text: a text in several windows gets
+    the mean (or the max) of its windows' logits."""
     if model.head != "classification":
         raise ValueError(f"this model has head {model.head!r}; predictions need a classification head")
-    return torch.stack(run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().softmax(-1).cpu())))
+    per_window = run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().cpu()))
+    rows = []
+    for g in by_text(enc):
+        stacked = torch.stack([per_window[w] for w in g])                     # (W, C)
+        rows.append(stacked[0] if len(g) == 1 else (stacked.max(0).values if pool == "max" else stacked.mean(0)))
+    return torch.stack(rows)
+
+
+def class_probabilities(model: Model, enc: Encoded, batch_size: int = 32, pool: str = "mean") -> torch.Tensor:
+    """(N, num_labels) softmax probabilities of a classification model (windows pooled by class_logits)."""
+    return class_logits(model, enc, batch_size, pool).softmax(-1)

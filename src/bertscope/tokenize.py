@@ -82,8 +82,10 @@ class Tokenizer:
             ids = ids.tolist()
         return self.backend.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def encode_batch(self, texts, pairs=None, max_length: int | None = None, truncation: bool = True):
-        """The raw `tokenizers.Encoding`s (ids, type ids, word ids, offsets), truncated but not padded."""
+    def encode_batch(self, texts, pairs=None, max_length: int | None = None, truncation: bool = True,
+                     stride: int = 0):
+        """The raw `tokenizers.Encoding`s (ids, type ids, word ids, offsets), truncated but not padded; with a
+        stride, what truncation cuts off comes back as `.overflowing` windows overlapping by `stride` tokens."""
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
@@ -101,7 +103,7 @@ class Tokenizer:
             if not isinstance(t, str):
                 raise TypeError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
         if truncation:
-            self.backend.enable_truncation(max_length or self.max_length, strategy="longest_first")
+            self.backend.enable_truncation(max_length or self.max_length, stride=stride, strategy="longest_first")
         try:
             return self.backend.encode_batch(inputs)
         finally:

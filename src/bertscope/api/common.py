@@ -113,16 +113,30 @@ def max_length_for(config, tok, asked: int | None, option: str = "--max-length")
     return asked
 
 
-def truncation_notice(enc, what: str, limit: int, on_event) -> None:
+def truncation_notice(enc, what: str, limit: int, on_event, windows_help: bool = True) -> None:
     n, most, _ = enc.truncation()
     if n and on_event:
         on_event({"event": "notice", "message": f"{what}: {n} of {len(enc)} texts are longer than {limit} tokens "
-                                                f"and were cut (by up to {most} tokens)"})
+                                                f"and were cut (by up to {most} tokens)" +
+                                                ("; --windows STRIDE keeps all of them" if windows_help else "")})
 
 
 def make_task(name: str | None, **kwargs):
     from ..tasks import make
     return make(name or "classification", **kwargs)
+
+
+def task_for(loaded: Loaded, task: str | None, **options):
+    """The task of evaluate / predict: as asked, else the one the model was fine-tuned for; it must match the head."""
+    from ..tasks import for_model, make
+    name = task or for_model(loaded.model.config, loaded.model.head)
+    t = make(name, **options)
+    if loaded.model.head != t.head:
+        raise CheckpointError(f"{loaded.description}: has head {loaded.model.head!r}; {name} needs a model "
+                              f"fine-tuned for it (head {t.head!r}); fine-tune one with bertscope finetune --task "
+                              f"{name}")
+    t.use_model_labels(loaded.model.config)
+    return t
 
 
 def place(loaded: Loaded, device: str = "auto", bf16: bool = False, compile: bool = False, on_event=None):

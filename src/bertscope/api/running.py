@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, UsageError
-from .common import Loaded, make_task as _task, max_length_for
+from .common import Loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 
@@ -30,64 +30,65 @@ def _check_batch(batch_size: int, option: str = "--batch-size"):
         raise UsageError(f"{option} {batch_size}: expected at least 1")
 
 
-def evaluate(loaded: Loaded, source, *, task: str | None = None, text_column=None, label_column: str = "label",
-             pair_column=None, max_length: int | None = None, batch_size: int = 64, chunk: int = 2048,
-             skip_bad_rows: bool = False, on_event=None) -> dict:
-    """The task's metrics of a model on a labelled file, read, tokenized and run chunk by chunk."""
-    import torch
+TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool", "doc_stride", "max_answer_length",
+                "no_answer", "threshold")
 
-    from ..data import count_rows, iter_rows
+
+def _total(t, source):
+    """Rows of a table or lines of a text file, for the progress bar (sentences and questions are not counted)."""
+    from ..data import count_rows, is_conll
+    return count_rows(source) if hasattr(t, "text_column") or (t.name == "token-classification" and
+                                                               not is_conll(source)) else None
+
+
+def _merge(parts):
+    import torch
+    if parts and isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return [x for part in parts for x in part]
+
+
+def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int | None = None, batch_size: int = 64,
+             chunk: int = 2048, skip_bad_rows: bool = False, on_event=None, **options) -> dict:
+    """The task's metrics of a model on a labelled file (the task the model was fine-tuned for unless `task`),
+    read, tokenized and run chunk by chunk."""
+    from ..data import source_name
     _check_batch(batch_size)
     _check_chunk(chunk)
-    model, tok = loaded.model, loaded.tokenizer
-    t = _task(task, text_column=text_column, label_column=label_column, pair_column=pair_column)
-    if model.head != t.head:
-        raise CheckpointError(f"{loaded.description}: has head {model.head!r}; evaluating {t.name} needs a model "
-                              f"fine-tuned for it (head {t.head!r})")
-    t.use_model_labels(model.config)
-    t.max_length = max_length_for(model.config, tok, max_length)
-    total, done, cut = count_rows(source), 0, 0
-    probs, gold, skipped = [], [], []
-    rows = iter_rows(source, t.text_column, t.label_column, t.pair_column, skip_bad_rows, skipped)
-    from ..data import Examples, source_name
-    for block in _chunks(rows, chunk):
-        ex = Examples(source_name(source), [b[1] for b in block], [b[2] for b in block] if t.pair_column else None,
-                      [t.canonical(b[3], f"{source_name(source)} line {b[0]}") for b in block], [b[0] for b in block])
+    t = task_for(loaded, task, **options)
+    tok = loaded.tokenizer
+    t.max_length = max_length_for(loaded.model.config, tok, max_length if max_length is not None
+                                  else (t.max_length if t.name == "question-answering" else None))
+    total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
+    for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
         cut += enc.truncation()[0]
-        probs.append(t.probabilities(model, enc, batch_size))
-        gold.append(enc.extra["labels"])
+        preds.append(t.predictions(loaded.model, enc, batch_size))
+        gold.append(t.gold(enc))
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total})
-    if not probs:
+    if not preds:
         raise DataError(f"{source_name(source)}: no examples")
-    metrics = t.score(torch.cat(probs), torch.cat(gold))
-    metrics.update(examples=done, labels=t.labels, truncated=cut, skipped=len(skipped))
+    metrics = t.score(_merge(preds), _merge(gold))
+    metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut)
     return metrics
 
 
-def predict(loaded: Loaded, source, *, task: str | None = None, text_column=None, pair_column=None,
-            max_length: int | None = None, batch_size: int = 64, chunk: int = 2048, on_event=None):
-    """Predictions for every input text, in input order, yielded chunk by chunk (a dict per text)."""
-    from ..data import Examples, count_rows, iter_rows, source_name
+def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int | None = None, batch_size: int = 64,
+            chunk: int = 2048, on_event=None, **options):
+    """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
+    question)."""
     _check_batch(batch_size)
     _check_chunk(chunk)
-    model, tok = loaded.model, loaded.tokenizer
-    t = _task(task, text_column=text_column, label_column=None, pair_column=pair_column)
-    if model.head != t.head:
-        raise CheckpointError(f"{loaded.description}: has head {model.head!r}; predicting {t.name} needs a model "
-                              f"fine-tuned for it (head {t.head!r})")
-    t.use_model_labels(model.config)
-    t.max_length = max_length_for(model.config, tok, max_length)
-    total, done = count_rows(source), 0
-    rows = iter_rows(source, t.text_column, None, t.pair_column)
-    for block in _chunks(rows, chunk):
-        ex = Examples(source_name(source), [b[1] for b in block], [b[2] for b in block] if t.pair_column else None,
-                      None, [b[0] for b in block])
+    t = task_for(loaded, task, **options)
+    tok = loaded.tokenizer
+    t.max_length = max_length_for(loaded.model.config, tok, max_length if max_length is not None
+                                  else (t.max_length if t.name == "question-answering" else None))
+    total, done = _total(t, source), 0
+    for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)
-        for text, record in zip(ex.texts, t.decode(t.probabilities(model, enc, batch_size))):
-            yield {"text": text, **record}
+        yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0]})
@@ -95,7 +96,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, text_column=None
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,
           text_column=None, max_length: int | None = None, batch_size: int = 32, chunk: int = 2048,
-          on_event=None) -> dict:
+          windows: int | None = None, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
     temporary file that replaces `out` only when everything is written."""
     import json
@@ -121,7 +122,10 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     try:
         for block in _chunks(iter_rows(source, text_column), chunk):
             texts = [b[1] for b in block]
-            enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word")
+            if windows is not None and level != "sentence":
+                raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
+                                 "long text are cut at --max-length")
+            enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word", windows=windows)
             cut += enc.truncation()[0]
             if level == "sentence":
                 vectors = infer.sentence_embeddings(model, enc, pooling, normalize, batch_size)

@@ -31,23 +31,33 @@ def _check_data_unchanged(run: dict):
                                 "another --out")
 
 
-def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer=None, text_column=None,
-             label_column: str = "label", pair_column=None, max_length: int | None = None, new_head: bool = False,
-             overwrite: bool = False, skip_bad_rows: bool = False, device: str = "auto", threads: int | None = None,
-             on_event=None, stop_after: int | None = None, **settings):
+TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool", "label_all_pieces", "doc_stride",
+                "max_answer_length", "no_answer", "threshold")
+
+
+def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer=None, max_length: int | None = None,
+             new_head: bool = False, overwrite: bool = False, skip_bad_rows: bool = False, device: str = "auto",
+             threads: int | None = None, on_event=None, stop_after: int | None = None, **options):
     """Fine-tune `model` (a checkpoint folder, or a Model with `tokenizer`) on the labelled file `train`, writing the
-    best model, metrics and curves to the folder `out`. `settings` are train.Settings fields (epochs, lr,
-    batch_size, ...). Returns a train.Result; a run stopped by Ctrl-C or stop_after has finished=False and resumes
-    with `resume(out)`."""
+    best model, metrics and curves to the folder `out`. `task` is one of tasks.TASKS (default: guessed from the
+    file, said in a notice); task options (TASK_OPTIONS: text_column, label_column, windows, doc_stride, ...) and
+    train.Settings fields (epochs, lr, batch_size, ...) go in as keyword arguments. Returns a train.Result; a run
+    stopped by Ctrl-C or stop_after has finished=False and resumes with `resume(out)`."""
     from ..io import FolderLock, check_output_folder, create_output_folder
     from ..model import Model
     from ..train import Settings, state
+    from ..tasks import guess
     set_threads(threads)
-    s = Settings(**settings)
+    task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
+    s = Settings(**options)
     where = pick_device(device)
     source = None if isinstance(model, Model) else Path(str(model))
     check_output_folder(out, overwrite, sources=[source] if source else [])
-    t = _task(task, text_column=text_column, label_column=label_column, pair_column=pair_column)
+    if task is None:
+        task, why = guess(train, task_options.get("label_column") or "label")
+        if on_event:
+            on_event({"event": "notice", "message": f"--task {task} ({why}; pass --task to choose another)"})
+    t = _task(task, **task_options)
     if isinstance(model, Model):
         if tokenizer is None:
             raise TokenizerError("fine-tuning a Model object needs its tokenizer: finetune(model, ..., tokenizer=tok)")
@@ -62,7 +72,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     train_ex = t.read(train, skip_bad_rows)
     eval_ex = t.read(eval, skip_bad_rows) if eval is not None else None
     for ex in (train_ex, eval_ex):
-        if ex is not None and ex.skipped and on_event:
+        if ex is not None and getattr(ex, "skipped", None) and on_event:
             on_event({"event": "notice", "message": f"skipped {len(ex.skipped)} bad rows of {ex.path} (first: line "
                                                     f"{ex.skipped[0][0]}: {ex.skipped[0][1]})"})
     import torch
@@ -77,12 +87,12 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         t.fit_head(net.config, saved_head, train_ex, new_head)
     net.config = t.configure(net.config)
     tok.check_fits(net.config)
-    t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else 128)
+    t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else t.max_length)
     data = t.encode(train_ex, tok)
     eval_data = t.encode(eval_ex, tok) if eval_ex is not None else None
-    truncation_notice(data, str(train), t.max_length, on_event)
+    truncation_notice(data, str(train), t.max_length, on_event, getattr(t, "windows", None) is None)
     if eval_data is not None:
-        truncation_notice(eval_data, str(eval), t.max_length, on_event)
+        truncation_notice(eval_data, str(eval), t.max_length, on_event, getattr(t, "windows", None) is None)
     from ..infer import check_all
     check_all(net.config, data)
     if eval_data is not None:

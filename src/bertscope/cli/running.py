@@ -34,87 +34,137 @@ def _format(fmt: str) -> str:
     return fmt
 
 
+TASK = typer.Option(None, help="classification | regression | multi-label | token-classification | "
+                               "question-answering [default: the task the model was fine-tuned for]")
+WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
+                                  "tokens, instead of cutting them")
+POOL = typer.Option(None, help="with --windows: combine a text's window scores by mean or max [mean]")
+
+
+def _task_options(**given) -> dict:
+    return {k: v for k, v in given.items() if v is not None and v is not False}
+
+
 @command()
 def evaluate(
-    model: str = typer.Argument(..., metavar="MODEL"), file: str = SOURCE,
+    model: str = typer.Argument(..., metavar="MODEL"), file: str = SOURCE, task: Optional[str] = TASK,
     text_column: Optional[str] = typer.Option(None), label_column: str = typer.Option("label"),
     pair_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(64),
     max_length: Optional[int] = MAX_LENGTH, chunk: int = CHUNK, skip_bad_rows: bool = typer.Option(False),
+    windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
     fmt: str = typer.Option("text", "--format", help="text | json"),
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
-    """Accuracy, macro-F1 and the confusion matrix of a classifier on a labelled file."""
-    from rich.table import Table
-
+    """The metrics of a fine-tuned model on a labelled file: accuracy, macro-F1 and the confusion matrix for
+    classes; entity precision / recall / F1 per type for tags; exact match and F1 for answers; Pearson / Spearman for
+    numbers; micro / macro F1 for several labels."""
     from .. import api
-    from ..data import count_rows
     if fmt not in ("text", "json"):
         from ..errors import UsageError
         raise UsageError(f"--format {fmt!r}: use text or json")
-    loaded = _load(model, "classification", device, bf16, compile_, threads)
-    bar, update = progress_bar("evaluating", count_rows(file))
+    loaded = _load(model, None, device, bf16, compile_, threads)
+    bar, update = progress_bar("evaluating", None)
     start = time.perf_counter()
     with bar:
-        m = api.evaluate(loaded, file, text_column=text_column, label_column=label_column, pair_column=pair_column,
-                         max_length=max_length, batch_size=batch_size, chunk=chunk, skip_bad_rows=skip_bad_rows,
-                         on_event=lambda e: update(e["done"]))
-    elapsed = time.perf_counter() - start
+        m = api.evaluate(loaded, file, task=task, max_length=max_length, batch_size=batch_size, chunk=chunk,
+                         skip_bad_rows=skip_bad_rows, on_event=lambda e: update(e["done"]),
+                         **_task_options(text_column=text_column, label_column=label_column,
+                                         pair_column=pair_column, windows=windows, pool=pool,
+                                         doc_stride=doc_stride))
     if m["truncated"]:
-        note(f"{m['truncated']} texts were longer than the model allows and were cut")
+        note(f"{m['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
     if fmt == "json":
-        print(json.dumps({k: v for k, v in m.items()}, indent=1))
+        print(json.dumps(m, indent=1))
         return
-    say(f"{file}: {m['examples']} examples · accuracy {m['accuracy']:.4f} · macro-F1 {m['macro_f1']:.4f} · "
-        f"loss {m['loss']:.4f} · {m['examples'] / elapsed:.0f} examples/s")
-    table = Table("true \\ predicted", *m["labels"])
-    for name, row in zip(m["labels"], m["confusion"]):
-        table.add_row(name, *map(str, row))
-    console.print(table)
+    _print_metrics(file, m, time.perf_counter() - start)
+
+
+def _print_metrics(file, m: dict, elapsed: float):
+    from rich.table import Table
+    shown = [f"{k.replace('_', ' ')} {m[k]:.4f}" for k in ("accuracy", "macro_f1", "precision", "recall", "f1",
+                                                            "exact", "micro_f1", "pearson", "spearman", "mse", "loss")
+             if isinstance(m.get(k), float)]
+    say(f"{file}: {m['examples']} examples · {m['task']} · " + " · ".join(shown) +
+        f" · {m['examples'] / elapsed:.0f} examples/s")
+    if "confusion" in m:
+        table = Table("true \\ predicted", *m["labels"])
+        for name, row in zip(m["labels"], m["confusion"]):
+            table.add_row(name, *map(str, row))
+        console.print(table)
+    if "per_type" in m:
+        table = Table("type", "precision", "recall", "f1", "support")
+        for kind, r in m["per_type"].items():
+            table.add_row(kind, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
+        console.print(table)
+
+
+def _tsv(r: dict, labels) -> str:
+    """One prediction as a TSV line (the header is _header's)."""
+    if "probabilities" in r and "label" in r:
+        return "\t".join([r["label"]] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [r["text"]])
+    if "probabilities" in r:
+        return "\t".join(["|".join(r["labels"])] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [r["text"]])
+    if "score" in r and "id" not in r:
+        return f"{r['score']:.6f}\t{r['text']}"
+    if "tags" in r:
+        return "\n".join(f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])) + "\n"
+    return "\t".join(str(r[k]) for k in ("id", "answer", "start", "end", "score"))
+
+
+def _header(task: str, labels) -> str | None:
+    return {"classification": "\t".join(["label"] + [f"p_{x}" for x in labels] + ["text"]),
+            "multi-label": "\t".join(["labels"] + [f"p_{x}" for x in labels] + ["text"]),
+            "regression": "score\ttext", "question-answering": "id\tanswer\tstart\tend\tscore"}.get(task)
 
 
 @command()
 def predict(
-    model: str = typer.Argument(..., metavar="MODEL"), file: str = SOURCE,
-    fmt: str = typer.Option("tsv", "--format", help="tsv | jsonl | json"),
+    model: str = typer.Argument(..., metavar="MODEL"), file: str = SOURCE, task: Optional[str] = TASK,
+    fmt: str = typer.Option("tsv", "--format", help="tsv (CoNLL for word tags) | jsonl | json"),
     text_column: Optional[str] = typer.Option(None), pair_column: Optional[str] = typer.Option(None),
     batch_size: int = typer.Option(64), chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH,
+    windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
+    max_answer_length: Optional[int] = typer.Option(None, help="question answering: longest answer in tokens [15]"),
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
-    """Label and class probabilities for every input text, in input order, streamed chunk by chunk."""
+    """Predictions for every input, in input order, streamed: labels and probabilities, numbers, word tags with
+    entity spans (character offsets), or answers (id, answer, start, end, score)."""
     from .. import api
-    from ..data import count_rows
+    from ..tasks import for_model
     _format(fmt)
-    loaded = _load(model, "classification", device, bf16, compile_, threads)
+    loaded = _load(model, None, device, bf16, compile_, threads)
+    name = task or for_model(loaded.model.config, loaded.model.head)
     labels = loaded.model.config.labels
     start, n, cut = time.perf_counter(), 0, 0
-    bar, update = progress_bar("predicting", count_rows(file))
+    bar, update = progress_bar("predicting", None)
 
     def on_event(e):
         nonlocal cut
         cut += e.get("truncated", 0)
         update(e["done"])
 
-    if fmt == "tsv":
-        print("\t".join(["label"] + [f"p_{x}" for x in labels] + ["text"]))
+    if fmt == "tsv" and _header(name, labels):
+        print(_header(name, labels))
     records = []
     with bar:
-        for r in api.predict(loaded, file, text_column=text_column, pair_column=pair_column, max_length=max_length,
-                             batch_size=batch_size, chunk=chunk, on_event=on_event):
+        for r in api.predict(loaded, file, task=name, max_length=max_length, batch_size=batch_size, chunk=chunk,
+                             on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
+                                                                windows=windows, pool=pool, doc_stride=doc_stride,
+                                                                max_answer_length=max_answer_length)):
             n += 1
             if fmt == "json":
                 records.append(r)
-            elif fmt == "jsonl":
-                print(json.dumps(r, ensure_ascii=False))
             else:
-                p = r["probabilities"]
-                print("\t".join([r["label"]] + [f"{p[x]:.4f}" for x in labels] + [r["text"]]))
+                print(json.dumps(r, ensure_ascii=False) if fmt == "jsonl" else _tsv(r, labels))
     if fmt == "json":
         print(json.dumps(records, ensure_ascii=False, indent=1))
     sys.stdout.flush()
     if cut:
-        note(f"{cut} texts were longer than the model allows and were cut")
-    note(f"{n} texts in {time.perf_counter() - start:.2f} s ({n / max(1e-9, time.perf_counter() - start):.0f} "
-         "texts/s)")
+        note(f"{cut} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
+    elapsed = max(1e-9, time.perf_counter() - start)
+    note(f"{n} predictions in {elapsed:.2f} s ({n / elapsed:.0f}/s)")
 
 
 @command()
@@ -125,7 +175,7 @@ def embed(
     level: str = typer.Option("sentence", help="sentence | token | word"),
     normalize: bool = typer.Option(True, help="L2-normalise sentence embeddings"),
     text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
-    chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH,
+    chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH, windows: Optional[int] = WINDOWS,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Sentence embeddings (mean pooling + normalisation as sentence-transformers), or per-token / per-word
@@ -139,8 +189,8 @@ def embed(
     start = time.perf_counter()
     with bar:
         r = api.embed(loaded, file, out, level=level, pooling=pooling, normalize=normalize, text_column=text_column,
-                      max_length=max_length, batch_size=batch_size, chunk=chunk,
+                      max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows,
                       on_event=lambda e: update(e["done"]))
     if r["truncated"]:
-        note(f"{r['truncated']} texts were longer than the model allows and were cut")
+        note(f"{r['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
     say(f"wrote {out}: {r['shape']} ({level} level) · {r['texts'] / (time.perf_counter() - start):.0f} texts/s")

@@ -23,6 +23,10 @@ SEED = typer.Option(None, help="seed of the shuffling, dropout and a new head [d
 SAVE = typer.Option(None, help="steps between resumable checkpoints (0: epoch ends only) [default: 500]")
 KEEP = typer.Option(False, "--keep-checkpoint", help="keep the resumable checkpoint/ after the run succeeds")
 OVERWRITE = typer.Option(False, "--overwrite", help="write into --out even if it holds a model or a run")
+TASK = typer.Option(None, help="classification | regression | multi-label | token-classification | "
+                               "question-answering [default: guessed from the training file]")
+WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
+                                  "tokens, instead of cutting them")
 
 
 class Reporter:
@@ -79,16 +83,19 @@ def _classification_log(e):
     return f"loss {e['loss']:.4f} · {e['examples_per_s']:.0f} ex/s · {e['tokens_per_s']:.0f} tok/s"
 
 
+SHOWN = ("accuracy", "macro_f1", "f1", "precision", "recall", "exact", "pearson", "spearman", "micro_f1", "loss")
+
+
 def _classification_eval(e):
-    shown = [f"{k[5:].replace('_', ' ')} {v:.4f}" for k, v in e.items()
-             if k.startswith("eval_") and isinstance(v, float)]
+    shown = [f"{k.replace('_', ' ')} {e['eval_' + k]:.4f}" for k in SHOWN if isinstance(e.get("eval_" + k), float)]
     return f"epoch {e['epoch']:.2f} · step {e['step']}: eval " + " · ".join(shown)
 
 
 @command()
 def finetune(
     model: Optional[str] = typer.Argument(None, metavar="MODEL", help="checkpoint folder to start from"),
-    train: Optional[Path] = typer.Option(None, help="training file (.tsv, .csv or .jsonl)"),
+    train: Optional[Path] = typer.Option(None, help="training file (.tsv/.csv/.jsonl rows, .conll, SQuAD .json)"),
+    task: Optional[str] = TASK,
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="evaluation file, scored after every epoch"),
     out: Optional[Path] = typer.Option(None, help="output folder (the best model, metrics, curves)"),
     text_column: Optional[str] = typer.Option(None, help="default: 'text' or 'sentence' or the first column"),
@@ -109,10 +116,16 @@ def finetune(
     resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),
     threads: Optional[int] = THREADS,
     bucket: Optional[int] = typer.Option(None, help="batches per length-sorting window (1: random batches)"),
+    windows: Optional[int] = WINDOWS,
+    label_all_pieces: bool = typer.Option(False, help="token tasks: every piece of a word takes its tag (default: "
+                                                      "the first piece only)"),
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
+    threshold: Optional[float] = typer.Option(None, help="multi-label: probability from which a label is predicted"),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),
 ):
-    """Fine-tune a sequence classifier on a labelled file; the best model is kept in --out."""
+    """Fine-tune for sentence labels, numbers, several labels, word tags (NER) or answers (QA); the best model is
+    kept in --out."""
     from .. import api
     settings = _given(epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum, warmup=warmup,
                       weight_decay=weight_decay, seed=seed, bf16=bf16, max_steps=max_steps, save_every=save_every,
@@ -127,11 +140,14 @@ def finetune(
             if model is None or train is None or out is None:
                 raise typer.BadParameter("give MODEL, --train and --out (or --resume DIR to continue a run)")
             say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else ""))
-            result = api.finetune(model, train, out, eval=eval_file, tokenizer=tokenizer, text_column=text_column,
-                                  label_column=label_column, pair_column=pair_column, max_length=max_length,
-                                  new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows,
-                                  device=device, threads=threads, on_event=report, **settings)
-    _finish(result, out, "finetune", f"; best eval accuracy {result.best:.4f}" if result.best is not None else "")
+            options = _given(text_column=text_column, label_column=label_column, pair_column=pair_column,
+                             windows=windows, label_all_pieces=label_all_pieces, doc_stride=doc_stride,
+                             threshold=threshold)
+            result = api.finetune(model, train, out, eval=eval_file, task=task, tokenizer=tokenizer,
+                                  max_length=max_length, new_head=new_head, overwrite=overwrite,
+                                  skip_bad_rows=skip_bad_rows, device=device, threads=threads, on_event=report,
+                                  **options, **settings)
+    _finish(result, out, "finetune", f"; best eval score {result.best:.4f}" if result.best is not None else "")
 
 
 def _pretrain_log(e):

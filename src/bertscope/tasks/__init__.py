@@ -1,22 +1,38 @@
 """One module per task; each supplies reading, batches, loss, metrics and decoding to the one training engine.
 
-    classification        one label per text (or text pair)
-    pretraining           masked LM with the family's pair objective (NSP / SOP)
+    classification         one label per text (or text pair)             classification.py
+    regression             one number per text                           regression.py
+    multi-label            any number of labels per text                 multi_label.py
+    token-classification   one tag per word: NER, POS, segmentation      token_classification.py
+    question-answering     an answer span in a context (SQuAD)           question_answering.py
+    pretraining            masked LM with the family's NSP / SOP         pretraining.py
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from ..errors import UsageError
 
-TASKS = ("classification",)
+TASKS = ("classification", "regression", "multi-label", "token-classification", "question-answering")
 
 
-def make(name: str, **kwargs):
-    """The task object for a --task name (text_column, label_column, ... as keyword arguments)."""
+def make(name: str, **options):
+    """The task object for a --task name; options it does not use are ignored."""
     if name == "classification":
-        from .classification import SequenceClassification
-        return SequenceClassification(**kwargs)
-    raise UsageError(f"--task {name!r} is not one of {', '.join(TASKS)}")
+        from .classification import SequenceClassification as cls
+    elif name == "regression":
+        from .regression import Regression as cls
+    elif name == "multi-label":
+        from .multi_label import MultiLabel as cls
+    elif name == "token-classification":
+        from .token_classification import TokenClassification as cls
+    elif name == "question-answering":
+        from .question_answering import QuestionAnswering as cls
+    else:
+        raise UsageError(f"--task {name!r} is not one of {', '.join(TASKS)}")
+    return cls(**{k: v for k, v in options.items() if v is not None})
 
 
 def restore(state: dict, tok):
@@ -27,3 +43,56 @@ def restore(state: dict, tok):
         from .pretraining import Pretraining
         return Pretraining(tok, **args)
     return make(name, **args)
+
+
+def for_model(config, head: str) -> str:
+    """The task a fine-tuned model was trained for, from its head and problem_type."""
+    if head in ("token-classification", "question-answering"):
+        return head
+    if head == "classification":
+        return {"regression": "regression", "multi_label_classification": "multi-label"}.get(config.problem_type,
+                                                                                             "classification")
+    raise UsageError(f"this model has head {head!r}, which predicts no task; fine-tune it first (bertscope finetune)")
+
+
+def guess(path, label_column: str = "label") -> tuple[str, str]:
+    """(task, why) from a training file: CoNLL -> token-classification, SQuAD JSON -> question-answering, and for a
+    table, its labels: lists or `a|b` -> multi-label, real numbers -> regression, else classification."""
+    p = Path(str(path))
+    suffix = p.suffix.lower()
+    if suffix in (".conll", ".bio", ".iob", ".iob2", ".ner"):
+        return "token-classification", f"{p.name} is a CoNLL file"
+    if suffix == ".json":
+        return "question-answering", f"{p.name} is a SQuAD-style JSON file"
+    if not p.is_file() or suffix not in (".tsv", ".csv", ".jsonl"):
+        return "classification", "the default"
+    from ..data import iter_rows
+    if suffix == ".jsonl":
+        with open(p, encoding="utf-8", errors="replace") as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            record = json.loads(first)
+        except ValueError:
+            record = {}
+        if isinstance(record, dict) and ("tokens" in record or "words" in record) and "tags" in record:
+            return "token-classification", f"{p.name} holds tokens and tags"
+    labels = []
+    try:
+        for n, (_, _, _, label) in enumerate(iter_rows(p, label_column=label_column, skip_bad_rows=True,
+                                                       skipped=[])):
+            labels.append(label)
+            if n >= 2000:
+                break
+    except Exception:   # the real reading, later, reports what is wrong with the file
+        return "classification", "the default"
+    if any(isinstance(x, list) or (isinstance(x, str) and "|" in x) for x in labels):
+        return "multi-label", f"the {label_column!r} column holds several labels per row"
+    numbers = []
+    for x in labels:
+        try:
+            numbers.append(float(x))
+        except (TypeError, ValueError):
+            return "classification", f"the {label_column!r} column holds class names"
+    if numbers and any(v != int(v) for v in numbers):
+        return "regression", f"the {label_column!r} column holds real numbers"
+    return "classification", f"the {label_column!r} column holds classes"

@@ -58,10 +58,14 @@ class SequenceClassification(Task):
     problem_type = "single_label_classification"
 
     def __init__(self, text_column: str | None = None, label_column: str = "label", pair_column: str | None = None,
-                 labels: list[str] | None = None, max_length: int = 128):
+                 labels: list[str] | None = None, max_length: int = 128, windows: int | None = None,
+                 pool: str = "mean", **_):
+        if pool not in ("mean", "max"):
+            from ..errors import UsageError
+            raise UsageError(f"--pool {pool!r}: use mean or max (how the windows of a long text are combined)")
         self.text_column, self.label_column, self.pair_column = text_column, label_column, pair_column
         self.labels = labels                    # the head's classes, in its order (set by fit_head)
-        self.max_length = max_length
+        self.max_length, self.windows, self.pool = max_length, windows, pool
 
     # ---- reading ------------------------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> Examples:
@@ -70,6 +74,26 @@ class SequenceClassification(Task):
         if labelled:
             ex.labels = [self.canonical(v, ex.where(i)) for i, v in enumerate(ex.labels)]
         return ex
+
+    def chunks(self, source, size: int, skip_bad_rows: bool = False, labelled: bool = True):
+        """The file's rows `size` at a time, read lazily (a file of any length streams)."""
+        from ..data import iter_rows, source_name
+        name = source_name(source)
+        block: list = []
+        rows = iter_rows(source, self.text_column, self.label_column if labelled else None, self.pair_column,
+                         skip_bad_rows, [])
+        for row in rows:
+            block.append(row)
+            if len(block) >= size:
+                yield self._examples(name, block, labelled)
+                block = []
+        if block:
+            yield self._examples(name, block, labelled)
+
+    def _examples(self, name, block, labelled) -> Examples:
+        return Examples(name, [b[1] for b in block], [b[2] for b in block] if self.pair_column else None,
+                        [self.canonical(b[3], f"{name} line {b[0]}") for b in block] if labelled else None,
+                        [b[0] for b in block])
 
     def canonical(self, value, where: str):
         return canonical_label(value, where)
@@ -125,9 +149,15 @@ class SequenceClassification(Task):
 
     # ---- encoding and batches ---------------------------------------------------------------------------------
     def encode(self, ex: Examples, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
-        enc = infer.tokenize(tok, ex.texts, ex.pairs, max_length=max_length or self.max_length)
+        """Token ids of every text (or of its windows, with windows): extra["labels"] holds one target per sequence
+        (what training uses), extra["gold"] one per text (what scoring uses)."""
+        enc = infer.tokenize(tok, ex.texts, ex.pairs, max_length=max_length or self.max_length, windows=self.windows)
+        enc.extra["texts"] = ex.texts
         if labelled and ex.labels is not None:
-            enc.extra["labels"] = self.targets(ex)
+            gold = self.targets(ex)
+            text = enc.extra.get("text")
+            enc.extra["gold"] = gold
+            enc.extra["labels"] = gold[torch.tensor(text)] if text is not None else gold
         return enc
 
     def collate(self, data, index, epoch, seed) -> Batch:
@@ -141,28 +171,36 @@ class SequenceClassification(Task):
 
     # ---- evaluation and prediction ----------------------------------------------------------------------------
     def probabilities(self, model, data, batch_size: int = 64) -> torch.Tensor:
-        return infer.class_probabilities(model, data, batch_size)
+        return infer.class_probabilities(model, data, batch_size, self.pool)
+
+    def predictions(self, model, data, batch_size: int = 64) -> torch.Tensor:
+        return self.probabilities(model, data, batch_size)
+
+    def gold(self, data):
+        return data.extra["gold"]
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
         was_training = model.training
         model.eval()
-        probs = self.probabilities(model, data, batch_size)
+        probs = self.predictions(model, data, batch_size)
         model.train(was_training)
-        return self.score(probs, data.extra["labels"])
+        return self.score(probs, self.gold(data))
 
     def score(self, probs: torch.Tensor, gold: torch.Tensor) -> dict:
         m = scoring.classification_scores(gold.tolist(), probs.argmax(-1).tolist(), probs.shape[-1])
         m["loss"] = float(F.nll_loss(probs.clamp(min=1e-12).log(), gold))
         return m
 
-    def decode(self, probs: torch.Tensor) -> list[dict]:
+    def decode(self, probs: torch.Tensor, data=None) -> list[dict]:
         out = []
-        for p in probs.tolist():
+        texts = data.extra["texts"] if data is not None else [None] * len(probs)
+        for text, p in zip(texts, probs.tolist()):
             best = max(range(len(p)), key=p.__getitem__)
-            out.append({"label": self.labels[best], "probabilities": dict(zip(self.labels, p))})
+            out.append({"text": text, "label": self.labels[best], "probabilities": dict(zip(self.labels, p))})
         return out
 
     def state(self) -> dict:
         return {"task": self.name, "labels": self.labels, "text_column": self.text_column,
-                "label_column": self.label_column, "pair_column": self.pair_column, "max_length": self.max_length}
+                "label_column": self.label_column, "pair_column": self.pair_column, "max_length": self.max_length,
+                "windows": self.windows, "pool": self.pool}

@@ -1,0 +1,70 @@
+"""Regression: one number per text (problem_type "regression"), mean squared error, Pearson / Spearman."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import infer, scoring
+from ..errors import DataError
+from .base import Batch
+from .classification import SequenceClassification
+
+
+class Regression(SequenceClassification):
+    name = "regression"
+    metric = "pearson"
+    problem_type = "regression"
+
+    def canonical(self, value, where: str):
+        if isinstance(value, bool) or isinstance(value, list) or value is None:
+            raise DataError(f"{where}: a regression target must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: a regression target must be a number, got {value!r}; for class names use "
+                            "--task classification") from None
+        if not math.isfinite(number):
+            raise DataError(f"{where}: the target {value!r} is not a finite number")
+        return number
+
+    def training_labels(self, ex):
+        if len(set(ex.labels)) < 2:
+            raise DataError(f"{ex.path}: every row has the target {ex.labels[0]}; there is nothing to regress on")
+        return ["score"]
+
+    def fit_head(self, config, saved_head, train, new_head: bool) -> bool:
+        self.training_labels(train)
+        keep = saved_head == self.head and not new_head and config.num_labels == 1 and \
+            config.problem_type in (None, "regression")
+        self.labels, self.mapping = (list(config.labels) if keep else ["score"]), {}
+        return keep
+
+    def use_model_labels(self, config):
+        self.labels, self.mapping = list(config.labels), {}
+
+    def targets(self, ex) -> torch.Tensor:
+        return torch.tensor(ex.labels, dtype=torch.float32)
+
+    def collate(self, data, index, epoch, seed) -> Batch:
+        inputs = infer.packed_batch(data, index)
+        return Batch(inputs, {"labels": data.extra["labels"][index]}, {"loss": len(index)}, len(index),
+                     int(inputs["input_ids"].numel()))
+
+    def loss(self, model, batch: Batch):
+        pred = model(**batch.inputs).logits.squeeze(-1).float()              # (N,)
+        return {"loss": F.mse_loss(pred, batch.targets["labels"], reduction="sum")}, {}
+
+    def probabilities(self, model, data, batch_size: int = 64) -> torch.Tensor:
+        return infer.class_logits(model, data, batch_size, self.pool)         # (N, 1): the predicted numbers
+
+    def score(self, pred: torch.Tensor, gold: torch.Tensor) -> dict:
+        m = scoring.regression_scores(gold.tolist(), pred.squeeze(-1).tolist())
+        m["loss"] = m["mse"]
+        return m
+
+    def decode(self, pred: torch.Tensor, data=None) -> list[dict]:
+        texts = data.extra["texts"] if data is not None else [None] * len(pred)
+        return [{"text": t, "score": float(v)} for t, v in zip(texts, pred.squeeze(-1).tolist())]

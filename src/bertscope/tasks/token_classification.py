@@ -1,0 +1,265 @@
+"""Token classification (NER, POS, Chinese word segmentation): one tag per word.
+
+Files are CoNLL (`token<TAB>tag`, a blank line between sentences) or JSONL with "tokens" and "tags". The words of a
+sentence are joined with spaces and tokenized once; a word's tag goes to its first piece and the other pieces are
+left out of the loss (`label_all_pieces` gives every piece the word's tag). Tags in the BIO/IOB2 scheme (`B-PER`,
+`I-PER`, `O`) are checked (an `I-` that continues nothing is an error naming the line) and scored per entity as
+seqeval does; B/M/E/S segmentation tags are scored per word as the SIGHAN scorer does; any other tag set per token.
+A sentence longer than the model is cut (and counted) or, with windows, split into overlapping windows, each word
+taking its tag from the window where it sits most centrally.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+
+from .. import infer, scoring
+from ..data import TokenExamples, is_conll, lines, read_conll, source_name
+from ..errors import DataError
+from .base import Batch, Task
+
+
+def scheme_of(tags) -> str:
+    """"bio" for B-/I-/O tags, "bmes" for B/M/E/S segmentation tags, else "tags"."""
+    unique = set(tags)
+    if unique and all(t == "O" or t[:2] in ("B-", "I-") for t in unique) and unique != {"O"}:
+        return "bio"
+    if unique and unique <= {"B", "M", "E", "S"}:
+        return "bmes"
+    return "tags"
+
+
+def tag_order(tags) -> list[str]:
+    """A new head's tags: O first, then by entity type and B before I (so B-X, I-X sit together)."""
+    unique = set(tags)
+    return sorted(unique, key=lambda t: (t != "O", t[2:] if t[:2] in ("B-", "I-") else t, t[:2]))
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    head = "token-classification"
+    metric = "f1"
+
+    def __init__(self, labels: list[str] | None = None, max_length: int = 128, label_all_pieces: bool = False,
+                 windows: int | None = None, **_):
+        self.labels = labels
+        self.max_length, self.label_all_pieces, self.windows = max_length, label_all_pieces, windows
+
+    # ---- reading ------------------------------------------------------------------------------------------------
+    def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> TokenExamples:
+        """CoNLL / JSONL sentences; for prediction also plain text, one sentence a line, split at spaces."""
+        if not labelled and not (is_conll(path) or str(path).endswith(".jsonl")):
+            return self._plain(path)
+        ex = read_conll(path, labelled)
+        if labelled:
+            self._check_tags(ex)
+        return ex
+
+    def chunks(self, source, size: int, skip_bad_rows: bool = False, labelled: bool = True):
+        ex = self.read(source, skip_bad_rows, labelled)
+        for a in range(0, len(ex), size):
+            yield TokenExamples(ex.path, ex.words[a:a + size], ex.tags[a:a + size] if ex.tags is not None else None,
+                                ex.lines[a:a + size], ex.texts[a:a + size] if ex.texts is not None else None)
+
+    def _plain(self, path) -> TokenExamples:
+        ex = TokenExamples(source_name(path), [], None, [], [])
+        for n, line in lines(path):
+            if line.strip():
+                ex.words.append(line.split())
+                ex.lines.append(n)
+                ex.texts.append(line)
+        if not ex.words:
+            raise DataError(f"{ex.path}: no text found")
+        return ex
+
+    def _check_tags(self, ex: TokenExamples):
+        if scheme_of(t for tags in ex.tags for t in tags) != "bio":
+            return
+        for words, tags, first in zip(ex.words, ex.tags, ex.lines):
+            for k, message in scoring.bio_problems(tags):
+                line = first + k if not str(ex.path).endswith(".jsonl") else first
+                raise DataError(f"{ex.path} line {line}: tag {tags[k]!r} of {words[k]!r}: {message}")
+
+    # ---- the head -------------------------------------------------------------------------------------------
+    def fit_head(self, config, saved_head, train: TokenExamples, new_head: bool) -> bool:
+        found = tag_order(t for tags in train.tags for t in tags)
+        if len(found) < 2:
+            raise DataError(f"{train.path}: every token has tag {found[0]!r}; a tagger needs at least two tags")
+        keep = saved_head == self.head and not new_head
+        if keep:
+            unknown = sorted(set(found) - set(config.labels))
+            if unknown:
+                i = next(i for i, tags in enumerate(train.tags) if unknown[0] in tags)
+                raise DataError(f"{train.where(i)}: tag {unknown[0]!r} is not one of this tagger's tags "
+                                f"({', '.join(config.labels)}). Pass --new-head to train a new head for the file's "
+                                f"tags; the saved head is then discarded")
+            self.labels = list(config.labels)
+        else:
+            self.labels = found
+        return keep
+
+    def configure(self, config):
+        return config.with_labels(self.labels)
+
+    def use_model_labels(self, config):
+        self.labels = list(config.labels)
+
+    @property
+    def scheme(self) -> str:
+        return scheme_of(self.labels)
+
+    # ---- encoding and batches ---------------------------------------------------------------------------------
+    def encode(self, ex: TokenExamples, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
+        """Each sentence's words joined with spaces; the pieces' word numbers from their character offsets."""
+        texts, spans = [], []
+        for i, words in enumerate(ex.words):
+            if ex.texts is not None:                      # plain text: offsets into the line as given
+                text = ex.texts[i]
+                row = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+            else:
+                start, row = 0, []
+                for w in words:
+                    row.append((start, start + len(w)))
+                    start += len(w) + 1
+                text = " ".join(words)
+            texts.append(text)
+            spans.append(row)
+        enc = infer.tokenize(tok, texts, max_length=max_length or self.max_length, word_ids=True,
+                             windows=self.windows)
+        sentence = enc.extra.get("text") or list(range(len(texts)))
+        enc.word_ids = [self._words(enc.offsets[k], enc.word_ids[k], spans[s]) for k, s in enumerate(sentence)]
+        enc.extra.update(sentence=sentence, spans=spans, texts=texts, words=ex.words)
+        if labelled and ex.tags is not None:
+            index = {t: i for i, t in enumerate(self.labels)}
+            for i, tags in enumerate(ex.tags):
+                for t in tags:
+                    if t not in index:
+                        raise DataError(f"{ex.where(i)}: tag {t!r} is not one the model knows "
+                                        f"({', '.join(self.labels)})")
+            enc.extra["tags"] = ex.tags
+            enc.extra["labels"] = [self._labels(enc.word_ids[k], [index[t] for t in ex.tags[s]])
+                                   for k, s in enumerate(sentence)]
+        return enc
+
+    @staticmethod
+    def _words(offsets, pieces, spans) -> list[int]:
+        """The word number of every piece (-1 for special tokens), from where its characters start."""
+        out, w = [], 0
+        for (a, b), piece in zip(offsets, pieces):
+            if piece < 0 or a == b:
+                out.append(-1)
+                continue
+            while w + 1 < len(spans) and spans[w][1] <= a:
+                w += 1
+            while w > 0 and spans[w][0] > a:
+                w -= 1
+            out.append(w)
+        return out
+
+    def _labels(self, word_ids, tags) -> list[int]:
+        out, previous = [], -1
+        for w in word_ids:
+            first = w >= 0 and w != previous
+            out.append(tags[w] if w >= 0 and (first or self.label_all_pieces) else -100)
+            previous = w
+        return out
+
+    def collate(self, data, index, epoch, seed) -> Batch:
+        inputs = infer.packed_batch(data, index)
+        labels = torch.tensor([x for i in index for x in data.extra["labels"][i]], dtype=torch.long)
+        n = int((labels != -100).sum())
+        return Batch(inputs, {"labels": labels}, {"loss": n}, len(index), int(inputs["input_ids"].numel()))
+
+    def loss(self, model, batch: Batch):
+        logits = model(**batch.inputs).logits                                  # (T, C)
+        return {"loss": F.cross_entropy(logits.float(), batch.targets["labels"], ignore_index=-100,
+                                        reduction="sum")}, {}
+
+    # ---- predictions ----------------------------------------------------------------------------------------
+    def predictions(self, model, data, batch_size: int = 64) -> list[dict]:
+        """Per sentence: every word's tag and its probability, from its first piece in the window where the word
+        sits most centrally (a word the model never saw, past the length limit, gets 'O' or the first tag, score 0)."""
+        per_window = infer.run(model, data, batch_size, fn=lambda out, b, i: list(
+            out.logits.float().softmax(-1).cpu().split((b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).tolist())))
+        best: dict = {}                                                       # (sentence, word) -> (centrality, p)
+        for k, probs in enumerate(per_window):
+            s = data.extra["sentence"][k]
+            words = data.word_ids[k]
+            n = len(words)
+            for pos, w in enumerate(words):
+                if w < 0 or (pos > 0 and words[pos - 1] == w):
+                    continue                                                  # not a word's first piece
+                centrality = min(pos, n - 1 - pos)
+                if (s, w) not in best or centrality > best[(s, w)][0]:
+                    best[(s, w)] = (centrality, probs[pos])
+        fallback = self.labels.index("O") if "O" in self.labels else 0
+        out = []
+        for s, words in enumerate(data.extra["words"]):
+            tags, scores, seen = [], [], 0
+            for w in range(len(words)):
+                if (s, w) in best:
+                    p = best[(s, w)][1]
+                    tags.append(self.labels[int(p.argmax())])
+                    scores.append(float(p.max()))
+                    seen += 1
+                else:
+                    tags.append(self.labels[fallback])
+                    scores.append(0.0)
+            out.append({"tags": tags, "scores": scores, "unseen": len(words) - seen})
+        return out
+
+    def gold(self, data) -> list[tuple]:
+        return list(zip(data.extra["tags"], data.extra["words"]))
+
+    @torch.no_grad()
+    def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
+        was = model.training
+        model.eval()
+        preds = self.predictions(model, data, batch_size)
+        model.train(was)
+        return self.score(preds, self.gold(data))
+
+    def score(self, preds: list[dict], gold: list[tuple]) -> dict:
+        """gold: (tags, words) of every sentence."""
+        words = [w for _, w in gold]
+        gold = [t for t, _ in gold]
+        pred = [p["tags"] for p in preds]
+        scheme = scheme_of(t for tags in gold for t in tags)
+        flat_gold = [t for tags in gold for t in tags]
+        flat_pred = [t for tags in pred for t in tags]
+        m = {"token_accuracy": sum(a == b for a, b in zip(flat_gold, flat_pred)) / max(1, len(flat_gold)),
+             "sentences": len(gold), "unseen_words": sum(p["unseen"] for p in preds)}
+        if scheme == "bio":
+            m.update(scoring.entity_scores(gold, pred))
+        elif scheme == "bmes":
+            chars = [[c for w in ws for c in w] for ws in words]
+            m.update(scoring.cws_scores([scoring.bmes_to_words(c, t) for c, t in zip(chars, gold)],
+                                        [scoring.bmes_to_words(c, t) for c, t in zip(chars, pred)]))
+        else:
+            index = {t: i for i, t in enumerate(self.labels)}
+            c = scoring.classification_scores([index.get(t, 0) for t in flat_gold], [index[t] for t in flat_pred],
+                                              len(self.labels))
+            m.update(f1=c["macro_f1"], accuracy=c["accuracy"])
+        return m
+
+    def decode(self, preds: list[dict], data) -> list[dict]:
+        """Words with their tags, and the entities merged from BIO tags: text, type, start/end characters (end
+        exclusive) in the sentence as given, and the mean of its words' scores."""
+        out = []
+        for s, p in enumerate(preds):
+            words, spans = data.extra["words"][s], data.extra["spans"][s]
+            text = data.extra["texts"][s]
+            rec = {"text": text, "words": words, "tags": p["tags"]}
+            if self.scheme == "bio":
+                rec["entities"] = [{"text": text[spans[a][0]:spans[b][1]], "type": kind, "start": spans[a][0],
+                                    "end": spans[b][1], "score": sum(p["scores"][a:b + 1]) / (b - a + 1)}
+                                   for kind, a, b in scoring.entity_spans(p["tags"])]
+            out.append(rec)
+        return out
+
+    def state(self) -> dict:
+        return {"task": self.name, "labels": self.labels, "max_length": self.max_length,
+                "label_all_pieces": self.label_all_pieces, "windows": self.windows}
