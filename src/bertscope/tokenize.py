@@ -15,7 +15,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from .errors import TokenizerError
+from .errors import BertscopeError, TokenizerError
 from .families import FAMILIES, Family, family as family_record
 from .io import atomic_write, write_json
 
@@ -137,10 +137,14 @@ class Tokenizer:
 
     # ---- saving ----------------------------------------------------------------------------------------------------
     def save(self, folder) -> Path:
-        """Write tokenizer.json and tokenizer_config.json (model_max_length and special tokens)."""
+        """Write tokenizer.json and tokenizer_config.json (model_max_length, special tokens, and the class that makes
+        transformers read tokenizer.json unchanged)."""
         folder = Path(folder)
         atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
+        # tokenizer_class: transformers reads tokenizer.json as it is (its BertTokenizer would rebuild the
+        # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary).
         cfg = {"model_max_length": self.max_length, "bertscope_family": self.family.name,
+               "tokenizer_class": "PreTrainedTokenizerFast",
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
@@ -262,27 +266,46 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
 
 
 def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
-                    max_length: int = 512) -> Tokenizer:
-    """Train the family's kind of tokenizer with the `tokenizers` library: WordPiece (BERT), byte-level BPE
-    (RoBERTa) or Unigram with SentencePiece-style "▁" word marks (ALBERT), with the family's special tokens."""
+                    max_length: int = 512, text_column: str | None = None) -> Tokenizer:
+    """Train the family's kind of tokenizer on files: plain text (a text a line), or the `text_column` of .tsv /
+    .csv / .jsonl tables (default: "text", "sentence" or the first column). See train_tokenizer_on."""
+    from .data import iter_rows
+    files = [Path(f) for f in files]
+    for f in files:
+        if not f.is_file():
+            raise TokenizerError(f"{f}: " + ("is a folder; expected a text file" if f.is_dir() else "no such file"))
+    texts = (text for f in files for _, text, _, _ in iter_rows(f, text_column=text_column))
+    return train_tokenizer_on(texts, family, vocab_size, lowercase, min_frequency, max_length,
+                              what=", ".join(map(str, files)))
+
+
+def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: bool = True,
+                       min_frequency: int = 2, max_length: int = 512, what: str = "the texts") -> Tokenizer:
+    """Train the family's kind of tokenizer with the `tokenizers` library on an iterable of texts: WordPiece (BERT),
+    byte-level BPE (RoBERTa) or Unigram with SentencePiece-style "▁" word marks (ALBERT), with the family's special
+    tokens.
+
+    WordPiece is BERT's, Chinese included: NFKC first (full-width digits, Latin letters and punctuation become
+    their half-width forms, also when encoding, since the step is in tokenizer.json), then BERT's normaliser, which
+    puts every CJK character apart, so that each is a token of its own. Every printable ASCII character is in the
+    vocabulary, and every ASCII letter and digit also as a `##` continuation, as in BERT's Chinese vocabulary: no
+    Latin word of held-out text becomes [UNK]. min_frequency applies to merges: every character seen is kept."""
+    import string
+
     from tokenizers import trainers
     if not isinstance(family, Family) and family not in FAMILIES:
         raise TokenizerError(f"family {family!r}: use {', '.join(FAMILIES)}")
     family = family_record(family)
-    files = [str(f) for f in files]
-    for f in files:
-        if not Path(f).is_file():
-            raise TokenizerError(f"{f}: " + ("is a folder; expected a text file" if Path(f).is_dir()
-                                            else "no such file"))
     s = family.specials
+    ascii_chars = [c for c in string.printable if not c.isspace() and not (lowercase and c.isupper())]
     if family.tokenizer == "wordpiece":
         specials = [s["pad"], s["unk"], s["cls"], s["sep"], s["mask"]]
         backend = Backend(models.WordPiece(unk_token=s["unk"]))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.BertNormalizer(lowercase=lowercase)])
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         backend.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=False,
-                                            special_tokens=specials)
+                                            special_tokens=specials, initial_alphabet=ascii_chars)
     elif family.tokenizer == "bpe":
         specials = [s["cls"], s["pad"], s["sep"], s["unk"], s["mask"]]        # <s>=0 <pad>=1 </s>=2 as RoBERTa
         backend = Backend(models.BPE())
@@ -301,13 +324,57 @@ def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: boo
         backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
         trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token=s["unk"],
                                           show_progress=False)
+    seen = [0]
     try:
-        backend.train(files, trainer)
-    except Exception as e:     # the Rust side reports undecodable input as a plain Exception
-        raise TokenizerError(f"{', '.join(files)}: cannot train a tokenizer on this text ({e})") from None
+        backend.train_from_iterator(_batches(texts, seen), trainer)
+    except BertscopeError:     # a bad row of the files, raised while the trainer read them
+        raise
+    except Exception as e:     # the Rust side reports its failures as a plain Exception
+        raise TokenizerError(f"{what}: cannot train a tokenizer on this text ({e})") from None
+    if family.tokenizer == "wordpiece":
+        vocab = backend.get_vocab(with_added_tokens=False)
+        more = [f"##{c}" for c in ascii_chars if c.isalnum() and f"##{c}" not in vocab]
+        if more:
+            vocab.update({t: len(vocab) + k for k, t in enumerate(more)})
+            backend.model = models.WordPiece(vocab, unk_token=s["unk"], continuing_subword_prefix="##")
     if family.tokenizer == "bpe":
         backend.add_special_tokens([AddedToken(s["mask"], lstrip=True)])
+    if not seen[0]:
+        raise TokenizerError(f"{what}: no text to train a tokenizer on")
     return Tokenizer(backend, family, max_length=max_length)
+
+
+def _batches(texts, seen: list, size: int = 1000):
+    """Texts in lists of `size` (the trainer reads each list in parallel), counted in seen[0]."""
+    batch = []
+    for t in texts:
+        seen[0] += 1
+        batch.append(t)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def unknown_tokens(tok: Tokenizer, texts, top: int = 10) -> dict:
+    """How much of `texts` the vocabulary cannot represent: {"texts", "tokens", "unknown" (tokens that are the unk
+    token), "rate", "top": [(the text an unknown token stands for, count), ...] most frequent first}."""
+    from collections import Counter
+    unk = tok.specials["unk"]
+    texts = list(texts)
+    n = unknown = 0
+    where = Counter()
+    for start in range(0, len(texts), 1000):
+        chunk = texts[start:start + 1000]
+        for text, e in zip(chunk, tok.backend.encode_batch(chunk, add_special_tokens=False)):
+            n += len(e.ids)
+            for token, (a, b) in zip(e.tokens, e.offsets):
+                if token == unk:
+                    unknown += 1
+                    where[text[a:b]] += 1
+    return {"texts": len(texts), "tokens": n, "unknown": unknown, "rate": unknown / n if n else 0.0,
+            "top": where.most_common(top)}
 
 
 def save_vocab_files(tok: Tokenizer, folder) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
 from . import THREADS, app, command, err, note, say
 
@@ -225,29 +226,39 @@ def pretrain(
 
 @command(tokenizer_app, "train")
 def tokenizer_train(
-    corpus: List[Path] = typer.Argument(..., help="plain text files"),
-    family: str = typer.Option(..., help="bert (WordPiece) | roberta (byte-level BPE) | albert (Unigram)"),
-    vocab_size: int = typer.Option(30000, min=10), out: Path = typer.Option(...),
+    corpus: List[Path] = typer.Argument(..., help="plain text files (a text a line), or .tsv/.csv/.jsonl tables"),
+    family: str = typer.Option(..., help="bert (WordPiece; Chinese: a character a token) | roberta (byte-level "
+                                         "BPE) | albert (Unigram)"),
+    vocab_size: int = typer.Option(30000, min=10, help="at most this many tokens (a Chinese corpus gives fewer: "
+                                                       "its characters and the Latin pieces seen twice)"),
+    out: Path = typer.Option(...),
     cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
-    min_frequency: int = typer.Option(2, min=1), overwrite: bool = OVERWRITE,
+    min_frequency: int = typer.Option(2, min=1, help="a merge (word piece) is learnt if seen this often; every "
+                                                     "character is kept"),
+    text_column: Optional[str] = typer.Option(None, help="the column of .tsv/.csv/.jsonl files to read (default: "
+                                                         "'text', 'sentence' or the first)"),
+    held_out: Optional[Path] = typer.Option(None, help="text to measure the [UNK] rate on [default: every 20th "
+                                                       "text of the corpus, then not trained on]"),
+    max_unk_rate: float = typer.Option(0.002, help="warn when more of the held-out tokens are [UNK]"),
+    overwrite: bool = OVERWRITE,
 ):
-    """Train the family's tokenizer with the `tokenizers` library; writes tokenizer.json (and vocab files)."""
-    import time
+    """Train the family's tokenizer with the `tokenizers` library; writes tokenizer.json (and vocab files), and
+    says how much of held-out text comes out as [UNK]."""
+    from .. import api
 
-    from ..errors import OutputError
-    from ..io import check_output_folder, create_output_folder
-    from ..tokenize import save_vocab_files, train_tokenizer
-    check_output_folder(out, overwrite)
-    if (out / "tokenizer.json").exists() and not overwrite:
-        raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
-    start = time.perf_counter()
-    tok = train_tokenizer(corpus, family, vocab_size, lowercase=not cased, min_frequency=min_frequency)
-    create_output_folder(out)
-    tok.save(out)
-    save_vocab_files(tok, out)
-    files = ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith(".")))
-    say(f"trained a {tok.family.name} tokenizer of {tok.vocab_size} tokens in {time.perf_counter() - start:.1f} s "
-        f"-> {out} ({files})")
-    sample = "The quick brown fox jumps over the lazy dog."
-    say(f"example: {sample!r} -> {tok.tokenize(sample)}")
-
+    def report(e):
+        if e.get("event") == "warning":
+            err.print(f"[yellow]warning:[/] {escape(e['message'])}", soft_wrap=True)
+        else:
+            note(e["message"])
+    r = api.train_tokenizer(corpus, out, family=family, vocab_size=vocab_size, lowercase=not cased,
+                            min_frequency=min_frequency, text_column=text_column, held_out=held_out,
+                            max_unk_rate=max_unk_rate, overwrite=overwrite, on_event=report)
+    say(f"trained a {r.tokenizer.family.name} tokenizer of {r.tokenizer.vocab_size:,} tokens on {r.texts:,} texts "
+        f"in {r.seconds:.1f} s -> {out} ({', '.join(r.files)})")
+    if r.held_out:
+        h = r.held_out
+        top = "; most frequent unknown: " + ", ".join(f"{t} ×{n}" for t, n in h["top"][:5]) if h["top"] else ""
+        say(f"held-out [UNK] rate: {h['rate']:.2%} ({h['unknown']:,} of {h['tokens']:,} tokens in {h['texts']:,} "
+            f"texts: {h['source']}){top}")
+    say(f"example ({r.example['where']}): {r.example['text']!r} -> {r.example['tokens']}")

@@ -1,0 +1,91 @@
+"""Getting a corpus ready for pretraining: a tokenizer trained on it and checked on held-out text."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError, OutputError, UsageError
+
+HOLD_OUT_EVERY = 20          # without --held-out, every 20th text of the corpus is held out (5%) ...
+MOST_HELD_OUT = 20_000       # ... up to this many; the rest all trains
+MAX_UNK_RATE = 0.002         # a held-out [UNK] rate above this is warned about
+
+
+@dataclass
+class TrainedTokenizer:
+    tokenizer: object
+    folder: Path
+    files: list[str]                  # what was written in the folder
+    texts: int                        # texts trained on
+    seconds: float
+    held_out: dict | None             # tokenize.unknown_tokens on the held-out texts, with "source"; None: no texts
+    example: dict | None              # {"where": "file line n", "text", "tokens"}: a line of the user's corpus
+    warnings: list[str] = field(default_factory=list)
+
+
+def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowercase: bool = True,
+                    min_frequency: int = 2, text_column: str | None = None, held_out=None,
+                    max_unk_rate: float = MAX_UNK_RATE, overwrite: bool = False, on_event=None) -> TrainedTokenizer:
+    """Train the family's tokenizer on `corpus` (plain-text files, or the `text_column` of .tsv / .csv / .jsonl
+    tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
+    same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
+    `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
+    from ..data import iter_rows
+    from ..io import check_output_folder, create_output_folder
+    from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
+    corpus = [Path(p) for p in ([corpus] if isinstance(corpus, (str, Path)) else corpus)]
+    if not corpus:
+        raise UsageError("give at least one corpus file to train the tokenizer on")
+    if not 0 <= max_unk_rate < 1:
+        raise UsageError(f"--max-unk-rate {max_unk_rate}: expected a fraction of the tokens, such as 0.002")
+    check_output_folder(out, overwrite)
+    out = Path(out)
+    if (out / "tokenizer.json").exists() and not overwrite:
+        raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
+    for p in corpus + ([Path(held_out)] if held_out is not None else []):
+        if not p.is_file():
+            raise DataError(f"{p}: " + ("is a folder; expected a text file" if p.is_dir() else "no such file"))
+    held, first, count = [], [], [0]
+
+    def training_texts():                            # every 20th text held out unless a held-out file is given
+        k = 0
+        for path in corpus:
+            for n, text, _, _ in iter_rows(path, text_column=text_column):
+                k += 1
+                if not first:
+                    first.append((f"{path} line {n}", text))
+                if held_out is None and k % HOLD_OUT_EVERY == 0 and len(held) < MOST_HELD_OUT:
+                    held.append((f"{path} line {n}", text))
+                    continue
+                count[0] += 1
+                yield text
+
+    start = time.perf_counter()
+    tok = train_tokenizer_on(training_texts(), family, vocab_size, lowercase, min_frequency,
+                             what=", ".join(map(str, corpus)))
+    seconds = time.perf_counter() - start
+    if held_out is not None:
+        held = [(f"{held_out} line {n}", text) for n, text, _, _ in iter_rows(held_out, text_column=text_column)]
+    source = str(held_out) if held_out is not None else f"every {HOLD_OUT_EVERY}th text of the corpus"
+    stats = dict(unknown_tokens(tok, [t for _, t in held]), source=source) if held else None
+    warnings = []
+    if stats is not None and stats["rate"] > max_unk_rate:
+        top = ", ".join(f"{t!r} ×{n}" for t, n in stats["top"][:8])
+        warnings.append(f"{stats['rate']:.2%} of the held-out tokens ({stats['unknown']:,} of {stats['tokens']:,}, "
+                        f"{source}) are {tok.specials['unk']}, above {max_unk_rate:.2%}; most frequent unknown: "
+                        f"{top}. The corpus never has them: add text like the held-out text to it")
+    elif stats is None and on_event:
+        on_event({"event": "notice", "message": f"the corpus has fewer than {HOLD_OUT_EVERY} texts, so none was "
+                                                "held out; pass --held-out FILE to measure the [UNK] rate"})
+    for w in warnings:
+        if on_event:
+            on_event({"event": "warning", "message": w})
+    create_output_folder(out)
+    tok.save(out)
+    save_vocab_files(tok, out)
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    shown = next((x for x in held if 8 <= len(x[1]) <= 80), held[0] if held else first[0])
+    example = {"where": shown[0], "text": shown[1][:80], "tokens": tok.tokenize(shown[1][:80])}
+    return TrainedTokenizer(tok, out, files, count[0], seconds, stats, example, warnings)
