@@ -1,8 +1,12 @@
 """Chinese text: a WordPiece vocabulary trained on People's Daily (pfr1998/raw.txt) and the reviews (zh_reviews),
-its [UNK] rate on held-out reviews, full-width forms, transformers reading it unchanged."""
+its [UNK] rate on held-out reviews, full-width forms, transformers reading it unchanged; whole-word masking with
+gold words (pfr1998/*.words.txt) and with jieba, per-word 80/10/10, and `bertscope masks` agreeing with the
+pretraining batches."""
 
 import json
+import os
 import re
+import sys
 import unicodedata
 
 import pytest
@@ -14,9 +18,13 @@ import bertscope
 from bertscope import api
 from bertscope.api.corpus import MAX_UNK_RATE
 from bertscope.cli import app
+from bertscope.errors import CapabilityError, DataError, UsageError
+from bertscope.masking import whole_word_unit
+from bertscope.tasks.pretraining import Pretraining
 
-RAW = DATA / "pfr1998" / "raw.txt"
+RAW, TRAIN_WORDS, DEV_WORDS = (DATA / "pfr1998" / f for f in ("raw.txt", "train.words.txt", "dev.words.txt"))
 REVIEWS, HELD_REVIEWS = DATA / "zh_reviews" / "train.tsv", DATA / "zh_reviews" / "dev.tsv"
+ACTIONS = {None, "mask", "random", "keep"}
 
 
 def review_texts(path, limit=None):
@@ -30,6 +38,50 @@ def zh(tmp_path_factory):
     need_shared()
     out = tmp_path_factory.mktemp("zh-tok")
     return api.train_tokenizer([RAW, REVIEWS], out, family="bert", held_out=HELD_REVIEWS)
+
+
+@pytest.fixture(scope="module")
+def dev_corpus(tmp_path_factory):
+    """pfr1998's dev sentences unsegmented (the gold words joined), as a user's corpus file."""
+    need_shared()
+    folder = tmp_path_factory.mktemp("dev-corpus")
+    lines = ["".join(line.split()) for line in DEV_WORDS.read_text(encoding="utf-8").splitlines()]
+    (folder / "dev.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder / "dev.txt", lines
+
+
+def read_masks(path, tok):
+    """The masks file, each line checked against the documented shape."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    for r in rows:
+        assert set(r) == {"tokens", "words", "actions"}
+        n = len(r["tokens"])
+        assert len(r["words"]) == n and len(r["actions"]) == n and all(isinstance(w, int) for w in r["words"])
+        assert r["tokens"][0] == "[CLS]" and r["tokens"][-1] == "[SEP]"
+        assert [i for i, w in enumerate(r["words"]) if w == -1] == [0, n - 1]
+        assert set(r["actions"]) <= ACTIONS and r["actions"][0] is None and r["actions"][-1] is None
+    return rows
+
+
+def char_spans(line, words):
+    """(start, end) of each word in the line (the words spell it, whitespace left out)."""
+    spans, i = [], 0
+    for w in words:
+        while line[i].isspace():
+            i += 1
+        assert line[i:i + len(w)] == w
+        spans.append((i, i + len(w)))
+        i += len(w)
+    return spans
+
+
+def units(row):
+    """{unit: [token positions]} of one masks row."""
+    out = {}
+    for i, u in enumerate(row["words"]):
+        if u >= 0:
+            out.setdefault(u, []).append(i)
+    return out
 
 
 # ---- the vocabulary ------------------------------------------------------------------------------------------------
@@ -91,3 +143,182 @@ def test_saved_vocabulary_loads_in_bertscope_and_transformers_with_the_same_ids(
     theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
     assert torch.equal(theirs(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")["input_ids"],
                        expected)
+
+
+# ---- whole words ---------------------------------------------------------------------------------------------------
+
+def test_gold_words_are_masked_whole(zh, dev_corpus, tmp_path):
+    corpus, lines = dev_corpus
+    gold = [line.split() for line in DEV_WORDS.read_text(encoding="utf-8").splitlines()]
+    counts = api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word=f"words:{DEV_WORDS}", seed=3,
+                       max_length=256)
+    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)
+    assert len(rows) == len(lines) == counts["lines"]
+    masked_words = split_words = 0
+    for line, words, row in zip(lines, gold, rows):
+        e = zh.tokenizer.backend.encode(line, add_special_tokens=False)
+        n = len(row["tokens"]) - 2
+        assert row["tokens"][1:-1] == e.tokens[:n]
+        offsets = e.offsets[:n]
+        token_at = [-1] * len(line)                           # the token (row position) of each character
+        for k, (s, t) in enumerate(offsets):
+            for c in range(s, t):
+                token_at[c] = k + 1
+        for a, b in char_spans(line, words):
+            inside = {token_at[c] for c in range(a, b)} - {-1}                         # the word's tokens
+            acts = {row["actions"][i] for i in inside}
+            assert len(acts) <= 1, (line, line[a:b], acts)                              # never partly masked
+            assert len({row["words"][i] for i in inside}) <= 1                          # one unit
+            masked_words += bool(acts - {None})
+        spans = char_spans(line, words)
+        starts, ends = {a for a, _ in spans}, {b for _, b in spans}
+        for positions in units(row).values():               # a unit is whole gold words: it starts and ends on
+            s, t = offsets[positions[0] - 1][0], offsets[positions[-1] - 1][1]          # word boundaries
+            split_words += not (s in starts and (t in ends or positions[-1] == n))
+    assert split_words == 0 and masked_words > 5000
+
+
+def test_masking_rate_and_80_10_10_are_per_word(zh, tmp_path):
+    need_shared()
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("\n".join(RAW.read_text(encoding="utf-8").splitlines()[:3000]) + "\n", encoding="utf-8")
+    api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word=f"words:{TRAIN_WORDS}", seed=11)
+    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)
+    tokens = sum(len(r["tokens"]) - 2 for r in rows)
+    chosen = {a: sum(r["actions"].count(a) for r in rows) for a in ("mask", "random", "keep")}
+    total = sum(chosen.values())
+    assert abs(total / tokens - 0.15) < 0.01
+    for a, share in (("mask", 0.8), ("random", 0.1), ("keep", 0.1)):
+        assert abs(chosen[a] / total - share) < 0.02, (a, chosen[a] / total)
+    long_words = 0
+    for r in rows:
+        for positions in units(r).values():
+            assert len({r["actions"][i] for i in positions}) == 1          # one draw per word
+            long_words += len(positions) > 1 and r["actions"][positions[0]] is not None
+    assert long_words > 0.3 * sum(len({r["words"][i] for i, a in enumerate(r["actions"]) if a}) for r in rows)
+
+
+def test_jieba_words_are_jiebas_own_and_segmented_once(zh, dev_corpus, tmp_path, monkeypatch):
+    jieba = pytest.importorskip("jieba")
+    corpus, lines = dev_corpus
+    cache = corpus.with_name(corpus.name + ".jieba.words")
+    cache.unlink(missing_ok=True)
+    api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word="jieba", seed=5, max_length=512)
+    assert cache.exists()
+    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)
+    exact = merged = 0
+    for line, row in zip(lines[:400], rows):
+        spans = char_spans(line, [w for w in jieba.lcut(line) if not w.isspace()])
+        starts, ends = {a for a, _ in spans}, {b for _, b in spans}
+        offsets = zh.tokenizer.backend.encode(line, add_special_tokens=False).offsets
+        for positions in units(row).values():
+            s, t = offsets[positions[0] - 1][0], offsets[positions[-1] - 1][1]
+            if positions[-1] == len(row["tokens"]) - 2 and len(offsets) > positions[-1]:
+                continue                                                   # a word cut by --max-length
+            assert s in starts and t in ends                               # whole jieba words
+            if (s, t) in set(spans):
+                exact += 1
+            else:                                   # several words: only where a token reaches across a boundary
+                assert any(any(a < b < c for b in starts) for a, c in (offsets[i - 1] for i in positions))
+                merged += 1
+    assert exact > 0.95 * (exact + merged) and merged      # full-width digits: jieba splits them, a token does not
+    monkeypatch.setattr(jieba, "lcut", lambda *a, **k: pytest.fail("segmented again"))
+    again = api.masks(corpus, tmp_path / "again.jsonl", tokenizer=zh.folder, whole_word="jieba", seed=5,
+                      max_length=512)
+    assert again["lines"] == len(lines) and (tmp_path / "again.jsonl").read_bytes() == \
+        (tmp_path / "m.jsonl").read_bytes()
+
+
+def test_jieba_words_of_a_read_only_corpus_are_cached_by_content(zh, tmp_path, monkeypatch):
+    jieba = pytest.importorskip("jieba")
+    need_shared()
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    texts = review_texts(HELD_REVIEWS, 200)
+    (folder / "reviews.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    folder.chmod(0o555)
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
+    try:
+        api.masks(folder / "reviews.txt", tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word="jieba")
+        assert sorted(os.listdir(folder)) == ["reviews.txt"]
+        cached = list((tmp_path / "cache" / "segmented").glob("*.jieba.words"))
+        assert len(cached) == 1
+        assert [l.split() for l in cached[0].read_text(encoding="utf-8").splitlines()] == \
+            [[w for w in jieba.lcut(t) if not w.isspace()] for t in texts]
+        monkeypatch.setattr(jieba, "lcut", lambda *a, **k: pytest.fail("segmented again"))
+        api.masks(folder / "reviews.txt", tmp_path / "m2.jsonl", tokenizer=zh.folder, whole_word="jieba")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_masks_file_is_what_the_pretraining_batches_draw(zh, dev_corpus, tmp_path):
+    corpus, lines = dev_corpus
+    one = [l for l in lines if not re.search(r"[.!?]\s", l)][:300]    # one sentence a line
+    (tmp_path / "lines.txt").write_text("\n\n".join(one) + "\n", encoding="utf-8")   # each its own document
+    unit = f"words:{DEV_WORDS}"
+    r = CliRunner().invoke(app, ["masks", str(tmp_path / "lines.txt"), "--tokenizer", str(zh.folder), "--whole-word",
+                                 unit, "--seed", "7", "--out", str(tmp_path / "m.jsonl"), "--max-length", "96"])
+    assert r.exit_code == 0, r.output
+    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)                # the blank lines give no sequence
+    task = Pretraining(zh.tokenizer, "mlm", whole_word=unit, max_length=96)
+    data = task.encode(task.read([tmp_path / "lines.txt"]), 7)
+    instances = data.extra["instances"]
+    assert len(instances) == len(rows) == len(one)
+    batch = task.collate(data, list(range(len(instances))), 0, 7)
+    ids, bounds = batch.inputs["input_ids"], batch.inputs["cu_seqlens"].tolist()
+    labelled = torch.zeros_like(ids, dtype=torch.bool)
+    labelled[batch.inputs["mlm_positions"]] = True
+    mask_id, odd = zh.tokenizer.mask_token_id, 0
+    for k, (row, inst) in enumerate(zip(rows, instances)):
+        assert row["tokens"] == [zh.tokenizer.backend.id_to_token(t) for t in inst.ids]
+        x, lab = ids[bounds[k]:bounds[k + 1]].tolist(), labelled[bounds[k]:bounds[k + 1]].tolist()
+        for i, a in enumerate(row["actions"]):
+            assert lab[i] == (a is not None)
+            if a == "mask":
+                assert x[i] == mask_id
+            elif a in ("keep", None):
+                assert x[i] == inst.ids[i]
+            else:
+                odd += x[i] in (mask_id, inst.ids[i])                  # a random draw that hit either: rare
+    assert sum(a is not None for row in rows for a in row["actions"]) > 2000 and odd <= 2
+    assert f"{len(one)} lines ({len(one) - 1} blank lines skipped)" in r.output and "mask 8" in r.output
+
+
+def test_pretraining_with_gold_words_says_which_lines_had_none(zh, tmp_path):
+    corpus = tmp_path / "mixed.txt"
+    news = RAW.read_text(encoding="utf-8").splitlines()[:150]
+    corpus.write_text("\n".join(news + review_texts(HELD_REVIEWS, 3)) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["pretrain", "--family", "bert", "--corpus", str(corpus), "--tokenizer",
+                                 str(zh.folder), "--out", str(tmp_path / "run"), "--steps", "2", "--batch-size", "4",
+                                 "--max-length", "64", "--whole-word", f"words:{TRAIN_WORDS}", "--save-every", "0",
+                                 "--eval-every", "100", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "3 of 153 lines" in r.output and "no gold segmentation" in r.output and "line 151" in r.output
+    assert f"(whole words: words:{TRAIN_WORDS})" in r.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["task"]["whole_word"] == f"words:{TRAIN_WORDS}" and run["data"]["words"][0]["path"] == str(TRAIN_WORDS)
+
+
+# ---- mistakes ------------------------------------------------------------------------------------------------------
+
+def test_whole_word_mistakes_are_refused_with_the_fix(zh, tmp_path, monkeypatch):
+    common = ["--tokenizer", str(zh.folder), "--out", str(tmp_path / "m.jsonl")]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("今天天气很好。\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", "words", *common])
+    assert r.exit_code == 2 and "--whole-word 'words'" in r.output and "words:FILE" in r.output
+    r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", f"words:{tmp_path / 'gone.txt'}", *common])
+    assert r.exit_code == 2 and "gone.txt: no such file" in r.output and "one sentence a line" in r.output
+    r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", "none", "--tokenizer", str(zh.folder),
+                                 "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "is a folder" in r.output
+    with pytest.raises(UsageError, match="use none"):
+        whole_word_unit(True)                      # the old boolean: the words must be named now
+    with pytest.raises(DataError, match="no text column .review."):
+        api.train_tokenizer([REVIEWS], tmp_path / "t", family="bert", text_column="review")
+    monkeypatch.setitem(sys.modules, "jieba", None)  # jieba not installed
+    with pytest.raises(CapabilityError, match=r"pip install 'bertscope\[zh\]'"):
+        whole_word_unit("jieba")
+    r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", "jieba", *common])
+    assert r.exit_code == 2 and "pip install 'bertscope[zh]'" in r.output
+    assert not (tmp_path / "m.jsonl").exists()

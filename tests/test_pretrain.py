@@ -21,7 +21,7 @@ from bertscope.train import Settings, train
 from bertscope.train.state import read_state
 
 
-def pretrain(model, tok, train_docs, eval_docs, out, objective, max_length=64, whole_word=False, resume=None,
+def pretrain(model, tok, train_docs, eval_docs, out, objective, max_length=64, whole_word=None, resume=None,
              stop_after=None, held_out=None, **settings):
     """The one engine with the pretraining task, on documents already read (seeds as the CLI uses them)."""
     task = Pretraining(tok, objective, whole_word=whole_word, max_length=max_length)
@@ -71,7 +71,7 @@ def test_wikitext_headings_start_documents(wiki_docs):
     assert not any(s.startswith("= ") for doc in wiki_docs for s in doc)
 
 
-@pytest.mark.parametrize("whole_word", [False, True])
+@pytest.mark.parametrize("whole_word", [None, "pieces"])
 def test_masking_selects_15_percent_split_80_10_10(tokenizers, wiki_docs, whole_word):
     tok = load_tokenizer(tokenizers["bert"])
     instances = build_instances(tokenize_documents(tok, wiki_docs), tok, 128, "mlm+nsp", seed=0)
@@ -179,7 +179,7 @@ def test_pretrained_checkpoint_loads_in_reference_implementation(pretrained, fam
 
 def test_resume_reproduces_the_uninterrupted_loss_curve(tokenizers, wiki_docs, tmp_path):
     tok = load_tokenizer(tokenizers["albert"])
-    args = dict(max_steps=24, batch_size=8, lr=1e-3, log_every=2, save_every=5, whole_word=True, seed=42)
+    args = dict(max_steps=24, batch_size=8, lr=1e-3, log_every=2, save_every=5, whole_word="pieces", seed=42)
     torch.manual_seed(0)
     whole = pretrain(tiny_model(tok, "albert", "pretraining"), tok, wiki_docs[:20], None, tmp_path / "a", "mlm+sop",
                      **args)

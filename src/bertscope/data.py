@@ -329,14 +329,51 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)")
 _WIKI_TITLE = re.compile(r"^ ?= [^=].* = ?$")
 
 
-def read_documents(paths, limit: int | None = None) -> list[list[str]]:
+@dataclass(frozen=True)
+class Segmented:
+    """A sentence with its words marked: `starts` holds the character offsets in `text` where a word begins (from a
+    segmenter, or from gold words), so that whole-word masking can group the tokens of one word."""
+    text: str
+    starts: tuple[int, ...]
+
+
+def word_starts(text: str, words: list[str]) -> tuple[int, ...] | None:
+    """Where each of `words` begins in `text`, when the words, joined, spell `text` with its whitespace left out
+    (gold words are separated by spaces; the text may or may not have spaces); None when they do not."""
+    starts, i = [], 0
+    for word in words:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if not word or text[i:i + len(word)] != word:
+            return None
+        starts.append(i)
+        i += len(word)
+    return tuple(starts) if not text[i:].strip() else None
+
+
+def _sentences(text: str) -> list[tuple[int, str]]:
+    """(offset in text, sentence) for each sentence of a paragraph: a split after . ! or ? and whitespace."""
+    out, start = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        out.append((start, text[start:m.start()]))
+        start = m.end()
+    out.append((start, text[start:]))
+    return [(k, sent) for k, sent in out if sent.strip()]
+
+
+def read_documents(paths, limit: int | None = None, words: list | None = None) -> list[list]:
     """Documents as lists of sentences from plain text files: one paragraph per line, blank lines between
-    documents; a WikiText ` = Title = ` heading also starts a new document (` = = Section = = ` does not)."""
-    docs: list[list[str]] = []
-    current: list[str] = []
-    for path in map(Path, paths):
+    documents; a WikiText ` = Title = ` heading also starts a new document (` = = Section = = ` does not).
+
+    words: for each of `paths`, the words of each of its lines (a list indexed by line number - 1; None for a line
+    without them), as a segmenter gives them. A sentence of a line with words comes back as a Segmented, with the
+    words that start inside it; the other sentences are strings."""
+    docs: list[list] = []
+    current: list = []
+    for k, path in enumerate(map(Path, paths)):
         _check_file(path)
         wiki = False
+        line_words = words[k] if words is not None else None
         for n, line in lines(path):
             text = line.strip()
             if _WIKI_TITLE.match(line):
@@ -352,7 +389,14 @@ def read_documents(paths, limit: int | None = None) -> list[list[str]]:
                 continue
             if text.startswith("= ") and text.endswith(" ="):
                 continue                      # a WikiText section heading inside the document
-            current += [s for s in _SENTENCE_END.split(text) if s.strip()]
+            given = line_words[n - 1] if line_words is not None and n <= len(line_words) else None
+            starts = word_starts(text, given) if given else None
+            for offset, sent in _sentences(text):
+                if starts is None:
+                    current.append(sent)
+                else:                          # the words that start in this sentence, and the sentence's start
+                    inside = {s - offset for s in starts if offset <= s < offset + len(sent)}
+                    current.append(Segmented(sent, tuple(sorted(inside | {0}))))
             if limit and len(docs) >= limit:
                 break
         if current:

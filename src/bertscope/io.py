@@ -94,6 +94,21 @@ def check_writable_file(path, option: str = "--out") -> Path:
     return path
 
 
+def cache_folder(*parts: str) -> Path:
+    """bertscope's cache for what can be computed again (the CPU measurement, segmentations of corpora whose own
+    folder is read-only): $BERTSCOPE_CACHE, else $XDG_CACHE_HOME/bertscope, else ~/.cache/bertscope."""
+    root = os.environ.get("BERTSCOPE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertscope")
+    return Path(root, *parts)
+
+
+def can_write_in(folder) -> bool:
+    """Whether bertscope may add a file to `folder` (an existing folder) that it was not asked to write: the user
+    can write there, and the folder is not marked read-only (no write bit: root could write, but should not)."""
+    folder = Path(folder)
+    return os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
+
+
 def holds_model(folder: Path) -> bool:
     return any((folder / f).exists() for f in MODEL_FILES)
 

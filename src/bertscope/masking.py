@@ -1,14 +1,32 @@
 """Pretraining examples as BERT, RoBERTa and ALBERT built them: documents -> segments that fill max_length,
 NSP / SOP sentence pairs, and masked-LM corruption (15% of the non-special tokens; of those 80% [MASK],
-10% a random token, 10% unchanged; whole-word masking optional; static or dynamic masks).
+10% a random token, 10% unchanged; static or dynamic masks).
+
+Whole-word masking (`whole_word`) masks the tokens of one word together, and decides 80/10/10 once per word. The
+words come from:
+    None            no words: every token is masked on its own
+    "pieces"        the tokenizer's own words (WordPiece `##` pieces, BPE / Unigram word starts), as BERT's
+                    whole-word masking for English; a Chinese vocabulary makes every character a word
+    "jieba"         the jieba segmenter (pip install 'bertscope[zh]'), run once per corpus file and cached
+    "words:FILE"    gold words: FILE holds one sentence a line, words separated by spaces (as pfr1998's
+                    *.words.txt); a corpus line takes the words of the FILE line that spells it
 """
 
 from __future__ import annotations
 
+import bisect
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from .data import Segmented, lines, sha256_of
+from .errors import DataError, UsageError, missing_extra
+from .io import StreamFile, cache_folder, can_write_in
+
+WHOLE_WORD = ("none", "pieces", "jieba", "words:FILE")
 
 
 @dataclass
@@ -29,24 +47,153 @@ class Instance:
     doc_b: int = -1             # the document B came from
 
 
-def tokenize_documents(tok, documents: list[list[str]]) -> list[list[Sentence]]:
-    """Each document's sentences as token ids without special tokens, with the word starts."""
-    flat = [s for doc in documents for s in doc]
-    encodings = tok.backend.encode_batch(flat, add_special_tokens=False) if flat else []
-    out, k = [], 0
+# ---- words ---------------------------------------------------------------------------------------------------------
+
+def whole_word_unit(value) -> str | None:
+    """A --whole-word value checked: None (token by token), "pieces", "jieba" or "words:FILE" (FILE made absolute,
+    so that a resumed run finds it)."""
+    if value is None or value == "none":
+        return None
+    if value == "pieces":
+        return value
+    if value == "jieba":
+        try:
+            import jieba  # noqa: F401
+        except ImportError:
+            raise missing_extra("jieba", "zh", "--whole-word jieba (Chinese word segmentation)") from None
+        return value
+    if isinstance(value, str) and value.startswith("words:"):
+        path = Path(value[len("words:"):])
+        if not str(path) or not path.is_file():
+            raise DataError(f"--whole-word {value}: {'no such file' if str(path) else 'no file named'}; after "
+                            "words: name a file of gold words, one sentence a line, words separated by spaces (as "
+                            "pfr1998/train.words.txt)")
+        return f"words:{path.resolve()}"
+    raise UsageError(f"--whole-word {value!r}: use none (mask token by token), pieces (the tokenizer's own words), "
+                     "jieba (Chinese words from the jieba segmenter) or words:FILE (gold words, one sentence a line, "
+                     "separated by spaces)")
+
+
+def segment_files(paths, whole_word: str | None, on_event=None) -> list | None:
+    """What read_documents(words=...) takes for a segmenter's whole-word masking: for each file, the words of each
+    of its lines (None for a line without them); None when the words come from the tokenizer (or there are none).
+    Lines that the gold words do not spell are said in a notice; their tokens are grouped by the tokenizer's own
+    words."""
+    if whole_word is None or whole_word == "pieces":
+        return None
+    if whole_word == "jieba":
+        return [_jieba_words(Path(p), on_event) for p in paths]
+    gold_file = Path(whole_word[len("words:"):])
+    gold = _gold_words(gold_file)
+    out = []
+    for path in map(Path, paths):
+        per_line, texts, missing, first = [], 0, 0, None
+        for n, line in lines(path):
+            key = "".join(line.split())
+            words = gold.get(key) if key else None
+            per_line.append(words)
+            texts += bool(key)
+            if key and words is None:
+                missing += 1
+                first = first or n
+        out.append(per_line)
+        if missing and on_event:
+            on_event({"event": "notice", "message": f"--whole-word words:{gold_file}: {missing:,} of {texts:,} lines "
+                      f"of {path} have no gold segmentation there (no line of it spells them; first: line {first}); "
+                      "their tokens are grouped by the tokenizer's own words instead (for a Chinese vocabulary: "
+                      "each character alone)"})
+    return out
+
+
+def _gold_words(path: Path) -> dict[str, list[str]]:
+    """Each line of a gold-words file, keyed by what its words spell."""
+    gold = {}
+    for _, line in lines(path):
+        words = line.split()
+        if words:
+            gold.setdefault("".join(words), words)
+    if not gold:
+        raise DataError(f"--whole-word words:{path}: the file holds no words; expected one sentence a line, words "
+                        "separated by spaces")
+    return gold
+
+
+def _jieba_words(path: Path, on_event=None) -> list:
+    """The jieba words of each line of `path`, segmented once and cached as a words file (a sentence a line, words
+    separated by spaces): beside the corpus as `<corpus>.jieba.words`, or, where that folder is read-only, in
+    bertscope's cache folder under the corpus's content hash. A cache that no longer spells the corpus is redone."""
+    texts = [line.strip() for _, line in lines(path)]
+    beside = path.with_name(path.name + ".jieba.words")
+    hashed = cache_folder("segmented", f"{sha256_of([path])[:16]}.jieba.words")
+    for cached in (beside, hashed):
+        words = _read_cache(cached, texts)
+        if words is not None:
+            if on_event:
+                on_event({"event": "notice", "message": f"jieba words of {path}: read from {cached}"})
+            return words
+    import jieba
+    import logging
+    jieba.setLogLevel(logging.WARNING)
+    target = beside if can_write_in(path.parent) else hashed
+    if on_event:
+        on_event({"event": "notice", "message": f"segmenting {path} with jieba (once; the words are kept in "
+                                                f"{target})"})
+    words = [[w for w in jieba.lcut(t) if not w.isspace()] if t else None for t in texts]
+    with StreamFile(target) as f:
+        for w in words:
+            f.write(" ".join(w or []) + "\n")
+    return words
+
+
+def _read_cache(path: Path, texts: list[str]) -> list | None:
+    """A cached words file, if it exists and spells `texts` line by line; else None."""
+    if not path.is_file():
+        return None
+    try:
+        cached = [line.split() for _, line in lines(path)]
+    except (DataError, OSError):
+        return None
+    if len(cached) != len(texts) or any("".join(w) != "".join(t.split()) for w, t in zip(cached, texts)):
+        return None
+    return [w or None for w in cached]
+
+
+def tokenize_documents(tok, documents: list[list]) -> list[list[Sentence]]:
+    """Each document's sentences as token ids without special tokens, with the word starts: the tokenizer's words
+    for a string, the segmenter's for a Segmented (a token that reaches into the next word joins the two).
+    Sentences without tokens, and documents without sentences, are left out."""
+    encoded = iter(_encode(tok, [s for doc in documents for s in doc]))
+    out = []
     for doc in documents:
-        sents = []
-        for _ in doc:
-            e = encodings[k]
-            k += 1
-            if not e.ids:
-                continue
-            words = e.word_ids
-            starts = [i == 0 or words[i] != words[i - 1] for i in range(len(e.ids))]
-            sents.append(Sentence(e.ids, starts))
+        sents = [x for x in (next(encoded) for _ in doc) if x is not None]
         if sents:
             out.append(sents)
     return out
+
+
+def _encode(tok, sentences: list) -> list[Sentence | None]:
+    texts = [s.text if isinstance(s, Segmented) else s for s in sentences]
+    encodings = tok.backend.encode_batch(texts, add_special_tokens=False) if texts else []
+    out = []
+    for s, e in zip(sentences, encodings):
+        if not e.ids:
+            out.append(None)
+        elif isinstance(s, Segmented):
+            out.append(Sentence(e.ids, _segment_starts(e.offsets, s.starts)))
+        else:
+            words = e.word_ids
+            out.append(Sentence(e.ids, [i == 0 or words[i] != words[i - 1] for i in range(len(e.ids))]))
+    return out
+
+
+def _segment_starts(offsets, word_starts: tuple[int, ...]) -> list[bool]:
+    """Token i begins a word when one of the words begins between the end of token i-1 and the start of token i."""
+    starts, previous_end = [], 0
+    for i, (begin, end) in enumerate(offsets):
+        j = bisect.bisect_left(word_starts, previous_end)
+        starts.append(i == 0 or (j < len(word_starts) and word_starts[j] <= begin))
+        previous_end = end
+    return starts
 
 
 def _concat(sentences: list[Sentence]):
@@ -149,39 +296,84 @@ def _pair(a, b, cls, sep, one_segment, label, d, doc_b):
     return Instance(ids, types, special, starts, label, d, doc_b)
 
 
-def mask_tokens(inst: Instance, tok, probability: float, whole_word: bool, g: torch.Generator):
-    """(input ids, labels) with BERT's corruption. The number of corrupted tokens is round(n * p) (at least 1) of
-    the n non-special tokens; whole-word mode picks whole words until that budget is met."""
+@dataclass
+class Corrupted:
+    """One instance after masked-LM corruption."""
+    ids: torch.Tensor               # (L,) the model's input
+    labels: torch.Tensor            # (L,) the original id where a token is to be predicted, else -100
+    actions: list                   # per token: None, "mask", "random" or "keep"
+    units: list[int]                # per token: the masking unit (word) it belongs to, -1 for special tokens
+
+
+def units_of(inst: Instance, whole_word: str | None) -> list[list[int]]:
+    """The positions of each masking unit: a word's tokens in whole-word mode (special tokens end a word), else
+    every non-special token alone."""
+    candidates = [i for i, s in enumerate(inst.special) if not s]
+    if whole_word is None:
+        return [[i] for i in candidates]
+    words, current = [], []
+    for i in candidates:
+        if current and (inst.word_start[i] or i != current[-1] + 1):
+            words.append(current)
+            current = []
+        current.append(i)
+    if current:
+        words.append(current)
+    return words
+
+
+def corrupt(inst: Instance, tok, probability: float, whole_word: str | None, g: torch.Generator) -> Corrupted:
+    """BERT's corruption. round(n * p) (at least 1) of the n non-special tokens are chosen; in whole-word mode whole
+    words are picked in random order until that budget is met (a word that would overshoot it is skipped, as BERT
+    does). Each chosen unit (a word, or a token) then becomes [MASK] (80%), random tokens (10%) or stays (10%): one
+    draw per unit, so all tokens of a word share it."""
     ids = torch.tensor(inst.ids)
     labels = torch.full_like(ids, -100)
-    candidates = [i for i, s in enumerate(inst.special) if not s]
-    if not candidates:
-        return ids, labels
-    budget = max(1, round(len(candidates) * probability))
-    if whole_word:
-        words, current = [], []
-        for i in candidates:
-            if current and (inst.word_start[i] or i != current[-1] + 1):   # specials also end a word
-                words.append(current)
-                current = []
-            current.append(i)
-        words.append(current)
-        order = torch.randperm(len(words), generator=g).tolist()
-        chosen = []
-        for w in order:
-            if len(chosen) >= budget:
-                break
-            if len(chosen) + len(words[w]) > budget and chosen:
-                continue                        # as BERT: skip a word that would overshoot the budget
-            chosen += words[w]
+    actions = [None] * len(inst.ids)
+    units = units_of(inst, whole_word)
+    unit_of = [-1] * len(inst.ids)
+    for u, positions in enumerate(units):
+        for i in positions:
+            unit_of[i] = u
+    if not units:
+        return Corrupted(ids, labels, actions, unit_of)
+    budget = max(1, round(sum(map(len, units)) * probability))
+    if whole_word is None:
+        chosen = torch.randperm(len(units), generator=g)[:budget].tolist()
     else:
-        perm = torch.randperm(len(candidates), generator=g)[:budget].tolist()
-        chosen = [candidates[k] for k in perm]
-    chosen = torch.tensor(sorted(chosen), dtype=torch.long)
-    labels[chosen] = ids[chosen]
-    roll = torch.rand(len(chosen), generator=g)
-    mask_at = chosen[roll < 0.8]
-    random_at = chosen[(roll >= 0.8) & (roll < 0.9)]
-    ids[mask_at] = tok.mask_token_id
-    ids[random_at] = torch.randint(0, tok.vocab_size, (len(random_at),), generator=g)
-    return ids, labels
+        chosen, size = [], 0
+        for u in torch.randperm(len(units), generator=g).tolist():
+            if size >= budget:
+                break
+            if size + len(units[u]) > budget and chosen:
+                continue
+            chosen.append(u)
+            size += len(units[u])
+    chosen.sort()                                           # by position: units do not interleave
+    roll = torch.rand(len(chosen), generator=g).tolist()
+    at = {"mask": [], "random": [], "keep": []}
+    for u, r in zip(chosen, roll):
+        action = "mask" if r < 0.8 else "random" if r < 0.9 else "keep"
+        at[action] += units[u]
+        for i in units[u]:
+            actions[i] = action
+    picked = sorted(at["mask"] + at["random"] + at["keep"])
+    labels[picked] = ids[picked]
+    ids[at["mask"]] = tok.mask_token_id
+    ids[at["random"]] = torch.randint(0, tok.vocab_size, (len(at["random"]),), generator=g)
+    return Corrupted(ids, labels, actions, unit_of)
+
+
+def mask_tokens(inst: Instance, tok, probability: float, whole_word: str | None, g: torch.Generator):
+    """(input ids, labels) of `corrupt`."""
+    c = corrupt(inst, tok, probability, whole_word, g)
+    return c.ids, c.labels
+
+
+def line_instances(tok, texts: list, max_length: int) -> list[Instance]:
+    """One instance per text (a string or a Segmented) that has tokens: [CLS] its tokens [SEP], cut to max_length,
+    numbered as build_instances numbers documents, of which it is what a document of one sentence gives."""
+    budget = max_length - 2
+    encoded = [s for s in _encode(tok, texts) if s is not None]
+    return [_single(s.ids[:budget], s.word_start[:budget], tok.cls_token_id, tok.sep_token_id, d)
+            for d, s in enumerate(encoded)]

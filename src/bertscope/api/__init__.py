@@ -9,16 +9,16 @@ Every function checks what it is given before long work (options, files, the out
 errors of errors.py for a user's mistake, and reports progress through `on_event(dict)` instead of printing.
     common.py     devices, threads, bf16, loading a model with its tokenizer
     training.py   finetune, resume, pretrain (the one training engine, train/, with a task from tasks/)
-    corpus.py     train_tokenizer (with its [UNK] rate on held-out text)
+    corpus.py     train_tokenizer (with its [UNK] rate on held-out text), masks (what pretraining masks, by line)
     running.py    evaluate, predict, embed, streamed chunk by chunk
     models.py     encode, trace, check, fill_mask, bench, the built-in shapes
 """
 
 from .common import Loaded, load, pick_device, place
-from .corpus import train_tokenizer
+from .corpus import masks, train_tokenizer
 from .models import bench, builtin_shapes, check, encode, fill_mask, trace
 from .running import embed, evaluate, predict
 from .training import finetune, pretrain, resume
 
 __all__ = ["Loaded", "bench", "builtin_shapes", "check", "embed", "encode", "evaluate", "fill_mask", "finetune",
-           "load", "pick_device", "place", "predict", "pretrain", "resume", "trace", "train_tokenizer"]
+           "load", "masks", "pick_device", "place", "predict", "pretrain", "resume", "trace", "train_tokenizer"]

@@ -152,9 +152,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         data = t.encode(t.read(run["data"]["train"][0]["path"], run.get("skip_bad_rows", False)), tok)
         eval_data = t.encode(t.read(run["data"]["eval"][0]["path"]), tok) if "eval" in run["data"] else None
     else:
-        from ..data import read_documents
-        data = t.encode(read_documents([f["path"] for f in run["data"]["train"]]), s.seed)
-        eval_data = t.encode(read_documents([f["path"] for f in run["data"]["eval"]]), s.seed + 1) \
+        data = t.encode(t.read([f["path"] for f in run["data"]["train"]], on_event), s.seed)
+        eval_data = t.encode(t.read([f["path"] for f in run["data"]["eval"]], on_event), s.seed + 1) \
             if "eval" in run["data"] else None
     _, rank, _ = distributed.current()
     with (FolderLock(out, "training run") if rank == 0 else _NoLock()):
@@ -167,17 +166,17 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
 # ---- pretraining ---------------------------------------------------------------------------------------------------
 
 def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str = "tiny", eval=None,
-             objective: str | None = None, whole_word: bool = False, mlm_probability: float = 0.15,
+             objective: str | None = None, whole_word: str | None = None, mlm_probability: float = 0.15,
              static_masks: bool | None = None, max_length: int = 128, init=None, overwrite: bool = False,
              device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
              **settings):
     """Pretrain on plain-text files `corpus` (masked LM, + NSP for BERT, + SOP for ALBERT). Under torchrun every
-    process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget)."""
+    process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget).
+    whole_word: None (token by token), "pieces" (the tokenizer's words), "jieba" or "words:FILE" (masking.py)."""
     import torch
 
     from ..checkpoint import from_pretrained
     from ..config import Config
-    from ..data import read_documents
     from ..families import FAMILIES, family as family_record
     from ..io import FolderLock, check_output_folder, create_output_folder
     from ..model import Model
@@ -237,9 +236,9 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
                          "tokens)")
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
-    docs = read_documents(corpus)
+    docs = t.read(corpus, on_event)
     data = t.encode(docs, s.seed)
-    eval_data = t.encode(read_documents([eval]), s.seed + 1) if eval is not None else None
+    eval_data = t.encode(t.read([eval], on_event), s.seed + 1) if eval is not None else None
     from ..infer import check_all
     check_all(model.config, data)
     if on_event:
@@ -251,7 +250,9 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
            "task": t.state(), "settings": asdict(s), "threads": torch.get_num_threads(),
-           "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {})}}
+           "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {}),
+                    **({"words": _data_record([t.whole_word[len("words:"):]])}
+                       if (t.whole_word or "").startswith("words:") else {})}}
     lock = FolderLock(out, "pretraining run") if rank == 0 else _NoLock()
     if rank == 0:
         create_output_folder(out)

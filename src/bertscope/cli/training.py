@@ -1,4 +1,4 @@
-"""bertscope finetune, pretrain, tokenizer train."""
+"""bertscope finetune, pretrain, tokenizer train, masks."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ TASK = typer.Option(None, help="classification | regression | multi-label | toke
                                "question-answering [default: guessed from the training file]")
 WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
                                   "tokens, instead of cutting them")
+WHOLE_WORD = typer.Option(None, help="mask whole words: none (token by token), pieces (the tokenizer's own words), "
+                                     "jieba (Chinese words; pip install 'bertscope[zh]') or words:FILE (gold words, "
+                                     "a sentence a line, separated by spaces) [default: none]")
 
 
 class Reporter:
@@ -151,6 +154,10 @@ def finetune(
     _finish(result, out, "finetune", f"; best eval score {result.best:.4f}" if result.best is not None else "")
 
 
+def _whole_words(unit) -> str:
+    return f" (whole words: {unit})" if unit else ""
+
+
 def _pretrain_log(e):
     extra = f" · pair acc {e['pair_accuracy']:.3f}" if "pair_accuracy" in e else ""
     return f"loss {e['loss']:.4f} · MLM acc {e['mlm_accuracy']:.3f}{extra} · {e['tokens_per_s']:,.0f} tok/s"
@@ -171,7 +178,7 @@ def pretrain(
     tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train)"),
     out: Optional[Path] = typer.Option(None),
     objective: Optional[str] = typer.Option(None, help="mlm | mlm+nsp | mlm+sop (default: the family's own)"),
-    whole_word: bool = typer.Option(False, help="mask whole words"),
+    whole_word: Optional[str] = WHOLE_WORD,
     mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
     static_masks: Optional[bool] = typer.Option(None, "--static-masks/--dynamic-masks",
                                                 help="one fixed set of masks (BERT's recipe) or new masks every "
@@ -203,7 +210,7 @@ def pretrain(
     def on_data(e):
         if e.get("event") == "data" and rank0:
             say(f"{e['documents']} documents -> {e['sequences']} sequences of up to {max_length} tokens; "
-                f"{e['objective']}{' (whole words)' if e['whole_word'] else ''}; {e['parameters'] / 1e6:.1f}M "
+                f"{e['objective']}{_whole_words(e['whole_word'])}; {e['parameters'] / 1e6:.1f}M "
                 f"parameters; global batch {e['global_batch']} = {e['batch_size']} × {e['processes']} process(es) "
                 f"× {e['grad_accum']}")
         elif rank0:
@@ -262,3 +269,26 @@ def tokenizer_train(
         say(f"held-out [UNK] rate: {h['rate']:.2%} ({h['unknown']:,} of {h['tokens']:,} tokens in {h['texts']:,} "
             f"texts: {h['source']}){top}")
     say(f"example ({r.example['where']}): {r.example['text']!r} -> {r.example['tokens']}")
+
+
+@command(name="masks")
+def masks(
+    file: Path = typer.Argument(..., help="plain text, a line a sequence"),
+    tokenizer: Path = typer.Option(..., help="tokenizer folder (bertscope tokenizer train, or a model's)"),
+    whole_word: Optional[str] = WHOLE_WORD,
+    seed: int = typer.Option(42, help="the pretraining run's --seed"),
+    out: Path = typer.Option(..., help="JSON lines file to write"),
+    max_length: int = typer.Option(128, min=3, help="tokens per line, [CLS] and [SEP] included"),
+    mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
+):
+    """Write the masks pretraining draws on each line of FILE (as the sequence [CLS] line [SEP]; blank lines
+    skipped): for every line {"tokens", "words" (masking unit of each token, -1 special), "actions"
+    (null/mask/random/keep)}."""
+    from .. import api
+    c = api.masks(file, out, tokenizer=tokenizer, whole_word=whole_word, seed=seed, mlm_probability=mlm_probability,
+                  max_length=max_length, on_event=lambda e: note(e["message"]))
+    share = lambda k: c[k] / max(c["chosen"], 1)  # noqa: E731
+    skipped = f" ({c['skipped']:,} blank lines skipped)" if c["skipped"] else ""
+    say(f"{c['lines']:,} lines{skipped}, {c['tokens']:,} tokens: {c['chosen'] / max(c['tokens'], 1):.1%} chosen in "
+        f"{c['words']:,} units{_whole_words(whole_word if whole_word != 'none' else None)} (mask {share('mask'):.1%}, "
+        f"random {share('random'):.1%}, keep {share('keep'):.1%}) -> {out}")

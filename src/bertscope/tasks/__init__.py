@@ -41,6 +41,8 @@ def restore(state: dict, tok):
     args = {k: v for k, v in state.items() if k != "task"}
     if name == "pretraining":
         from .pretraining import Pretraining
+        if isinstance(args.get("whole_word"), bool):      # runs stored before whole_word named its words
+            args["whole_word"] = "pieces" if args["whole_word"] else None
         return Pretraining(tok, **args)
     return make(name, **args)
 

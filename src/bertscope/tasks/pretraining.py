@@ -1,5 +1,6 @@
-"""Pretraining: masked LM (80/10/10, whole-word optional, static or dynamic masks) with the family's pair objective
-(NSP for BERT, SOP for ALBERT, none for RoBERTa). The vocabulary projection runs only at the masked positions.
+"""Pretraining: masked LM (80/10/10; whole words optional, see masking.py; static or dynamic masks) with the
+family's pair objective (NSP for BERT, SOP for ALBERT, none for RoBERTa). The vocabulary projection runs only at
+the masked positions.
 
 The mask of sequence i depends only on (seed, mask epoch, i), so every process of a torchrun job and every resumed
 run draws the same one; with static masks the mask epoch is always 0 (BERT), with dynamic ones it is the epoch
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 
 from .. import infer
 from ..errors import UsageError
-from ..masking import Instance, build_instances, mask_tokens, tokenize_documents
+from ..masking import Corrupted, Instance, build_instances, corrupt, segment_files, tokenize_documents, \
+    whole_word_unit
 from .base import Batch, Task
 
 # Built-in sizes for a model trained from scratch (`--config tiny|small|base`).
@@ -38,7 +40,7 @@ class Pretraining(Task):
     name = "pretraining"
     metric = None                               # the last model is kept
 
-    def __init__(self, tok, objective: str, whole_word: bool = False, mlm_probability: float = 0.15,
+    def __init__(self, tok, objective: str, whole_word: str | None = None, mlm_probability: float = 0.15,
                  dynamic: bool = True, max_length: int = 128):
         fam = tok.family
         if objective not in fam.objectives:
@@ -46,13 +48,20 @@ class Pretraining(Task):
         if not 0 < mlm_probability < 1:
             raise UsageError(f"--mlm-probability {mlm_probability}: expected a fraction between 0 and 1 "
                              "(BERT's is 0.15)")
-        self.tok, self.objective, self.whole_word = tok, objective, whole_word
+        self.tok, self.objective, self.whole_word = tok, objective, whole_word_unit(whole_word)
         self.mlm_probability, self.dynamic, self.max_length = mlm_probability, dynamic, max_length
         self.with_pairs = objective != "mlm"
         self.head = "pretraining" if self.with_pairs else "mlm"
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def encode(self, documents: list[list[str]], seed: int) -> infer.Encoded:
+    def read(self, paths, on_event=None) -> list[list]:
+        """Documents of plain-text files; with a segmenter's whole words, each line's words go with its sentences
+        (segmented once per file and cached: masking.segment_files)."""
+        from ..data import read_documents
+        paths = list(paths)
+        return read_documents(paths, words=segment_files(paths, self.whole_word, on_event))
+
+    def encode(self, documents: list[list], seed: int) -> infer.Encoded:
         instances = build_instances(tokenize_documents(self.tok, documents), self.tok, self.max_length,
                                     self.objective, seed=seed)
         return infer.Encoded(ids=[x.ids for x in instances], types=[x.types for x in instances],
@@ -68,13 +77,18 @@ class Pretraining(Task):
         """A packed batch of the instances at `index`, masked reproducibly: (inputs, labels (T,), pair labels)."""
         ids, labels, types, lengths, pair = [], [], [], [], []
         for i in index:
-            g = torch.Generator().manual_seed((seed * 1_000_003 + mask_epoch) * 10_000_019 + i)
-            x, y = mask_tokens(instances[i], self.tok, self.mlm_probability, self.whole_word, g)
+            c = self.corrupted(instances, i, seed, mask_epoch)
+            x, y = c.ids, c.labels
             ids.append(x), labels.append(y), types.append(torch.tensor(instances[i].types)), lengths.append(len(x))
             pair.append(instances[i].pair_label)
         inputs = {"input_ids": torch.cat(ids), "token_type_ids": torch.cat(types),
                   "cu_seqlens": torch.cat([torch.zeros(1, dtype=torch.long), torch.tensor(lengths).cumsum(0)])}
         return inputs, torch.cat(labels), torch.tensor(pair) if self.with_pairs else None
+
+    def corrupted(self, instances: list[Instance], i: int, seed: int, mask_epoch: int) -> Corrupted:
+        """Instance i masked as every batch masks it: its draw depends on (seed, mask epoch, i) only."""
+        g = torch.Generator().manual_seed((seed * 1_000_003 + mask_epoch) * 10_000_019 + i)
+        return corrupt(instances[i], self.tok, self.mlm_probability, self.whole_word, g)
 
     def collate(self, data, index, epoch, seed) -> Batch:
         inputs, labels, pairs = self.masked(data.extra["instances"], index, seed, epoch if self.dynamic else 0)
