@@ -47,10 +47,12 @@ def _too_long_message(config: Config, tokens: int, row: int | None) -> str:
                 f"at {config.position_offset}), so at most {limit} tokens fit: tokens {first_bad}..{last_bad} would "
                 f"need positions {first_bad + config.position_offset}..{last_bad + config.position_offset}, beyond "
                 f"position_embeddings ({P} rows, {config.family.title} reserves {config.position_offset}). "
-                f"Truncate to {limit} tokens (tokenizer max_length={limit}) or split the text into windows.")
+                f"Truncate to {limit} tokens (tokenizer max_length={limit}) or split the text into windows "
+                "(--windows STRIDE in bertscope's commands).")
     return (f"{where} has {tokens} tokens; this {config.family.title} model has {P} position embeddings, so at most "
             f"{limit} tokens fit (positions {P}..{tokens - 1} do not exist). Truncate to {limit} tokens "
-            f"(tokenizer max_length={limit}) or split the text into windows.")
+            f"(tokenizer max_length={limit}) or split the text into windows (--windows STRIDE in bertscope's "
+            "commands).")
 
 
 def check_inputs(config: Config, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,

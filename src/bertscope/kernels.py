@@ -100,7 +100,8 @@ def isa_summary() -> str:
     flags = cpu_flags()
     names = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
              if f in flags]
-    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(k)]
+    caps = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if os.environ.get(k)]
     return " ".join(names) + (f" (capped: {', '.join(caps)})" if caps else "")
 
 
@@ -112,7 +113,7 @@ def _cache_path() -> Path:
 
 def _machine_key() -> str:
     parts = [cpu_name(), " ".join(sorted(cpu_flags())), torch.__version__, str(torch.get_num_threads()),
-             os.environ.get("ONEDNN_MAX_CPU_ISA", ""), os.environ.get("ATEN_CPU_CAPABILITY", "")]
+             *(os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -132,7 +133,24 @@ def _measure() -> dict:
             facts["onednn_bf16"] = _best_time(lambda: onednn_product(xb, wb, None))
         except RuntimeError:                           # AVX2-only: oneDNN has no bf16 primitive here
             facts["onednn_bf16"] = None
+    facts["int8_dynamic"] = _int8_time(x, w, _best_time)
     return facts
+
+
+def _int8_time(x, w, timer) -> float | None:
+    """The same product through torch's dynamic int8 Linear (fbgemm / x86), or None where there is none."""
+    import warnings
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import torch.ao.nn.quantized.dynamic as qd
+            from torch.ao.quantization import per_channel_dynamic_qconfig
+            plain = nn.Linear(w.shape[1], w.shape[0])
+            plain.qconfig = per_channel_dynamic_qconfig
+            q = qd.Linear.from_float(plain)
+            return timer(lambda: q(x))
+    except Exception:                                  # no quantized engine in this build
+        return None
 
 
 _FACTS: dict | None = None
@@ -184,6 +202,19 @@ def bf16_on_cpu() -> tuple[bool, str]:
     if bf16 > 0.9 * fp32:
         return False, (f"bf16 is emulated on this CPU ({bf16 / fp32:.1f}× the time of fp32 in a trial product): "
                        "fp32 is faster here")
+    return True, ""
+
+
+def int8_on_cpu() -> tuple[bool, str]:
+    """(whether int8 pays on this CPU, why not): the int8 product must beat the fp32 one by a clear margin (VNNI)."""
+    facts = cpu_facts()
+    int8 = facts.get("int8_dynamic")
+    fp32 = min(v for k, v in facts.items() if k in ("torch_fp32", "onednn_fp32") and v)
+    if int8 is None:
+        return False, "this torch build has no int8 kernels"
+    if int8 > 0.75 * fp32:
+        return False, (f"int8 does not pay on this CPU ({fp32 / int8:.1f}× the speed of fp32 in a trial product; "
+                       "without VNNI instructions int8 products are not faster)")
     return True, ""
 
 

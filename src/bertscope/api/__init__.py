@@ -17,7 +17,7 @@ errors of errors.py for a user's mistake, and reports progress through `on_event
 from .common import Loaded, load, pick_device, place
 from .corpus import masks, train_tokenizer
 from .models import bench, builtin_shapes, check, encode, fill_mask, trace
-from .running import embed, evaluate, predict
+from .running import embed, evaluate, predict, quantize
 from .training import finetune, pretrain, resume
 
 __all__ = ["Loaded", "bench", "builtin_shapes", "check", "embed", "encode", "evaluate", "fill_mask", "finetune",

@@ -34,6 +34,39 @@ TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool",
                 "no_answer", "threshold")
 
 
+def _wants_int8(loaded: Loaded, int8: bool | None) -> bool:
+    """As asked; by default, a folder that `bertscope quantize` wrote runs int8."""
+    from .. import quantize
+    return quantize.has_calibration(loaded.folder) if int8 is None else int8
+
+
+def _int8(loaded: Loaded, enc, on_event) -> None:
+    """--int8: the model becomes int8 before its first batch, calibrated as `bertscope quantize` saved it, or on
+    the first texts of the input; where int8 does not pay on this CPU, a notice, and fp32."""
+    from .. import quantize
+    from ..kernels import int8_on_cpu
+    if getattr(loaded.model, "int8", None) is not None:
+        return
+    if next(loaded.model.parameters()).device.type != "cpu":
+        raise UsageError("--int8 runs on the CPU; on a GPU use --bf16")
+    pays, why = int8_on_cpu()
+    if not pays:
+        if on_event:
+            on_event({"event": "notice", "message": f"--int8: {why}; running in fp32"})
+        loaded.model.int8 = []                          # decided: fp32
+        return
+    if quantize.has_calibration(loaded.folder):
+        quantize.load(loaded.model, loaded.folder)
+        return
+    from .. import infer
+    first = infer.Encoded(enc.ids[:256], enc.types[:256])
+    report = quantize.quantize(loaded.model, first)
+    if on_event:
+        on_event({"event": "notice", "message": f"--int8: calibrated on the first {report.calibration_texts} texts of "
+                                                f"the input ({report.layers} layers int8, {report.kept} kept fp32); "
+                                                "bertscope quantize saves a calibration with the model"})
+
+
 def _total(t, source):
     """Rows of a table or lines of a text file, for the progress bar (sentences and questions are not counted)."""
     from ..data import count_rows, is_conll
@@ -49,7 +82,7 @@ def _merge(parts):
 
 
 def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int | None = None, batch_size: int = 64,
-             chunk: int = 2048, skip_bad_rows: bool = False, on_event=None, **options) -> dict:
+             chunk: int = 2048, skip_bad_rows: bool = False, int8: bool | None = None, on_event=None, **options) -> dict:
     """The task's metrics of a model on a labelled file (the task the model was fine-tuned for unless `task`),
     read, tokenized and run chunk by chunk."""
     from ..data import source_name
@@ -62,6 +95,8 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
+        if _wants_int8(loaded, int8):
+            _int8(loaded, enc, on_event)
         cut += enc.truncation()[0]
         preds.append(t.predictions(loaded.model, enc, batch_size))
         gold.append(t.gold(enc))
@@ -76,7 +111,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
 
 
 def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int | None = None, batch_size: int = 64,
-            chunk: int = 2048, on_event=None, **options):
+            chunk: int = 2048, int8: bool | None = None, on_event=None, **options):
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
     question)."""
     _check_batch(batch_size)
@@ -88,6 +123,8 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     total, done = _total(t, source), 0
     for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)
+        if _wants_int8(loaded, int8):
+            _int8(loaded, enc, on_event)
         yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
         done += len(ex)
         if on_event:
@@ -96,7 +133,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,
           text_column=None, max_length: int | None = None, batch_size: int = 32, chunk: int = 2048,
-          windows: int | None = None, on_event=None) -> dict:
+          windows: int | None = None, int8: bool | None = None, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
     temporary file that replaces `out` only when everything is written."""
     import json
@@ -126,6 +163,8 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
                 raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
                                  "long text are cut at --max-length")
             enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word", windows=windows)
+            if _wants_int8(loaded, int8):
+                _int8(loaded, enc, on_event)
             cut += enc.truncation()[0]
             if level == "sentence":
                 vectors = infer.sentence_embeddings(model, enc, pooling, normalize, batch_size)
@@ -156,3 +195,41 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     writer.close()
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
             "truncated": cut}
+
+
+def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512, alpha: float | None = None,
+             overwrite: bool = False, on_event=None) -> dict:
+    """An int8 folder: the model and tokenizer as they are, plus the calibration from `limit` texts of the file
+    `calibration`; and how close int8 stays to fp32 on those texts (mean-pooled embedding cosine, and for a
+    classifier the share of equal predictions)."""
+    import copy
+
+    from .. import infer
+    from .. import quantize as q
+    from ..checkpoint import save_pretrained
+    from ..data import read_texts
+    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..kernels import int8_on_cpu
+    check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [])
+    if alpha is not None and not 0 < alpha <= 1:
+        raise UsageError(f"--alpha {alpha}: expected a number in (0, 1] (0.9 by default)")
+    texts = read_texts(calibration, column=column, limit=limit)
+    tok, fp32 = loaded.tokenizer, loaded.model
+    enc = infer.tokenize(tok, texts)
+    int8 = copy.deepcopy(fp32)
+    report = q.quantize(int8, enc, **({"alpha": alpha} if alpha is not None else {}))
+    a, b = (infer.sentence_embeddings(m, enc) for m in (fp32, int8))
+    cos = (a * b).sum(-1)
+    parity = {"texts": len(texts), "layers_int8": report.layers, "layers_fp32": report.kept, "alpha": report.alpha,
+              "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+    if fp32.head == "classification":
+        same = (infer.class_logits(fp32, enc).argmax(-1) == infer.class_logits(int8, enc).argmax(-1)).float()
+        parity["same_prediction"] = float(same.mean())
+    pays, why = int8_on_cpu()
+    parity["pays_here"], parity["why_not"] = pays, why
+    create_output_folder(out)
+    with FolderLock(out, "quantize"):
+        save_pretrained(fp32, out)
+        tok.save(out)
+        q.save(int8, out)
+    return parity

@@ -39,6 +39,19 @@ TASK = typer.Option(None, help="classification | regression | multi-label | toke
 WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
                                   "tokens, instead of cutting them")
 POOL = typer.Option(None, help="with --windows: combine a text's window scores by mean or max [mean]")
+INT8 = typer.Option(None, "--int8/--fp32", help="int8 products on the CPU (where they pay; calibrated on the input's "
+                                                "first texts, or as bertscope quantize saved it) [default: int8 for "
+                                                "a folder written by bertscope quantize]")
+
+
+def _progress(update):
+    """Progress events to the bar; notices (--int8 calibrated, does not pay here) to stderr."""
+    def on_event(e):
+        if e.get("event") == "notice":
+            note(e["message"])
+        else:
+            update(e["done"])
+    return on_event
 
 
 def _task_options(**given) -> dict:
@@ -53,7 +66,7 @@ def evaluate(
     max_length: Optional[int] = MAX_LENGTH, chunk: int = CHUNK, skip_bad_rows: bool = typer.Option(False),
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
-    fmt: str = typer.Option("text", "--format", help="text | json"),
+    fmt: str = typer.Option("text", "--format", help="text | json"), int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """The metrics of a fine-tuned model on a labelled file: accuracy, macro-F1 and the confusion matrix for
@@ -68,7 +81,7 @@ def evaluate(
     start = time.perf_counter()
     with bar:
         m = api.evaluate(loaded, file, task=task, max_length=max_length, batch_size=batch_size, chunk=chunk,
-                         skip_bad_rows=skip_bad_rows, on_event=lambda e: update(e["done"]),
+                         skip_bad_rows=skip_bad_rows, int8=int8, on_event=_progress(update),
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
                                          doc_stride=doc_stride))
@@ -127,6 +140,7 @@ def predict(
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
     max_answer_length: Optional[int] = typer.Option(None, help="question answering: longest answer in tokens [15]"),
+    int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Predictions for every input, in input order, streamed: labels and probabilities, numbers, word tags with
@@ -142,6 +156,9 @@ def predict(
 
     def on_event(e):
         nonlocal cut
+        if e.get("event") == "notice":
+            note(e["message"])
+            return
         cut += e.get("truncated", 0)
         update(e["done"])
 
@@ -150,7 +167,7 @@ def predict(
     records = []
     with bar:
         for r in api.predict(loaded, file, task=name, max_length=max_length, batch_size=batch_size, chunk=chunk,
-                             on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
+                             int8=int8, on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
                                                                 windows=windows, pool=pool, doc_stride=doc_stride,
                                                                 max_answer_length=max_answer_length)):
             n += 1
@@ -176,6 +193,7 @@ def embed(
     normalize: bool = typer.Option(True, help="L2-normalise sentence embeddings"),
     text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
     chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH, windows: Optional[int] = WINDOWS,
+    int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Sentence embeddings (mean pooling + normalisation as sentence-transformers), or per-token / per-word
@@ -189,8 +207,8 @@ def embed(
     start = time.perf_counter()
     with bar:
         r = api.embed(loaded, file, out, level=level, pooling=pooling, normalize=normalize, text_column=text_column,
-                      max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows,
-                      on_event=lambda e: update(e["done"]))
+                      max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows, int8=int8,
+                      on_event=_progress(update))
     if r["truncated"]:
         note(f"{r['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
     say(f"wrote {out}: {r['shape']} ({level} level) · {r['texts'] / (time.perf_counter() - start):.0f} texts/s")

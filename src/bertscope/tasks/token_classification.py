@@ -11,8 +11,6 @@ taking its tag from the window where it sits most centrally.
 
 from __future__ import annotations
 
-import re
-
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +34,26 @@ def tag_order(tags) -> list[str]:
     """A new head's tags: O first, then by entity type and B before I (so B-X, I-X sit together)."""
     unique = set(tags)
     return sorted(unique, key=lambda t: (t != "O", t[2:] if t[:2] in ("B-", "I-") else t, t[:2]))
+
+
+def word_spans(tok, text: str, encoding) -> list[tuple[int, int]]:
+    """The words of a raw text as the reference token-classification pipeline groups pieces (aggregation "first"):
+    with a word-piece vocabulary a piece continues a word when its token is longer than its characters ("##ing"),
+    otherwise when no space separates it from the character before."""
+    prefix = getattr(tok.backend.model, "continuing_subword_prefix", None)
+    spans: list[list[int]] = []
+    for token, (a, b) in zip(encoding.tokens, encoding.offsets):
+        if a == b:
+            continue                                                         # a special token
+        if prefix:
+            continues = len(token) != len(text[a:b])
+        else:
+            continues = a > 0 and " " not in text[a - 1:a + 1]
+        if continues and spans:
+            spans[-1][1] = b
+        else:
+            spans.append([a, b])
+    return [tuple(x) for x in spans]
 
 
 class TokenClassification(Task):
@@ -65,10 +83,11 @@ class TokenClassification(Task):
                                 ex.lines[a:a + size], ex.texts[a:a + size] if ex.texts is not None else None)
 
     def _plain(self, path) -> TokenExamples:
+        """Plain text, one sentence a line; its words are found by the tokenizer at encoding time."""
         ex = TokenExamples(source_name(path), [], None, [], [])
         for n, line in lines(path):
             if line.strip():
-                ex.words.append(line.split())
+                ex.words.append(None)
                 ex.lines.append(n)
                 ex.texts.append(line)
         if not ex.words:
@@ -115,10 +134,12 @@ class TokenClassification(Task):
     def encode(self, ex: TokenExamples, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
         """Each sentence's words joined with spaces; the pieces' word numbers from their character offsets."""
         texts, spans = [], []
+        raw = tok.encode_batch(ex.texts, truncation=False) if ex.texts is not None else None
         for i, words in enumerate(ex.words):
-            if ex.texts is not None:                      # plain text: offsets into the line as given
+            if ex.texts is not None:                      # plain text: words as the reference pipeline finds them
                 text = ex.texts[i]
-                row = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+                row = word_spans(tok, text, raw[i])
+                ex.words[i] = [text[a:b] for a, b in row]
             else:
                 start, row = 0, []
                 for w in words:
