@@ -197,6 +197,7 @@ def test_explain_command_renders_text_markdown_and_json():
     assert f"input [2, {width}]" in texts.output
 
 
+@pytest.mark.slow
 def test_onnx_export_of_minilm_matches_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")

@@ -266,9 +266,9 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-                if device.type == "cpu":
-                    trim_heap()                              # batches change shape: keep freed memory from piling up
                 step += 1
+                if device.type == "cpu" and step % 16 == 0:
+                    trim_heap()                              # batches change shape: keep freed memory from piling up
                 if step % s.log_every == 0 or step == total:
                     record = _log_record(step, epoch, position, len(batches), sched, pending, window, settle, dist,
                                          device)

@@ -1,0 +1,66 @@
+"""int8 inference: a fine-tuned MiniLM keeps its SST-2 predictions, its embeddings stay within cosine 0.99 of fp32
+on every text, and a folder written by `bertscope quantize` reloads int8. Nothing here times anything: whether
+int8 pays on a CPU is a measurement of kernels.py, not of the tests."""
+
+import pytest
+import torch
+from conftest import DATA, MINILM, need_shared
+from typer.testing import CliRunner
+
+import bertscope
+from bertscope import api, infer, quantize
+from bertscope.cli import app
+from bertscope.data import read_texts
+
+pytestmark = [pytest.mark.slow, pytest.mark.kernels]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """MiniLM fine-tuned for one epoch on 4,000 SST-2 training phrases (about 91% on dev)."""
+    need_shared()
+    root = tmp_path_factory.mktemp("q")
+    rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (root / "train.tsv").write_text("".join(rows[:4001]), encoding="utf-8")
+    api.finetune(MINILM, root / "train.tsv", root / "sst2", epochs=1, lr=1e-4, save_every=0, device="cpu",
+                 max_length=64)
+    return root
+
+
+def test_int8_keeps_predictions_and_embeddings_on_sst2_dev(classifier):
+    loaded = api.load(classifier / "sst2")
+    dev = read_texts(DATA / "sst2" / "dev.tsv", limit=2000)
+    cal = read_texts(classifier / "train.tsv", limit=512)
+    enc = infer.tokenize(loaded.tokenizer, dev)
+    fp32 = loaded.model
+    int8 = bertscope.from_pretrained(classifier / "sst2")
+    report = quantize.quantize(int8, infer.tokenize(loaded.tokenizer, cal))
+    assert report.layers == 18 and report.kept == 6                   # qkv, out, intermediate int8; output fp32
+    assert sum(isinstance(m, quantize.Int8Linear) for m in int8.modules()) == 18
+    agree = (infer.class_logits(fp32, enc).argmax(-1) == infer.class_logits(int8, enc).argmax(-1)).float().mean()
+    assert agree >= 0.99
+    base = api.load(MINILM).model
+    q = bertscope.from_pretrained(MINILM)
+    quantize.quantize(q, infer.tokenize(loaded.tokenizer, cal))
+    cos = (infer.sentence_embeddings(base, enc) * infer.sentence_embeddings(q, enc)).sum(-1)
+    assert cos.min() >= 0.99, f"min cosine {cos.min():.4f}"
+
+
+def test_a_quantized_folder_reloads_int8_and_says_how_close_it_is(classifier, tmp_path):
+    r = CliRunner().invoke(app, ["quantize", str(classifier / "sst2"), "--calibrate", str(classifier / "train.tsv"),
+                                 "--out", str(tmp_path / "q"), "--limit", "256"])
+    assert r.exit_code == 0, r.output
+    assert "18 Linear layers int8, 6 kept fp32" in r.output and "mean-pooled cosine min 0.9" in r.output
+    assert (tmp_path / "q" / "int8.safetensors").exists()
+    plain = bertscope.from_pretrained(tmp_path / "q")                  # still an ordinary fp32 checkpoint
+    assert not any(isinstance(m, quantize.Int8Linear) for m in plain.modules())
+    quantize.load(plain, tmp_path / "q")
+    assert sum(isinstance(m, quantize.Int8Linear) for m in plain.modules()) == 18
+    with torch.no_grad():                                               # the same int8 model as calibrated
+        loaded = api.load(classifier / "sst2")
+        again = bertscope.from_pretrained(classifier / "sst2")
+        quantize.quantize(again, infer.tokenize(loaded.tokenizer, read_texts(classifier / "train.tsv", limit=256)))
+        b = loaded.tokenizer(["a gripping, beautifully acted film", "a dull mess"])
+        assert torch.allclose(plain(**b).logits, again(**b).logits, atol=1e-5)
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "q"), str(DATA / "sst2" / "dev.tsv"), "--format", "jsonl"])
+    assert r.exit_code == 0 and r.output.count('"label"') == 6735
