@@ -75,6 +75,37 @@ def run_reference(train, dev, args: Settings, max_length, out, device):
     return {"accuracy": m["accuracy"], "wall_s": wall, "examples_per_s": len(train) * args.epochs / wall}
 
 
+def in_child(which, a, task, seed, train_file, dev_file) -> dict:
+    """Run one contender in a fresh process, so that its peak RSS is its own."""
+    import json
+    import subprocess
+    cmd = [sys.executable, __file__, "--child", which, "--task", task, "--seeds", str(seed), "--epochs", str(a.epochs),
+           "--lr", str(a.lr), "--batch-size", str(a.batch_size), "--max-length", str(a.max_length), "--device",
+           a.device, "--bucket", str(a.bucket)]
+    env = {**__import__("os").environ, "BENCH_TRAIN": str(train_file), "BENCH_DEV": str(dev_file)}
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode:
+        raise SystemExit(f"{which} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def child(a):
+    import json
+    import os
+    import resource
+    train_file, dev_file = Path(os.environ["BENCH_TRAIN"]), Path(os.environ["BENCH_DEV"])
+    args = Settings(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, save_every=0, log_every=100,
+                    bucket=a.bucket, seed=int(a.seeds))
+    with tempfile.TemporaryDirectory() as tmp:
+        if a.child == "bertscope":
+            r = run_bertscope(train_file, dev_file, args, a.max_length, Path(tmp) / "ours", torch.device(a.device))
+        else:
+            r = run_reference(read_examples(train_file), read_examples(dev_file), args, a.max_length,
+                              Path(tmp) / "ref", torch.device(a.device))
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(r))
+
+
 def duration(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -90,7 +121,11 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--bucket", type=int, default=50, help="batches per length-sorting window (1: random batches)")
     p.add_argument("--seeds", default="42", help="comma-separated seeds; both run once per seed")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one contender in its own process (RSS)
     a = p.parse_args()
+    if a.child:
+        return child(a)
     device = torch.device(a.device)
     seeds = [int(x) for x in a.seeds.split(",")]
     rows = []
@@ -105,12 +140,17 @@ def main():
             args = Settings(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, save_every=0, log_every=100,
                             bucket=a.bucket, seed=seed)
             with tempfile.TemporaryDirectory() as tmp:
-                ours = run_bertscope(train_file, dev_file, args, a.max_length, Path(tmp) / "ours", device)
+                used = train_file
+                if a.limit:
+                    lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)
+                    used = Path(tmp) / "train.tsv"
+                    used.write_text("".join(lines[:a.limit + 1]), encoding="utf-8")
+                    train = read_examples(used)
+                ours = in_child("bertscope", a, task, seed, used, dev_file)
                 print(task, seed, "bertscope", ours, flush=True)
-                ref = None if a.skip_reference else run_reference(train, dev, args, a.max_length, Path(tmp) / "ref",
-                                                                  device)
+                ref = None if a.skip_reference else in_child("reference", a, task, seed, used, dev_file)
                 print(task, seed, "reference", ref, flush=True)
-            rows.append((task, seed, len(train), len(dev), ours, ref))
+                rows.append((task, seed, len(train), len(dev), ours, ref))
 
     where = f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else ""
     batching = "length-bucketed packed batches" if a.bucket > 1 else "random packed batches (`--bucket 1`)"
@@ -123,17 +163,20 @@ def main():
              f"end; bertscope uses {batching}, evaluates after every epoch and keeps the best epoch (its wall "
              "time includes those evaluations); its last epoch's accuracy is given too.", "",
              "| task | train → eval | seed | bertscope accuracy (best / last epoch) | reference accuracy | "
-             "bertscope wall | reference wall | bertscope ex/s | reference ex/s | speed ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "bertscope wall | reference wall | bertscope ex/s | reference ex/s | speed ratio | bertscope peak RSS | "
+             "reference peak RSS |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, seed, n_train, n_dev, ours, ref in rows:
         acc = f"{ours['accuracy']:.4f} / {ours['final_accuracy']:.4f}"
         if ref is None:
             lines.append(f"| {task} | {n_train:,} → {n_dev:,} | {seed} | {acc} | not run | {duration(ours['wall_s'])}"
-                         f" | not run | {ours['examples_per_s']:.0f} | not run | — |")
+                         f" | not run | {ours['examples_per_s']:.0f} | not run | — | {ours['peak_rss_mb']:,.0f} MB | "
+                         "— |")
             continue
         lines.append(f"| {task} | {n_train:,} → {n_dev:,} | {seed} | {acc} | {ref['accuracy']:.4f} | "
                      f"{duration(ours['wall_s'])} | {duration(ref['wall_s'])} | {ours['examples_per_s']:.0f} | "
-                     f"{ref['examples_per_s']:.0f} | {ours['examples_per_s'] / ref['examples_per_s']:.2f}× |")
+                     f"{ref['examples_per_s']:.0f} | {ours['examples_per_s'] / ref['examples_per_s']:.2f}× | "
+                     f"{ours['peak_rss_mb']:,.0f} MB | {ref['peak_rss_mb']:,.0f} MB |")
     if a.skip_reference:
         lines[2] += " The reference run was skipped (`--skip-reference`): no side-by-side figure."
     write_section(f"finetune-{a.task}" + ("-gpu" if device.type == "cuda" else ""), "\n".join(lines))
