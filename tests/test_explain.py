@@ -169,7 +169,7 @@ def test_check_command_exit_codes(tmp_path):
     good = runner.invoke(app, ["check", "roberta-base", "--length", "512"])
     assert good.exit_code == 0 and "fits" in good.output
     labels = runner.invoke(app, ["check", str(TINY / "bert-cls"), "--data", str(DATA / "agnews" / "test.tsv")])
-    assert labels.exit_code == 1 and "num_labels 3" in labels.output
+    assert labels.exit_code == 1 and "but the classifier has 3" in labels.output and "--new-head" in labels.output
     ids = tmp_path / "ids.txt"
     ids.write_text("101 2000 102\n101 30522 102\n")
     r = runner.invoke(app, ["check", str(MINILM), "--ids-file", str(ids)])

@@ -350,12 +350,13 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         n = num_labels if num_labels is not None else config.num_labels
         if head not in (None, "classification"):
             problems.append(Problem("labels", f"the data has labels but the model's head is {head!r}; fine-tune "
-                                              "with head='classification'"))
+                                              "it for classification (bertscope finetune --task classification)"))
         elif len(classes) > n:
             problems.append(Problem("labels", f"the data has {len(classes)} classes ({', '.join(classes[:10])}"
                                               f"{', ...' if len(classes) > 10 else ''}) but the classifier has "
-                                              f"num_labels {n}. Load the model with num_labels={len(classes)} and "
-                                              "reinit_head=True (the classifier is then trained from scratch)."))
+                                              f"{n}. Fine-tuning on this file needs a new {len(classes)}-class head, "
+                                              "trained from scratch: bertscope finetune --new-head (in Python: "
+                                              "new_head=True)."))
         else:
             known = set(config.labels)
             ints = all(x.lstrip("-").isdigit() for x in classes)
@@ -363,13 +364,14 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
                     and not all(v.startswith("LABEL_") for v in config.labels):
                 unseen = sorted(set(classes) - known)
                 problems.append(Problem("labels", f"labels {', '.join(unseen[:10])} are not among the model's "
-                                                  f"id2label names ({', '.join(config.labels)})"))
+                                                  f"classes ({', '.join(config.labels)}); fine-tuning refuses them "
+                                                  "unless it trains a new head (--new-head)"))
             if ints:
                 bad = [x for x in classes if not 0 <= int(x) < n]
                 if bad:
                     problems.append(Problem("labels", f"integer labels {', '.join(bad)} fall outside 0..{n - 1} "
-                                                      f"(num_labels {n}); renumber the classes from 0 or load the "
-                                                      f"model with num_labels={max(int(x) for x in classes) + 1}"))
+                                                      f"(the classifier has {n} classes); renumber the classes from "
+                                                      "0, or train a new head (--new-head)"))
     return problems
 
 
