@@ -153,7 +153,7 @@ def test_check_reports_every_violation():
     kinds = [p.what for p in problems]
     assert kinds == ["length", "vocab", "labels"]
     assert "sequence 2: input_ids position 1 holds id 1000" in problems[1].message
-    assert "4 classes" in problems[2].message and "num_labels=4" in problems[2].message
+    assert "4 classes" in problems[2].message and "new 4-class head" in problems[2].message
     one_segment = c.replace(type_vocab_size=1)
     assert [p.what for p in preflight(one_segment, length=10, pairs=True)] == ["segments"]
 
