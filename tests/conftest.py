@@ -45,3 +45,19 @@ def model_inputs(ref: dict) -> dict:
 
 def max_diff(a, b) -> float:
     return (a.detach().float() - b.detach().float()).abs().max().item()
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A small random BERT (2 layers × 64) saved with the real uncased WordPiece tokenizer of MiniLM: quick to
+    fine-tune, real tokenization."""
+    need_shared()
+    import bertscope
+    folder = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=128,
+                                             max_position_embeddings=512))
+    bertscope.save_pretrained(model, folder)
+    bertscope.load_tokenizer(MINILM).save(folder)
+    return folder

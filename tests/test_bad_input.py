@@ -14,6 +14,11 @@ import bertscope
 from bertscope.cli import app
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_folder):
+    return tiny_folder
+
+
 def run(*args, input=None):
     return CliRunner().invoke(app, [str(a) for a in args], input=input)
 
@@ -34,18 +39,6 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small random BERT (2 layers × 64) with the real uncased WordPiece tokenizer of MiniLM."""
-    need_shared()
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=128,
-                                             max_position_embeddings=128))
-    bertscope.save_pretrained(model, folder)
-    bertscope.load_tokenizer(MINILM).save(folder)
-    return folder
 
 
 @pytest.fixture

@@ -21,6 +21,11 @@ HF_CLASS = {"token-classification": "ForTokenClassification", "question-answerin
 STEM = {"bert": "Bert", "roberta": "Roberta", "albert": "Albert"}
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_folder):
+    return tiny_folder
+
+
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -158,16 +163,6 @@ def test_ner_on_wnut_learns_entities(tmp_path):
     assert m["task"] == "token-classification" and abs(m["f1"] - r.best) < 1e-12 and m["per_type"]
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    need_shared()
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    bertscope.save_pretrained(bertscope.Model(bertscope.Config(
-        family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=128, max_position_embeddings=512)), folder)
-    bertscope.load_tokenizer(MINILM).save(folder)
-    return folder
 
 
 def sst_rows(n):

@@ -24,19 +24,11 @@ def evaluate(model, tok, path):
     return task.evaluate(model, task.encode(task.read(path), tok))
 
 
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small random BERT (2 layers × 64) with the real uncased WordPiece tokenizer of MiniLM."""
-    need_shared()
-    folder = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=128,
-                                             max_position_embeddings=128))
-    bertscope.save_pretrained(model, folder)
-    tok = bertscope.load_tokenizer(MINILM)
-    tok.save(folder)
-    return folder, tok
+def tiny(tiny_folder):
+    return tiny_folder, bertscope.load_tokenizer(tiny_folder)
 
 
 def head_slice(src, dst, n):

@@ -218,7 +218,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class StreamFile:
+class _Closing:
+    """`with`: close() when the block ends normally, discard() when it ends by an exception."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *rest):
+        if kind is None:
+            self.close()
+        else:
+            self.discard()
+        return False
+
+
+class StreamFile(_Closing):
     """A file written piece by piece to a temporary name and renamed into place by `close()`; `discard()` (or
     leaving a `with` block by an exception) removes it and leaves the target untouched."""
 
@@ -257,18 +271,9 @@ class StreamFile:
             pass
         _remove(self.tmp)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *rest):
-        if kind is None:
-            self.close()
-        else:
-            self.discard()
-        return False
 
 
-class NpyWriter:
+class NpyWriter(_Closing):
     """A float32 (N, D) .npy file written row block by row block, N unknown until the end: the header is reserved
     up front and filled in by `close()`, then the file is renamed into place (StreamFile)."""
 
@@ -300,12 +305,3 @@ class NpyWriter:
     def discard(self):
         self.out.discard()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *rest):
-        if kind is None:
-            self.close()
-        else:
-            self.discard()
-        return False

@@ -74,6 +74,30 @@ def _total(t, source):
                                                                not is_conll(source)) else None
 
 
+def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
+    """The checked options and the task of evaluate / predict, with the length texts are cut to."""
+    _check_batch(batch_size)
+    _check_chunk(chunk)
+    t = task_for(loaded, task, **options)
+    if max_length is None:                  # the length the model was fine-tuned at, so that scores reproduce
+        max_length = _trained_length(loaded) or (t.max_length if t.name == "question-answering" else None)
+    t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length)
+    return t, loaded.tokenizer
+
+
+def _trained_length(loaded: Loaded) -> int | None:
+    """--max-length of the bertscope fine-tuning run that wrote this folder (its run.json), if one did."""
+    import json
+    if loaded.folder is None or not (Path(loaded.folder) / "run.json").is_file():
+        return None
+    try:
+        run = json.loads((Path(loaded.folder) / "run.json").read_text(encoding="utf-8"))
+        length = run["task"]["max_length"] if run.get("kind") == "finetune" else None
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    return length if isinstance(length, int) else None
+
+
 def _merge(parts):
     import torch
     if parts and isinstance(parts[0], torch.Tensor):
@@ -86,12 +110,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     """The task's metrics of a model on a labelled file (the task the model was fine-tuned for unless `task`),
     read, tokenized and run chunk by chunk."""
     from ..data import source_name
-    _check_batch(batch_size)
-    _check_chunk(chunk)
-    t = task_for(loaded, task, **options)
-    tok = loaded.tokenizer
-    t.max_length = max_length_for(loaded.model.config, tok, max_length if max_length is not None
-                                  else (t.max_length if t.name == "question-answering" else None))
+    t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
@@ -114,12 +133,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
             chunk: int = 2048, int8: bool | None = None, on_event=None, **options):
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
     question)."""
-    _check_batch(batch_size)
-    _check_chunk(chunk)
-    t = task_for(loaded, task, **options)
-    tok = loaded.tokenizer
-    t.max_length = max_length_for(loaded.model.config, tok, max_length if max_length is not None
-                                  else (t.max_length if t.name == "question-answering" else None))
+    t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
     total, done = _total(t, source), 0
     for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)

@@ -69,6 +69,22 @@ class Task:
 
     @torch.no_grad()
     def evaluate(self, model, data: Encoded, batch_size: int = 64, seed: int = 0) -> dict:
+        """The task's metrics of the model on encoded, labelled data (in eval mode; the mode is restored)."""
+        was = model.training
+        model.eval()
+        try:
+            return self.score(self.predictions(model, data, batch_size), self.gold(data))
+        finally:
+            model.train(was)
+
+    # ---- predictions (what evaluate / predict call) -----------------------------------------------------------
+    def predictions(self, model, data: Encoded, batch_size: int = 64):
+        raise NotImplementedError
+
+    def gold(self, data: Encoded):
+        raise NotImplementedError
+
+    def score(self, predictions, gold) -> dict:
         raise NotImplementedError
 
     # ---- what a checkpoint keeps of the task ------------------------------------------------------------------

@@ -179,13 +179,6 @@ class SequenceClassification(Task):
     def gold(self, data):
         return data.extra["gold"]
 
-    @torch.no_grad()
-    def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
-        was_training = model.training
-        model.eval()
-        probs = self.predictions(model, data, batch_size)
-        model.train(was_training)
-        return self.score(probs, self.gold(data))
 
     def score(self, probs: torch.Tensor, gold: torch.Tensor) -> dict:
         m = scoring.classification_scores(gold.tolist(), probs.argmax(-1).tolist(), probs.shape[-1])

@@ -105,13 +105,6 @@ class QuestionAnswering(Task):
         return [b if b is not None else {"id": q.id, "answer": "", "start": 0, "end": 0, "score": 0.0}
                 for q, b in zip(questions, best)]
 
-    @torch.no_grad()
-    def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
-        was = model.training
-        model.eval()
-        preds = self.predictions(model, data, batch_size)
-        model.train(was)
-        return self.score(preds, self.gold(data))
 
     def score(self, preds, questions) -> dict:
         return scoring.squad_scores({p["id"]: p["answer"] for p in preds},     # in percent, as the official script

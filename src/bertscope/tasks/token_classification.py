@@ -235,13 +235,6 @@ class TokenClassification(Task):
     def gold(self, data) -> list[tuple]:
         return list(zip(data.extra["tags"], data.extra["words"]))
 
-    @torch.no_grad()
-    def evaluate(self, model, data, batch_size: int = 64, seed: int = 0) -> dict:
-        was = model.training
-        model.eval()
-        preds = self.predictions(model, data, batch_size)
-        model.train(was)
-        return self.score(preds, self.gold(data))
 
     def score(self, preds: list[dict], gold: list[tuple]) -> dict:
         """gold: (tags, words) of every sentence."""
