@@ -80,7 +80,9 @@ def _finish(result, out: Path, command_name: str, what: str):
                   f"this point is in {out / 'checkpoint'}. Continue with: bertscope {command_name} --resume {out}",
                   soft_wrap=True)
         raise typer.Exit(130)
-    say(f"done: {result.steps} steps{what}; {out} holds the model, run.json, metrics.jsonl and curves.png")
+    curves = " and curves.png" if (out / "curves.png").exists() else \
+        " (curves.png needs matplotlib: pip install 'bertscope[plot]')"
+    say(f"done: {result.steps} steps{what}; {out} holds the model, run.json, metrics.jsonl{curves}")
 
 
 def _classification_log(e):
