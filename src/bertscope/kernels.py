@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -253,6 +254,23 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if x.dtype == torch.float32:
         return True
     return x.dtype == torch.bfloat16 and cpu_facts().get("onednn_bf16") is not None
+
+
+# Environment variables that cap the instructions torch's CPU code uses (to try another CPU's code path).
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
+
+
+def separate_compile_cache() -> None:
+    """Keep torch.compile's on-disk cache apart for each instruction cap. Its cache key leaves out
+    ATEN_CPU_CAPABILITY: code compiled under `ATEN_CPU_CAPABILITY=avx2`, loaded later by an uncapped run, corrupts
+    the heap (glibc aborts: "free(): invalid pointer"; measured with torch 2.13 on an Intel Xeon). A cache folder
+    the user chose (TORCHINDUCTOR_CACHE_DIR) is left alone."""
+    caps = [f"{k.lower()}-{os.environ[k].lower()}" for k in ISA_CAPS if os.environ.get(k)]
+    if not caps or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = default_cache_dir() + "-" + "-".join(re.sub(r"[^a-z0-9_]", "_", c)
+                                                                                  for c in caps)
 
 
 _LIBC: list = []

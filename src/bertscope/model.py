@@ -495,12 +495,14 @@ def compile_model(model: Model) -> Model:
     import shutil
 
     from .errors import CapabilityError
-    from .kernels import prepare
+    from .kernels import prepare, separate_compile_cache
     on_cpu = next(model.parameters()).device.type == "cpu"
     if on_cpu and not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
         raise CapabilityError("torch.compile on the CPU needs a C++ compiler (g++ or clang++) on PATH; "
                               "install one, or run without compiling")
     prepare()                       # the CPU product is chosen before tracing, not inside it
+    if on_cpu:
+        separate_compile_cache()
     packed.keep_out_of_graphs()
     model.compile(dynamic=True)
     return model
