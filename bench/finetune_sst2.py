@@ -157,7 +157,7 @@ def main():
     lines = [f"#### Fine-tuning all-MiniLM-L6-v2: {a.task}{where}", "",
              f"`python bench/finetune_sst2.py {' '.join(sys.argv[1:])}` · {a.epochs} epoch(s) · lr {a.lr:g} · "
              f"batch {a.batch_size} · max length {a.max_length} · linear warm-up 6% and decay · AdamW · weight decay "
-             f"0.01 · {machine()} · commit {commit()}. Both run in the same process, one after the other, on the "
+             f"0.01 · {machine()} · commit {commit()}. Each runs in a child process of its own (so that its peak RSS is its own), one after the other, on the "
              "same data, seed and budget; the reference is `transformers.Trainer` with `DataCollatorWithPadding` "
              "(padding to the longest in each random batch), evaluation and saving off, and is scored once at the "
              f"end; bertscope uses {batching}, evaluates after every epoch and keeps the best epoch (its wall "
