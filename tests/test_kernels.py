@@ -1,0 +1,36 @@
+"""The per-machine choices of kernels.py: which CPU product runs, and where torch.compile keeps its code."""
+
+import os
+
+import pytest
+
+from bertscope import kernels
+
+
+@pytest.mark.parametrize("onednn, torch_, expected", [(3.0, 7.0, True),     # the AMD EPYC: oneDNN twice as fast
+                                                      (6.7, 7.6, False),    # the Intel Xeon: close, torch's wins
+                                                      (8.0, 7.0, False)])
+def test_onednn_only_where_it_clearly_wins(monkeypatch, onednn, torch_, expected):
+    if not kernels.ONEDNN:
+        pytest.skip("this torch build has no oneDNN product")
+    monkeypatch.delenv("BERTSCOPE_ONEDNN", raising=False)
+    monkeypatch.setattr(kernels, "cpu_facts", lambda: {"torch_fp32": torch_, "onednn_fp32": onednn})
+    assert kernels.use_onednn_cpu() is expected
+    monkeypatch.setenv("BERTSCOPE_ONEDNN", "0" if expected else "1")       # the user's choice wins
+    assert kernels.use_onednn_cpu() is (not expected)
+
+
+def test_compile_cache_is_kept_apart_per_instruction_cap(monkeypatch):
+    # torch.compile code cached under ATEN_CPU_CAPABILITY=avx2 corrupts the heap of a later uncapped run
+    from bertscope.kernels import separate_compile_cache
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    separate_compile_cache()
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ             # uncapped: torch's own default folder
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"].endswith("-aten_cpu_capability_avx2")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/mine")
+    separate_compile_cache()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
