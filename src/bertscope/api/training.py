@@ -35,6 +35,12 @@ TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool",
                 "max_answer_length", "no_answer", "threshold")
 
 
+def check_settings(**settings) -> None:
+    """Raise a UsageError for a training option out of its range (train.Settings' checks), before any work."""
+    from ..train import Settings
+    Settings(**settings)
+
+
 def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer=None, max_length: int | None = None,
              new_head: bool = False, overwrite: bool = False, skip_bad_rows: bool = False, device: str = "auto",
              threads: int | None = None, on_event=None, stop_after: int | None = None, **options):

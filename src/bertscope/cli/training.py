@@ -145,6 +145,7 @@ def finetune(
         else:
             if model is None or train is None or out is None:
                 raise typer.BadParameter("give MODEL, --train and --out (or --resume DIR to continue a run)")
+            api.check_settings(**settings)           # a bad option is the only line printed
             say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else ""))
             options = _given(text_column=text_column, label_column=label_column, pair_column=pair_column,
                              windows=windows, label_all_pieces=label_all_pieces, doc_stride=doc_stride,
