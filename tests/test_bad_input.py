@@ -308,3 +308,12 @@ def test_bf16_on_a_cpu_without_bf16_kernels_says_so_and_runs_fp32(tiny, tmp_path
     texts = write(tmp_path, "t.txt", "hello world\n")
     r = run("embed", tiny, texts, "--out", tmp_path / "e.npy", "--bf16")
     assert r.exit_code == 0 and "this CPU has no bf16 kernels" in r.output and "running in fp32" in r.output
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text('{"kind": "finetune"}', encoding="utf-8")      # Ctrl-C while loading the model
+    refused(run("finetune", "--resume", out), "stopped before its first checkpoint", "--overwrite")
+    (out / "config.json").write_text("{}", encoding="utf-8")                   # a run that finished
+    refused(run("finetune", "--resume", out), "this run finished")

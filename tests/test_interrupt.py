@@ -68,7 +68,7 @@ def test_ctrl_c_at_a_random_step_then_resume_gives_the_same_weights(setup, unint
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command("cut"), cwd=setup, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
-    wait_for(setup / "cut" / "run.json", proc)            # training starts right after run.json is written
+    wait_for(setup / "cut" / "metrics.jsonl", proc)       # the first steps are logged: the loop is running
     time.sleep(random.Random().uniform(0.5, 3.0))
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)

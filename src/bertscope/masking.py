@@ -68,7 +68,7 @@ def whole_word_unit(value) -> str | None:
             raise DataError(f"--whole-word {value}: {'no such file' if str(path) else 'no file named'}; after "
                             "words: name a file of gold words, one sentence a line, words separated by spaces (as "
                             "pfr1998/train.words.txt)")
-        return f"words:{path.resolve()}"
+        return f"words:{path.absolute()}"           # as given (symlinks kept), usable from elsewhere
     raise UsageError(f"--whole-word {value!r}: use none (mask token by token), pieces (the tokenizer's own words), "
                      "jieba (Chinese words from the jieba segmenter) or words:FILE (gold words, one sentence a line, "
                      "separated by spaces)")

@@ -14,7 +14,7 @@ from .common import VERSION, bf16_for, load, make_task as _task, max_length_for,
 
 def _data_record(paths) -> list[dict]:
     from ..data import sha256_of
-    return [{"path": str(Path(p).resolve()), "sha256": sha256_of([p])} for p in paths]
+    return [{"path": str(Path(p).absolute()), "sha256": sha256_of([p])} for p in paths]
 
 
 def _check_data_unchanged(run: dict):

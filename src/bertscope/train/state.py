@@ -33,9 +33,12 @@ def checkpoint_dir(out) -> Path:
     for folder in (Path(out) / "checkpoint", Path(out) / ".checkpoint.old"):
         if (folder / STATE).exists():
             return folder
-    if (Path(out) / "run.json").exists():
+    if (Path(out) / "run.json").exists() and (Path(out) / "config.json").exists():
         raise DataError(f"{out}: this run finished, so there is nothing to resume (its checkpoint is removed after "
                         "success unless --keep-checkpoint); start a new run with another --out")
+    if (Path(out) / "run.json").exists():
+        raise DataError(f"{out}: this run stopped before its first checkpoint, so there is nothing to resume; start "
+                        "it again: the same command with --overwrite")
     raise DataError(f"{out}: no checkpoint to resume (expected {Path(out) / 'checkpoint' / STATE})")
 
 
