@@ -416,7 +416,7 @@ def stage_finetune(work: Path, a):
             if key in results and "error" not in results[key] and not a.redo:
                 continue
             say(f"finetune {key}")
-            results[key] = finetune_once(arm_folder(work, arm), REVIEWS / "train.tsv", REVIEWS / "dev.tsv",
+            results[key] = finetune_once(arm_folder(work, arm), reviews_train(work, a.ft_limit), REVIEWS / "dev.tsv",
                                          work / "ft" / key, f"finetune {key}", task="classification",
                                          epochs=a.ft_epochs, lr=lr, batch_size=32, max_length=128, seed=a.seed,
                                          threads=threads_of(work, a))
@@ -424,6 +424,17 @@ def stage_finetune(work: Path, a):
                 say(f"finetune {key}: dev accuracy last epoch {results[key]['last']['eval_accuracy']:.4f}, best "
                     f"{results[key]['best']:.4f}, {results[key]['minutes']:.1f} min")
             save_json(work, "finetune", results)
+
+
+def reviews_train(work: Path, rows: int | None) -> Path:
+    """zh_reviews/train.tsv, or its first `rows` rows (header kept)."""
+    if not rows:
+        return REVIEWS / "train.tsv"
+    path = work / "corpus" / f"reviews-train-{rows}.tsv"
+    if not path.exists():
+        lines = (REVIEWS / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        path.write_text("".join(lines[:rows + 1]), encoding="utf-8")
+    return path
 
 
 def cws_train(work: Path, sentences: int | None) -> Path:
@@ -574,8 +585,9 @@ def stage_report(work: Path, a):
         L += [f"Pretraining: batch {p0['batch_size']} × 128 tokens, lr {p0['lr']:g} (6% warm-up, linear decay), "
               f"AdamW; the {speed['budget_minutes']:g}-minute budget became {speed['steps']} steps from a 25-step "
               f"measurement ({speed['steps_per_s']:.2f} steps/s), the same steps for both arms. Held-out MLM: 300 "
-              "pfr1998 dev paragraphs + 300 zh_reviews dev texts, never trained on. Fine-tuning on zh_reviews: "
-              f"{a.ft_epochs} epochs, batch 32, max length 128, a new classifier, the same for every arm; accuracy on "
+              "pfr1998 dev paragraphs + 300 zh_reviews dev texts, never trained on. Fine-tuning on "
+              + (f"the first {a.ft_limit:,} rows of " if a.ft_limit else "") + "zh_reviews/train.tsv: "
+              f"{a.ft_epochs} epoch(s), batch 32, max length 128, a new classifier, the same for every arm; accuracy on "
               f"zh_reviews/dev.tsv after the last epoch (bold; the best epoch's in brackets). CWS: {cws_data} → all "
               f"of dev.cws.conll, {a.cws_epochs} epoch, lr {a.cws_lr:g}, batch 32, windows of 128 tokens overlapping "
               "by 32 (a paragraph can exceed 500 characters), word F1 as the SIGHAN scorer computes it. Threads: "
@@ -687,6 +699,7 @@ def main():
     p.add_argument("--ft-lrs", default="1e-4,3e-4", help="zh_reviews fine-tuning learning rates, for every arm")
     p.add_argument("--ft-arms", default="random,char,wwm")
     p.add_argument("--ft-epochs", type=int, default=2)
+    p.add_argument("--ft-limit", type=int, default=0, help="fine-tune on the first N zh_reviews rows (0: all)")
     p.add_argument("--cws-arms", default="random,char,wwm")
     p.add_argument("--cws-lr", type=float, default=3e-4)
     p.add_argument("--cws-epochs", type=int, default=1)

@@ -158,27 +158,41 @@ _FACTS: dict | None = None
 
 
 def cpu_facts() -> dict:
-    """Measured once per machine (CPU, flags, torch, threads, ISA caps) and cached on disk."""
+    """Measured once per machine (CPU, flags, torch, threads, ISA caps) and cached on disk, one entry per such key:
+    runs with another thread count each keep their own measurement, so a resumed run makes the same choice of
+    products as the run it continues (a fresh measurement on a busy machine could choose otherwise)."""
     global _FACTS
     if _FACTS is not None:
         return _FACTS
     path, key = _cache_path(), _machine_key()
-    try:
-        cached = json.loads(path.read_text())
-        if cached.get("key") == key:
-            _FACTS = cached["facts"]
-            return _FACTS
-    except (OSError, ValueError, KeyError):
-        pass
+    entries = _read_cache(path)
+    if key in entries:
+        _FACTS = entries[key]
+        return _FACTS
     _FACTS = _measure()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        entries = {**_read_cache(path), key: _FACTS}
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "cpu": cpu_name(), "facts": _FACTS}))
+        tmp.write_text(json.dumps({"cpu": cpu_name(), "facts_by_key": entries}))
         os.replace(tmp, path)
     except OSError:                                   # a read-only home: measure again next time
         pass
     return _FACTS
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(cached, dict):
+        return {}
+    if "facts_by_key" in cached and isinstance(cached["facts_by_key"], dict):
+        return cached["facts_by_key"]
+    if "key" in cached and "facts" in cached:          # the one-entry format of earlier versions
+        return {cached["key"]: cached["facts"]}
+    return {}
 
 
 ONEDNN_MUST_WIN = 0.8       # oneDNN's trial product must take at most this share of torch's time
