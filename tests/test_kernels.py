@@ -36,16 +36,16 @@ def test_compile_cache_is_kept_apart_per_instruction_cap(monkeypatch):
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/somewhere/mine"
 
 
-def test_the_cache_keeps_one_measurement_per_thread_count(monkeypatch, tmp_path):
-    # a resumed run must find the measurement of the run it continues, even after a run with other threads
+def test_the_cache_keeps_one_measurement_per_machine_key(monkeypatch, tmp_path):
+    # a resumed run must find the measurement of the run it continues, even after a run under an ISA cap
     monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path))
     measured = iter([{"torch_fp32": 1.0, "onednn_fp32": 0.5}, {"torch_fp32": 1.0, "onednn_fp32": 2.0}])
     monkeypatch.setattr(kernels, "_measure", lambda: next(measured))
-    for key in ("one-thread", "two-threads", "one-thread"):
+    for key in ("native", "avx2-capped", "native"):
         monkeypatch.setattr(kernels, "_FACTS", None)
         monkeypatch.setattr(kernels, "_machine_key", lambda key=key: key)
         facts = kernels.cpu_facts()
-        if key == "one-thread":
+        if key == "native":
             assert facts == {"torch_fp32": 1.0, "onednn_fp32": 0.5}      # measured once, then read back
     import json
-    assert set(json.loads((tmp_path / "cpu.json").read_text())["facts_by_key"]) == {"one-thread", "two-threads"}
+    assert set(json.loads((tmp_path / "cpu.json").read_text())["facts_by_key"]) == {"native", "avx2-capped"}

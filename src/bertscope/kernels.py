@@ -113,7 +113,9 @@ def _cache_path() -> Path:
 
 
 def _machine_key() -> str:
-    parts = [cpu_name(), " ".join(sorted(cpu_flags())), torch.__version__, str(torch.get_num_threads()),
+    # Not the thread count: a process measures before or after it sets its threads, and every process of a run
+    # (the interrupted one, its resume) must choose the same products, or a resume is no longer exact.
+    parts = [cpu_name(), " ".join(sorted(cpu_flags())), torch.__version__,
              *(os.environ.get(k, "") for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS"))]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
@@ -158,9 +160,9 @@ _FACTS: dict | None = None
 
 
 def cpu_facts() -> dict:
-    """Measured once per machine (CPU, flags, torch, threads, ISA caps) and cached on disk, one entry per such key:
-    runs with another thread count each keep their own measurement, so a resumed run makes the same choice of
-    products as the run it continues (a fresh measurement on a busy machine could choose otherwise)."""
+    """Measured once per machine (CPU, flags, torch, ISA caps) and cached on disk, one entry per such key, so that
+    a resumed run makes the same choice of products as the run it continues (a fresh measurement on a busy machine
+    could choose otherwise)."""
     global _FACTS
     if _FACTS is not None:
         return _FACTS
