@@ -253,3 +253,18 @@ def test_no_weights_in_folder(tmp_path):
     (folder / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no weights found"):
         bertscope.from_pretrained(folder)
+
+
+def test_a_classifier_from_an_mlm_only_checkpoint_starts_its_pooler_fresh(tmp_path):
+    # `pretrain --objective mlm` saves no pooler (as BertForMaskedLM); fine-tuning a classifier on it must work
+    import bertscope
+    c = bertscope.Config(family="bert", vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=64)
+    bertscope.save_pretrained(bertscope.Model(c, head="mlm"), tmp_path / "mlm")
+    from safetensors.torch import load_file
+    if any("pooler" in k for k in load_file(tmp_path / "mlm" / "model.safetensors")):
+        pytest.skip("this MLM checkpoint keeps a pooler")
+    m = bertscope.from_pretrained(tmp_path / "mlm", head="classification", num_labels=2, reinit_head=True)
+    assert any("pooler" in n for n in m.load_report.reinitialised)
+    with pytest.raises(Exception, match="pooler"):
+        bertscope.from_pretrained(tmp_path / "mlm", head="classification", num_labels=2)

@@ -157,7 +157,10 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
             lacking = [n for n in theirs if n not in state]
             used.update(n for n in theirs if n in state)
             if lacking:
-                (report.reinitialised if is_head and reinit_head else report.missing).extend(lacking)
+                # A checkpoint pretrained without a pair objective (MLM only) has no pooler: a new head starts its
+                # pooler fresh too, as the reference does
+                fresh = is_head or ours.startswith("pooler.")
+                (report.reinitialised if fresh and reinit_head else report.missing).extend(lacking)
                 continue
             tensor = torch.cat([state[n] for n in theirs], dim=0) if len(theirs) > 1 else state[theirs[0]]
             if tensor.shape != target.shape:
