@@ -3,13 +3,13 @@ same weights and the same metrics as the run that was never interrupted."""
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
-import torch
 from conftest import DATA, MINILM, need_shared
 
 import bertscope
@@ -17,15 +17,10 @@ import bertscope
 pytestmark = pytest.mark.slow          # three real training runs in subprocesses: CI runs these with -m slow
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_folder):
     need_shared()
     root = tmp_path_factory.mktemp("interrupt")
-    torch.manual_seed(0)
-    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                                             num_attention_heads=4, intermediate_size=128,
-                                             max_position_embeddings=128))
-    bertscope.save_pretrained(model, root / "tiny")
-    bertscope.load_tokenizer(MINILM).save(root / "tiny")
+    shutil.copytree(tiny_folder, root / "tiny")                 # the suite's small BERT with MiniLM's tokenizer
     lines = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "train.tsv").write_text("".join(lines[:1201]), encoding="utf-8")
     return root
