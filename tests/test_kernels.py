@@ -49,3 +49,25 @@ def test_the_cache_keeps_one_measurement_per_machine_key(monkeypatch, tmp_path):
             assert facts == {"torch_fp32": 1.0, "onednn_fp32": 0.5}      # measured once, then read back
     import json
     assert set(json.loads((tmp_path / "cpu.json").read_text())["facts_by_key"]) == {"native", "avx2-capped"}
+
+
+@pytest.mark.kernels
+def test_the_trial_times_every_candidate_in_turns():
+    # every product a choice depends on is timed (the same rounds for all), or marked missing with None
+    facts = kernels._measure()
+    assert facts["torch_fp32"] > 0
+    assert "int8_dynamic" in facts and (facts["int8_dynamic"] is None or facts["int8_dynamic"] > 0)
+    if kernels.ONEDNN:
+        assert facts["onednn_fp32"] > 0
+        assert facts["onednn_bf16"] is None or facts["onednn_bf16"] > 0
+
+
+@pytest.mark.parametrize("flags, said", [({"avx2", "avx512_vnni"}, "cpu.json to measure again"),
+                                         ({"avx2"}, "without VNNI instructions")])
+def test_int8_refusal_gives_the_reason_this_cpu_has(monkeypatch, flags, said):
+    monkeypatch.setattr(kernels, "cpu_facts", lambda: {"torch_fp32": 1.0, "onednn_fp32": 1.2, "int8_dynamic": 0.9})
+    monkeypatch.setattr(kernels, "cpu_flags", lambda: flags)
+    pays, why = kernels.int8_on_cpu()
+    assert not pays and said in why and "1.1×" in why
+    monkeypatch.setattr(kernels, "cpu_facts", lambda: {"torch_fp32": 1.0, "onednn_fp32": 1.2, "int8_dynamic": 0.4})
+    assert kernels.int8_on_cpu() == (True, "")

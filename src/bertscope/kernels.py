@@ -120,28 +120,46 @@ def _machine_key() -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+TRIAL_ROUNDS = 7
+
+
 def _measure() -> dict:
-    """A BERT-shaped product (800 tokens × 384 → 1536) timed with torch's Linear and with oneDNN, in fp32 and bf16."""
-    from .speed import best_time
-    _best_time = lambda fn: best_time(fn, repeats=5)  # noqa: E731
+    """A BERT-shaped product (800 tokens × 384 → 1536) through each candidate: torch's Linear and oneDNN in fp32,
+    oneDNN in bf16, torch's dynamic int8 Linear. The candidates take turns, round after round, and each keeps its
+    best time: a machine that gets busy halfway through (another process starting) slows them alike, instead of
+    the ones timed last (timed one after the other, a busy spell once made int8 look 1.2× fp32 where it is 3×)."""
+    import time
     g = torch.Generator().manual_seed(0)
     x = torch.randn(800, 384, generator=g)
     w = torch.randn(1536, 384, generator=g)
-    facts = {"torch_fp32": _best_time(lambda: F.linear(x, w))}
+    candidates = {"torch_fp32": lambda: F.linear(x, w)}
+    facts: dict = {}
     if ONEDNN:
-        facts["onednn_fp32"] = _best_time(lambda: onednn_product(x, w, None))
+        candidates["onednn_fp32"] = lambda: onednn_product(x, w, None)
         xb, wb = x.bfloat16(), w.bfloat16()
         try:
             onednn_product(xb, wb, None)
-            facts["onednn_bf16"] = _best_time(lambda: onednn_product(xb, wb, None))
+            candidates["onednn_bf16"] = lambda: onednn_product(xb, wb, None)
         except RuntimeError:                           # AVX2-only: oneDNN has no bf16 primitive here
             facts["onednn_bf16"] = None
-    facts["int8_dynamic"] = _int8_time(x, w, _best_time)
-    return facts
+    int8 = _int8_linear(w)
+    if int8 is None:
+        facts["int8_dynamic"] = None
+    else:
+        candidates["int8_dynamic"] = lambda: int8(x)
+    best = {}
+    for fn in candidates.values():                     # warm-up: allocations, primitive creation
+        fn()
+    for _ in range(TRIAL_ROUNDS):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
+    return {**best, **facts}
 
 
-def _int8_time(x, w, timer) -> float | None:
-    """The same product through torch's dynamic int8 Linear (fbgemm / x86), or None where there is none."""
+def _int8_linear(w):
+    """torch's dynamic int8 Linear (fbgemm / x86) for weight w, or None where this build has no int8 engine."""
     import warnings
     try:
         with warnings.catch_warnings():
@@ -151,7 +169,8 @@ def _int8_time(x, w, timer) -> float | None:
             plain = nn.Linear(w.shape[1], w.shape[0])
             plain.qconfig = per_channel_dynamic_qconfig
             q = qd.Linear.from_float(plain)
-            return timer(lambda: q(x))
+            q(torch.zeros(1, w.shape[1]))
+            return q
     except Exception:                                  # no quantized engine in this build
         return None
 
@@ -237,8 +256,10 @@ def int8_on_cpu() -> tuple[bool, str]:
     if int8 is None:
         return False, "this torch build has no int8 kernels"
     if int8 > 0.75 * fp32:
-        return False, (f"int8 does not pay on this CPU ({fp32 / int8:.1f}× the speed of fp32 in a trial product; "
-                       "without VNNI instructions int8 products are not faster)")
+        vnni = {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags()
+        why = ("a trial on a busy machine can say so too: delete " + str(_cache_path()) + " to measure again"
+               if vnni else "without VNNI instructions int8 products are not faster")
+        return False, f"int8 does not pay on this CPU ({fp32 / int8:.1f}× the speed of fp32 in a trial product; {why})"
     return True, ""
 
 
