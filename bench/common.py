@@ -19,6 +19,13 @@ def machine() -> str:
     return f"{cpu_name()} ({isa_summary()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
+def vendor() -> str:
+    """A short name for the CPU's maker, to keep each machine's tables apart in BENCHMARKS.md."""
+    from bertscope.kernels import cpu_name
+    name = cpu_name().lower()
+    return "intel" if "intel" in name else "amd" if "amd" in name else "cpu"
+
+
 def commit() -> str:
     if os.environ.get("BERTSCOPE_COMMIT"):      # where the tree was copied without .git (a lent GPU machine)
         return os.environ["BERTSCOPE_COMMIT"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
+from common import DATA, MINILM, commit, machine, vendor, write_section  # noqa: E402
 
 from bertscope import api  # noqa: E402
 from bertscope.data import read_examples  # noqa: E402
@@ -152,7 +152,8 @@ def main():
                 print(task, seed, "reference", ref, flush=True)
                 rows.append((task, seed, len(train), len(dev), ours, ref))
 
-    where = f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else ""
+    where = (f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else
+             f" ({ {'intel': 'Intel Xeon', 'amd': 'AMD EPYC'}.get(vendor(), 'this CPU') })")
     batching = "length-bucketed packed batches" if a.bucket > 1 else "random packed batches (`--bucket 1`)"
     lines = [f"#### Fine-tuning all-MiniLM-L6-v2: {a.task}{where}", "",
              f"`python bench/finetune_sst2.py {' '.join(sys.argv[1:])}` · {a.epochs} epoch(s) · lr {a.lr:g} · "
@@ -179,7 +180,7 @@ def main():
                      f"{ours['peak_rss_mb']:,.0f} MB | {ref['peak_rss_mb']:,.0f} MB |")
     if a.skip_reference:
         lines[2] += " The reference run was skipped (`--skip-reference`): no side-by-side figure."
-    write_section(f"finetune-{a.task}" + ("-gpu" if device.type == "cuda" else ""), "\n".join(lines))
+    write_section(f"finetune-{a.task}-" + ("gpu" if device.type == "cuda" else vendor()), "\n".join(lines))
     print("\n".join(lines))
 
 if __name__ == "__main__":

@@ -78,10 +78,14 @@ import torch  # noqa: E402
 torch.set_num_threads(ARGS.threads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
+from common import DATA, MINILM, commit, machine, vendor, write_section  # noqa: E402
 
 MAX_LENGTH = 512
 FILES = {"sst2": ("sst2/dev.tsv", "sentence"), "agnews": ("agnews/test.tsv", "text")}
+
+
+def vendor_title() -> str:
+    return {"intel": "Intel Xeon", "amd": "AMD EPYC"}.get(vendor(), "this CPU")
 
 
 def isa_tag() -> str:
@@ -367,7 +371,7 @@ def main():
     fastest_fp32 = min((n for n in peers if "int8" not in n), key=best.get)
     achieved = flops / ours
 
-    lines = [f"### Sentence embeddings against other tools: {a.dataset}, {isa_tag()} (`bench/peers.py`)", "",
+    lines = [f"### Sentence embeddings against other tools: {a.dataset}, {vendor_title()}, {isa_tag()} (`bench/peers.py`)", "",
              f"`python bench/peers.py {' '.join(sys.argv[1:])}` · {machine()} · {caps_note()} · "
              f"commit {commit()} · {versions()}", "",
              f"all-MiniLM-L6-v2 (mean pooling, L2-normalised) on the first {len(texts)} texts of `{rel}` "
@@ -399,8 +403,8 @@ def main():
     md = "\n".join(lines)
     print("\n" + md)
     if not a.no_write:
-        write_section(f"peers-{a.dataset}-{isa_tag()}", md)
-        print(f"\nwrote section peers-{a.dataset}-{isa_tag()} of BENCHMARKS.md")
+        write_section(f"peers-{a.dataset}-{vendor()}-{isa_tag()}", md)
+        print(f"\nwrote section peers-{a.dataset}-{vendor()}-{isa_tag()} of BENCHMARKS.md")
 
 
 if __name__ == "__main__":
