@@ -31,7 +31,7 @@ def run_bertscope(train_file, dev_file, args: Settings, max_length, out, device)
     start = time.perf_counter()
     r = api.finetune(MINILM, train_file, out, eval=dev_file, max_length=max_length, device=str(device),
                      **{k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "save_every", "log_every",
-                                                      "bucket", "seed", "max_steps")})
+                                                      "bucket", "seed", "max_steps", "bf16")})
     wall = time.perf_counter() - start
     final = [h["eval_accuracy"] for h in r.history if "eval_accuracy" in h][-1]
     n = len(read_examples(train_file))
@@ -95,9 +95,9 @@ def child(a):
     import resource
     train_file, dev_file = Path(os.environ["BENCH_TRAIN"]), Path(os.environ["BENCH_DEV"])
     args = Settings(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, save_every=0, log_every=100,
-                    bucket=a.bucket, seed=int(a.seeds))
+                    bucket=a.bucket, seed=int(a.seeds), bf16=a.child == "bertscope-bf16")
     with tempfile.TemporaryDirectory() as tmp:
-        if a.child == "bertscope":
+        if a.child.startswith("bertscope"):
             r = run_bertscope(train_file, dev_file, args, a.max_length, Path(tmp) / "ours", torch.device(a.device))
         else:
             r = run_reference(read_examples(train_file), read_examples(dev_file), args, a.max_length,
@@ -122,6 +122,7 @@ def main():
     p.add_argument("--bucket", type=int, default=50, help="batches per length-sorting window (1: random batches)")
     p.add_argument("--seeds", default="42", help="comma-separated seeds; both run once per seed")
     p.add_argument("--limit", type=int, default=None, help="train on the first N examples only")
+    p.add_argument("--bf16", action="store_true", help="also bertscope with bf16 autocast (where the CPU has bf16)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)   # one contender in its own process (RSS)
     a = p.parse_args()
     if a.child:
@@ -129,6 +130,8 @@ def main():
     device = torch.device(a.device)
     seeds = [int(x) for x in a.seeds.split(",")]
     rows = []
+    from bertscope.kernels import bf16_on_cpu
+    bf16, bf16_why = (bf16_on_cpu() if device.type == "cpu" else (True, "")) if a.bf16 else (False, "")
     for task in (TASKS if a.task == "all" else [a.task]):
         train_file, dev_file = DATA / TASKS[task][0], DATA / TASKS[task][1]
         train, dev = read_examples(train_file), read_examples(dev_file)
@@ -148,9 +151,13 @@ def main():
                     train = read_examples(used)
                 ours = in_child("bertscope", a, task, seed, used, dev_file)
                 print(task, seed, "bertscope", ours, flush=True)
+                ours16 = in_child("bertscope-bf16", a, task, seed, used, dev_file) if bf16 else None
+                print(task, seed, "bertscope bf16", ours16, flush=True)
                 ref = None if a.skip_reference else in_child("reference", a, task, seed, used, dev_file)
                 print(task, seed, "reference", ref, flush=True)
                 rows.append((task, seed, len(train), len(dev), ours, ref))
+                if ours16:
+                    rows.append((f"{task}, bertscope `--bf16`", seed, len(train), len(dev), ours16, ref))
 
     where = (f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else
              f" ({ {'intel': 'Intel Xeon', 'amd': 'AMD EPYC'}.get(vendor(), 'this CPU') })")
@@ -180,6 +187,9 @@ def main():
                      f"{ours['peak_rss_mb']:,.0f} MB | {ref['peak_rss_mb']:,.0f} MB |")
     if a.skip_reference:
         lines[2] += " The reference run was skipped (`--skip-reference`): no side-by-side figure."
+    if a.bf16:
+        lines += ["", "The `--bf16` row: bertscope with bfloat16 autocast, against the same fp32 reference run."
+                  if bf16 else f"bertscope bf16: not run, {bf16_why}."]
     write_section(f"finetune-{a.task}-" + ("gpu" if device.type == "cuda" else vendor()), "\n".join(lines))
     print("\n".join(lines))
 

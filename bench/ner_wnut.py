@@ -4,6 +4,7 @@ learning rate, batch size, schedule and seed, in one run; entity-level F1 on dev
 
     pip install -e ".[test]"
     python bench/ner_wnut.py --epochs 3 --lr 1e-4        # writes the "ner-wnut" section of BENCHMARKS.md
+    python bench/ner_wnut.py --epochs 3 --lr 1e-4 --bf16 # and bertscope with bf16 autocast, where the CPU has bf16
 """
 
 import argparse
@@ -25,10 +26,10 @@ from bertscope.tasks.token_classification import tag_order  # noqa: E402
 TRAIN, DEV = DATA / "wnut16" / "train.conll", DATA / "wnut16" / "dev.conll"
 
 
-def run_bertscope(a, out):
+def run_bertscope(a, out, bf16=False):
     start = time.perf_counter()
     r = api.finetune(MINILM, TRAIN, out, eval=DEV, task="token-classification", epochs=a.epochs, lr=a.lr,
-                     batch_size=a.batch_size, seed=a.seed, save_every=0, log_every=50, device="cpu")
+                     batch_size=a.batch_size, seed=a.seed, save_every=0, log_every=50, device="cpu", bf16=bf16)
     wall = time.perf_counter() - start
     last = [h["eval_f1"] for h in r.history if "eval_f1" in h][-1]
     return {"f1": last, "best_f1": r.best, "wall_s": wall}
@@ -102,10 +103,15 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--skip-reference", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="also bertscope with bf16 autocast (where the CPU has bf16)")
     a = p.parse_args()
+    from bertscope.kernels import bf16_on_cpu
+    bf16_ok, bf16_why = bf16_on_cpu()
     with tempfile.TemporaryDirectory() as tmp:
         ours = run_bertscope(a, Path(tmp) / "ours")
-    print("bertscope", ours, flush=True)
+        print("bertscope", ours, flush=True)
+        ours16 = run_bertscope(a, Path(tmp) / "ours16", bf16=True) if a.bf16 and bf16_ok else None
+        print("bertscope bf16", ours16, flush=True)
     ref = None if a.skip_reference else run_reference(a)
     print("reference", ref, flush=True)
     n_train, n_dev = len(read_conll(TRAIN)), len(read_conll(DEV))
@@ -116,10 +122,16 @@ def main():
              "evaluation after every epoch; the reference loop's does not include its one evaluation.", "",
              "| | dev entity F1 (last epoch) | wall time | ratio |", "|---|---|---|---|",
              f"| bertscope `finetune --task token-classification` | {ours['f1']:.4f} (best epoch {ours['best_f1']:.4f})"
-             f" | {ours['wall_s'] / 60:.1f} min | |"]
+             f" | {ours['wall_s'] / 60:.1f} min | " + (f"**{ref['wall_s'] / ours['wall_s']:.2f}×** faster |" if ref else "|")]
+    if ours16:
+        lines.append(f"| bertscope, bf16 autocast (`--bf16`) | {ours16['f1']:.4f} (best epoch {ours16['best_f1']:.4f}) | "
+                     f"{ours16['wall_s'] / 60:.1f} min | "
+                     + (f"**{ref['wall_s'] / ours16['wall_s']:.2f}×** faster |" if ref else "|"))
     if ref:
-        lines.append(f"| reference `BertForTokenClassification`, plain loop | {ref['f1']:.4f} | "
-                     f"{ref['wall_s'] / 60:.1f} min | **{ref['wall_s'] / ours['wall_s']:.2f}×** faster |")
+        lines.append(f"| reference `BertForTokenClassification`, plain loop (fp32) | {ref['f1']:.4f} | "
+                     f"{ref['wall_s'] / 60:.1f} min | (baseline) |")
+    if a.bf16 and not bf16_ok:
+        lines += ["", f"bertscope bf16: not run, {bf16_why}."]
     write_section("ner-wnut", "\n".join(lines))
     print("\n".join(lines))
 
