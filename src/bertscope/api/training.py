@@ -240,6 +240,14 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     if max_length > model.config.max_tokens:
         raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "
                          "tokens)")
+    report = getattr(model, "load_report", None)
+    fresh_head = [n for n in (report.reinitialised if report else []) if "predictions" in n or "lm_head" in n]
+    if on_event and init is not None and fresh_head:
+        on_event({"event": "notice", "message": (
+            f"{init}: the checkpoint has no trained MLM head ({len(fresh_head)} tensors start from random weights, "
+            f"e.g. {fresh_head[0]}); the new head's first gradients pull the encoder away from what it knew (10 "
+            "minutes of continued MLM of all-MiniLM-L6-v2 at lr 1e-4 cost it 20 points of SST-2 accuracy after "
+            f"fine-tuning, BENCHMARKS.md): a lower --lr than {s.lr:g} is safer")})
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
     docs = t.read(corpus, on_event)
