@@ -127,7 +127,8 @@ def _measure() -> dict:
     """A BERT-shaped product (800 tokens × 384 → 1536) through each candidate: torch's Linear and oneDNN in fp32,
     oneDNN in bf16, torch's dynamic int8 Linear. The candidates take turns, round after round, and each keeps its
     best time: a machine that gets busy halfway through (another process starting) slows them alike, instead of
-    the ones timed last (timed one after the other, a busy spell once made int8 look 1.2× fp32 where it is 3×)."""
+    the ones timed last (timed one after the other, a busy spell once made int8 look 1.2× fp32 where a quiet
+    trial gives 1.5×)."""
     import time
     g = torch.Generator().manual_seed(0)
     x = torch.randn(800, 384, generator=g)
