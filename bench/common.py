@@ -20,10 +20,19 @@ def machine() -> str:
 
 
 def vendor() -> str:
-    """A short name for the CPU's maker, to keep each machine's tables apart in BENCHMARKS.md."""
-    from bertscope.kernels import cpu_name
+    """A short name for the CPU: its maker and its widest vector ISA ("amd-avx2", "intel-avx512"), to keep each
+    machine's tables apart in BENCHMARKS.md (two AMD EPYCs here differ by AVX-512)."""
+    from bertscope.kernels import cpu_flags, cpu_name
     name = cpu_name().lower()
-    return "intel" if "intel" in name else "amd" if "amd" in name else "cpu"
+    maker = "intel" if "intel" in name else "amd" if "amd" in name else "cpu"
+    return f"{maker}-{'avx512' if 'avx512f' in cpu_flags() else 'avx2'}"
+
+
+def cpu_label() -> str:
+    """The CPU as the tables name it: "AMD EPYC (AVX2 only)", "Intel Xeon (AVX-512)"."""
+    maker, isa = vendor().split("-")
+    return ({"intel": "Intel Xeon", "amd": "AMD EPYC"}.get(maker, "this CPU")
+            + (" (AVX-512)" if isa == "avx512" else " (AVX2 only)"))
 
 
 def commit() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, MINILM, commit, machine, vendor, write_section  # noqa: E402
+from common import DATA, MINILM, commit, cpu_label, machine, vendor, write_section  # noqa: E402
 
 from bertscope import api  # noqa: E402
 from bertscope.data import read_examples  # noqa: E402
@@ -160,7 +160,7 @@ def main():
                     rows.append((f"{task}, bertscope `--bf16`", seed, len(train), len(dev), ours16, ref))
 
     where = (f" on {torch.cuda.get_device_name()}" if device.type == "cuda" else
-             f" ({ {'intel': 'Intel Xeon', 'amd': 'AMD EPYC'}.get(vendor(), 'this CPU') })")
+             f" ({cpu_label()})")
     batching = "length-bucketed packed batches" if a.bucket > 1 else "random packed batches (`--bucket 1`)"
     lines = [f"#### Fine-tuning all-MiniLM-L6-v2: {a.task}{where}", "",
              f"`python bench/finetune_sst2.py {' '.join(sys.argv[1:])}` · {a.epochs} epoch(s) · lr {a.lr:g} · "

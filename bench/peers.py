@@ -78,14 +78,14 @@ import torch  # noqa: E402
 torch.set_num_threads(ARGS.threads)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, MINILM, commit, machine, vendor, write_section  # noqa: E402
+from common import DATA, MINILM, commit, cpu_label, machine, vendor, write_section  # noqa: E402
 
 MAX_LENGTH = 512
 FILES = {"sst2": ("sst2/dev.tsv", "sentence"), "agnews": ("agnews/test.tsv", "text")}
 
 
 def vendor_title() -> str:
-    return {"intel": "Intel Xeon", "amd": "AMD EPYC"}.get(vendor(), "this CPU")
+    return cpu_label()
 
 
 def isa_tag() -> str:

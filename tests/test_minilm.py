@@ -34,11 +34,17 @@ def test_tokenizer_gives_the_stored_ids(minilm):
         assert torch.equal(batch[k], ref[k]), k
 
 
-@pytest.mark.parametrize("attentions", [False, True], ids=["sdpa", "explicit"])
-def test_hidden_states_pooler_and_sentence_embedding(minilm, attentions):
+@pytest.mark.parametrize("attention", ["sdpa", "spelled-out", "with-probabilities"])
+def test_hidden_states_pooler_and_sentence_embedding(minilm, attention, monkeypatch):
+    """The three ways attention runs (one SDPA call; q·kᵀ, softmax, ·v, which the CPU uses for short texts; the
+    same returning the probabilities) all give the stored reference outputs."""
+    import bertscope.model as m
     model, tok, ref, sentences = minilm
     batch = tok(sentences)
-    out = model(**batch, output_hidden_states=True, output_attentions=attentions)
+    limit = {"sdpa": 0, "spelled-out": 10_000}.get(attention, m.CPU_SPELLED_OUT_UP_TO)
+    monkeypatch.setattr(m, "CPU_SPELLED_OUT_UP_TO", limit)
+    assert m.spelled_out_attention(torch.zeros(1, 1, batch["input_ids"].shape[1], 1), 0.0) == (attention != "sdpa")
+    out = model(**batch, output_hidden_states=True, output_attentions=attention == "with-probabilities")
     real = batch["attention_mask"].bool()
     assert len(out.hidden_states) == 7
     for i, h in enumerate(out.hidden_states):

@@ -127,13 +127,10 @@ def packed_batch(enc: Encoded, index: list[int]) -> dict[str, torch.Tensor]:
 def padded_batch(enc: Encoded, index: list[int], pad_id: int) -> dict[str, torch.Tensor]:
     """input_ids, token_type_ids, attention_mask (B, L) for the sequences at `index`, padded to the longest."""
     L = max(len(enc.ids[i]) for i in index)
-    ids = torch.full((len(index), L), pad_id, dtype=torch.long)
-    types = torch.zeros((len(index), L), dtype=torch.long)
-    mask = torch.zeros((len(index), L), dtype=torch.long)
-    for row, i in enumerate(index):
-        n = len(enc.ids[i])
-        ids[row, :n], types[row, :n], mask[row, :n] = torch.tensor(enc.ids[i]), torch.tensor(enc.types[i]), 1
-    return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
+    gap = [L - len(enc.ids[i]) for i in index]
+    return {"input_ids": torch.tensor([enc.ids[i] + [pad_id] * g for i, g in zip(index, gap)], dtype=torch.long),
+            "token_type_ids": torch.tensor([enc.types[i] + [0] * g for i, g in zip(index, gap)], dtype=torch.long),
+            "attention_mask": torch.tensor([[1] * (L - g) + [0] * g for g in gap], dtype=torch.long)}
 
 
 def _as_packed(out, mask: torch.Tensor):
