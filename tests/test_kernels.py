@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 
 from bertscope import kernels
 
@@ -71,3 +72,19 @@ def test_int8_refusal_gives_the_reason_this_cpu_has(monkeypatch, flags, said):
     assert not pays and said in why and "1.1×" in why
     monkeypatch.setattr(kernels, "cpu_facts", lambda: {"torch_fp32": 1.0, "onednn_fp32": 1.2, "int8_dynamic": 0.4})
     assert kernels.int8_on_cpu() == (True, "")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_1_minus_p_and_rescales(dtype):
+    """kernels.dropout (the CPU's mask from torch.rand): each element kept with probability 1 - p, kept ones scaled
+    by 1 / (1 - p), gradients through the same mask; off outside training."""
+    from bertscope.kernels import dropout
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, dtype=dtype, requires_grad=True)
+    y = dropout(x, 0.1, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003             # 200,000 draws: sd 0.0007
+    assert torch.allclose(y[kept].float(), torch.full_like(y[kept].float(), 1 / 0.9), rtol=1e-2)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    assert torch.equal(dropout(x, 0.1, False), x)

@@ -286,3 +286,40 @@ def test_bench_counts_the_real_tokens_of_the_users_texts():
     assert r["longest"] == max(len(loaded.tokenizer.encode(t)) for t in texts)
     assert set(r["tokens_per_s"]) == {"padded", "packed"} and all(v > 0 for v in r["tokens_per_s"].values())
     assert 0 < r["gflops"] < 2 * r["peak_gflops"]
+
+
+def test_kept_rows_train_exactly_as_dense_word_gradients(tiny, tmp_path, monkeypatch):
+    """The word table's sparse gradients, written into a kept buffer (optim.KeptRows), give the parameters dense
+    gradients give, step after step (rows the last step wrote are cleared, not carried over)."""
+    from bertscope.train import optim
+    folder, tok = tiny
+    train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 200)
+    args = dict(epochs=1, lr=1e-3, batch_size=16, save_every=0, seed=5)
+    seen = []
+
+    class Watched(optim.KeptRows):
+        def densify(self):
+            super().densify()
+            seen.append(len(self.tables))
+    monkeypatch.setattr(optim, "KeptRows", Watched)
+    kept = finetune(folder, train, None, tmp_path / "kept", **args)
+    assert seen and set(seen) == {1}                      # the 30,522-row word table took the sparse route
+    monkeypatch.setattr(optim, "KeptRows", lambda model: None)
+    dense = finetune(folder, train, None, tmp_path / "dense", **args)
+    assert kept.steps == dense.steps == 13
+    a, b = (bertscope.from_pretrained(tmp_path / d).state_dict() for d in ("kept", "dense"))
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert not any(m.sparse for m in bertscope.from_pretrained(tmp_path / "kept").modules()
+                   if isinstance(m, torch.nn.Embedding))
+
+
+def test_kept_rows_leave_tied_and_small_tables_dense():
+    from bertscope.train.optim import KeptRows
+    c = bertscope.Config(family="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)
+    mlm, classifier = bertscope.Model(c, head="mlm"), bertscope.Model(c, head="classification")
+    assert KeptRows(mlm).tables == []                     # word table tied to the MLM decoder: dense
+    rows = KeptRows(classifier)
+    assert rows.tables == [classifier.embeddings.word]    # positions (512) and segments (2) stay dense
+    rows.close()
+    assert not classifier.embeddings.word.sparse

@@ -346,3 +346,24 @@ class Linear(nn.Linear):
         shape = x.shape
         y = onednn_linear(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias)   # (N, out)
         return y.view(*shape[:-1], y.shape[-1])                      # (..., out)
+
+
+# ---- dropout ---------------------------------------------------------------------------------------------------------
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout; on the CPU its mask comes from torch.rand rather than bernoulli_, which costs ~2x more there
+    (859 x 384 activations, forward + backward, 2 threads, AMD EPYC AVX2: 2.99 ms against 1.97 ms; bernoulli_ was
+    8% of a token-classification training step). Same distribution: each element kept with probability 1 - p and
+    scaled by 1 / (1 - p); the mask is drawn in float32 whatever x's dtype (bf16 autocast)."""
+    if not training or p == 0 or x.device.type != "cpu" or not 0 < p < 1:
+        return F.dropout(x, p, training)
+    keep = torch.rand(x.shape, dtype=torch.float32).ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout (same repr, no parameters) whose mask is drawn by `dropout` above."""
+
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+

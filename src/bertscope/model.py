@@ -29,7 +29,7 @@ from .config import Config
 from .errors import InputError
 from .families import HEADS
 from .inputs import check_inputs, check_labels, check_pair_labels
-from .kernels import Linear
+from .kernels import Dropout, Linear, dropout
 from . import packing as packed
 from .packing import Packing, use_varlen, varlen_attn
 
@@ -73,7 +73,7 @@ class Embeddings(nn.Module):
                                      padding_idx=c.pad_token_id if c.family.positions_after_padding else None)
         self.token_type = nn.Embedding(c.type_vocab_size, E)
         self.norm = nn.LayerNorm(E, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.dropout = Dropout(c.hidden_dropout_prob)
         self.project = Linear(E, c.hidden_size) if c.family.factorised_embeddings else None
 
     def forward(self, input_ids, token_type_ids, position_ids, inputs_embeds=None):  # each (B, L), or (T,) packed
@@ -133,7 +133,7 @@ class SelfAttention(nn.Module):
             if mask is not None:
                 scores = scores + mask                                # mask (B, 1, 1|L, L), 0 or -inf-like
             probs = scores.softmax(dim=-1)                            # (B, nh, L, L)
-            y = F.dropout(probs, p, self.training) @ v                # (B, nh, L, hd)
+            y = dropout(probs, p, self.training) @ v                  # (B, nh, L, hd)
             probs = probs if need_weights else None
         else:
             probs = None
@@ -181,7 +181,7 @@ class EncoderLayer(nn.Module):
         self.output = Linear(c.intermediate_size, H)
         self.output_norm = nn.LayerNorm(H, eps=c.layer_norm_eps)
         self.act = activation(c.hidden_act)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.dropout = Dropout(c.hidden_dropout_prob)
 
     def forward(self, x, mask, packing=None, need_weights=False):    # x: (B, L, H) or (T, H)
         a, probs = self.attention(x, mask, packing, need_weights)     # (B, L, H)
@@ -245,7 +245,7 @@ class PairHead(nn.Module):
 
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear = Linear(hidden, 2)
 
     def forward(self, pooled):                                        # (B, H)
@@ -257,7 +257,7 @@ class Classifier(nn.Module):
 
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear = Linear(hidden, num_labels)
 
     def forward(self, pooled, first):                                 # pooled: (B, H)
@@ -269,7 +269,7 @@ class RobertaClassifier(nn.Module):
 
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.dense = Linear(hidden, hidden)
         self.out_proj = Linear(hidden, num_labels)
 
@@ -283,7 +283,7 @@ class TokenClassifier(nn.Module):
 
     def __init__(self, hidden: int, num_labels: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear = Linear(hidden, num_labels)
 
     def forward(self, x):                                             # (B, L, H) or (T, H)

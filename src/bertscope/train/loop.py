@@ -101,6 +101,7 @@ class Result:
     stopped_by: str | None            # "interrupt" | "stop_after" | None
     best: float | None                # the best evaluation of task.metric
     history: list = field(default_factory=list)
+    seconds: dict = field(default_factory=dict)   # "training" (the steps, checkpoints included), "evaluation"
 
 
 class _Interrupts:
@@ -213,7 +214,15 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
         if dist is not None:
             dist.barrier()
 
+    spent = {"evaluation": 0.0}
+
     def evaluate():
+        nonlocal best
+        started = time.perf_counter()
+        _evaluate()
+        spent["evaluation"] += time.perf_counter() - started
+
+    def _evaluate():
         nonlocal best
         if eval_data is not None and rank == 0:
             metrics = task.evaluate(model, eval_data, s.eval_batch_size, s.seed)
@@ -228,11 +237,13 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
             dist.barrier()
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.bf16)
+    # sparse word-table gradients into a kept buffer: on the CPU, one process, not compiled (optim.KeptRows)
+    rows = optim.KeptRows(model) if device.type == "cpu" and dist is None and not s.compile else None
     was_checking, model.check = model.check, False
     model.train()
     emit({"event": "start", "total_steps": total, "steps_per_epoch": per_epoch, "step": step})
     stopped_by = None
-    t0 = time.perf_counter()
+    t0 = began = time.perf_counter()
     try:
         with _Interrupts(emit) as interrupts:
             while True:
@@ -262,6 +273,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                         acc[0], acc[1] = acc[0] + num, acc[1] + den
                     window["tokens"] += batch.tokens
                 window["sizes"].append(counts["size"])
+                if rows is not None:
+                    rows.densify()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
                 opt.step()
                 sched.step()
@@ -287,6 +300,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                     checkpoint()
     finally:
         model.check = was_checking
+        if rows is not None:
+            rows.close()
     finished = stopped_by is None
     if finished:
         if not history or not any(k.startswith("eval_") for k in history[-1]):
@@ -301,7 +316,9 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
         if dist is not None:
             dist.barrier()
     emit({"event": "end", "step": step, "total_steps": total, "finished": finished})
-    return Result(step, total, finished, stopped_by, best, history)
+    whole = time.perf_counter() - began
+    return Result(step, total, finished, stopped_by, best, history,
+                  {"training": whole - spent["evaluation"], "evaluation": spent["evaluation"]})
 
 
 def _step_counts(micro, dist, device) -> dict:
