@@ -219,11 +219,6 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     def evaluate():
         nonlocal best
         started = time.perf_counter()
-        _evaluate()
-        spent["evaluation"] += time.perf_counter() - started
-
-    def _evaluate():
-        nonlocal best
         if eval_data is not None and rank == 0:
             metrics = task.evaluate(model, eval_data, s.eval_batch_size, s.seed)
             record = {"step": step, "epoch": round(epoch + position / max(1, len(batches)), 6),
@@ -235,6 +230,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 save_model(out)
         if dist is not None:
             dist.barrier()
+        spent["evaluation"] += time.perf_counter() - started
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.bf16)
     # sparse word-table gradients into a kept buffer: on the CPU, one process, not compiled (optim.KeptRows)
