@@ -2,7 +2,7 @@
 implementation's Trainer on the same budget (epochs, batch size, learning rate, schedule, max length, seed), in one
 run, and record accuracy, wall time and examples/s in BENCHMARKS.md.
 
-    pip install -e ".[test]" accelerate
+    pip install -e ".[bench]"
     python bench/finetune_sst2.py                 # SST-2 train -> dev, and AG News train -> test
     python bench/finetune_sst2.py --task sst2 --epochs 1
 """

@@ -2,7 +2,7 @@
 run on all-MiniLM-L6-v2 (mean pooling, L2-normalised), the same texts, batch size and threads for all.
 Tokenization is inside the timed call of every contender.
 
-    pip install -e ".[test]" sentence-transformers onnx onnxscript onnxruntime
+    pip install -e ".[bench]"
     python bench/peers.py                                   # SST-2 dev, first 872 sentences, 2 threads, best of 3
     python bench/peers.py --dataset agnews --limit 500      # AG News test (longer texts)
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/peers.py

@@ -9,7 +9,7 @@ Every stage writes its numbers to JSON in --work and can be run on its own; a st
 skips the work it already holds (pass --redo to run it again). `all` runs them in order, `report` writes the
 "zh-pretraining" section of BENCHMARKS.md and the pictures under docs/.
 
-    pip install -e ".[test,zh]"
+    pip install -e ".[bench]"
     python bench/zh_pretrain.py all --work /tmp/zh                      # about 2.5 hours on 2 cores
     python bench/zh_pretrain.py tokenizer --work /tmp/zh                # or stage by stage:
     python bench/zh_pretrain.py tfidf | check | speed | pretrain --arm char | pretrain --arm wwm | masks |
@@ -295,9 +295,30 @@ def plot_check(c: dict):
 
 # ---- pretraining -----------------------------------------------------------------------------------------------
 
+def pretrain_config(work: Path, a) -> Path:
+    """The model's config.json, or with --pretrain-dropout a copy whose dropout rates are that value."""
+    if a.pretrain_dropout is None:
+        return work / "config.json"
+    c = json.loads((work / "config.json").read_text(encoding="utf-8"))
+    c["hidden_dropout_prob"] = c["attention_probs_dropout_prob"] = a.pretrain_dropout
+    path = work / f"config-dropout{a.pretrain_dropout:g}.json"
+    path.write_text(json.dumps(c, indent=1), encoding="utf-8")
+    return path
+
+
+def restore_dropout(work: Path, folder: Path):
+    """The pretrained folder's config gets the model's own dropout back, so that every arm fine-tunes alike."""
+    base = json.loads((work / "config.json").read_text(encoding="utf-8"))
+    path = folder / "config.json"
+    c = json.loads(path.read_text(encoding="utf-8"))
+    for k in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        c[k] = base[k]
+    path.write_text(json.dumps(c, indent=2), encoding="utf-8")
+
+
 def pretrain_kwargs(work: Path, a, arm: str, steps: int) -> dict:
     files = corpus(work)
-    return dict(tokenizer=work / "tokenizer", family="bert", config=str(work / "config.json"),
+    return dict(tokenizer=work / "tokenizer", family="bert", config=str(pretrain_config(work, a)),
                 whole_word=ARMS[arm], objective="mlm", max_length=128, max_steps=steps, batch_size=a.pretrain_batch,
                 lr=a.pretrain_lr, warmup=0.06, eval=files["heldout"], eval_every=max(1, steps // 8), log_every=20,
                 save_every=0, seed=a.seed, device="cpu", overwrite=True, threads=threads_of(work, a))
@@ -338,19 +359,23 @@ def stage_pretrain(work: Path, a, arm: str):
     if load_json(work, name) and not a.redo:
         return say(f"{name}: done already")
     speed = load_json(work, "speed")
-    if speed is None:
-        raise SystemExit("run the speed stage first: it sets the step budget both arms share")
+    if speed is None and a.steps is None:
+        raise SystemExit("run the speed stage first (it makes the budget a step count both arms share), or give "
+                         "--steps")
     files = corpus(work)
     steps = a.steps or speed["steps"]
     ev = Events(name, every=100)
     start = time.perf_counter()
     r = api.pretrain(files["train"], work / name, on_event=ev, **pretrain_kwargs(work, a, arm, steps))
     wall = time.perf_counter() - start
+    if a.pretrain_dropout is not None:
+        restore_dropout(work, work / name)
     train_logs = [x for x in r.history if "loss" in x]
     tail = train_logs[-5:]                         # the last 100 steps' training loss and accuracy
     out = {"arm": arm, "whole_word": ARMS[arm], "steps": r.steps, "minutes": wall / 60,
            "train_minutes": ev.logs[-1]["wall_s"] / 60, "tokens_seen": ev.tokens,
-           "batch_size": a.pretrain_batch, "lr": a.pretrain_lr,
+           "batch_size": a.pretrain_batch, "lr": a.pretrain_lr, "threads": threads_of(work, a), "dropout": a.pretrain_dropout,
+           "steps_from": "--steps" if a.steps else "budget", "side_by_side": a.side_by_side,
            "final_train_loss": sum(x["loss"] for x in tail) / len(tail),
            "final_train_accuracy": sum(x["mlm_accuracy"] for x in tail) / len(tail),
            "final_eval": {k: v for k, v in r.history[-1].items() if k.startswith("eval_")},
@@ -562,14 +587,22 @@ def stage_report(work: Path, a):
         return "failed (library error)" if "error" in r else f"{r['last']['eval_f1']:.4f}"
 
     cmd = "python bench/zh_pretrain.py " + " ".join(sys.argv[1:])
-    budget_tokens = speed["tokens_per_s"] * speed["budget_minutes"] * 60 if speed else None
+    p0 = pre["char"]
+    given = p0 is not None and p0.get("steps_from") == "--steps"
+    if given:                                # the step count was given: the char arm's own speed and minutes
+        tps, budget = p0["tokens_seen"] / (p0["train_minutes"] * 60), p0["minutes"]
+    elif speed:
+        tps, budget = speed["tokens_per_s"], speed["budget_minutes"]
+    budget_tokens = tps * budget * 60 if given or speed else None
     why = SIZE_WHY.format(encoder=tok["encoder_parameters"] / 1e6, embed=tok["embedding_parameters"] / 1e6,
-                          corpus_tokens=tok["corpus_tokens"] / 1e6, tps=speed["tokens_per_s"],
-                          budget=speed["budget_minutes"], budget_tokens=budget_tokens / 1e6,
+                          corpus_tokens=tok["corpus_tokens"] / 1e6, tps=tps,
+                          budget=round(budget), budget_tokens=budget_tokens / 1e6,
                           epochs=budget_tokens / tok["corpus_tokens"],
-                          per_param=budget_tokens / tok["encoder_parameters"]) if tok and speed else ""
-    L = [f"`{cmd}` · {machine()} · commit {commit()} (stages run one at a time, each with the machine to itself)",
-         ""]
+                          per_param=budget_tokens / tok["encoder_parameters"]) if tok and budget_tokens else ""
+    together = bool(p0 and p0.get("side_by_side"))
+    L = [f"`{cmd}` · {machine()} · commit {commit()} (stages run one at a time, each with the machine to itself"
+         + ("; except the two pretraining arms, which ran at once, one process and one thread each" if together
+            else "") + ")", ""]
     if tok:
         L += [f"Model: BERT {why}. Tokenizer: WordPiece trained on the corpus (every CJK character a token), "
               f"vocabulary {tok['vocab_size']:,}, [UNK] rate {tok['held_out']['rate']:.3%} on the held-out text. "
@@ -577,21 +610,27 @@ def stage_report(work: Path, a):
               f"training texts, {tok['corpus_tokens'] / 1e6:.2f}M tokens; segments of up to 128 tokens, objective "
               "MLM only (raw.txt is a single document, so NSP would never see a random pair); 15% of the tokens "
               "chosen, 80/10/10, masks drawn anew every epoch.", ""]
-    if speed and all(pre.values()):
-        p0 = pre["char"]
-        probes = ", ".join(f"{t} → {v['tokens_per_s']:,.0f} tokens/s" for t, v in speed["probes"].items())
+    if (speed or given) and all(pre.values()):
+        probes = ", ".join(f"{t} → {v['tokens_per_s']:,.0f} tokens/s" for t, v in speed["probes"].items()) \
+            if speed else ""
         cws_data = (f"the first {a.cws_sentences:,} sentences of pfr1998/train.cws.conll" if a.cws_sentences
                     else "pfr1998/train.cws.conll")
+        steps_how = (f"{p0['steps']:,} steps for each arm, given (`--steps`)" if given else
+                     f"the {speed['budget_minutes']:g}-minute budget became {speed['steps']} steps from a 25-step "
+                     f"measurement ({speed['steps_per_s']:.2f} steps/s), the same steps for both arms")
+        threads_how = ("1 per arm, the two arms side by side" if together else
+                       f"{speed['threads']} (the faster of 1 and 2 in the speed measurement: {probes})" if speed
+                       else str(p0["threads"]))
         L += [f"Pretraining: batch {p0['batch_size']} × 128 tokens, lr {p0['lr']:g} (6% warm-up, linear decay), "
-              f"AdamW; the {speed['budget_minutes']:g}-minute budget became {speed['steps']} steps from a 25-step "
-              f"measurement ({speed['steps_per_s']:.2f} steps/s), the same steps for both arms. Held-out MLM: 300 "
+              f"AdamW, dropout {0.1 if p0.get('dropout') is None else p0['dropout']:g} (fine-tuning: 0.1); {steps_how}. "
+              "Held-out MLM: 300 "
               "pfr1998 dev paragraphs + 300 zh_reviews dev texts, never trained on. Fine-tuning on "
               + (f"the first {a.ft_limit:,} rows of " if a.ft_limit else "") + "zh_reviews/train.tsv: "
               f"{a.ft_epochs} epoch(s), batch 32, max length 128, a new classifier, the same for every arm; accuracy on "
               f"zh_reviews/dev.tsv after the last epoch (bold; the best epoch's in brackets). CWS: {cws_data} → all "
               f"of dev.cws.conll, {a.cws_epochs} epoch, lr {a.cws_lr:g}, batch 32, windows of 128 tokens overlapping "
-              "by 32 (a paragraph can exceed 500 characters), word F1 as the SIGHAN scorer computes it. Threads: "
-              f"{speed['threads']} (the faster of 1 and 2 in the speed measurement: {probes}).", ""]
+              "by 32 (a paragraph can exceed 500 characters), word F1 as the SIGHAN scorer computes it. Threads in "
+              f"pretraining: {threads_how}.", ""]
     head = "| arm | pretraining minutes | steps | tokens seen | final MLM loss / acc (train) | held-out MLM loss / acc | " \
            + " | ".join(f"zh_reviews dev, lr {lr}" for lr in lrs) + " | CWS word F1 |"
     L += [head, "|---" * (7 + len(lrs)) + "|"]
@@ -696,6 +735,10 @@ def main():
     p.add_argument("--steps", type=int, default=None, help="pretraining steps, instead of the measured budget")
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--pretrain-batch", type=int, default=32)
+    p.add_argument("--pretrain-dropout", type=float, default=None, help="dropout while pretraining (default: the "
+                   "model's 0.1); the saved folder gets 0.1 back for fine-tuning")
+    p.add_argument("--side-by-side", action="store_true", help="pretrain: record that the two arms ran at once, "
+                   "one process each (give --threads 1), for the report")
     p.add_argument("--ft-lrs", default="1e-4,3e-4", help="zh_reviews fine-tuning learning rates, for every arm")
     p.add_argument("--ft-arms", default="random,char,wwm")
     p.add_argument("--ft-epochs", type=int, default=2)
