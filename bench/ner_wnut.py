@@ -102,40 +102,56 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seeds", default="42", help="comma-separated seeds; every side runs once per seed")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--bf16", action="store_true", help="also bertscope with bf16 autocast (where the CPU has bf16)")
     a = p.parse_args()
+    seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     from bertscope.kernels import bf16_on_cpu
     bf16_ok, bf16_why = bf16_on_cpu()
-    with tempfile.TemporaryDirectory() as tmp:
-        ours = run_bertscope(a, Path(tmp) / "ours")
-        print("bertscope", ours, flush=True)
-        ours16 = run_bertscope(a, Path(tmp) / "ours16", bf16=True) if a.bf16 and bf16_ok else None
-        print("bertscope bf16", ours16, flush=True)
-    ref = None if a.skip_reference else run_reference(a)
-    print("reference", ref, flush=True)
+    sides = ["ours"] + (["ours16"] if a.bf16 and bf16_ok else []) + ([] if a.skip_reference else ["ref"])
+    runs = {side: [] for side in sides}
+    for seed in seeds:                  # one seed at a time, every side, so that drift hits all sides alike
+        a.seed = seed
+        with tempfile.TemporaryDirectory() as tmp:
+            runs["ours"].append(run_bertscope(a, Path(tmp) / "ours"))
+            print("seed", seed, "bertscope", runs["ours"][-1], flush=True)
+            if "ours16" in runs:
+                runs["ours16"].append(run_bertscope(a, Path(tmp) / "ours16", bf16=True))
+                print("seed", seed, "bertscope bf16", runs["ours16"][-1], flush=True)
+        if "ref" in runs:
+            runs["ref"].append(run_reference(a))
+            print("seed", seed, "reference", runs["ref"][-1], flush=True)
     n_train, n_dev = len(read_conll(TRAIN)), len(read_conll(DEV))
     lines = [f"#### {cpu_label()}", "", f"`python bench/ner_wnut.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()}", "",
              f"all-MiniLM-L6-v2, W-NUT 2016 train ({n_train} tweets) → dev ({n_dev}), {a.epochs} epoch(s), lr "
              f"{a.lr:g}, batch {a.batch_size}, AdamW, linear warm-up 6% and decay, max length 128, first-piece labels, "
-             "seed the same. Entity F1 by seqeval (exact span and type). Training time: the steps alone (for "
-             "bertscope its epoch-end checkpoints too, evaluation excluded: `Result.seconds`); the whole call adds "
-             "loading, tokenizing, an evaluation of dev after every epoch and saving.", "",
-             "| | dev entity F1 (last epoch) | training | ratio | whole call |", "|---|---|---|---|---|"]
-
-    def row(name, r):
-        ratio = f"**{ref['train_s'] / r['train_s']:.2f}×** faster" if ref else ""
-        return (f"| {name} | {r['f1']:.4f} (best epoch {r['best_f1']:.4f}) | {r['train_s']:.0f} s | {ratio} | "
-                f"{r['wall_s']:.0f} s (evaluation {r['eval_s']:.0f} s) |")
-    lines.append(row("bertscope `finetune --task token-classification`", ours))
-    if ours16:
-        lines.append(row("bertscope, bf16 autocast (`--bf16`)", ours16))
-    if ref:
-        lines.append(f"| reference `BertForTokenClassification`, plain loop (fp32) | {ref['f1']:.4f} | "
-                     f"{ref['train_s']:.0f} s | (baseline) | |")
+             f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, the same for every side. Entity F1 "
+             "by seqeval (exact span and type) after the last epoch. Training time: the steps alone (for bertscope "
+             "its epoch-end checkpoints too, evaluation excluded: `Result.seconds`); the whole bertscope call adds "
+             "loading, tokenizing, an evaluation of dev after every epoch and saving.", ""]
+    names = {"ours": "bertscope `finetune --task token-classification`", "ours16": "bertscope, bf16 autocast (`--bf16`)",
+             "ref": "reference `BertForTokenClassification`, plain loop (fp32)"}
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    lines += ["| | " + " | ".join(f"F1, seed {s}" for s in seeds) + (" | mean F1" if len(seeds) > 1 else "")
+              + " | training (mean) | ratio |", "|---|" + "---|" * (len(seeds) + (len(seeds) > 1) + 2)]
+    for side in sides:
+        f1s = [r["f1"] for r in runs[side]]
+        t = mean([r["train_s"] for r in runs[side]])
+        if side == "ref":
+            ratio = "(baseline)"
+        elif "ref" in runs:
+            ratio = f"**{mean([r['train_s'] for r in runs['ref']]) / t:.2f}×** faster"
+        else:
+            ratio = ""
+        lines.append(f"| {names[side]} | " + " | ".join(f"{f:.4f}" for f in f1s)
+                     + (f" | **{mean(f1s):.4f}**" if len(seeds) > 1 else "") + f" | {t:.0f} s | {ratio} |")
     if a.bf16 and not bf16_ok:
         lines += ["", f"bertscope bf16: not run, {bf16_why}."]
+    walls = [r["wall_s"] for r in runs["ours"]]
+    evals = [r["eval_s"] for r in runs["ours"]]
+    lines += ["", f"bertscope's whole call (fp32): {mean(walls):.0f} s on average, of which {mean(evals):.0f} s "
+              "evaluating dev after every epoch."]
     write_section(f"ner-wnut-{vendor()}", "\n".join(lines))
     print("\n".join(lines))
 

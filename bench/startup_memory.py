@@ -1,7 +1,7 @@
 """Start-up time and memory of the commands as a user runs them: `bertscope --help`, `predict` on one line, and
 the peak RSS of `embed` at 5,000 and 50,000 lines (streamed in chunks, so it should not grow with the input).
 
-    python bench/startup_memory.py            # writes the "startup-memory" section of BENCHMARKS.md
+    python bench/startup_memory.py            # writes the "startup-memory-<cpu>" section of BENCHMARKS.md
 """
 
 import argparse
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, MINILM, commit, machine, write_section  # noqa: E402
+from common import DATA, MINILM, commit, cpu_label, machine, vendor, write_section  # noqa: E402
 
 
 def bertscope(*args) -> list[str]:
@@ -54,15 +54,17 @@ def main():
             wall, rss = peak_rss(bertscope("embed", MINILM, f, "--out", tmp / f"{n}.npy"))
             rows.append((n, wall, rss))
             print(n, round(wall, 1), round(rss), flush=True)
-    growth = rows[-1][2] / rows[0][2] - 1
-    text = [f"`python bench/startup_memory.py` · {machine()} · commit {commit()}", "",
+    growth = rows[-1][2] / rows[0][2] - 1 if len(rows) > 1 else None
+    text = [f"#### {cpu_label()}", "", f"`python bench/startup_memory.py {' '.join(sys.argv[1:])}` · {machine()} · "
+            f"commit {commit()}", "",
             "| what | wall time | peak RSS |", "|---|---|---|",
             f"| `bertscope --help` | {help_s:.2f} s (best of 3) | |",
             f"| `bertscope predict` on one line from standard input (a MiniLM classifier) | {one:.2f} s (best of 3) | |"]
     text += [f"| `bertscope embed` MiniLM, {n:,} SST-2 lines | {wall:.1f} s | {rss:,.0f} MB |" for n, wall, rss in rows]
-    text += ["", f"From {rows[0][0]:,} to {rows[-1][0]:,} lines the peak RSS grows by {100 * growth:.0f}%: `embed`, "
-             "`predict` and `evaluate` read, tokenize, run and write 2,048 texts at a time (`--chunk`)."]
-    write_section("startup-memory", "\n".join(text))
+    if growth is not None:
+        text += ["", f"From {rows[0][0]:,} to {rows[-1][0]:,} lines the peak RSS grows by {100 * growth:.0f}%: "
+                 "`embed`, `predict` and `evaluate` read, tokenize, run and write 2,048 texts at a time (`--chunk`)."]
+    write_section(f"startup-memory-{vendor()}", "\n".join(text))
     print("\n".join(text))
 
 
