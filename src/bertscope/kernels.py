@@ -66,8 +66,8 @@ if ONEDNN:
     try:    # so that torch's FlopCounterMode counts these products as it counts nn.Linear's
         from torch.utils.flop_counter import register_flop_formula
 
-        @register_flop_formula(torch.ops.bertscope.onednn_linear)
-        def _flops(x_shape, w_shape, *args, **kwargs) -> int:
+        @register_flop_formula([torch.ops.bertscope.onednn_linear, torch.ops.mkldnn._linear_pointwise])
+        def _flops(x_shape, w_shape, *args, **kwargs) -> int:                 # the op, or its eager product
             return 2 * x_shape[0] * x_shape[1] * w_shape[0]
     except ImportError:
         pass
@@ -344,8 +344,16 @@ class Linear(nn.Linear):
         if not _use_onednn(x, self.weight):
             return F.linear(x, self.weight, self.bias)
         shape = x.shape
-        y = onednn_linear(x.reshape(-1, shape[-1]).contiguous(), self.weight, self.bias)   # (N, out)
+        x2 = x.reshape(-1, shape[-1]).contiguous()                    # (N, in)
+        if _needs_graph(x, self.weight):                              # autograd or torch.compile: the custom op
+            y = onednn_linear(x2, self.weight, self.bias)             # (N, out)
+        else:   # inference, eager: the product itself (the custom op's first call imports torch._dynamo, ~1.1 s)
+            y = onednn_product(x2, self.weight, self.bias)            # (N, out)
         return y.view(*shape[:-1], y.shape[-1])                      # (..., out)
+
+
+def _needs_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) or torch.compiler.is_compiling()
 
 
 # ---- dropout ---------------------------------------------------------------------------------------------------------
