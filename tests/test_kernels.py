@@ -88,3 +88,43 @@ def test_cpu_dropout_keeps_1_minus_p_and_rescales(dtype):
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept)
     assert torch.equal(dropout(x, 0.1, False), x)
+
+
+@pytest.mark.parametrize("bf16, said", [(0.3, 3.0), (0.95, None), (None, None)])
+def test_int8_suggests_bf16_only_where_the_trial_shows_it_clearly_faster(monkeypatch, bf16, said):
+    """AMX (Intel Xeon): the trial's bf16 product is faster than the int8 one, and --int8 / quantize say so;
+    where bf16 is within 1.2× of int8 or has no kernels, nothing is suggested."""
+    monkeypatch.setattr(kernels, "ONEDNN", True)
+    monkeypatch.setattr(kernels, "cpu_facts", lambda: {"torch_fp32": 2.0, "onednn_fp32": 2.2, "int8_dynamic": 0.9,
+                                                       "onednn_bf16": bf16})
+    faster = kernels.bf16_beats_int8()
+    assert (faster is None) if said is None else faster == pytest.approx(said)
+
+
+@pytest.mark.parametrize("mode", ["bf16-autocast", "onednn-fp32"])
+def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(monkeypatch, mode):
+    """In training through oneDNN the rows of each product are rounded up to a multiple of ROUND_ROWS (zero rows,
+    sliced away), so that oneDNN's cache of products stays small: the output and every gradient are those of the
+    plain product."""
+    if mode == "onednn-fp32":
+        if not kernels.ONEDNN:
+            pytest.skip("no oneDNN in this build")
+        monkeypatch.setattr(kernels, "_ONEDNN_CPU", True)
+    torch.manual_seed(0)
+    lin = kernels.Linear(24, 40)
+    x = torch.randn(3, 29, 24, requires_grad=True)                   # 87 rows: rounded up to 128
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16-autocast" else torch.enable_grad()
+    with ctx:
+        assert kernels._round_rows(x, lin.weight)
+        y = lin(x)
+        ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
+    assert y.shape == ref.shape == (3, 29, 40) and y.dtype == ref.dtype
+    g = torch.randn(y.shape)
+    got = torch.autograd.grad(y.float(), (x, lin.weight, lin.bias), g)
+    want = torch.autograd.grad(ref.float(), (x, lin.weight, lin.bias), g)
+    tol = dict(atol=3e-2, rtol=3e-2) if mode == "bf16-autocast" else dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(y.float(), ref.float(), **tol)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tol)
+    with torch.no_grad():                                             # inference: nothing rounded
+        assert not kernels._round_rows(x, lin.weight)
