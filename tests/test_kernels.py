@@ -101,11 +101,13 @@ def test_int8_suggests_bf16_only_where_the_trial_shows_it_clearly_faster(monkeyp
     assert (faster is None) if said is None else faster == pytest.approx(said)
 
 
+@pytest.mark.parametrize("then", [None, "gelu"])
 @pytest.mark.parametrize("mode", ["bf16-autocast", "onednn-fp32"])
-def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(monkeypatch, mode):
+def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(monkeypatch, mode, then):
     """In training through oneDNN the rows of each product are rounded up to a multiple of ROUND_ROWS (zero rows,
     sliced away), so that oneDNN's cache of products stays small: the output and every gradient are those of the
-    plain product."""
+    plain product, and with `then` (GELU, run on the rounded rows too) those of GELU of the plain product."""
+    act = torch.nn.functional.gelu if then else None
     if mode == "onednn-fp32":
         if not kernels.ONEDNN:
             pytest.skip("no oneDNN in this build")
@@ -116,8 +118,9 @@ def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16-autocast" else torch.enable_grad()
     with ctx:
         assert kernels._round_rows(x, lin.weight)
-        y = lin(x)
+        y = lin(x, then=act)
         ref = torch.nn.functional.linear(x, lin.weight, lin.bias)
+        ref = ref if act is None else act(ref)
     assert y.shape == ref.shape == (3, 29, 40) and y.dtype == ref.dtype
     g = torch.randn(y.shape)
     got = torch.autograd.grad(y.float(), (x, lin.weight, lin.bias), g)

@@ -354,21 +354,25 @@ class Linear(nn.Linear):
     """nn.Linear (same parameters, same names); on the CPU its products run through oneDNN where that is the faster
     product (see the module docstring), forward and backward. Elsewhere it is nn.Linear itself."""
 
-    def forward(self, x):                                             # (..., in) -> (..., out)
+    def forward(self, x, then=None):                                  # (..., in) -> (..., out)
+        """The product, then `then` (an element-wise function such as GELU) if given: in training through oneDNN
+        it runs on the rounded rows too, so that its own oneDNN kernels (GELU's are) see few shapes."""
         if _round_rows(x, self.weight):                               # training through oneDNN: see ROUND_ROWS
-            return self._rounded(x)
+            return self._rounded(x, then)
         if not _use_onednn(x, self.weight):
-            return F.linear(x, self.weight, self.bias)
+            y = F.linear(x, self.weight, self.bias)
+            return y if then is None else then(y)
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()                    # (N, in)
         if _needs_graph(x, self.weight):                              # autograd or torch.compile: the custom op
             y = onednn_linear(x2, self.weight, self.bias)             # (N, out)
         else:   # inference, eager: the product itself (the custom op's first call imports torch._dynamo, ~1.1 s)
             y = onednn_product(x2, self.weight, self.bias)            # (N, out)
-        return y.view(*shape[:-1], y.shape[-1])                      # (..., out)
+        y = y.view(*shape[:-1], y.shape[-1])                          # (..., out)
+        return y if then is None else then(y)
 
 
-    def _rounded(self, x):                                            # (..., in) -> (..., out)
+    def _rounded(self, x, then=None):                                 # (..., in) -> (..., out)
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])                                 # (N, in)
         n = x2.shape[0]
@@ -377,6 +381,8 @@ class Linear(nn.Linear):
             y = onednn_linear(x2.contiguous(), self.weight, self.bias)  # (N', out)
         else:                                                         # bf16 autocast: torch's product (oneDNN's)
             y = F.linear(x2, self.weight, self.bias)                  # (N', out)
+        if then is not None:
+            y = then(y)                                               # (N', out), on the rounded rows too
         return y[:n].view(*shape[:-1], y.shape[-1])                   # (..., out); zero rows add no gradient
 
 
@@ -385,7 +391,13 @@ class Linear(nn.Linear):
 # MiniLM fine-tuned on 3,200 SST-2 rows peaked at 1,777 MB with bf16 autocast on an Intel Xeon with AMX, 1,262 MB
 # with the cache off (but 2.2× slower: every product rebuilt), and 1,368 MB at the same speed with N rounded up to
 # a multiple of 64 (at most 63 zero rows per product); through oneDNN in fp32, 1,665 against 1,528 MB. torch's own
-# fp32 product (MKL) keeps no such cache, so there nothing is rounded.
+# fp32 product (MKL) keeps no such cache, so there nothing is rounded. GELU after the first feed-forward product has
+# oneDNN kernels of its own (forward and backward, one per shape), so it runs on the rounded rows too (`then`): on
+# 10,000 SST-2 rows (bf16 autocast, Intel Xeon with AMX) that took the peak from 1,518 to 1,473 MB.
+# What is left is attention's batched products (a new (B, L) almost every batch) and the products per rounded row
+# count, ~900 in all, under oneDNN's default capacity of 1,024. A smaller cache costs rebuilding the products that
+# fall out: ONEDNN_PRIMITIVE_CACHE_CAPACITY=64 peaks at 1,276 MB, but with 128 it already rebuilt 4,298 products
+# (11 s of building in a 125 s run) and with 256, 2,484 (6 s); so it is left to the user (BENCHMARKS.md).
 ROUND_ROWS = 64
 
 

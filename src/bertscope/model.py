@@ -186,7 +186,7 @@ class EncoderLayer(nn.Module):
     def forward(self, x, mask, packing=None, need_weights=False):    # x: (B, L, H) or (T, H)
         a, probs = self.attention(x, mask, packing, need_weights)     # (B, L, H)
         x = self.attention_norm(x + self.dropout(a))                  # (B, L, H)
-        h = self.output(self.act(self.intermediate(x)))               # (B, L, 4H) -> (B, L, H)
+        h = self.output(self.intermediate(x, then=self.act))         # (B, L, 4H), GELU'd -> (B, L, H)
         x = self.output_norm(x + self.dropout(h))                     # (B, L, H)
         return x, probs
 

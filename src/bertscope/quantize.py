@@ -58,10 +58,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("inverse", (1 / smooth).float())
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
-    def forward(self, x):                                                      # (..., in) -> (..., out)
+    def forward(self, x, then=None):                                           # (..., in) -> (..., out)
         shape = x.shape
         y = self.q((x.reshape(-1, shape[-1]) * self.inverse).contiguous())    # (N, out)
-        return y.view(*shape[:-1], self.out_features)
+        y = y.view(*shape[:-1], self.out_features)
+        return y if then is None else then(y)                                  # then: as kernels.Linear's
 
 
 def calibrate(model, enc, batch_size: int = 32) -> dict[str, torch.Tensor]:
