@@ -359,17 +359,19 @@ class Linear(nn.Linear):
         it runs on the rounded rows too, so that its own oneDNN kernels (GELU's are) see few shapes."""
         if _round_rows(x, self.weight):                               # training through oneDNN: see ROUND_ROWS
             return self._rounded(x, then)
+        y = self._product(x)                                          # (..., out)
+        return y if then is None else then(y)
+
+    def _product(self, x):                                            # (..., in) -> (..., out)
         if not _use_onednn(x, self.weight):
-            y = F.linear(x, self.weight, self.bias)
-            return y if then is None else then(y)
+            return F.linear(x, self.weight, self.bias)
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).contiguous()                    # (N, in)
         if _needs_graph(x, self.weight):                              # autograd or torch.compile: the custom op
             y = onednn_linear(x2, self.weight, self.bias)             # (N, out)
         else:   # inference, eager: the product itself (the custom op's first call imports torch._dynamo, ~1.1 s)
             y = onednn_product(x2, self.weight, self.bias)            # (N, out)
-        y = y.view(*shape[:-1], y.shape[-1])                          # (..., out)
-        return y if then is None else then(y)
+        return y.view(*shape[:-1], y.shape[-1])                      # (..., out)
 
 
     def _rounded(self, x, then=None):                                 # (..., in) -> (..., out)
