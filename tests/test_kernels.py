@@ -75,19 +75,40 @@ def test_int8_refusal_gives_the_reason_this_cpu_has(monkeypatch, flags, said):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cpu_dropout_keeps_1_minus_p_and_rescales(dtype):
-    """kernels.dropout (the CPU's mask from torch.rand): each element kept with probability 1 - p, kept ones scaled
-    by 1 / (1 - p), gradients through the same mask; off outside training."""
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_cpu_dropout_keeps_1_minus_p_and_rescales(dtype, p):
+    """kernels.dropout (the CPU's mask cut from 16-bit lanes of random words): each element kept with probability
+    1 - p, kept ones scaled by 1 / (1 - p), gradients through the same mask; off outside training."""
     from bertscope.kernels import dropout
     torch.manual_seed(0)
-    x = torch.ones(400, 500, dtype=dtype, requires_grad=True)
-    y = dropout(x, 0.1, True)
+    x = torch.ones(400, 501, dtype=dtype, requires_grad=True)        # 200,400 elements: not a multiple of 4
+    y = dropout(x, p, True)
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.9) < 0.003             # 200,000 draws: sd 0.0007
-    assert torch.allclose(y[kept].float(), torch.full_like(y[kept].float(), 1 / 0.9), rtol=1e-2)
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.004          # 200,400 draws: sd at most 0.0011
+    assert torch.allclose(y[kept].float(), torch.full_like(y[kept].float(), 1 / (1 - p)), rtol=1e-2)
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept)
-    assert torch.equal(dropout(x, 0.1, False), x)
+    assert torch.equal(dropout(x, p, False), x)
+
+
+def test_cpu_dropout_lanes_are_independent_and_follow_the_seed():
+    """The four elements cut from one random word are drawn independently: neighbours (in every lane position) and
+    the same element in two calls agree on 'kept' as often as chance says; the same seed gives the same mask; a p
+    too small for a 16-bit lane still drops (torch.rand's path)."""
+    from bertscope.kernels import dropout
+    x = torch.ones(1_000_000)
+    torch.manual_seed(1)
+    a = dropout(x, 0.5, True) != 0
+    b = dropout(x, 0.5, True) != 0
+    for lane in range(4):                                           # element 4k + lane against 4k + lane + 1
+        first, second = a[lane::4][:-1], a[lane + 1::4][:len(a[lane::4]) - 1]
+        assert abs((first == second).float().mean().item() - 0.5) < 0.006    # 250,000 pairs: sd 0.001
+    assert abs((a == b).float().mean().item() - 0.5) < 0.003
+    torch.manual_seed(1)
+    assert torch.equal(dropout(x, 0.5, True) != 0, a)
+    torch.manual_seed(2)
+    tiny = dropout(torch.ones(4_000_000), 5e-6, True)               # rounds to 0 lanes: must not keep everything
+    assert 0 < (tiny == 0).sum().item() < 50                          # 20 expected
 
 
 @pytest.mark.parametrize("bf16, said", [(0.3, 3.0), (0.95, None), (None, None)])

@@ -323,3 +323,40 @@ def test_kept_rows_leave_tied_and_small_tables_dense():
     assert rows.tables == [classifier.embeddings.word]    # positions (512) and segments (2) stay dense
     rows.close()
     assert not classifier.embeddings.word.sparse
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e6])                 # clipped, and not clipped
+def test_kept_word_rows_and_clipping_give_torchs_gradients_and_steps(max_norm):
+    """The engine's CPU step (optim.KeptRows: sparse word-table gradients into a kept dense buffer; optim.clip_grad_norm:
+    the table's norm from the rows written, no multiply when nothing is clipped) against torch's own (dense
+    gradients, torch.nn.utils.clip_grad_norm_): the same norm, gradients and weights over three AdamW steps whose
+    batches touch different rows."""
+    from bertscope.train import optim
+    torch.manual_seed(0)
+    config = bertscope.Config(family="bert", vocab_size=12_000, hidden_size=32, num_hidden_layers=1,
+                              num_attention_heads=2, intermediate_size=64, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0, id2label={0: "O", 1: "B-x", 2: "I-x"})
+    ours, theirs = (bertscope.Model(config, head="token-classification") for _ in range(2))
+    theirs.load_state_dict(ours.state_dict())
+    rows = optim.KeptRows(ours)
+    assert rows.tables == [ours.embeddings.word]
+    opts = [optim.optimizer(m, 1e-3, 0.01) for m in (ours, theirs)]   # weights agree to 1e-4 of a step
+    for step in range(3):
+        ids = torch.randint(step * 4000, step * 4000 + 500, (4, 9))   # new rows each step: old ones must be cleared
+        labels = torch.randint(0, 3, (4, 9))
+        for m in (ours, theirs):
+            logits = m(input_ids=ids).logits
+            torch.nn.functional.cross_entropy(logits.reshape(-1, 3), labels.reshape(-1)).backward()
+        rows.densify()
+        norm = optim.clip_grad_norm(ours.parameters(), max_norm, rows)
+        expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
+        assert norm.item() == pytest.approx(expected.item(), rel=1e-5)
+        assert (norm.item() > max_norm) == (max_norm < 1)
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+            assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-9), name
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, step, (a - b).abs().max().item())
+    rows.close()

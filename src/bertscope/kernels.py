@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -420,14 +421,33 @@ def _needs_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:
 # ---- dropout ---------------------------------------------------------------------------------------------------------
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout; on the CPU its mask comes from torch.rand rather than bernoulli_, which costs ~2x more there
-    (859 x 384 activations, forward + backward, 2 threads, AMD EPYC AVX2: 2.99 ms against 1.97 ms; bernoulli_ was
-    8% of a token-classification training step). Same distribution: each element kept with probability 1 - p and
-    scaled by 1 / (1 - p); the mask is drawn in float32 whatever x's dtype (bf16 autocast)."""
+    """F.dropout; on the CPU its mask is cut from 64-bit random words, four 16-bit lanes each: an element is kept
+    when its lane is at least p * 65536 above the lowest. bernoulli_ draws one random number per element and torch.rand
+    one too (as this function did before); this draws a quarter as many, so a mask costs ~3x less (640 x 384
+    activations, 2 threads, Intel Xeon: 0.57 ms against 1.68 ms with torch.rand and 2.46 ms with bernoulli_;
+    bernoulli_ was 8% of a token-classification step, torch.rand still 8%). Kept ones are scaled by 1 / (1 - p).
+    p is rounded to a multiple of 1/65536 (0.1 drops 0.1000061 of the elements); a p that rounds to 0 or 1 takes
+    torch.rand's path. The mask is drawn from torch's default generator and ends in x's dtype (bf16 under autocast)."""
     if not training or x.device.type != "cpu" or not 0 < p < 1:
         return F.dropout(x, p, training)
-    keep = torch.rand(x.shape, dtype=torch.float32).ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * keep
+    return x * _keep_mask(x.shape, p, x.dtype)
+
+
+_LANES = 65536
+
+
+def _keep_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor:
+    """1 / (1 - p) where an element is kept, 0 where it is dropped, in `dtype`."""
+    drop = round(p * _LANES)
+    if not 0 < drop < _LANES:
+        return torch.rand(shape, dtype=torch.float32).ge_(p).to(dtype).mul_(1.0 / (1.0 - p))
+    n = math.prod(shape)
+    # random_(-2**63, None): the full 64-bit range, so all four int16 lanes are uniform over [-32768, 32767]
+    lanes = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None).view(torch.int16)[:n]
+    # lane >= low + drop  <=>  clamp(lane - (low + drop - 1), 0, 1) == 1: integers, so no compare and no bool
+    # tensor (both ~4x slower here than float arithmetic); in float32, where every int16 is exact (bf16 is not)
+    keep = lanes.to(torch.float32).sub_(drop - _LANES // 2 - 1).clamp_(0, 1)
+    return keep.to(dtype).mul_(1.0 / (1.0 - p)).view(shape)
 
 
 class Dropout(nn.Dropout):

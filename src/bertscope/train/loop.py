@@ -271,7 +271,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 window["sizes"].append(counts["size"])
                 if rows is not None:
                     rows.densify()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+                optim.clip_grad_norm(model.parameters(), s.grad_clip, rows)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
