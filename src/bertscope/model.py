@@ -124,7 +124,8 @@ class SelfAttention(nn.Module):
         if packing is not None:
             qkv = packing.pad(qkv)                                    # (B, L, 3·nh·hd)  B = sequences, L = longest
         B, L, _ = qkv.shape
-        q, k, v = qkv.view(B, L, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 × (B, nh, L, hd)
+        # unbind before the transpose: its gradient (a stack) is then (B, L, 3, nh, hd) as it is, no copy to reshape
+        q, k, v = (t.transpose(1, 2) for t in qkv.view(B, L, 3, self.heads, self.head_dim).unbind(2))  # (B, nh, L, hd)
         if mask is not None and mask.dtype != q.dtype:                # e.g. under bf16 autocast
             mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         p = self.dropout if self.training else 0.0
