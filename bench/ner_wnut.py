@@ -97,6 +97,30 @@ def run_reference(a):
     return {"f1": f1_score(dev.tags, pred), "train_s": train_s}
 
 
+def in_child(side, a, seed) -> dict:
+    """One side, one seed, in a fresh process: no side inherits another's threads, heap or caches (in one process,
+    bertscope's fp32 run of the third seed took 147 s, and 121 s alone)."""
+    import json
+    import subprocess
+    cmd = [sys.executable, __file__, "--child", side, "--seeds", str(seed), "--epochs", str(a.epochs), "--lr",
+           str(a.lr), "--batch-size", str(a.batch_size)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{side}, seed {seed} failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def child(a):
+    import json
+    import resource
+    a.seed = int(a.seeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = run_reference(a) if a.child == "ref" else run_bertscope(a, Path(tmp) / a.child, bf16=a.child == "ours16")
+    r = {k: float(v) for k, v in r.items()}
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(r))
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--epochs", type=int, default=3)
@@ -105,33 +129,31 @@ def main():
     p.add_argument("--seeds", default="42", help="comma-separated seeds; every side runs once per seed")
     p.add_argument("--skip-reference", action="store_true")
     p.add_argument("--bf16", action="store_true", help="also bertscope with bf16 autocast (where the CPU has bf16)")
+    p.add_argument("--child", choices=["ours", "ours16", "ref"], default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.child:
+        return child(a)
     seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
     from bertscope.kernels import bf16_on_cpu
     bf16_ok, bf16_why = bf16_on_cpu()
     sides = ["ours"] + (["ours16"] if a.bf16 and bf16_ok else []) + ([] if a.skip_reference else ["ref"])
     runs = {side: [] for side in sides}
     for seed in seeds:                  # one seed at a time, every side, so that drift hits all sides alike
-        a.seed = seed
-        with tempfile.TemporaryDirectory() as tmp:
-            runs["ours"].append(run_bertscope(a, Path(tmp) / "ours"))
-            print("seed", seed, "bertscope", runs["ours"][-1], flush=True)
-            if "ours16" in runs:
-                runs["ours16"].append(run_bertscope(a, Path(tmp) / "ours16", bf16=True))
-                print("seed", seed, "bertscope bf16", runs["ours16"][-1], flush=True)
-        if "ref" in runs:
-            runs["ref"].append(run_reference(a))
-            print("seed", seed, "reference", runs["ref"][-1], flush=True)
+        for side in sides:
+            runs[side].append(in_child(side, a, seed))
+            print("seed", seed, side, runs[side][-1], flush=True)
     n_train, n_dev = len(read_conll(TRAIN)), len(read_conll(DEV))
     lines = [f"#### {cpu_label()}", "", f"`python bench/ner_wnut.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()}", "",
              f"all-MiniLM-L6-v2, W-NUT 2016 train ({n_train} tweets) → dev ({n_dev}), {a.epochs} epoch(s), lr "
              f"{a.lr:g}, batch {a.batch_size}, AdamW, linear warm-up 6% and decay, max length 128, first-piece labels, "
              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, the same for every side. Entity F1 "
-             "by seqeval (exact span and type) after the last epoch. Training time: the steps alone (for bertscope "
+             "by seqeval (exact span and type) after the last epoch. Each side and seed runs in a child process of "
+             "its own, one after the other. Training time: the steps alone (for bertscope "
              "its epoch-end checkpoints too, evaluation excluded: `Result.seconds`); the whole bertscope call adds "
              "loading, tokenizing, an evaluation of dev after every epoch and saving.", ""]
     names = {"ours": "bertscope `finetune --task token-classification`", "ours16": "bertscope, bf16 autocast (`--bf16`)",
              "ref": "reference `BertForTokenClassification`, plain loop (fp32)"}
+    short = {"ours": "bertscope", "ours16": "bertscope bf16", "ref": "the reference"}
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     lines += ["| | " + " | ".join(f"F1, seed {s}" for s in seeds) + (" | mean F1" if len(seeds) > 1 else "")
               + " | training (mean) | ratio |", "|---|" + "---|" * (len(seeds) + (len(seeds) > 1) + 2)]
@@ -151,7 +173,9 @@ def main():
     walls = [r["wall_s"] for r in runs["ours"]]
     evals = [r["eval_s"] for r in runs["ours"]]
     lines += ["", f"bertscope's whole call (fp32): {mean(walls):.0f} s on average, of which {mean(evals):.0f} s "
-              "evaluating dev after every epoch."]
+              "evaluating dev after every epoch. Peak RSS (mean over seeds): "
+              + ", ".join(f"{short[side]} {mean([r['peak_rss_mb'] for r in runs[side]]):,.0f} MB" for side in sides)
+              + "."]
     write_section(f"ner-wnut-{vendor()}", "\n".join(lines))
     print("\n".join(lines))
 
