@@ -52,7 +52,7 @@ class KeptRows:
 
     def densify(self):
         """After backward: each table's sparse gradient becomes its kept dense buffer (rows of the last step zeroed)."""
-        self.written: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.written = {}
         for m in self.tables:
             g = m.weight.grad
             if g is None or not g.is_sparse:
