@@ -122,19 +122,21 @@ def test_int8_suggests_bf16_only_where_the_trial_shows_it_clearly_faster(monkeyp
     assert (faster is None) if said is None else faster == pytest.approx(said)
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("then", [None, "gelu"])
 @pytest.mark.parametrize("mode", ["bf16-autocast", "onednn-fp32"])
-def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(monkeypatch, mode, then):
+def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(monkeypatch, mode, then, bias):
     """In training through oneDNN the rows of each product are rounded up to a multiple of ROUND_ROWS (zero rows,
     sliced away), so that oneDNN's cache of products stays small: the output and every gradient are those of the
-    plain product, and with `then` (GELU, run on the rounded rows too) those of GELU of the plain product."""
+    plain product, and with `then` (GELU, run on the rounded rows too) those of GELU of the plain product. In fp32
+    the gradients come from oneDNN's own backward products (bias or none), and so are the gradients for the input alone and the weight alone."""
     act = torch.nn.functional.gelu if then else None
     if mode == "onednn-fp32":
         if not kernels.ONEDNN:
             pytest.skip("no oneDNN in this build")
         monkeypatch.setattr(kernels, "_ONEDNN_CPU", True)
     torch.manual_seed(0)
-    lin = kernels.Linear(24, 40)
+    lin = kernels.Linear(24, 40, bias=bias)
     x = torch.randn(3, 29, 24, requires_grad=True)                   # 87 rows: rounded up to 128
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if mode == "bf16-autocast" else torch.enable_grad()
     with ctx:
@@ -144,11 +146,15 @@ def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(
         ref = ref if act is None else act(ref)
     assert y.shape == ref.shape == (3, 29, 40) and y.dtype == ref.dtype
     g = torch.randn(y.shape)
-    got = torch.autograd.grad(y.float(), (x, lin.weight, lin.bias), g)
-    want = torch.autograd.grad(ref.float(), (x, lin.weight, lin.bias), g)
+    wrt = (x, lin.weight) + ((lin.bias,) if bias else ())
+    got = torch.autograd.grad(y.float(), wrt, g, retain_graph=True)
+    want = torch.autograd.grad(ref.float(), wrt, g, retain_graph=True)
     tol = dict(atol=3e-2, rtol=3e-2) if mode == "bf16-autocast" else dict(atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(y.float(), ref.float(), **tol)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
+    for only in [(x,), (lin.weight,)]:                               # the other one frozen
+        torch.testing.assert_close(torch.autograd.grad(y.float(), only, g, retain_graph=True)[0],
+                                   torch.autograd.grad(ref.float(), only, g, retain_graph=True)[0], **tol)
     with torch.no_grad():                                             # inference: nothing rounded
         assert not kernels._round_rows(x, lin.weight)
