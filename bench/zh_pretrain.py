@@ -316,9 +316,37 @@ def restore_dropout(work: Path, folder: Path):
     path.write_text(json.dumps(c, indent=2), encoding="utf-8")
 
 
+def sinusoid_init(work: Path, a) -> Path:
+    """A fresh model (the seed's weights, as pretrain would draw them) whose position table starts as the
+    Transformer's sinusoid × a.sinusoid (bench/zh_positions.py: offset attention comes sooner from it)."""
+    folder = work / f"init-sinusoid{a.sinusoid:g}"
+    c = bertscope.Config.from_json(pretrain_config(work, a))
+    torch.manual_seed(a.seed)
+    m = bertscope.Model(c, head="mlm")
+    rows, width = m.embeddings.position.weight.shape
+    angle = torch.arange(rows, dtype=torch.float32)[:, None] / 10000 ** (torch.arange(0, width, 2) / width)
+    with torch.no_grad():
+        m.embeddings.position.weight[:, 0::2] = torch.sin(angle) * a.sinusoid
+        m.embeddings.position.weight[:, 1::2] = torch.cos(angle) * a.sinusoid
+    if folder.exists():
+        import shutil
+        shutil.rmtree(folder)
+    bertscope.save_pretrained(m, folder)
+    bertscope.load_tokenizer(work / "tokenizer").save(folder)
+    return folder
+
+
+def arm_name(arm: str, a) -> str:
+    return f"pretrain-{arm}" + (f"-sinusoid{a.sinusoid:g}" if getattr(a, "sinusoid", None) else "")
+
+
 def pretrain_kwargs(work: Path, a, arm: str, steps: int) -> dict:
     files = corpus(work)
-    return dict(tokenizer=work / "tokenizer", family="bert", config=str(pretrain_config(work, a)),
+    if getattr(a, "sinusoid", None):
+        start = dict(init=sinusoid_init(work, a), family=None)
+    else:
+        start = dict(family="bert", config=str(pretrain_config(work, a)))
+    return dict(tokenizer=work / "tokenizer", **start,
                 whole_word=ARMS[arm], objective="mlm", max_length=128, max_steps=steps, batch_size=a.pretrain_batch,
                 lr=a.pretrain_lr, warmup=0.06, eval=files["heldout"], eval_every=max(1, steps // 8), log_every=20,
                 save_every=0, seed=a.seed, device="cpu", overwrite=True, threads=threads_of(work, a))
@@ -355,7 +383,7 @@ def threads_of(work: Path, a) -> int:
 
 
 def stage_pretrain(work: Path, a, arm: str):
-    name = f"pretrain-{arm}"
+    name = arm_name(arm, a)
     if load_json(work, name) and not a.redo:
         return say(f"{name}: done already")
     speed = load_json(work, "speed")
@@ -734,6 +762,8 @@ def main():
     p.add_argument("--budget", type=float, default=25, help="pretraining minutes per arm (made a step count)")
     p.add_argument("--steps", type=int, default=None, help="pretraining steps, instead of the measured budget")
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
+    p.add_argument("--sinusoid", type=float, default=None, help="pretrain: start the position table as a sinusoid "
+                   "× this (its JSON and folder get a -sinusoidX suffix)")
     p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--pretrain-dropout", type=float, default=None, help="dropout while pretraining (default: the "
                    "model's 0.1); the saved folder gets 0.1 back for fine-tuning")
