@@ -129,7 +129,8 @@ def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(
     """In training through oneDNN the rows of each product are rounded up to a multiple of ROUND_ROWS (zero rows,
     sliced away), so that oneDNN's cache of products stays small: the output and every gradient are those of the
     plain product, and with `then` (GELU, run on the rounded rows too) those of GELU of the plain product. In fp32
-    the gradients come from oneDNN's own backward products (bias or none), and so are the gradients for the input alone and the weight alone."""
+    the gradients come from oneDNN's own backward products (with a bias or none), asked for all at once or for
+    the input alone and the weight alone."""
     act = torch.nn.functional.gelu if then else None
     if mode == "onednn-fp32":
         if not kernels.ONEDNN:
@@ -153,7 +154,7 @@ def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(
     torch.testing.assert_close(y.float(), ref.float(), **tol)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
-    for only in [(x,), (lin.weight,)]:                               # the other one frozen
+    for only in [(x,), (lin.weight,)]:                               # one gradient alone
         torch.testing.assert_close(torch.autograd.grad(y.float(), only, g, retain_graph=True)[0],
                                    torch.autograd.grad(ref.float(), only, g, retain_graph=True)[0], **tol)
     with torch.no_grad():                                             # inference: nothing rounded
