@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import DATA, MINILM, ROOT, commit, machine, write_section  # noqa: E402
+from zh_positions import sinusoid  # noqa: E402
 
 import bertscope  # noqa: E402
 from bertscope import api  # noqa: E402
@@ -323,11 +324,8 @@ def sinusoid_init(work: Path, a) -> Path:
     c = bertscope.Config.from_json(pretrain_config(work, a))
     torch.manual_seed(a.seed)
     m = bertscope.Model(c, head="mlm")
-    rows, width = m.embeddings.position.weight.shape
-    angle = torch.arange(rows, dtype=torch.float32)[:, None] / 10000 ** (torch.arange(0, width, 2) / width)
     with torch.no_grad():
-        m.embeddings.position.weight[:, 0::2] = torch.sin(angle) * a.sinusoid
-        m.embeddings.position.weight[:, 1::2] = torch.cos(angle) * a.sinusoid
+        m.embeddings.position.weight.copy_(sinusoid(*m.embeddings.position.weight.shape) * a.sinusoid)
     if folder.exists():
         import shutil
         shutil.rmtree(folder)
