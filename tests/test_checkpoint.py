@@ -199,6 +199,13 @@ def test_mlm_head_missing_from_checkpoint(shared):
     assert "cls.predictions.bias" in str(e.value) and "reinit_head=True" in str(e.value)
     model = bertscope.from_pretrained(MINILM, head="mlm", reinit_head=True)
     assert model.mlm.decoder.weight is model.embeddings.word.weight   # tied
+    # the new head starts fresh, and the word table it is tied to stays the checkpoint's (starting the decoder as a
+    # whole once re-drew it: continued MLM of all-MiniLM-L6-v2 then began from random word vectors)
+    encoder = bertscope.from_pretrained(MINILM)
+    loaded = encoder.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in model.state_dict().items() if k in loaded)
+    assert torch.equal(model.mlm.norm.weight, torch.ones(384)) and not model.mlm.decoder.bias.any()
+    assert 0.015 < float(model.mlm.dense.weight.detach().std()) < 0.025            # normal(0, 0.02)
 
 
 def test_other_heads_are_dropped_when_loading_the_encoder():

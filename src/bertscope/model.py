@@ -368,30 +368,39 @@ class Model(nn.Module):
         self.check = True   # validate inputs on every forward (set False inside a trusted, hot loop)
 
     def initialise(self, names) -> None:
-        """The usual initialisation for the modules owning these parameters (a head the checkpoint lacks)."""
-        owners = {name.rsplit(".", 1)[0] for name in names}
-        for name, module in self.named_modules():
-            if name in owners:
-                self._init_weights(module)
+        """The usual initialisation for these parameters alone (a head the checkpoint lacks). Only the parameters
+        named: the MLM decoder's weight is the word table, so initialising the decoder as a whole because its bias
+        is new would throw the loaded word vectors away."""
+        modules = dict(self.named_modules())
+        for name in names:
+            owner, _, leaf = name.rpartition(".")
+            self._init_weights(modules[owner], only=leaf)
         self.tie_weights()
 
     def tie_weights(self):
         if self.mlm is not None and self.config.tie_word_embeddings:
             self.mlm.decoder.weight = self.embeddings.word.weight    # (V, E) shared
 
-    def _init_weights(self, m):
+    def _init_weights(self, m, only: str | None = None):
+        """BERT's initialisation of module m (of its parameter `only`, when given): weights normal(0, std), biases
+        zero, LayerNorms one and zero, an embedding's padding row zero."""
         std = self.config.initializer_range
+        do = (lambda leaf: only is None or only == leaf)
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
-            nn.init.zeros_(m.bias)
+            if do("weight"):
+                nn.init.normal_(m.weight, std=std)
+            if do("bias") and m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=std)
             if m.padding_idx is not None:
                 with torch.no_grad():
                     m.weight[m.padding_idx].zero_()
         elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+            if do("weight"):
+                nn.init.ones_(m.weight)
+            if do("bias"):
+                nn.init.zeros_(m.bias)
 
     def prune_heads(self, heads_to_prune: dict[int, list[int]]):
         """Remove attention heads: {layer: [head, ...]} in the original numbering. Recorded in the model's
