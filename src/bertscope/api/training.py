@@ -173,12 +173,13 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
 
 def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str = "tiny", eval=None,
              objective: str | None = None, whole_word: str | None = None, mlm_probability: float = 0.15,
-             static_masks: bool | None = None, max_length: int = 128, init=None, overwrite: bool = False,
-             device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
-             **settings):
+             static_masks: bool | None = None, max_length: int = 128, init=None, start: str = "bert",
+             overwrite: bool = False, device: str = "auto", threads: int | None = None, on_event=None,
+             stop_after: int | None = None, **settings):
     """Pretrain on plain-text files `corpus` (masked LM, + NSP for BERT, + SOP for ALBERT). Under torchrun every
     process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget).
-    whole_word: None (token by token), "pieces" (the tokenizer's words), "jieba" or "words:FILE" (masking.py)."""
+    whole_word: None (token by token), "pieces" (the tokenizer's words), "jieba" or "words:FILE" (masking.py).
+    start: how a model from scratch starts, "bert" or "local" (starts.py; "local" keeps its position table fixed)."""
     import torch
 
     from ..checkpoint import from_pretrained
@@ -189,7 +190,13 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
     from ..train import Settings, distributed, state
+    from ..starts import STARTS, apply_start
     set_threads(threads)
+    if start not in STARTS:
+        raise UsageError(f"--start {start!r}: use {' or '.join(STARTS)}")
+    if init is not None and start != "bert":
+        raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
+                         "a checkpoint's own weights: give one of the two")
     settings.setdefault("epochs", None)
     settings.setdefault("max_steps", 1000)
     settings.setdefault("lr", 5e-4)
@@ -236,6 +243,9 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     torch.manual_seed(s.seed)
     if model is None:
         model = Model(c, head=t.head)
+        fixed = apply_start(model, start)
+        if fixed:
+            s = Settings(**{**asdict(s), "freeze": tuple(dict.fromkeys(s.freeze + fixed))})
     tok.check_fits(model.config)
     if max_length > model.config.max_tokens:
         raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "
@@ -259,11 +269,13 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
         on_event({"event": "data", "documents": len(docs), "sequences": len(data), "objective": t.objective,
                   "whole_word": t.whole_word, "parameters": model.num_parameters,
                   "global_batch": s.batch_size * world * s.grad_accum, "batch_size": s.batch_size,
-                  "processes": world, "grad_accum": s.grad_accum})
+                  "processes": world, "grad_accum": s.grad_accum, "start": None if init else start,
+                  "fixed": list(s.freeze)})
     where = torch.device("cuda") if use_cuda else torch.device("cpu")
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
-           "task": t.state(), "settings": asdict(s), "threads": torch.get_num_threads(),
+           "start": None if init else start, "task": t.state(), "settings": asdict(s),
+           "threads": torch.get_num_threads(),
            "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {}),
                     **({"words": _data_record([t.whole_word[len("words:"):]])}
                        if (t.whole_word or "").startswith("words:") else {})}}

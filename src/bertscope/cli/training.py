@@ -194,6 +194,13 @@ def pretrain(
     eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
+    start: str = typer.Option("bert", help="how a model from scratch starts: bert (BERT's random weights) or local "
+                                           "(order in the position table, kept fixed, and first-layer heads that "
+                                           "read their neighbours: leaves the no-context floor sooner on a small "
+                                           "corpus)"),
+    freeze: Optional[List[str]] = typer.Option(None, help="keep these parameters fixed (bertscope's names or "
+                                                          "prefixes, e.g. --freeze embeddings --freeze encoder: "
+                                                          "train a checkpoint's fresh MLM head alone first)"),
     resume: Optional[Path] = typer.Option(None, help="continue the unfinished run in this output folder"),
     threads: Optional[int] = THREADS,
     device: str = typer.Option("auto", help="cpu, or auto (under torchrun: this process's GPU where there are "
@@ -208,14 +215,15 @@ def pretrain(
     rank0 = int(os.environ.get("RANK", "0")) == 0
     settings = _given(batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr, warmup=warmup,
                       seed=seed, bf16=bf16, eval_every=eval_every, save_every=save_every,
-                      keep_checkpoint=keep_checkpoint, compile=compile_)
+                      keep_checkpoint=keep_checkpoint, compile=compile_, freeze=tuple(freeze) if freeze else None)
 
     def on_data(e):
         if e.get("event") == "data" and rank0:
             say(f"{e['documents']} documents -> {e['sequences']} sequences of up to {max_length} tokens; "
                 f"{e['objective']}{_whole_words(e['whole_word'])}; {e['parameters'] / 1e6:.1f}M "
                 f"parameters; global batch {e['global_batch']} = {e['batch_size']} × {e['processes']} process(es) "
-                f"× {e['grad_accum']}")
+                f"× {e['grad_accum']}" + (f"; start {e['start']}" if e.get("start") else "") +
+                (f"; kept fixed: {', '.join(e['fixed'])}" if e.get("fixed") else ""))
         elif rank0:
             report(e)
 
@@ -228,7 +236,7 @@ def pretrain(
                 raise typer.BadParameter("give --family, --corpus, --tokenizer and --out (or --resume DIR)")
             result = api.pretrain(corpus, out, tokenizer=tokenizer, family=family, config=config, eval=eval_file,
                                   objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
-                                  static_masks=static_masks, max_length=max_length, init=init,
+                                  static_masks=static_masks, max_length=max_length, init=init, start=start,
                                   overwrite=overwrite, device=device, threads=threads, on_event=on_data, **settings)
     if rank0:
         _finish(result, out, "pretrain", "")

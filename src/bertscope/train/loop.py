@@ -53,6 +53,7 @@ class Settings:
     bucket: int = 50                  # batches per length-sorting window; 1 = plain random batches
     compile: bool = False             # torch.compile the model (dynamic shapes) before training
     keep_checkpoint: bool = False     # keep checkpoint/ after success
+    freeze: tuple = ()                # parameters kept fixed: names or prefixes ("embeddings.position")
 
     def __post_init__(self):
         def need(ok, option, value, expected):
@@ -80,6 +81,9 @@ class Settings:
              "0 (checkpoints only at epoch ends) or a number of steps")
         need(_int(self.bucket) and self.bucket >= 1, "--bucket", self.bucket,
              "at least 1 (1 = plain random batches)")
+        need(isinstance(self.freeze, (tuple, list)) and all(isinstance(x, str) and x for x in self.freeze),
+             "--freeze", self.freeze, "parameter names or prefixes, such as embeddings.position")
+        object.__setattr__(self, "freeze", tuple(self.freeze))      # a list when read back from run.json
 
     def changed(self, other: "Settings") -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
@@ -157,6 +161,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     per_epoch = math.ceil(len(batches) / group)
     total = s.max_steps if s.epochs is None else min(per_epoch * s.epochs, s.max_steps or per_epoch * s.epochs)
 
+    frozen = _freeze(model, s.freeze)                   # before the optimizer and DDP, which take what trains
     opt = optim.optimizer(model, s.lr, s.weight_decay)
     sched = optim.schedule(opt, optim.warmup_steps(s.warmup, total), total)
     step, epoch, position, best, history = 0, 0, 0, None, []
@@ -296,6 +301,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                     checkpoint()
     finally:
         model.check = was_checking
+        for p in frozen:
+            p.requires_grad_(True)
         if rows is not None:
             rows.close()
     finished = stopped_by is None
@@ -315,6 +322,24 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     whole = time.perf_counter() - began
     return Result(step, total, finished, stopped_by, best, history,
                   {"training": whole - spent["evaluation"], "evaluation": spent["evaluation"]})
+
+
+def _freeze(model, names: tuple[str, ...]) -> list:
+    """Keep the parameters named (or under a named prefix) fixed for this run; returns them, to be freed after."""
+    params = list(model.named_parameters())
+    frozen = []
+    for name in names:
+        found = [p for n, p in params if n == name or n.startswith(name + ".")]
+        if not found:
+            raise UsageError(f"--freeze {name}: this model has no parameter of that name or under it (names are "
+                             f"bertscope's, e.g. {params[0][0]}; `bertscope explain MODEL` lists them)")
+        frozen += [p for p in found if p.requires_grad and all(p is not q for q in frozen)]
+    if frozen and len(frozen) == sum(p.requires_grad for _, p in params):
+        raise UsageError(f"--freeze {' '.join(names)}: that keeps every parameter of the model fixed; nothing would "
+                         "train")
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
 
 
 def _step_counts(micro, dist, device) -> dict:

@@ -10,7 +10,8 @@ import torch
 def optimizer(model, lr: float, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "norm" in name else decay).append(p)
+        if p.requires_grad:                                   # a parameter kept fixed (Settings.freeze) is left out
+            (no_decay if name.endswith("bias") or "norm" in name else decay).append(p)
     # fused: one kernel over all parameters instead of a Python loop over tensors (CPU and CUDA)
     fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in decay + no_decay)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
