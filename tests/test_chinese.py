@@ -54,7 +54,7 @@ def read_masks(path, tok):
     """The masks file, each line checked against the documented shape."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     for r in rows:
-        assert set(r) == {"tokens", "words", "actions"}
+        assert set(r) == {"line", "tokens", "words", "actions"} and isinstance(r["line"], int) and r["line"] >= 1
         n = len(r["tokens"])
         assert len(r["words"]) == n and len(r["actions"]) == n and all(isinstance(w, int) for w in r["words"])
         assert r["tokens"][0] == "[CLS]" and r["tokens"][-1] == "[SEP]"
@@ -73,6 +73,28 @@ def char_spans(line, words):
         spans.append((i, i + len(w)))
         i += len(w)
     return spans
+
+
+def by_line(rows):
+    """The masks rows of each line joined into one (a line longer than --max-length comes in segments): tokens and
+    actions in order, units numbered on, and "cuts": the positions where a segment after the first begins."""
+    out = {}
+    for r in rows:
+        if r["line"] not in out:
+            out[r["line"]] = dict(r, cuts=set())
+            continue
+        m = out[r["line"]]
+        shift = max(m["words"]) + 1
+        m["cuts"].add(len(m["tokens"]) - 1)
+        m["tokens"] = m["tokens"][:-1] + r["tokens"][1:]
+        m["actions"] = m["actions"][:-1] + r["actions"][1:]
+        m["words"] = m["words"][:-1] + [w + shift if w >= 0 else w for w in r["words"][1:]]
+    return [out[n] for n in sorted(out)]
+
+
+def at_cut(row, positions):
+    """Whether a unit begins or ends where the line was cut into segments (a word the cut splits)."""
+    return positions[0] in row["cuts"] or positions[-1] + 1 in row["cuts"]
 
 
 def units(row):
@@ -152,20 +174,23 @@ def test_gold_words_are_masked_whole(zh, dev_corpus, tmp_path):
     gold = [line.split() for line in DEV_WORDS.read_text(encoding="utf-8").splitlines()]
     counts = api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word=f"words:{DEV_WORDS}", seed=3,
                        max_length=256)
-    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)
-    assert len(rows) == len(lines) == counts["lines"]
-    masked_words = split_words = 0
+    rows = by_line(read_masks(tmp_path / "m.jsonl", zh.tokenizer))
+    assert len(rows) == len(lines) == counts["lines"] and counts["sequences"] > counts["lines"] and counts["cut"]
+    masked_words = split_words = cut_words = 0
     for line, words, row in zip(lines, gold, rows):
         e = zh.tokenizer.backend.encode(line, add_special_tokens=False)
         n = len(row["tokens"]) - 2
-        assert row["tokens"][1:-1] == e.tokens[:n]
-        offsets = e.offsets[:n]
+        assert row["tokens"][1:-1] == e.tokens                # every token of the line, in order
+        offsets = e.offsets
         token_at = [-1] * len(line)                           # the token (row position) of each character
         for k, (s, t) in enumerate(offsets):
             for c in range(s, t):
                 token_at[c] = k + 1
         for a, b in char_spans(line, words):
             inside = {token_at[c] for c in range(a, b)} - {-1}                         # the word's tokens
+            if any(i in row["cuts"] for i in inside - {min(inside, default=0)}):
+                cut_words += 1                                  # a word the cut into segments splits: two draws
+                continue
             acts = {row["actions"][i] for i in inside}
             assert len(acts) <= 1, (line, line[a:b], acts)                              # never partly masked
             assert len({row["words"][i] for i in inside}) <= 1                          # one unit
@@ -173,9 +198,11 @@ def test_gold_words_are_masked_whole(zh, dev_corpus, tmp_path):
         spans = char_spans(line, words)
         starts, ends = {a for a, _ in spans}, {b for _, b in spans}
         for positions in units(row).values():               # a unit is whole gold words: it starts and ends on
-            s, t = offsets[positions[0] - 1][0], offsets[positions[-1] - 1][1]          # word boundaries
-            split_words += not (s in starts and (t in ends or positions[-1] == n))
-    assert split_words == 0 and masked_words > 5000
+            if at_cut(row, positions):                          # word boundaries
+                continue
+            s, t = offsets[positions[0] - 1][0], offsets[positions[-1] - 1][1]
+            split_words += not (s in starts and t in ends)
+    assert split_words == 0 and masked_words > 5000 and cut_words <= counts["sequences"] - counts["lines"]
 
 
 def test_masking_rate_and_80_10_10_are_per_word(zh, tmp_path):
@@ -205,7 +232,7 @@ def test_jieba_words_are_jiebas_own_and_segmented_once(zh, dev_corpus, tmp_path,
     cache.unlink(missing_ok=True)
     api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word="jieba", seed=5, max_length=512)
     assert cache.exists()
-    rows = read_masks(tmp_path / "m.jsonl", zh.tokenizer)
+    rows = by_line(read_masks(tmp_path / "m.jsonl", zh.tokenizer))
     exact = merged = 0
     for line, row in zip(lines[:400], rows):
         spans = char_spans(line, [w for w in jieba.lcut(line) if not w.isspace()])
@@ -213,8 +240,8 @@ def test_jieba_words_are_jiebas_own_and_segmented_once(zh, dev_corpus, tmp_path,
         offsets = zh.tokenizer.backend.encode(line, add_special_tokens=False).offsets
         for positions in units(row).values():
             s, t = offsets[positions[0] - 1][0], offsets[positions[-1] - 1][1]
-            if positions[-1] == len(row["tokens"]) - 2 and len(offsets) > positions[-1]:
-                continue                                                   # a word cut by --max-length
+            if at_cut(row, positions):
+                continue                                                   # a word the cut into segments splits
             assert s in starts and t in ends                               # whole jieba words
             if (s, t) in set(spans):
                 exact += 1
@@ -263,7 +290,10 @@ def test_masks_file_is_what_the_pretraining_batches_draw(zh, dev_corpus, tmp_pat
     task = Pretraining(zh.tokenizer, "mlm", whole_word=unit, max_length=96)
     data = task.encode(task.read([tmp_path / "lines.txt"]), 7)
     instances = data.extra["instances"]
-    assert len(instances) == len(rows) == len(one)
+    assert len(instances) == len(rows) > len(one)                       # long lines come in several segments
+    numbers = [row["line"] for row in rows]                              # each line, in order, blank ones skipped
+    assert numbers == sorted(numbers)
+    assert set(numbers) == set(range(1, 2 * len(one), 2))
     batch = task.collate(data, list(range(len(instances))), 0, 7)
     ids, bounds = batch.inputs["input_ids"], batch.inputs["cu_seqlens"].tolist()
     labelled = torch.zeros_like(ids, dtype=torch.bool)
@@ -281,7 +311,11 @@ def test_masks_file_is_what_the_pretraining_batches_draw(zh, dev_corpus, tmp_pat
             else:
                 odd += x[i] in (mask_id, inst.ids[i])                  # a random draw that hit either: rare
     assert sum(a is not None for row in rows for a in row["actions"]) > 2000 and odd <= 2
-    assert f"{len(one)} lines ({len(one) - 1} blank lines skipped)" in r.output and "mask 8" in r.output
+    cut = sum(numbers.count(n) > 1 for n in set(numbers))
+    assert f"{len(one)} lines ({len(one) - 1} blank lines skipped) in {len(rows)} sequences ({cut} lines" in r.output
+    chosen = [a for row in rows for a in row["actions"] if a]
+    assert f"(mask {chosen.count('mask') / len(chosen):.1%}, random {chosen.count('random') / len(chosen):.1%}" \
+        in r.output and cut > 0
 
 
 def test_pretraining_with_gold_words_says_which_lines_had_none(zh, tmp_path):

@@ -47,7 +47,7 @@ def test_local_start_heads_read_their_offsets_on_real_text():
     bert = bertscope.Model(config(tok.vocab_size))
     torch.manual_seed(0)
     local = bertscope.Model(config(tok.vocab_size))
-    assert apply_start(bert, "bert") == ()
+    assert apply_start(bert, "standard") == ()
     assert apply_start(local, "local") == ("embeddings.position",)
     at_bert, at_local = offset_attention(bert, ids), offset_attention(local, ids)
     for head, delta in enumerate(OFFSETS):
@@ -118,7 +118,7 @@ def test_what_the_local_start_cannot_take_is_refused(corpus, tmp_path):
     assert r.exit_code == 2 and "--start local" in r.output and "--init" in r.output
     r = CliRunner().invoke(app, ["pretrain", "--family", "bert", "--corpus", str(corpus), "--tokenizer", str(MINILM),
                                  "--out", str(tmp_path / "odd"), "--start", "sinusoid"])
-    assert r.exit_code == 2 and "--start 'sinusoid': use bert or local" in r.output
+    assert r.exit_code == 2 and "--start 'sinusoid': use standard or local" in r.output
     assert not (tmp_path / "both").exists() and not (tmp_path / "odd").exists()
 
 

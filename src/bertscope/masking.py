@@ -276,13 +276,15 @@ def build_instances(docs: list[list[Sentence]], tok, max_length: int, objective:
 
 def _contiguous(doc: list[Sentence], budget: int, short_seq_prob: float, rng, cls, sep, d) -> list[Instance]:
     """MLM alone: the document's text, sentence after sentence, cut into segments of `budget` tokens (a random
-    shorter one with short_seq_prob, as BERT), each cut where the last one ended, so that no token is left out (a
-    segment that stops at a sentence and drops the rest lost 38% of People's Daily, whose paragraphs run to
-    hundreds of characters). A segment that starts inside a word starts with a word of its own."""
+    shorter one with short_seq_prob, as BERT, while more than `budget` tokens are left), each cut where the last
+    one ended, so that no token is left out (a segment that stops at a sentence and drops the rest lost 38% of
+    People's Daily, whose paragraphs run to hundreds of characters). Text that fits is one segment: a line of its
+    own is [CLS] line [SEP]. A segment that starts inside a word starts with a word of its own."""
     ids, starts = _concat(doc)
     out, at = [], 0
     while at < len(ids):
-        size = budget if rng.random() > short_seq_prob else rng.randint(2, budget)
+        left = len(ids) - at
+        size = left if left <= budget else budget if rng.random() > short_seq_prob else rng.randint(2, budget)
         out.append(_single(ids[at:at + size], [True] + starts[at + 1:at + size], cls, sep, d))
         at += size
     return out
@@ -383,10 +385,10 @@ def mask_tokens(inst: Instance, tok, probability: float, whole_word: str | None,
     return c.ids, c.labels
 
 
-def line_instances(tok, texts: list, max_length: int) -> list[Instance]:
-    """One instance per text (a string or a Segmented) that has tokens: [CLS] its tokens [SEP], cut to max_length,
-    numbered as build_instances numbers documents, of which it is what a document of one sentence gives."""
-    budget = max_length - 2
-    encoded = [s for s in _encode(tok, texts) if s is not None]
-    return [_single(s.ids[:budget], s.word_start[:budget], tok.cls_token_id, tok.sep_token_id, d)
-            for d, s in enumerate(encoded)]
+def line_instances(tok, texts: list, max_length: int, seed: int) -> list[Instance]:
+    """What MLM pretraining (seeded with `seed`) makes of each text (a string or a Segmented) as a document of its
+    own: [CLS] text [SEP] when it fits in max_length, else its text cut into segments one after another. Texts
+    without tokens give none; an instance's `doc` is the index of its text. The segments are those of
+    build_instances on the texts with tokens, each a document (an empty one draws nothing from the generator)."""
+    docs = [[s] if s is not None else [] for s in _encode(tok, texts)]
+    return build_instances(docs, tok, max_length, "mlm", seed)

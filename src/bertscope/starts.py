@@ -1,9 +1,9 @@
 """How a model pretrained from scratch starts (`bertscope pretrain --start`).
 
-  bert   BERT's own: every weight normal(0, initializer_range), LayerNorms at 1 and 0 (Model._init_weights).
-  local  BERT's, except where word order comes in. The position table (L, H) starts as sinusoids whose frequencies
-         are chosen for locality, and the first layer's heads start reading the token at a fixed offset (-1, +1,
-         -2, +2: one head each). The table stays fixed while pretraining.
+  standard  BERT's own: every weight normal(0, initializer_range), LayerNorms at 1 and 0 (Model._init_weights).
+  local     BERT's, except where word order comes in. The position table (L, H) starts as sinusoids whose frequencies
+            are chosen for locality, and the first layer's heads start reading the token at a fixed offset (-1, +1,
+            -2, +2: one head each). The table stays fixed while pretraining.
 
 Why `local` exists: a small BERT pretrained from BERT's start on a small corpus sits for thousands of steps on the
 floor of no context (copy the visible token, guess the most frequent one at [MASK]) before attention by position
@@ -33,7 +33,7 @@ import torch
 
 from .errors import UsageError
 
-STARTS = ("bert", "local")
+STARTS = ("standard", "local")
 OFFSETS = (-1, 1, -2, 2)            # one head each, in the first layer
 SHARPNESS = 4.0                     # alpha: 60-75% of a head's attention on its offset at the start (Chinese text)
 TABLE_SCALE = 1.5                   # the table's entries × initializer_range: as large as the word vectors' (rms)
@@ -78,13 +78,13 @@ def check_start(start: str, config) -> None:
     """Refuse a start this model cannot take, naming the option."""
     if start not in STARTS:
         raise UsageError(f"--start {start!r}: use {' or '.join(STARTS)}")
-    if start == "bert":
+    if start == "standard":
         return
     c = config
     if c.family.factorised_embeddings:
         raise UsageError(f"--start local: {c.family.title}'s position table is {c.embedding_dim} wide and reaches "
                          "the heads through a projection; the local start is built for BERT and RoBERTa (use "
-                         "--start bert)")
+                         "--start standard)")
     head_dim = c.hidden_size // c.num_attention_heads
     if head_dim < 4 or head_dim % 2 or c.hidden_size < 16:
         raise UsageError(f"--start local: heads of {head_dim} dimensions (hidden {c.hidden_size} / "
@@ -97,7 +97,7 @@ def apply_start(model, start: str) -> tuple[str, ...]:
     """Give a freshly built model the start `start`; returns the parameters to keep fixed while pretraining."""
     c = model.config
     check_start(start, c)
-    if start == "bert":
+    if start == "standard":
         return ()
     table = model.embeddings.position.weight                                       # (P, H)
     table.copy_(position_table(*table.shape, TABLE_SCALE * c.initializer_range))

@@ -95,15 +95,16 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
 
 def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42, mlm_probability: float = 0.15,
           max_length: int = 128, family: str | None = None, on_event=None) -> dict:
-    """Write to `out` (JSON lines) the masks pretraining draws for each line of `file`: the line as the sequence
-    [CLS] line [SEP] (cut to max_length), which is what pretraining makes of a line that is a document of its own,
-    masked by the pretraining task's own code and seeds (tasks.pretraining.Pretraining.corrupted, mask epoch 0:
-    static masks, or the first epoch of dynamic ones). Lines without a token (blank ones) are skipped, as
-    pretraining skips them, so the n-th object is the n-th sequence. Each line of `out` is
-        {"tokens": [...], "words": [masking unit of each token, -1 for special tokens],
+    """Write to `out` (JSON lines) the masks pretraining draws on each line of `file` taken as a document of its
+    own: the sequence [CLS] line [SEP], or, for a line longer than max_length, the segments MLM pretraining cuts
+    its text into (tasks.pretraining.Pretraining.encode with the same seed), masked by the pretraining task's own
+    code and seeds (Pretraining.corrupted, mask epoch 0: static masks, or the first epoch of dynamic ones). Blank
+    lines give no sequence, as in pretraining, so the n-th object is the n-th sequence. Each line of `out` is
+        {"line": line number in file, "tokens": [...], "words": [masking unit of each token, -1 for special tokens],
          "actions": [null | "mask" | "random" | "keep", one per token]}
-    where a unit is a word in whole-word mode, else the token itself. Returns counts: lines, tokens (non-special),
-    chosen, mask, random, keep (in tokens), words (chosen units) and skipped (lines without a token)."""
+    where a unit is a word in whole-word mode, else the token itself. Returns counts: lines (with tokens),
+    sequences, cut (lines longer than max_length), tokens (non-special), chosen, mask, random, keep (in tokens),
+    words (chosen units) and skipped (lines without a token)."""
     from ..data import Segmented, lines, word_starts
     from ..io import StreamFile, check_writable_file
     from ..masking import line_instances, segment_files
@@ -114,15 +115,19 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
         raise UsageError(f"--max-length {max_length}: a sequence needs room for [CLS], a token and [SEP]")
     tok = load_tokenizer(tokenizer, family=family)
     task = Pretraining(tok, "mlm", whole_word, mlm_probability, dynamic=False, max_length=max_length)
-    texts = [line.strip() for _, line in lines(file)]
+    numbered = [(n, line.strip()) for n, line in lines(file)]
+    texts = [t for _, t in numbered]
     words = segment_files([file], task.whole_word, on_event)
     sentences = []
     for k, text in enumerate(texts):
         starts = word_starts(text, words[0][k]) if words and words[0][k] else None
         sentences.append(Segmented(text, starts) if starts else text)
-    instances = line_instances(tok, sentences, max_length)
-    counts = dict(lines=len(instances), tokens=0, chosen=0, mask=0, random=0, keep=0, words=0,
-                  skipped=len(texts) - len(instances))
+    instances = line_instances(tok, sentences, max_length, seed)
+    per_line = {}
+    for inst in instances:
+        per_line[inst.doc] = per_line.get(inst.doc, 0) + 1
+    counts = dict(lines=len(per_line), sequences=len(instances), cut=sum(c > 1 for c in per_line.values()), tokens=0,
+                  chosen=0, mask=0, random=0, keep=0, words=0, skipped=len(texts) - len(per_line))
     with StreamFile(out) as f:
         for i, inst in enumerate(instances):
             c = task.corrupted(instances, i, seed, 0)
@@ -132,6 +137,6 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
                     counts[a] += 1
                     counts["chosen"] += 1
             counts["words"] += len({u for u, a in zip(c.units, c.actions) if a})
-            f.write(json.dumps({"tokens": [tok.backend.id_to_token(t) for t in inst.ids], "words": c.units,
-                                "actions": c.actions}, ensure_ascii=False) + "\n")
+            f.write(json.dumps({"line": numbered[inst.doc][0], "tokens": [tok.backend.id_to_token(t) for t in inst.ids],
+                                "words": c.units, "actions": c.actions}, ensure_ascii=False) + "\n")
     return counts

@@ -173,13 +173,13 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
 
 def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str = "tiny", eval=None,
              objective: str | None = None, whole_word: str | None = None, mlm_probability: float = 0.15,
-             static_masks: bool | None = None, max_length: int = 128, init=None, start: str = "bert",
+             static_masks: bool | None = None, max_length: int = 128, init=None, start: str = "standard",
              overwrite: bool = False, device: str = "auto", threads: int | None = None, on_event=None,
              stop_after: int | None = None, **settings):
     """Pretrain on plain-text files `corpus` (masked LM, + NSP for BERT, + SOP for ALBERT). Under torchrun every
     process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget).
     whole_word: None (token by token), "pieces" (the tokenizer's words), "jieba" or "words:FILE" (masking.py).
-    start: how a model from scratch starts, "bert" or "local" (starts.py; "local" keeps its position table fixed)."""
+    start: how a model from scratch starts, "standard" (BERT's) or "local" (starts.py; "local" keeps its position table fixed)."""
     import torch
 
     from ..checkpoint import from_pretrained
@@ -194,7 +194,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     set_threads(threads)
     if start not in STARTS:
         raise UsageError(f"--start {start!r}: use {' or '.join(STARTS)}")
-    if init is not None and start != "bert":
+    if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
                          "a checkpoint's own weights: give one of the two")
     settings.setdefault("epochs", None)

@@ -194,7 +194,7 @@ def pretrain(
     eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
-    start: str = typer.Option("bert", help="how a model from scratch starts: bert (BERT's random weights) or local "
+    start: str = typer.Option("standard", help="how a model from scratch starts: standard (BERT's random weights) or local "
                                            "(order in the position table, kept fixed, and first-layer heads that "
                                            "read their neighbours: leaves the no-context floor sooner on a small "
                                            "corpus)"),
@@ -289,17 +289,20 @@ def masks(
     whole_word: Optional[str] = WHOLE_WORD,
     seed: int = typer.Option(42, help="the pretraining run's --seed"),
     out: Path = typer.Option(..., help="JSON lines file to write"),
-    max_length: int = typer.Option(128, min=3, help="tokens per line, [CLS] and [SEP] included"),
+    max_length: int = typer.Option(128, min=3, help="tokens per sequence, [CLS] and [SEP] included (a longer line "
+                                   "is cut into segments, as pretraining cuts it)"),
     mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
 ):
-    """Write the masks pretraining draws on each line of FILE (as the sequence [CLS] line [SEP]; blank lines
-    skipped): for every line {"tokens", "words" (masking unit of each token, -1 special), "actions"
-    (null/mask/random/keep)}."""
+    """Write the masks pretraining draws on each line of FILE (as the sequence [CLS] line [SEP], a longer line in
+    segments; blank lines skipped): for every sequence {"line", "tokens", "words" (masking unit of each token, -1
+    special), "actions" (null/mask/random/keep)}."""
     from .. import api
     c = api.masks(file, out, tokenizer=tokenizer, whole_word=whole_word, seed=seed, mlm_probability=mlm_probability,
                   max_length=max_length, on_event=lambda e: note(e["message"]))
     share = lambda k: c[k] / max(c["chosen"], 1)  # noqa: E731
     skipped = f" ({c['skipped']:,} blank lines skipped)" if c["skipped"] else ""
-    say(f"{c['lines']:,} lines{skipped}, {c['tokens']:,} tokens: {c['chosen'] / max(c['tokens'], 1):.1%} chosen in "
+    cut = (f" in {c['sequences']:,} sequences ({c['cut']:,} lines longer than --max-length {max_length} cut into "
+           "segments, as pretraining cuts them)") if c["cut"] else ""
+    say(f"{c['lines']:,} lines{skipped}{cut}, {c['tokens']:,} tokens: {c['chosen'] / max(c['tokens'], 1):.1%} chosen in "
         f"{c['words']:,} units{_whole_words(whole_word if whole_word != 'none' else None)} (mask {share('mask'):.1%}, "
         f"random {share('random'):.1%}, keep {share('keep'):.1%}) -> {out}")
