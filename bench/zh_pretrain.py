@@ -19,6 +19,7 @@ skips the work it already holds (pass --redo to run it again). `all` runs them i
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from bertscope import api  # noqa: E402
 
 PFR, REVIEWS, SST2 = DATA / "pfr1998", DATA / "zh_reviews", DATA / "sst2"
 ARMS = {"char": None, "wwm": "jieba"}                        # pretraining arm -> whole_word
+PRETRAINED = ["char", "wwm", "char-local", "wwm-local"]      # the arms' folders and JSONs (pretrain-ARM)
 ARM_TITLE = {"random": "random initialisation", "char": "character MLM", "wwm": "whole-word MLM (jieba)"}
 CHECK_PNG, CURVES_PNG = ROOT / "docs" / "zh-pretrain-check.png", ROOT / "docs" / "zh-pretrain-curves.png"
 
@@ -56,9 +58,16 @@ def say(*parts):
 
 def save_json(work: Path, name: str, obj):
     path = work / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")        # two processes may write one file
     tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False), encoding="utf-8")
     tmp.replace(path)
+
+
+def merge_json(work: Path, name: str, key: str, value):
+    """One result into a JSON of results, read again just before: two processes (one arm each) can share it."""
+    results = load_json(work, name) or {}
+    results[key] = value
+    save_json(work, name, results)
 
 
 def load_json(work: Path, name: str):
@@ -335,7 +344,14 @@ def sinusoid_init(work: Path, a) -> Path:
 
 
 def arm_name(arm: str, a) -> str:
-    return f"pretrain-{arm}" + (f"-sinusoid{a.sinusoid:g}" if getattr(a, "sinusoid", None) else "")
+    return f"pretrain-{arm}" + (f"-sinusoid{a.sinusoid:g}" if getattr(a, "sinusoid", None) else "") \
+        + ("-local" if a.start == "local" else "")
+
+
+def title(arm: str) -> str:
+    """'wwm-local' -> 'whole-word MLM (jieba), local start'."""
+    base, _, start = arm.partition("-")
+    return ARM_TITLE[base] + (", local start" if start == "local" else ", BERT's start" if base == "random" else "")
 
 
 def pretrain_kwargs(work: Path, a, arm: str, steps: int) -> dict:
@@ -343,11 +359,12 @@ def pretrain_kwargs(work: Path, a, arm: str, steps: int) -> dict:
     if getattr(a, "sinusoid", None):
         start = dict(init=sinusoid_init(work, a), family=None)
     else:
-        start = dict(family="bert", config=str(pretrain_config(work, a)))
+        start = dict(family="bert", config=str(pretrain_config(work, a)), start=a.start)
     return dict(tokenizer=work / "tokenizer", **start,
                 whole_word=ARMS[arm], objective="mlm", max_length=128, max_steps=steps, batch_size=a.pretrain_batch,
                 lr=a.pretrain_lr, warmup=0.06, eval=files["heldout"], eval_every=max(1, steps // 8), log_every=20,
-                save_every=0, seed=a.seed, device="cpu", overwrite=True, threads=threads_of(work, a))
+                save_every=0, seed=a.seed, device="cpu", overwrite=True, threads=threads_of(work, a),
+                bf16=a.pretrain_bf16)
 
 
 def stage_speed(work: Path, a):
@@ -401,6 +418,7 @@ def stage_pretrain(work: Path, a, arm: str):
     out = {"arm": arm, "whole_word": ARMS[arm], "steps": r.steps, "minutes": wall / 60,
            "train_minutes": ev.logs[-1]["wall_s"] / 60, "tokens_seen": ev.tokens,
            "batch_size": a.pretrain_batch, "lr": a.pretrain_lr, "threads": threads_of(work, a), "dropout": a.pretrain_dropout,
+           "start": a.start, "bf16": a.pretrain_bf16,
            "steps_from": "--steps" if a.steps else "budget", "side_by_side": a.side_by_side,
            "final_train_loss": sum(x["loss"] for x in tail) / len(tail),
            "final_train_accuracy": sum(x["mlm_accuracy"] for x in tail) / len(tail),
@@ -412,7 +430,8 @@ def stage_pretrain(work: Path, a, arm: str):
 
 
 def stage_masks(work: Path, a):
-    """What each arm masks, counted by `bertscope masks` on a sample of the corpus (each line on its own)."""
+    """What each arm masks, counted by `bertscope masks` on a sample of the corpus (each line a document of its own,
+    a long one in the segments pretraining cuts it into)."""
     if load_json(work, "masks") and not a.redo:
         return say("masks: done already")
     files = corpus(work)
@@ -441,8 +460,22 @@ def stage_masks(work: Path, a):
 
 # ---- fine-tuning -----------------------------------------------------------------------------------------------
 
-def arm_folder(work: Path, arm: str) -> Path:
-    return work / "init" if arm == "random" else work / f"pretrain-{arm}"
+def arm_folder(work: Path, arm: str, seed: int) -> Path:
+    """random: BERT's start, never trained; random-local: the local start (bertscope.starts), never trained;
+    char, wwm, char-local, wwm-local: the pretrained arms."""
+    if arm == "random":
+        return work / "init"
+    if arm == "random-local":
+        folder = work / "init-local"
+        if not folder.exists():
+            from bertscope.starts import apply_start
+            torch.manual_seed(seed)                 # as the tokenizer stage drew BERT's start
+            m = bertscope.Model(bertscope.Config.from_json(work / "config.json"), head="base")
+            apply_start(m, "local")
+            bertscope.save_pretrained(m, folder)
+            bertscope.load_tokenizer(work / "tokenizer").save(folder)
+        return folder
+    return work / f"pretrain-{arm}"
 
 
 def finetune_once(model, train, dev, out, what, threads=None, **kw) -> dict:
@@ -463,18 +496,18 @@ def stage_finetune(work: Path, a):
     results = load_json(work, "finetune") or {}
     for lr in [float(x) for x in a.ft_lrs.split(",")]:
         for arm in a.ft_arms.split(","):
-            key = f"{arm}@{lr:g}"
+            key = f"{arm}@{lr:g}" + (f"/{a.ft_limit}x{a.ft_epochs}" if a.ft_limit else "")   # few labels
             if key in results and "error" not in results[key] and not a.redo:
                 continue
             say(f"finetune {key}")
-            results[key] = finetune_once(arm_folder(work, arm), reviews_train(work, a.ft_limit), REVIEWS / "dev.tsv",
-                                         work / "ft" / key, f"finetune {key}", task="classification",
+            results[key] = finetune_once(arm_folder(work, arm, a.seed), reviews_train(work, a.ft_limit), REVIEWS / "dev.tsv",
+                                         work / "ft" / key.replace("/", "-"), f"finetune {key}", task="classification",
                                          epochs=a.ft_epochs, lr=lr, batch_size=32, max_length=128, seed=a.seed,
                                          threads=threads_of(work, a))
             if "error" not in results[key]:
                 say(f"finetune {key}: dev accuracy last epoch {results[key]['last']['eval_accuracy']:.4f}, best "
                     f"{results[key]['best']:.4f}, {results[key]['minutes']:.1f} min")
-            save_json(work, "finetune", results)
+            merge_json(work, "finetune", key, results[key])
 
 
 def reviews_train(work: Path, rows: int | None) -> Path:
@@ -499,6 +532,39 @@ def cws_train(work: Path, sentences: int | None) -> Path:
     return path
 
 
+def stage_probe(work: Path, a):
+    """What the encoders know before fine-tuning: each arm's mean-pooled last layer (the first 128 tokens of a
+    review, `bertscope embed`) under a logistic regression trained on zh_reviews/train.tsv, scored on dev.tsv."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegressionCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bertscope.api.common import load
+    results = load_json(work, "probe") or {}
+    labels = {n: [r.split("\t")[1] for r in (REVIEWS / f"{n}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+                  if r.strip()] for n in ("train", "dev")}
+    for arm in a.ft_arms.split(","):
+        if arm in results and not a.redo:
+            continue
+        start = time.perf_counter()
+        loaded = load(arm_folder(work, arm, a.seed), head="base")
+        torch.set_num_threads(threads_of(work, a) or 2)
+        x = {}
+        for n in ("train", "dev"):
+            out = work / "probe" / f"{arm}-{n}.npy"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            api.embed(loaded, REVIEWS / f"{n}.tsv", out, pooling="mean", normalize=False, max_length=128,
+                      batch_size=64)
+            x[n] = np.load(out)
+        clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[0.01, 0.1, 1, 10], cv=5, max_iter=3000))
+        clf.fit(x["train"], labels["train"])
+        acc = float(np.mean(clf.predict(x["dev"]) == np.array(labels["dev"])))
+        results[arm] = {"accuracy": acc, "C": float(clf[-1].C_[0]), "seconds": time.perf_counter() - start}
+        say(f"probe {arm}: dev accuracy {acc:.4f} (mean-pooled features, logistic regression)")
+        merge_json(work, "probe", arm, results[arm])
+
+
 def stage_cws(work: Path, a):
     results = load_json(work, "cws") or {}
     for arm in a.cws_arms.split(","):
@@ -506,13 +572,13 @@ def stage_cws(work: Path, a):
         if key in results and "error" not in results[key] and not a.redo:
             continue
         say(f"cws {key}")
-        results[key] = finetune_once(arm_folder(work, arm), cws_train(work, a.cws_sentences), PFR / "dev.cws.conll",
+        results[key] = finetune_once(arm_folder(work, arm, a.seed), cws_train(work, a.cws_sentences), PFR / "dev.cws.conll",
                                      work / "cws" / key, f"cws {key}", task="token-classification",
                                      epochs=a.cws_epochs, lr=a.cws_lr, batch_size=32, max_length=128, windows=32,
                                      seed=a.seed, threads=threads_of(work, a))
         if "error" not in results[key]:
             say(f"cws {key}: dev word F1 {results[key]['last']['eval_f1']:.4f}, {results[key]['minutes']:.1f} min")
-        save_json(work, "cws", results)
+        merge_json(work, "cws", key, results[key])
 
 
 # ---- English: continued MLM of MiniLM on SST-2 ------------------------------------------------------------------
@@ -528,20 +594,33 @@ def stage_english(work: Path, a):
         dev_text.write_text("\n".join(texts_of(SST2 / "dev.tsv")[:1000]) + "\n", encoding="utf-8")
         subset.write_text("\n".join(rows[:a.en_examples + 1]) + "\n", encoding="utf-8")
     if "dapt" not in results or a.redo:
-        kw = dict(tokenizer=MINILM, init=MINILM, family="bert", objective="mlm", max_length=128,
-                  batch_size=32, lr=a.en_mlm_lr, warmup=0.06, save_every=0, seed=a.seed, device="cpu",
-                  overwrite=True, threads=threads_of(work, a))
+        kw = dict(tokenizer=MINILM, family="bert", objective="mlm", max_length=128, batch_size=32, warmup=0.06,
+                  save_every=0, seed=a.seed, device="cpu", overwrite=True, threads=threads_of(work, a))
+        began, head, init = time.perf_counter(), None, MINILM
+        if a.en_head_steps:          # MiniLM ships no MLM head: train the fresh one alone first (encoder fixed)
+            ev = Events("en head", every=50)
+            r = api.pretrain([sentences], en / "head", init=MINILM, max_steps=a.en_head_steps, lr=a.en_head_lr,
+                             freeze=("embeddings", "encoder"), log_every=10, eval=dev_text,
+                             eval_every=a.en_head_steps, on_event=ev, **kw)
+            logs = [x for x in r.history if "loss" in x]
+            head = {"steps": r.steps, "lr": a.en_head_lr, "minutes": (time.perf_counter() - began) / 60,
+                    "first_loss": logs[0]["loss"], "final_train_loss": logs[-1]["loss"],
+                    "evals": [x for x in r.history if "eval_mlm_loss" in x]}
+            init = en / "head"
+        spent = time.perf_counter() - began
         ev = Events("en speed", every=10)
-        api.pretrain([sentences], en / "speed-probe", max_steps=30, log_every=10, on_event=ev, **kw)
+        api.pretrain([sentences], en / "speed-probe", init=init, lr=a.en_mlm_lr, max_steps=30, log_every=10,
+                     on_event=ev, **kw)
         first, last = ev.logs[0], ev.logs[-1]
-        steps = int(a.en_budget * 60 * (last["step"] - first["step"]) / (last["wall_s"] - first["wall_s"]))
+        steps = int((a.en_budget * 60 - spent) * (last["step"] - first["step"]) / (last["wall_s"] - first["wall_s"]))
         ev = Events("en dapt", every=100)
         start = time.perf_counter()
-        r = api.pretrain([sentences], en / "dapt", max_steps=steps, log_every=20, eval=dev_text,
-                         eval_every=max(1, steps // 4), on_event=ev, **kw)
+        r = api.pretrain([sentences], en / "dapt", init=init, lr=a.en_mlm_lr, max_steps=steps, log_every=20,
+                         eval=dev_text, eval_every=max(1, steps // 4), on_event=ev, **kw)
         logs = [x for x in r.history if "loss" in x]
-        results["dapt"] = {"steps": r.steps, "minutes": (time.perf_counter() - start) / 60, "tokens_seen": ev.tokens,
-                           "lr": a.en_mlm_lr, "first_loss": logs[0]["loss"], "final_train_loss": logs[-1]["loss"],
+        results["dapt"] = {"steps": r.steps, "minutes": (time.perf_counter() - start + spent) / 60,
+                           "tokens_seen": ev.tokens, "lr": a.en_mlm_lr, "first_loss": logs[0]["loss"],
+                           "final_train_loss": logs[-1]["loss"], "head": head,
                            "evals": [x for x in r.history if "eval_mlm_loss" in x]}
         save_json(work, "english", results)
     for name, folder in (("direct", MINILM), ("dapt", en / "dapt")):
@@ -561,16 +640,17 @@ def plot_curves(work: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
-    for arm, color in (("char", "tab:blue"), ("wwm", "tab:green")):
+    colors = {"char": "tab:blue", "wwm": "tab:green", "char-local": "tab:purple", "wwm-local": "tab:olive"}
+    for arm, color in colors.items():
         p = load_json(work, f"pretrain-{arm}")
         if p is None:
             continue
         logs = [x for x in p["history"] if "loss" in x]
         evals = [x for x in p["history"] if "eval_mlm_loss" in x]
-        ax.plot([x["step"] for x in logs], [x["loss"] for x in logs], color=color, lw=1, label=f"{ARM_TITLE[arm]}")
+        ax.plot([x["step"] for x in logs], [x["loss"] for x in logs], color=color, lw=1, label=title(arm))
         ax.plot([x["step"] for x in evals], [x["eval_mlm_loss"] for x in evals], "o--", color=color, ms=4,
-                label=f"{ARM_TITLE[arm]}, held out")
-        bx.plot([x["step"] for x in logs], [x["mlm_accuracy"] for x in logs], color=color, lw=1, label=ARM_TITLE[arm])
+                label=f"{title(arm)}, held out")
+        bx.plot([x["step"] for x in logs], [x["mlm_accuracy"] for x in logs], color=color, lw=1, label=title(arm))
         bx.plot([x["step"] for x in evals], [x["eval_mlm_accuracy"] for x in evals], "o--", color=color, ms=4)
     ax.set_xlabel("step")
     ax.set_ylabel("masked-LM loss")
@@ -591,8 +671,11 @@ def fmt(x, spec=".4f", missing="—"):
 
 def stage_report(work: Path, a):
     tok, tfidf, check, speed = (load_json(work, n) for n in ("tokenizer", "tfidf", "check", "speed"))
-    pre = {arm: load_json(work, f"pretrain-{arm}") for arm in ARMS}
-    masks, ft, cws, en = (load_json(work, n) or {} for n in ("masks", "finetune", "cws", "english"))
+    pre = {arm: load_json(work, f"pretrain-{arm}") for arm in PRETRAINED}
+    pre = {arm: p for arm, p in pre.items() if p is not None}
+    masks, ft, cws, en, probe = (load_json(work, n) or {} for n in ("masks", "finetune", "cws", "english", "probe"))
+    few = {k: v for k, v in ft.items() if "/" in k}          # arm@lr/ROWSxEPOCHS: fine-tuned on the first ROWS rows
+    ft = {k: v for k, v in ft.items() if "/" not in k}
     plot_curves(work)
     if check:
         plot_check(check)
@@ -613,7 +696,7 @@ def stage_report(work: Path, a):
         return "failed (library error)" if "error" in r else f"{r['last']['eval_f1']:.4f}"
 
     cmd = "python bench/zh_pretrain.py " + " ".join(sys.argv[1:])
-    p0 = pre["char"]
+    p0 = next(iter(pre.values()), None)
     given = p0 is not None and p0.get("steps_from") == "--steps"
     if given:                                # the step count was given: the char arm's own speed and minutes
         tps, budget = p0["tokens_seen"] / (p0["train_minutes"] * 60), p0["minutes"]
@@ -626,9 +709,13 @@ def stage_report(work: Path, a):
                           epochs=budget_tokens / tok["corpus_tokens"],
                           per_param=budget_tokens / tok["encoder_parameters"]) if tok and budget_tokens else ""
     together = bool(p0 and p0.get("side_by_side"))
-    L = [f"`{cmd}` · {machine()} · commit {commit()} (stages run one at a time, each with the machine to itself"
-         + ("; except the two pretraining arms, which ran at once, one process and one thread each" if together
-            else "") + ")", ""]
+    how = ("the pretraining arms side by side, one thread each; fine-tuning, CWS and the probe one thread per "
+           "process, two or three processes at once; the reference check and the English stage alone, two threads"
+           if a.threads == 1 else
+           "stages run one at a time, each with the machine to itself"
+           + ("; except the two pretraining arms, which ran at once, one process and one thread each" if together
+              else ""))
+    L = [f"`{cmd}` · {machine()} · commit {commit()} ({how})", ""]
     if tok:
         L += [f"Model: BERT {why}. Tokenizer: WordPiece trained on the corpus (every CJK character a token), "
               f"vocabulary {tok['vocab_size']:,}, [UNK] rate {tok['held_out']['rate']:.3%} on the held-out text. "
@@ -636,7 +723,7 @@ def stage_report(work: Path, a):
               f"training texts, {tok['corpus_tokens'] / 1e6:.2f}M tokens; segments of up to 128 tokens, objective "
               "MLM only (raw.txt is a single document, so NSP would never see a random pair); 15% of the tokens "
               "chosen, 80/10/10, masks drawn anew every epoch.", ""]
-    if (speed or given) and all(pre.values()):
+    if (speed or given) and pre:
         probes = ", ".join(f"{t} → {v['tokens_per_s']:,.0f} tokens/s" for t, v in speed["probes"].items()) \
             if speed else ""
         cws_data = (f"the first {a.cws_sentences:,} sentences of pfr1998/train.cws.conll" if a.cws_sentences
@@ -647,7 +734,11 @@ def stage_report(work: Path, a):
         threads_how = ("1 per arm, the two arms side by side" if together else
                        f"{speed['threads']} (the faster of 1 and 2 in the speed measurement: {probes})" if speed
                        else str(p0["threads"]))
-        L += [f"Pretraining: batch {p0['batch_size']} × 128 tokens, lr {p0['lr']:g} (6% warm-up, linear decay), "
+        start = ("the local start (`--start local`: order in the position table, kept fixed, and first-layer heads "
+                 "reading offsets -1, +1, -2, +2; bertscope/starts.py)" if p0.get("start") == "local" else
+                 "BERT's random start")
+        L += [f"Pretraining: from {start}, {'bf16 autocast, ' if p0.get('bf16') else ''}"
+              f"batch {p0['batch_size']} × 128 tokens, lr {p0['lr']:g} (6% warm-up, linear decay), "
               f"AdamW, dropout {0.1 if p0.get('dropout') is None else p0['dropout']:g} (fine-tuning: 0.1); {steps_how}. "
               "Held-out MLM: 300 "
               "pfr1998 dev paragraphs + 300 zh_reviews dev texts, never trained on. Fine-tuning on "
@@ -660,14 +751,13 @@ def stage_report(work: Path, a):
     head = "| arm | pretraining minutes | steps | tokens seen | final MLM loss / acc (train) | held-out MLM loss / acc | " \
            + " | ".join(f"zh_reviews dev, lr {lr}" for lr in lrs) + " | CWS word F1 |"
     L += [head, "|---" * (7 + len(lrs)) + "|"]
-    L.append("| random initialisation | 0 | 0 | 0 | — | — | " + " | ".join(ft_cell("random", lr) for lr in lrs)
-             + f" | {cws_cell('random')} |")
-    for arm in ARMS:
-        p = pre[arm]
-        if p is None:
-            continue
+    for arm in ("random", "random-local"):
+        if any(k.split("@")[0] == arm for k in list(ft) + list(cws)):
+            L.append(f"| {title(arm)} | 0 | 0 | 0 | — | — | " + " | ".join(ft_cell(arm, lr) for lr in lrs)
+                     + f" | {cws_cell(arm)} |")
+    for arm, p in pre.items():
         e = p["final_eval"]
-        L.append(f"| {ARM_TITLE[arm]} | {p['minutes']:.1f} | {p['steps']:,} | {p['tokens_seen'] / 1e6:.2f}M | "
+        L.append(f"| {title(arm)} | {p['minutes']:.1f} | {p['steps']:,} | {p['tokens_seen'] / 1e6:.2f}M | "
                  f"{p['final_train_loss']:.3f} / {p['final_train_accuracy']:.3f} | "
                  f"{fmt(e.get('eval_mlm_loss'), '.3f')} / {fmt(e.get('eval_mlm_accuracy'), '.3f')} | "
                  + " | ".join(ft_cell(arm, lr) for lr in lrs) + f" | {cws_cell(arm)} |")
@@ -680,6 +770,29 @@ def stage_report(work: Path, a):
         L.append(f"| floor: char 1–3-gram TF-IDF + logistic regression | — | — | — | — | — | "
                  + " | ".join(f"{tfidf['accuracy_cv']:.4f}" for _ in lrs) + " | — |")
     L.append("")
+    if probe:
+        L += ["What the encoders hold before fine-tuning (`python bench/zh_pretrain.py probe`): each arm's last layer, "
+              "mean-pooled over a review's first 128 tokens (`bertscope embed`), under a logistic regression (C by "
+              "5-fold cross-validation) trained on zh_reviews/train.tsv; dev accuracy: "
+              + ", ".join(f"{title(arm)} **{r['accuracy']:.4f}**" for arm, r in probe.items()) + ".", ""]
+    if few:
+        settings = sorted({k.split("/")[1] for k in few})
+        for rows_x in settings:
+            rows, epochs = rows_x.split("x")
+            runs = {k.split("/")[0]: v for k, v in few.items() if k.endswith("/" + rows_x)}
+            few_lrs = sorted({k.split("@")[1] for k in runs}, key=float)
+            arms = list(dict.fromkeys(k.split("@")[0] for k in runs))
+            L += [f"Few labels: the first {int(rows):,} rows of zh_reviews/train.tsv, {epochs} epochs, batch 32, "
+                  "otherwise as above; dev accuracy after the last epoch (the best epoch's in brackets):", "",
+                  "| arm | " + " | ".join(f"lr {lr}" for lr in few_lrs) + " |", "|---" * (1 + len(few_lrs)) + "|"]
+            for arm in arms:
+                cells = []
+                for lr in few_lrs:
+                    r = runs.get(f"{arm}@{lr}")
+                    cells.append("not run" if r is None else "failed" if "error" in r else
+                                 f"**{r['last']['eval_accuracy']:.4f}** ({r['best']:.4f})")
+                L.append(f"| {title(arm)} | " + " | ".join(cells) + " |")
+            L.append("")
     if tfidf:
         L += [f"TF-IDF floor: {tfidf['features']:,} character 1–3-gram features (min_df 2, sublinear tf), logistic "
               f"regression with C={tfidf['cv_C']:g} chosen by 5-fold cross-validation on the training file: "
@@ -697,13 +810,16 @@ def stage_report(work: Path, a):
               f"**{check['ours_tokens_per_s'] / check['reference_tokens_per_s']:.2f}×** (the vocabulary projection "
               "only at the masked positions, packed batches).", "",
               f"![bertscope against the reference, 200 steps](docs/{CHECK_PNG.name})", ""]
-    if all(pre.values()):
+    if pre:
         L += [f"![pretraining curves of the two arms](docs/{CURVES_PNG.name})", "",
               "The two arms' MLM losses are not the same task: whole-word masking hides every character of a word "
               "together, so its loss is higher for the same model; compare them downstream.", ""]
     if masks:
+        m0 = next(iter(masks.values()))
+        segs = (f" in {m0['sequences']:,} sequences: a line longer than 128 tokens in the segments pretraining cuts "
+                "it into" if "sequences" in m0 else "")
         L += ["What the arms mask (`bertscope masks` on the first 1,000 raw.txt paragraphs and 1,000 reviews, each "
-              "line its own sequence, seed 42):", "",
+              f"line a document of its own{segs}; seed 42):", "",
               "| arm | tokens | chosen | of which [MASK] / random / kept | chosen units | tokens per unit | "
               "tokens per word |", "|---|---|---|---|---|---|---|"]
         for arm, m in masks.items():
@@ -720,9 +836,13 @@ def stage_report(work: Path, a):
                 f"**{r['last']['eval_accuracy']:.4f}**"
         L += ["#### English: continued MLM of the shared MiniLM on SST-2", ""]
         if d:
-            L += [f"all-MiniLM-L6-v2 with a fresh MLM head, continued MLM on SST-2's {len(texts_of(SST2 / 'train.tsv')):,} "
+            h = d.get("head")
+            warm = (f"its fresh head first trained alone ({h['steps']} steps, lr {h['lr']:g}, embeddings and encoder "
+                    f"fixed: training MLM loss {h['first_loss']:.2f} → {h['final_train_loss']:.2f}), then " if h else "")
+            L += [f"all-MiniLM-L6-v2 with a fresh MLM head, {warm}continued MLM on SST-2's "
+                  f"{len(texts_of(SST2 / 'train.tsv')):,} "
                   f"training sentences (segments of up to 128 tokens), batch 32, lr {d['lr']:g}: {d['steps']} steps in "
-                  f"{d['minutes']:.1f} min ({d['tokens_seen'] / 1e6:.2f}M tokens), training MLM loss "
+                  f"{d['minutes']:.1f} min in all ({d['tokens_seen'] / 1e6:.2f}M tokens), training MLM loss "
                   f"{d['first_loss']:.2f} → {d['final_train_loss']:.2f}, held-out (1,000 dev sentences) "
                   + " → ".join(f"{x['eval_mlm_loss']:.2f}" for x in d["evals"]) + ". Then both fine-tuned the "
                   f"same way: the first {a.en_examples:,} SST-2 training rows, 1 epoch, lr {a.en_ft_lr:g}, batch 32; "
@@ -747,7 +867,7 @@ def stage_report(work: Path, a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["tokenizer", "tfidf", "check", "speed", "pretrain", "masks", "finetune", "cws",
-                                     "english", "report", "all"])
+                                     "english", "report", "all", "probe"])
     p.add_argument("--work", type=Path, default=Path("/tmp/zh"))
     p.add_argument("--redo", action="store_true", help="run a stage again even if its JSON is there")
     p.add_argument("--seed", type=int, default=42)
@@ -762,13 +882,18 @@ def main():
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
     p.add_argument("--sinusoid", type=float, default=None, help="pretrain: start the position table as a sinusoid "
                    "× this (its JSON and folder get a -sinusoidX suffix)")
+    p.add_argument("--start", choices=["standard", "local"], default="standard", help="pretrain: how the model starts "
+                   "(bertscope pretrain --start; local: its JSON and folder get a -local suffix)")
     p.add_argument("--pretrain-batch", type=int, default=32)
+    p.add_argument("--pretrain-bf16", action="store_true", help="pretrain with bfloat16 autocast (where the CPU has "
+                   "bf16 products: 1.35× the tokens/s of fp32 on the AVX512-BF16 EPYC)")
     p.add_argument("--pretrain-dropout", type=float, default=None, help="dropout while pretraining (default: the "
                    "model's 0.1); the saved folder gets 0.1 back for fine-tuning")
     p.add_argument("--side-by-side", action="store_true", help="pretrain: record that the two arms ran at once, "
                    "one process each (give --threads 1), for the report")
     p.add_argument("--ft-lrs", default="1e-4,3e-4", help="zh_reviews fine-tuning learning rates, for every arm")
-    p.add_argument("--ft-arms", default="random,char,wwm")
+    p.add_argument("--ft-arms", default="random,char,wwm", help="any of random, random-local, char, wwm, "
+                   "char-local, wwm-local")
     p.add_argument("--ft-epochs", type=int, default=2)
     p.add_argument("--ft-limit", type=int, default=0, help="fine-tune on the first N zh_reviews rows (0: all)")
     p.add_argument("--cws-arms", default="random,char,wwm")
@@ -777,13 +902,16 @@ def main():
     p.add_argument("--cws-sentences", type=int, default=5000, help="first sentences of train.cws.conll (0: all)")
     p.add_argument("--en-budget", type=float, default=10, help="minutes of continued MLM for MiniLM")
     p.add_argument("--en-mlm-lr", type=float, default=1e-4)
+    p.add_argument("--en-head-steps", type=int, default=0, help="steps training MiniLM's fresh MLM head alone (encoder "
+                   "fixed) before continued MLM, within --en-budget")
+    p.add_argument("--en-head-lr", type=float, default=1e-3)
     p.add_argument("--en-ft-lr", type=float, default=1e-4)
     p.add_argument("--en-examples", type=int, default=10000, help="SST-2 training rows for fine-tuning")
     a = p.parse_args()
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
-    stages = ["tokenizer", "tfidf", "speed", "check", "pretrain", "masks", "finetune", "cws", "english", "report"] \
-        if a.stage == "all" else [a.stage]
+    stages = ["tokenizer", "tfidf", "speed", "check", "pretrain", "masks", "finetune", "probe", "cws", "english",
+              "report"] if a.stage == "all" else [a.stage]
     for stage in stages:
         if stage == "pretrain":
             for arm in [a.arm] if a.arm else list(ARMS):
