@@ -497,11 +497,13 @@ def stage_finetune(work: Path, a):
     for lr in [float(x) for x in a.ft_lrs.split(",")]:
         for arm in a.ft_arms.split(","):
             key = f"{arm}@{lr:g}" + (f"/{a.ft_limit}x{a.ft_epochs}" if a.ft_limit else "")   # few labels
+            key += f"#{a.seed}" if a.seed != 42 else ""                                  # another seed
             if key in results and "error" not in results[key] and not a.redo:
                 continue
             say(f"finetune {key}")
             results[key] = finetune_once(arm_folder(work, arm, a.seed), reviews_train(work, a.ft_limit), REVIEWS / "dev.tsv",
-                                         work / "ft" / key.replace("/", "-"), f"finetune {key}", task="classification",
+                                         work / "ft" / key.replace("/", "-").replace("#", "-s"), f"finetune {key}",
+                                         task="classification",
                                          epochs=a.ft_epochs, lr=lr, batch_size=32, max_length=128, seed=a.seed,
                                          threads=threads_of(work, a))
             if "error" not in results[key]:
@@ -679,7 +681,7 @@ def stage_report(work: Path, a):
     plot_curves(work)
     if check:
         plot_check(check)
-    lrs = sorted({k.split("@")[1] for k in ft}, key=float)
+    lrs = sorted({k.split("@")[1].split("#")[0] for k in ft}, key=float)
 
     def ft_cell(arm, lr):
         r = ft.get(f"{arm}@{lr}")
@@ -687,7 +689,15 @@ def stage_report(work: Path, a):
             return "not run"
         if "error" in r:
             return "failed (library error, see below)"
-        return f"**{r['last']['eval_accuracy']:.4f}** ({r['best']:.4f})"
+        others = sorted((int(k.split("#")[1]), v) for k, v in ft.items() if k.startswith(f"{arm}@{lr}#") and
+                        "error" not in v)                             # the same run with other seeds
+        cell = f"**{r['last']['eval_accuracy']:.4f}** ({r['best']:.4f})"
+        if others:
+            accs = [r["last"]["eval_accuracy"]] + [v["last"]["eval_accuracy"] for _, v in others]
+            cell += (f"; seed{'s' if len(others) > 1 else ''} {', '.join(str(n) for n, _ in others)}: "
+                     + ", ".join(f"{v['last']['eval_accuracy']:.4f}" for _, v in others)
+                     + f"; mean {sum(accs) / len(accs):.4f}")
+        return cell
 
     def cws_cell(arm):
         r = next((v for k, v in cws.items() if k.startswith(arm + "@")), None)
@@ -743,7 +753,8 @@ def stage_report(work: Path, a):
               "Held-out MLM: 300 "
               "pfr1998 dev paragraphs + 300 zh_reviews dev texts, never trained on. Fine-tuning on "
               + (f"the first {a.ft_limit:,} rows of " if a.ft_limit else "") + "zh_reviews/train.tsv: "
-              f"{a.ft_epochs} epoch(s), batch 32, max length 128, a new classifier, the same for every arm; accuracy on "
+              f"{a.ft_epochs} epoch(s), batch 32, max length 128, a new classifier, the same for every arm, seed 42 (a "
+              "second seed where shown: the classifier's start, dropout and batch order change, the encoder does not); accuracy on "
               f"zh_reviews/dev.tsv after the last epoch (bold; the best epoch's in brackets). CWS: {cws_data} → all "
               f"of dev.cws.conll, {a.cws_epochs} epoch, lr {a.cws_lr:g}, batch 32, windows of 128 tokens overlapping "
               "by 32 (a paragraph can exceed 500 characters), word F1 as the SIGHAN scorer computes it. Threads in "
