@@ -179,7 +179,8 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     """Pretrain on plain-text files `corpus` (masked LM, + NSP for BERT, + SOP for ALBERT). Under torchrun every
     process runs this; rank 0 writes. `settings` are train.Settings fields (max_steps is the step budget).
     whole_word: None (token by token), "pieces" (the tokenizer's words), "jieba" or "words:FILE" (masking.py).
-    start: how a model from scratch starts, "standard" (BERT's) or "local" (starts.py; "local" keeps its position table fixed)."""
+    start: how a model from scratch starts, "standard" (BERT's) or "local" (starts.py; "local" keeps its position
+    table fixed)."""
     import torch
 
     from ..checkpoint import from_pretrained

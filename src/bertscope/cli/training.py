@@ -194,10 +194,10 @@ def pretrain(
     eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
-    start: str = typer.Option("standard", help="how a model from scratch starts: standard (BERT's random weights) or local "
-                                           "(order in the position table, kept fixed, and first-layer heads that "
-                                           "read their neighbours: leaves the no-context floor sooner on a small "
-                                           "corpus)"),
+    start: str = typer.Option("standard", help="how a model from scratch starts: standard (BERT's random weights) "
+                                               "or local (order in the position table, kept fixed, and first-layer "
+                                               "heads that read their neighbours: leaves the no-context floor sooner "
+                                               "on a small corpus)"),
     freeze: Optional[List[str]] = typer.Option(None, help="keep these parameters fixed (bertscope's names or "
                                                           "prefixes, e.g. --freeze embeddings --freeze encoder: "
                                                           "train a checkpoint's fresh MLM head alone first)"),
@@ -303,6 +303,6 @@ def masks(
     skipped = f" ({c['skipped']:,} blank lines skipped)" if c["skipped"] else ""
     cut = (f" in {c['sequences']:,} sequences ({c['cut']:,} lines longer than --max-length {max_length} cut into "
            "segments, as pretraining cuts them)") if c["cut"] else ""
-    say(f"{c['lines']:,} lines{skipped}{cut}, {c['tokens']:,} tokens: {c['chosen'] / max(c['tokens'], 1):.1%} chosen in "
-        f"{c['words']:,} units{_whole_words(whole_word if whole_word != 'none' else None)} (mask {share('mask'):.1%}, "
-        f"random {share('random'):.1%}, keep {share('keep'):.1%}) -> {out}")
+    say(f"{c['lines']:,} lines{skipped}{cut}, {c['tokens']:,} tokens: {c['chosen'] / max(c['tokens'], 1):.1%} "
+        f"chosen in {c['words']:,} units{_whole_words(whole_word if whole_word != 'none' else None)} "
+        f"(mask {share('mask'):.1%}, random {share('random'):.1%}, keep {share('keep'):.1%}) -> {out}")
