@@ -152,3 +152,13 @@ def test_freeze_on_the_command_line_trains_a_fresh_mlm_head_alone(tiny_folder, c
     body = [k for k in before if k.startswith(("embeddings.", "encoder."))]
     assert body and all(torch.equal(before[k], after[k]) for k in body)        # the encoder as it was
     assert (after["mlm.norm.weight"] - 1).abs().max() > 0 and after["mlm.decoder.bias"].abs().max() > 0  # trained
+
+
+def test_a_wrong_freeze_is_refused_before_the_corpus_is_read(tiny_folder, tmp_path):
+    from bertscope.cli import app
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["pretrain", "--init", str(tiny_folder), "--tokenizer", str(tiny_folder), "--corpus",
+                                 str(tmp_path / "no-such-corpus.txt"), "--objective", "mlm", "--out", str(out),
+                                 "--steps", "3", "--freeze", "encoderz"])
+    assert r.exit_code == 2 and "--freeze encoderz: this model has no parameter" in r.output
+    assert "reading" not in r.output and "no-such-corpus" not in r.output and not out.exists()

@@ -190,7 +190,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     from ..model import Model
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
-    from ..train import Settings, distributed, state
+    from ..train import Settings, distributed, freezable, state
     from ..starts import STARTS, apply_start
     set_threads(threads)
     if start not in STARTS:
@@ -247,6 +247,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
         fixed = apply_start(model, start)
         if fixed:
             s = Settings(**{**asdict(s), "freeze": tuple(dict.fromkeys(s.freeze + fixed))})
+    freezable(model, s.freeze)                                    # a wrong --freeze is said before the corpus is read
     tok.check_fits(model.config)
     if max_length > model.config.max_tokens:
         raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "

@@ -326,6 +326,15 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
 
 def _freeze(model, names: tuple[str, ...]) -> list:
     """Keep the parameters named (or under a named prefix) fixed for this run; returns them, to be freed after."""
+    frozen = freezable(model, names)
+    for p in frozen:
+        p.requires_grad_(False)
+    return frozen
+
+
+def freezable(model, names: tuple[str, ...]) -> list:
+    """The trainable parameters `--freeze names` would keep fixed; a name that matches nothing, or names that
+    would leave nothing to train, are refused naming --freeze (callers check this before reading any data)."""
     params = list(model.named_parameters())
     frozen = []
     for name in names:
@@ -337,8 +346,6 @@ def _freeze(model, names: tuple[str, ...]) -> list:
     if frozen and len(frozen) == sum(p.requires_grad for _, p in params):
         raise UsageError(f"--freeze {' '.join(names)}: that keeps every parameter of the model fixed; nothing would "
                          "train")
-    for p in frozen:
-        p.requires_grad_(False)
     return frozen
 
 
