@@ -75,10 +75,15 @@ def offset_head(width: int, head_dim: int, delta: int, alpha: float) -> tuple[to
     return q * root, k * root
 
 
-def check_start(start: str, config) -> None:
-    """Refuse a start this model cannot take, naming the option."""
+def check_name(start: str) -> None:
+    """Refuse a start that does not exist, naming the option (before any model is built)."""
     if start not in STARTS:
         raise UsageError(f"--start {start!r}: use {' or '.join(STARTS)}")
+
+
+def check_start(start: str, config) -> None:
+    """Refuse a start this model cannot take, naming the option."""
+    check_name(start)
     if start == "standard":
         return
     c = config

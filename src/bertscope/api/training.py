@@ -191,10 +191,9 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
     from ..train import Settings, distributed, freezable, state
-    from ..starts import STARTS, apply_start
+    from ..starts import apply_start, check_name
     set_threads(threads)
-    if start not in STARTS:
-        raise UsageError(f"--start {start!r}: use {' or '.join(STARTS)}")
+    check_name(start)
     if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
                          "a checkpoint's own weights: give one of the two")
