@@ -30,6 +30,11 @@ class Packing:
         real = torch.zeros(self.num_seqs * self.max_len, dtype=torch.bool)
         real[index] = True
         self.lengths = lengths
+        if torch.device(device).type != "cpu":    # one host-to-device copy, not five (each one waits on a GPU)
+            T, N, G = seq.numel(), self.num_seqs, real.numel()
+            flat = torch.cat([positions, index, real.long(), cu]).to(device)
+            positions, index, real, cu = flat.split([T, T, G, N + 1])
+            real = real.bool()
         self.positions, self.index = positions.to(device), index.to(device)
         self.real = real.view(self.num_seqs, self.max_len).to(device)                   # (N, Lmax)
         self.first = cu[:-1].to(device)                                                 # (N,) first token of each
