@@ -9,6 +9,7 @@ learning rate, batch size, schedule and seed, in one run; entity-level F1 on dev
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 import time
@@ -143,7 +144,9 @@ def main():
             runs[side].append(in_child(side, a, seed))
             print("seed", seed, side, runs[side][-1], flush=True)
     n_train, n_dev = len(read_conll(TRAIN)), len(read_conll(DEV))
-    lines = [f"#### {cpu_label()}", "", f"`python bench/ner_wnut.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()}", "",
+    caps = [f"`{k}={os.environ[k]}`" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+            if os.environ.get(k)]                       # an ISA-capped run (another CPU's code path) has its own table
+    lines = [f"#### {cpu_label()}" + (f", capped: {', '.join(caps)}" if caps else ""), "", f"`python bench/ner_wnut.py {' '.join(sys.argv[1:])}` · {machine()} · commit {commit()}", "",
              f"all-MiniLM-L6-v2, W-NUT 2016 train ({n_train} tweets) → dev ({n_dev}), {a.epochs} epoch(s), lr "
              f"{a.lr:g}, batch {a.batch_size}, AdamW, linear warm-up 6% and decay, max length 128, first-piece labels, "
              f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}, the same for every side. Entity F1 "
@@ -176,7 +179,8 @@ def main():
               "evaluating dev after every epoch. Peak RSS (mean over seeds): "
               + ", ".join(f"{short[side]} {mean([r['peak_rss_mb'] for r in runs[side]]):,.0f} MB" for side in sides)
               + "."]
-    write_section(f"ner-wnut-{vendor()}", "\n".join(lines))
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().lower()
+    write_section(f"ner-wnut-{vendor()}" + (f"-{cap}" if cap else ""), "\n".join(lines))
     print("\n".join(lines))
 
 

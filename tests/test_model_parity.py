@@ -238,3 +238,17 @@ def test_packed_batch_of_equal_lengths_takes_the_reshape_path(name):
     assert Packing(cu).uniform
     for a, b in zip(padded.hidden_states, packed.hidden_states):
         assert max_diff(a.reshape(15, -1), b) <= TOL
+
+
+def test_a_packing_moved_to_a_gpu_in_one_copy_keeps_every_field():
+    """On a GPU the packing's index tensors travel as one copy (packing.one_copy); the same function, run here to the
+    CPU, must give back every tensor with its values, shape and dtype (a bool grid included)."""
+    from bertscope.packing import Packing, one_copy
+    p = Packing(torch.tensor([0, 3, 7, 8]))
+    fields = [p.positions, p.index, p.real, p.first, p.cu32]
+    moved = one_copy(fields, "cpu")
+    assert [m.dtype for m in moved] == [f.dtype for f in fields] == [torch.long, torch.long, torch.bool, torch.long,
+                                                                       torch.int32]
+    for m, f in zip(moved, fields):
+        assert m.shape == f.shape and torch.equal(m, f)
+    assert p.real.tolist() == [[True] * 3 + [False], [True] * 4, [True] + [False] * 3]

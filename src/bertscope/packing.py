@@ -31,10 +31,7 @@ class Packing:
         real[index] = True
         self.lengths = lengths
         if torch.device(device).type != "cpu":    # one host-to-device copy, not five (each one waits on a GPU)
-            T, N, G = seq.numel(), self.num_seqs, real.numel()
-            flat = torch.cat([positions, index, real.long(), cu]).to(device)
-            positions, index, real, cu = flat.split([T, T, G, N + 1])
-            real = real.bool()
+            positions, index, real, cu = one_copy([positions, index, real, cu], device)
         self.positions, self.index = positions.to(device), index.to(device)
         self.real = real.view(self.num_seqs, self.max_len).to(device)                   # (N, Lmax)
         self.first = cu[:-1].to(device)                                                 # (N,) first token of each
@@ -50,6 +47,14 @@ class Packing:
         if self.uniform:
             return x.reshape(self.num_seqs * self.max_len, x.shape[-1])
         return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
+
+
+def one_copy(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
+    """The tensors (integer or bool) on `device` through one copy: laid end to end as int64, moved, cut apart and
+    given back their shapes and dtypes."""
+    flat = torch.cat([t.reshape(-1).long() for t in tensors]).to(device)
+    parts = flat.split([t.numel() for t in tensors])
+    return [p.view(t.shape).to(t.dtype) for p, t in zip(parts, tensors)]
 
 
 def _packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
