@@ -358,7 +358,7 @@ def freezable(model, names: tuple[str, ...]) -> list:
 # Peak memory on the CPU is what the step with the most tokens touches, on top of freed blocks glibc keeps from
 # earlier steps of other shapes (they pile up between the trims every 16 steps). Giving those back just before a
 # step of at least this fraction of the most tokens seen yet (8 of 313 steps in an epoch of 10,000 SST-2 rows) cut
-# the peak RSS of MiniLM's fp32 fine-tuning from 1,608-1,647 MB (four runs) to 1,508-1,529 MB (four runs; AMD EPYC
+# the peak RSS of MiniLM's fp32 fine-tuning from 1,608-1,647 MB (four runs) to 1,508-1,549 MB (four runs; AMD EPYC
 # with AVX-512), at no cost measured. A trim after every step costs 15-40% (BENCHMARKS.md); after every 4th or 8th
 # step, it did not lower the peak clearly.
 TRIM_BEFORE = 0.9
