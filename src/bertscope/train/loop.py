@@ -261,9 +261,9 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 mine = batches[position:position + group][rank::world]
                 position = min(position + group, len(batches))
                 micro = [task.collate(data, index, epoch, s.seed) for index in mine]
-                if device.type == "cpu":                     # before a batch near the largest yet: see TRIM_BEFORE
+                if device.type == "cpu":                     # freed heap back: every 16 steps, and see TRIM_BEFORE
                     tokens = sum(b.tokens for b in micro)
-                    if tokens >= TRIM_BEFORE * largest:
+                    if step % 16 == 0 or tokens >= TRIM_BEFORE * largest:
                         trim_heap()
                     largest = max(largest, tokens)
                 counts = _step_counts(micro, dist, device)
@@ -287,8 +287,6 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
-                if device.type == "cpu" and step % 16 == 0:
-                    trim_heap()                              # batches change shape: keep freed memory from piling up
                 if step % s.log_every == 0 or step == total:
                     record = _log_record(step, epoch, position, len(batches), sched, pending, window, settle, dist,
                                          device)
@@ -356,11 +354,11 @@ def freezable(model, names: tuple[str, ...]) -> list:
 
 
 # Peak memory on the CPU is what the step with the most tokens touches, on top of freed blocks glibc keeps from
-# earlier steps of other shapes (they pile up between the trims every 16 steps). Giving those back just before a
-# step of at least this fraction of the most tokens seen yet (8 of 313 steps in an epoch of 10,000 SST-2 rows) cut
-# the peak RSS of MiniLM's fp32 fine-tuning from 1,608-1,647 MB (four runs) to 1,508-1,549 MB (four runs; AMD EPYC
-# with AVX-512), at no cost measured. A trim after every step costs 15-40% (BENCHMARKS.md); after every 4th or 8th
-# step, it did not lower the peak clearly.
+# earlier steps of other shapes (batches change shape, and the blocks pile up between the trims every 16 steps).
+# Giving those back just before a step of at least this fraction of the most tokens seen yet (8 of 313 steps in an
+# epoch of 10,000 SST-2 rows) cut the peak RSS of MiniLM's fp32 fine-tuning from 1,608-1,647 MB (four runs) to
+# 1,508-1,549 MB (four runs; AMD EPYC with AVX-512), at no cost measured. A trim after every step costs 15-40%
+# (BENCHMARKS.md); after every 4th or 8th step, it did not lower the peak clearly.
 TRIM_BEFORE = 0.9
 
 
