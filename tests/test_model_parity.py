@@ -252,3 +252,28 @@ def test_a_packing_moved_to_a_gpu_in_one_copy_keeps_every_field():
     for m, f in zip(moved, fields):
         assert m.shape == f.shape and torch.equal(m, f)
     assert p.real.tolist() == [[True] * 3 + [False], [True] * 4, [True] + [False] * 3]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flash attention runs on CUDA only")
+def test_flash_varlen_equals_attention_of_each_sequence_alone():
+    """On a GPU in bf16, packed sequences go through aten's flash kernels (packing.flash_varlen): its output and the
+    gradients of q, k and v must equal fp32 attention over each sequence on its own."""
+    from bertscope.packing import flash_varlen, use_varlen
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lengths, nh, hd = [5, 17, 1, 64], 4, 32
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device="cuda", dtype=torch.int32)
+    q, k, v = (torch.randn(sum(lengths), nh, hd, device="cuda", generator=g).bfloat16().requires_grad_()
+               for _ in range(3))
+    assert use_varlen(q, need_weights=False, dropout=0.0)
+    out = flash_varlen(q, k, v, cu, max(lengths))
+    grad = torch.randn(out.shape, device="cuda", generator=g).bfloat16()
+    dq, dk, dv = torch.autograd.grad(out, (q, k, v), grad)
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    parts = []
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):               # (1, nh, len, hd) each
+        qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q32, k32, v32))
+        parts.append(torch.nn.functional.scaled_dot_product_attention(qs, ks, vs)[0].transpose(0, 1))
+    ref = torch.cat(parts)                                            # (T, nh, hd)
+    rq, rk, rv = torch.autograd.grad(ref, (q32, k32, v32), grad.float())
+    for got, want in ((out, ref), (dq, rq), (dk, rk), (dv, rv)):
+        assert (got.float() - want).abs().max() < 0.03 * want.abs().max()

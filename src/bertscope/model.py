@@ -137,7 +137,7 @@ class SelfAttention(nn.Module):
         if packing is not None and use_varlen(qkv, need_weights, self.dropout if self.training else 0.0):
             T = qkv.shape[0]                                          # GPU: flash attention over the packed tokens
             q, k, v = qkv.view(T, 3, self.heads, self.head_dim).unbind(1)            # 3 × (T, nh, hd)
-            y = varlen_attn()(q, k, v, packing.cu32, packing.cu32, packing.max_len, packing.max_len)  # (T, nh, hd)
+            y = varlen_attn()(q, k, v, packing.cu32, packing.max_len)                  # (T, nh, hd)
             return self.out(y.reshape(T, self.heads * self.head_dim)), None           # (T, H)
         if packing is not None:
             qkv = packing.pad(qkv)                                    # (B, L, 3·nh·hd)  B = sequences, L = longest
