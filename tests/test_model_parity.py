@@ -277,3 +277,52 @@ def test_flash_varlen_equals_attention_of_each_sequence_alone():
     rq, rk, rv = torch.autograd.grad(ref, (q32, k32, v32), grad.float())
     for got, want in ((out, ref), (dq, rq), (dk, rk), (dv, rv)):
         assert (got.float() - want).abs().max() < 0.03 * want.abs().max()
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "roberta-cls", "albert-cls", "bert"])
+def test_first_only_last_layer_gives_the_reference_outputs(name):
+    """first_only: the last layer runs the first token of each sequence alone. Logits (classifiers) and the pooled
+    output (BERT's pretraining model) still match the reference, padded and packed, and a (B, L, L) mask is read
+    at its first row."""
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    if model.head != "classification":
+        model = bertscope.from_pretrained(TINY / name, head="base")
+    kw = {k: ref[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    out = model(**kw, first_only=True)
+    B = ref["input_ids"].shape[0]
+    assert out.last_hidden_state.shape == (B, model.config.hidden_size)
+    assert max_diff(out.last_hidden_state, ref["hidden_states_%d" % model.config.num_hidden_layers][:, 0]) <= TOL
+    if model.head == "classification":
+        assert max_diff(out.logits, ref["logits"]) <= TOL
+    if "pooler_output" in ref:
+        assert max_diff(out.pooler_output, ref["pooler_output"]) <= TOL
+    ids, types, cu, mask = pack(ref)
+    packed = model(input_ids=ids, token_type_ids=types, cu_seqlens=cu, first_only=True)
+    assert max_diff(packed.last_hidden_state, out.last_hidden_state) <= TOL
+    m3 = graph_mask(ref)
+    full = model(input_ids=ref["input_ids"], attention_mask=m3, token_type_ids=ref["token_type_ids"])
+    first = model(input_ids=ref["input_ids"], attention_mask=m3, token_type_ids=ref["token_type_ids"], first_only=True)
+    assert max_diff(first.last_hidden_state, full.last_hidden_state[:, 0]) <= TOL
+
+
+@pytest.mark.parametrize("name", ["bert-cls", "roberta-cls", "albert-cls"])
+def test_first_only_last_layer_gives_the_same_gradients(name):
+    ref = load_reference(name)
+    ids, types, cu, _ = pack(ref)
+    grads = []
+    for first_only in (False, True):
+        model = bertscope.from_pretrained(TINY / name).eval()            # no dropout: the two must agree exactly
+        out = model(input_ids=ids, token_type_ids=types, cu_seqlens=cu, labels=ref["labels"], first_only=first_only)
+        out.loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        assert max_diff(grads[0][n], grads[1][n]) <= TOL, n
+
+
+def test_first_only_is_refused_where_a_head_reads_every_token():
+    model = bertscope.from_pretrained(TINY / "bert")                  # MLM + NSP
+    ref = load_reference("bert")
+    with pytest.raises(bertscope.errors.InputError, match="every token"):
+        model(input_ids=ref["input_ids"], first_only=True)

@@ -155,10 +155,12 @@ PADDED_UP_TO = 0.15
 
 
 @torch.inference_mode()
-def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None = None, fn=None):
+def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None = None, fn=None,
+        first_only: bool = False):
     """Run the model over every text; `fn(out, batch, index)` maps each batch's Output to per-text results, which
     come back as one list in input order. A batch holds at most batch_size texts and max_tokens tokens (default:
-    CPU_TOKENS_PER_PASS on the CPU, no limit elsewhere)."""
+    CPU_TOKENS_PER_PASS on the CPU, no limit elsewhere). first_only: `fn` reads only the first token of each text
+    (its pooled output or logits), so the last layer computes that token alone (Model.forward)."""
     results: list = [None] * len(enc)
     device = next(model.parameters()).device
     if max_tokens is None and device.type == "cpu":
@@ -171,11 +173,12 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
             lengths = [len(enc.ids[i]) for i in index]
             if device.type == "cpu" and 1 - sum(lengths) / (len(index) * max(lengths)) <= PADDED_UP_TO:
                 padded = to_device(padded_batch(enc, index, model.config.pad_token_id), device)
-                out = _as_packed(model(**padded), padded["attention_mask"])
+                out = model(**padded, first_only=first_only)
+                out = out if first_only else _as_packed(out, padded["attention_mask"])
                 del padded
             else:
                 batch = to_device(batch, device)
-                out = model(**batch)
+                out = model(**batch, first_only=first_only)
             for i, value in zip(index, fn(out, batch, index)):
                 results[i] = value
             del out, batch
@@ -211,7 +214,7 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
         cu = batch["cu_seqlens"].to(x.device)
         lengths = cu[1:] - cu[:-1]                                            # (N,)
         if pooling == "cls":
-            emb = x[cu[:-1]]                                                  # (N, H)
+            emb = x                                                           # (N, H): first_only
         else:
             seq = torch.repeat_interleave(torch.arange(len(index), device=x.device), lengths)
             emb = torch.zeros(len(index), x.shape[-1], dtype=x.dtype, device=x.device).index_add_(0, seq, x)
@@ -220,7 +223,7 @@ def sentence_embeddings(model: Model, enc: Encoded, pooling: str = "mean", norma
     if pooling not in ("mean", "cls"):
         from .errors import UsageError
         raise UsageError(f"--pooling {pooling!r}: use mean or cls")
-    per_window = run(model, enc, batch_size, fn=pool)
+    per_window = run(model, enc, batch_size, fn=pool, first_only=pooling == "cls")
     lengths = enc.lengths
     emb = torch.stack([per_window[g[0]] if len(g) == 1 else
                        sum(per_window[w] * lengths[w] for w in g) / sum(lengths[w] for w in g)
@@ -256,7 +259,7 @@ def class_logits(model: Model, enc: Encoded, batch_size: int = 32, pool: str = "
     the mean (or the max) of its windows' logits."""
     if model.head != "classification":
         raise ValueError(f"this model has head {model.head!r}; predictions need a classification head")
-    per_window = run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().cpu()))
+    per_window = run(model, enc, batch_size, fn=lambda out, b, i: list(out.logits.float().cpu()), first_only=True)
     rows = []
     for g in by_text(enc):
         stacked = torch.stack([per_window[w] for w in g])                     # (W, C)

@@ -166,7 +166,7 @@ class SequenceClassification(Task):
                      int(inputs["input_ids"].numel()))
 
     def loss(self, model, batch: Batch):
-        logits = model(**batch.inputs).logits                               # (N, C)
+        logits = model(**batch.inputs, first_only=True).logits              # (N, C)
         return {"loss": F.cross_entropy(logits.float(), batch.targets["labels"], reduction="sum")}, {}
 
     # ---- evaluation and prediction ----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class MultiLabel(SequenceClassification):
                      len(index), int(inputs["input_ids"].numel()))
 
     def loss(self, model, batch: Batch):
-        logits = model(**batch.inputs).logits.float()                          # (N, C)
+        logits = model(**batch.inputs, first_only=True).logits.float()         # (N, C)
         return {"loss": F.binary_cross_entropy_with_logits(logits, batch.targets["labels"], reduction="sum")}, {}
 
     def probabilities(self, model, data, batch_size: int = 64) -> torch.Tensor:

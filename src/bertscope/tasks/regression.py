@@ -54,7 +54,7 @@ class Regression(SequenceClassification):
                      int(inputs["input_ids"].numel()))
 
     def loss(self, model, batch: Batch):
-        pred = model(**batch.inputs).logits.squeeze(-1).float()              # (N,)
+        pred = model(**batch.inputs, first_only=True).logits.squeeze(-1).float()  # (N,)
         return {"loss": F.mse_loss(pred, batch.targets["labels"], reduction="sum")}, {}
 
     def probabilities(self, model, data, batch_size: int = 64) -> torch.Tensor:
