@@ -326,3 +326,51 @@ def test_first_only_is_refused_where_a_head_reads_every_token():
     ref = load_reference("bert")
     with pytest.raises(bertscope.errors.InputError, match="every token"):
         model(input_ids=ref["input_ids"], first_only=True)
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta", "albert"])
+def test_last_rows_at_the_masked_positions_give_the_reference_mlm_loss(name):
+    """last_rows: the last layer runs the scored positions alone (and the first tokens, which NSP/SOP read)."""
+    ref = load_reference(name)
+    model = bertscope.from_pretrained(TINY / name)
+    kw = model_inputs(ref)
+    scored = (ref["labels"].reshape(-1) != -100).nonzero().squeeze(-1)
+    out = model(**kw, mlm_positions=scored, last_rows=scored)
+    assert max_diff(out.logits, head_logits(ref)[ref["labels"] != -100]) <= TOL
+    assert max_diff(out.loss, ref["loss"]) <= TOL
+    for key in ("seq_relationship_logits", "sop_logits"):
+        if key in ref:
+            assert max_diff(out.pair_logits, ref[key]) <= TOL
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_last_rows_give_the_token_logits_and_gradients_of_the_full_pass(packed):
+    """Token classification at some pieces (any order, a (B, L, L) mask too): the same logits, loss and gradients
+    as the full pass read at those pieces."""
+    ref = load_reference("bert")
+    m3 = graph_mask(ref)
+    ids, types, cu, mask = pack(ref)
+    g = torch.Generator().manual_seed(0)
+    results = []
+    for use_rows in (False, True):
+        torch.manual_seed(0)
+        model = bertscope.from_pretrained(TINY / "bert", head="token-classification", num_labels=5,
+                                          reinit_head=True).eval()
+        if packed:
+            kw = {"input_ids": ids, "token_type_ids": types, "cu_seqlens": cu}
+            n = ids.numel()
+        else:
+            kw = {"input_ids": ref["input_ids"], "token_type_ids": ref["token_type_ids"], "attention_mask": m3}
+            n = ref["input_ids"].numel()
+        rows = torch.tensor([7, 0, 3, 12, n - 1, 20])
+        labels = torch.full((n,), -100)
+        labels[rows] = torch.arange(len(rows)) % 5
+        out = model(**kw, labels=labels.view(kw["input_ids"].shape), last_rows=rows if use_rows else None)
+        logits = out.logits if use_rows else out.logits.reshape(n, -1)[rows]
+        out.loss.backward()
+        results.append((logits, out.loss, {k: p.grad for k, p in model.named_parameters() if p.grad is not None}))
+    (la, lossa, ga), (lb, lossb, gb) = results
+    assert lb.shape == (6, 5) and max_diff(la, lb) <= TOL and max_diff(lossa, lossb) <= TOL
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        assert max_diff(ga[k], gb[k]) <= TOL, k

@@ -32,7 +32,7 @@ from .families import HEADS
 from .inputs import check_inputs, check_labels, check_pair_labels
 from .kernels import Dropout, Linear, dropout
 from . import packing as packed
-from .packing import Packing, use_varlen, varlen_attn
+from .packing import Packing, Rows, use_varlen, varlen_attn
 
 
 def activation(name: str):
@@ -132,10 +132,10 @@ class SelfAttention(nn.Module):
         self.all_heads = heads                                        # before pruning
         self.pruned: set[int] = set()                                 # original indices of removed heads
 
-    def forward(self, x, mask, packing: Packing | None = None, need_weights: bool = False, first_only: bool = False):
+    def forward(self, x, mask, packing: Packing | None = None, need_weights: bool = False, rows: Rows | None = None):
         qkv = self.qkv(x)                                             # (B, L, 3·nh·hd)  or packed (T, 3·nh·hd)
-        if first_only:                                                # the first token of each sequence asks
-            return self._first_queries(qkv, mask, packing), None      # (N, H)
+        if rows is not None:                                          # only these tokens ask (the last layer)
+            return self._queries_at(qkv, mask, packing, rows), None   # (R, H)
         if packing is not None and use_varlen(qkv, need_weights, self.dropout if self.training else 0.0):
             T = qkv.shape[0]                                          # GPU: flash attention over the packed tokens
             q, k, v = qkv.view(T, 3, self.heads, self.head_dim).unbind(1)            # 3 × (T, nh, hd)
@@ -165,32 +165,35 @@ class SelfAttention(nn.Module):
             y = packing.unpad(y)                                      # (T, nh·hd)
         return self.out(y), probs                                     # (B, L, H) or (T, H)
 
-    def _first_queries(self, qkv, mask, packing: Packing | None):
-        """Attention for the first token of every sequence alone (its query against all of its sequence's keys):
-        what a head that reads only that token needs from the last layer."""
-        H = self.heads * self.head_dim
-        if packing is not None:
-            q = qkv.index_select(0, packing.first)[:, :H]             # (N, nh·hd)
-            qkv = packing.pad(qkv)                                    # (N, L, 3·nh·hd)
-        else:
-            q = qkv[:, 0, :H]                                         # (N, nh·hd)
+    def _queries_at(self, qkv, mask, packing: Packing | None, rows: Rows):
+        """Attention for some tokens alone (their queries against all of their sequence's keys): what the heads
+        read from the last layer. The queries of each sequence sit side by side in rows.grid, (N, R_max)."""
+        H, nh, hd = self.heads * self.head_dim, self.heads, self.head_dim
+        q = qkv.reshape(-1, qkv.shape[-1]).index_select(0, rows.index)[:, :H]        # (R, nh·hd)
+        qkv = packing.pad(qkv) if packing is not None else qkv       # (N, L, 3·nh·hd)
         N, L, _ = qkv.shape
-        q = q.reshape(N, self.heads, 1, self.head_dim)                # (N, nh, 1, hd)
-        k, v = (t.transpose(1, 2) for t in qkv.view(N, L, 3, self.heads, self.head_dim).unbind(2)[1:])  # (N,nh,L,hd)
+        q = rows.grid.pad(q)                                          # (N, R_max, nh·hd)
+        Rm = q.shape[1]
+        q = q.view(N, Rm, nh, hd).transpose(1, 2)                     # (N, nh, R_max, hd)
+        k, v = (t.transpose(1, 2) for t in qkv.view(N, L, 3, nh, hd).unbind(2)[1:])  # 2 × (N, nh, L, hd)
         if mask is not None:
-            mask = mask[:, :, :1, :]                                  # (N, 1, 1, L): the first query's row
+            if mask.shape[2] == 1:                                    # (N, 1, 1, L): the same keys for every query
+                pass
+            else:                                                     # (B, 1, L, L): each query's own row
+                mask = rows.grid.pad(mask.reshape(N * L, L).index_select(0, rows.index))[:, None]  # (N, 1, R_max, L)
             if mask.dtype != q.dtype:
                 mask = mask.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         p = self.dropout if self.training else 0.0
         if spelled_out_attention(k, p):
-            scores = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5  # (N, nh, 1, L)
+            scores = (q @ k.transpose(-2, -1)) * hd ** -0.5           # (N, nh, R_max, L)
             if mask is not None:
                 scores = scores + mask
-            y = dropout(scores.softmax(dim=-1), p, self.training) @ v  # (N, nh, 1, hd)
+            y = dropout(scores.softmax(dim=-1), p, self.training) @ v  # (N, nh, R_max, hd)
         else:
             with cuda_attention_backends(q):
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (N, nh, 1, hd)
-        return self.out(y.reshape(N, H))                              # (N, H)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (N, nh, R_max, hd)
+        y = rows.grid.unpad(y.transpose(1, 2).reshape(N, Rm, H))     # (R, nh·hd)
+        return self.out(y)                                            # (R, H)
 
     @torch.no_grad()
     def prune(self, heads):
@@ -232,10 +235,10 @@ class EncoderLayer(nn.Module):
         self.act = activation(c.hidden_act)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
-    def forward(self, x, mask, packing=None, need_weights=False, first_only=False):  # x: (B, L, H) or (T, H)
-        a, probs = self.attention(x, mask, packing, need_weights, first_only)  # (B, L, H); first_only: (N, H)
-        if first_only:                                                # the rest of the layer for those rows alone
-            x = x.index_select(0, packing.first) if packing is not None else x[:, 0]  # (N, H)
+    def forward(self, x, mask, packing=None, need_weights=False, rows=None):  # x: (B, L, H) or (T, H)
+        a, probs = self.attention(x, mask, packing, need_weights, rows)  # (B, L, H); rows given: (R, H)
+        if rows is not None:                                          # the rest of the layer for those rows alone
+            x = x.reshape(-1, x.shape[-1]).index_select(0, rows.index)  # (R, H)
         x = self.attention_norm(x + self.dropout(a))                  # (B, L, H)
         h = self.output(self.intermediate(x, then=self.act))         # (B, L, 4H), GELU'd -> (B, L, H)
         x = self.output_norm(x + self.dropout(h))                     # (B, L, H)
@@ -251,15 +254,15 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.num_unique_layers))
         self.plan = c.layer_plan()                                    # layer index per step
 
-    def forward(self, x, mask, packing=None, output_hidden_states=False, output_attentions=False, first_only=False):
-        """first_only: the last layer computes the first token of each sequence alone (its keys and values still
-        come from every token), and x comes back (N, H)."""
+    def forward(self, x, mask, packing=None, output_hidden_states=False, output_attentions=False, rows=None):
+        """rows (a packing.Rows): the last layer computes those tokens alone (its keys and values still come from
+        every token), and x comes back (R, H)."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         last = len(self.plan) - 1
         for step, i in enumerate(self.plan):
             x, probs = self.layers[i](x, mask, packing, need_weights=output_attentions,
-                                      first_only=first_only and step == last)   # (B, L, H)
+                                      rows=rows if step == last else None)   # (B, L, H)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:
@@ -478,7 +481,7 @@ class Model(nn.Module):
                 cu_seqlens=None, inputs_embeds=None, labels=None, next_sentence_label=None,
                 sentence_order_label=None, start_positions=None, end_positions=None,
                 output_hidden_states=False, output_attentions=False, masked_only=False,
-                mlm_positions=None, first_only=False) -> Output:
+                mlm_positions=None, first_only=False, last_rows=None) -> Output:
         """Padded batch: input_ids (B, L) with attention_mask (B, L) of 1/0, or a per-example (B, L, L) mask
         (1 where token i may attend to token j). Packed batch: input_ids (T,) with cu_seqlens (N + 1,).
         inputs_embeds (B, L, E) (or (T, E) packed) replaces input_ids with embeddings of your own; positions and
@@ -490,7 +493,10 @@ class Model(nn.Module):
         first_only=True, for heads that read the first token alone (the pooler, sequence classification): the last
         layer runs only that token's query, attention output and feed-forward (its keys and values still come from
         every token), the same logits for about a sixth less work in a six-layer model; last_hidden_state is then
-        (N, H), the first token of each sequence."""
+        (N, H), the first token of each sequence.
+        last_rows (R,), flat token indices: the same for heads that read those tokens (token classification at
+        its labelled pieces; MLM at mlm_positions, which must be among them); the first tokens are added where a
+        pooler reads them. logits (and labels, for the loss) are then those rows', in the order given."""
         c = self.config
         tokens = input_ids if input_ids is not None else (inputs_embeds[..., 0] if inputs_embeds is not None
                                                           else None)
@@ -521,28 +527,40 @@ class Model(nn.Module):
         else:
             mask = additive_mask(attention_mask.bool()[:, None, :, :], x.dtype)     # (B, 1, L, L)
 
-        if first_only and (output_hidden_states or output_attentions or self.mlm is not None
-                           or self.token_classifier is not None or self.span is not None):
-            raise InputError(f"first_only computes the first token of each sequence alone in the last layer; the "
-                             f"{self.head} head, hidden states and attentions need every token")
+        rows = None
+        if first_only or last_rows is not None:
+            if output_hidden_states or output_attentions or self.span is not None or (
+                    first_only and (self.mlm is not None or self.token_classifier is not None)):
+                raise InputError(f"{'first_only' if first_only else 'last_rows'} computes some tokens alone in the "
+                                 f"last layer; the {self.head} head, hidden states and attentions need every token")
+            if first_only:
+                rows = Rows.first_tokens(packing, tokens.shape, x.device)
+            elif last_rows.numel():                                   # (an empty one: the full pass, then none)
+                rows = Rows.at(last_rows, packing, tokens.shape, x.device, with_first=self.pooler is not None)
         x, hidden_states, attentions = self.encoder(x, mask, packing, output_hidden_states, output_attentions,
-                                                    first_only)      # (B, L, H), (T, H), or first_only (N, H)
-        out = Output(last_hidden_state=x,
+                                                    rows)            # (B, L, H), (T, H), or rows given (R, H)
+
+        def at(positions):                                            # flat token indices -> their rows of x
+            if rows is None:
+                return x.reshape(-1, x.shape[-1]).index_select(0, positions)
+            return x.index_select(0, torch.searchsorted(rows.index, positions))
+
+        if rows is None:
+            first = x[packing.first] if packing is not None else x[:, 0]  # (B, H) first token of every sequence
+        else:
+            first = x.index_select(0, rows.first) if rows.first is not None else None  # (N, H)
+        out = Output(last_hidden_state=at(last_rows) if last_rows is not None else (first if first_only else x),
                      hidden_states=tuple(hidden_states) if hidden_states is not None else None,
                      attentions=tuple(attentions) if attentions is not None else None)
-
-        if first_only:
-            first = x                                                 # (N, H)
-        else:
-            first = x[packing.first] if packing is not None else x[:, 0]  # (B, H) first token of every sequence
         if self.pooler is not None:
             out.pooler_output = self.pooler(first)                    # (B, H)
         if self.mlm is not None:
             if mlm_positions is None and masked_only and labels is not None:
                 mlm_positions = (labels.reshape(-1) != -100).nonzero().squeeze(-1)      # (M,)
+            if mlm_positions is None and last_rows is not None:
+                mlm_positions = last_rows
             if mlm_positions is not None:
-                flat = x.reshape(-1, x.shape[-1])                     # (B·L, H) or (T, H)
-                out.logits = self.mlm(flat.index_select(0, mlm_positions))  # (M, V) only where a prediction is scored
+                out.logits = self.mlm(at(mlm_positions))              # (M, V) only where a prediction is scored
                 if labels is not None:
                     labels = labels.reshape(-1).index_select(0, mlm_positions)  # (M,)
             else:
@@ -564,8 +582,9 @@ class Model(nn.Module):
             if labels is not None:
                 out.loss = classification_loss(out.logits, labels, c)
         if self.token_classifier is not None:
-            out.logits = self.token_classifier(x)                     # (B, L, C) or (T, C)
+            out.logits = self.token_classifier(out.last_hidden_state)  # (B, L, C), (T, C) or last_rows (R, C)
             if labels is not None:
+                labels = labels.reshape(-1).index_select(0, last_rows) if last_rows is not None else labels
                 out.loss = F.cross_entropy(out.logits.reshape(-1, c.num_labels).float(), labels.reshape(-1),
                                            ignore_index=-100)
         if self.span is not None:

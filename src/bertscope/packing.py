@@ -121,3 +121,38 @@ def use_varlen(qkv: torch.Tensor, need_weights: bool, dropout: float) -> bool:
 def _flash_capable(device_index: int) -> bool:
     """Flash attention's kernels need compute capability 8.0 (Ampere) or later; ROCm builds bring their own."""
     return torch.version.hip is not None or torch.cuda.get_device_capability(device_index) >= (8, 0)
+
+
+class Rows:
+    """Some tokens of a batch, for a last layer that computes only those (the rows its heads read): `index` (R,)
+    into the flattened tokens ((T,) packed, (B·L,) padded), ascending, and `grid`, a Packing of the R rows by
+    sequence, so that attention puts each sequence's queries side by side, (N, R_max). `first` (N,) says where each
+    sequence's first token sits among the rows, when the rows hold it."""
+
+    def __init__(self, index: torch.Tensor, seq: torch.Tensor, num_seqs: int, device, first=None):
+        counts = torch.bincount(seq, minlength=num_seqs)                                # (N,) rows per sequence
+        self.index = index.to(device)                                                   # (R,)
+        self.grid = Packing(torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]), device)
+        self.first = first.to(device) if first is not None else None                    # (N,)
+
+    @classmethod
+    def first_tokens(cls, packing: Packing | None, shape, device) -> "Rows":
+        """The first token of every sequence: one row each (the grid is then a plain reshape)."""
+        n = packing.num_seqs if packing is not None else shape[0]
+        index = packing.first.cpu() if packing is not None else torch.arange(n) * shape[1]
+        return cls(index, torch.arange(n), n, device, first=torch.arange(n))
+
+    @classmethod
+    def at(cls, positions: torch.Tensor, packing: Packing | None, shape, device, with_first: bool) -> "Rows":
+        """The rows at `positions` (M,) (flat token indices, any order), with every sequence's first token added
+        when `with_first`."""
+        positions = positions.cpu()
+        if packing is not None:
+            n, starts = packing.num_seqs, torch.cat([torch.zeros(1, dtype=torch.long), packing.lengths.cumsum(0)])
+        else:
+            n, starts = shape[0], torch.arange(shape[0] + 1) * shape[1]
+        wanted = torch.cat([positions, starts[:-1]]) if with_first else positions
+        index = torch.unique(wanted)                                                    # (R,) ascending
+        seq = torch.searchsorted(starts, index, right=True) - 1                         # (R,) sequence of each row
+        first = torch.searchsorted(index, starts[:-1]) if with_first else None
+        return cls(index, seq, n, device, first)

@@ -94,6 +94,7 @@ class Pretraining(Task):
         inputs, labels, pairs = self.masked(data.extra["instances"], index, seed, epoch if self.dynamic else 0)
         scored = (labels != -100).nonzero().squeeze(-1)                      # on the CPU: no GPU round trip
         inputs["mlm_positions"] = scored
+        inputs["last_rows"] = scored                                         # the last layer computes these alone
         targets = {"mlm": labels[scored]}
         counts = {"mlm": int(scored.numel())}
         if self.with_pairs:
@@ -124,8 +125,9 @@ class Pretraining(Task):
             index = list(range(start, min(start + batch_size, len(instances))))
             inputs, labels, pairs = self.masked(instances, index, seed + 1, 0)
             inputs, labels = {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
-            out = model(**inputs, labels=labels, masked_only=True)
-            y = labels[labels != -100]
+            scored = (labels.reshape(-1) != -100).nonzero().squeeze(-1)          # (M,)
+            out = model(**inputs, mlm_positions=scored, last_rows=scored)
+            y = labels.reshape(-1)[scored]
             loss_sum += float(F.cross_entropy(out.logits.float(), y, reduction="sum"))
             hits += int((out.logits.argmax(-1) == y).sum())
             n += len(y)

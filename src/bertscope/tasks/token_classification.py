@@ -191,13 +191,14 @@ class TokenClassification(Task):
     def collate(self, data, index, epoch, seed) -> Batch:
         inputs = infer.packed_batch(data, index)
         labels = torch.tensor([x for i in index for x in data.extra["labels"][i]], dtype=torch.long)
-        n = int((labels != -100).sum())
-        return Batch(inputs, {"labels": labels}, {"loss": n}, len(index), int(inputs["input_ids"].numel()))
+        scored = (labels != -100).nonzero().squeeze(-1)                       # (R,) the labelled pieces
+        inputs["last_rows"] = scored                                           # the last layer computes these alone
+        return Batch(inputs, {"labels": labels[scored]}, {"loss": int(scored.numel())}, len(index),
+                     int(inputs["input_ids"].numel()))
 
     def loss(self, model, batch: Batch):
-        logits = model(**batch.inputs).logits                                  # (T, C)
-        return {"loss": F.cross_entropy(logits.float(), batch.targets["labels"], ignore_index=-100,
-                                        reduction="sum")}, {}
+        logits = model(**batch.inputs).logits                                  # (R, C) at the labelled pieces
+        return {"loss": F.cross_entropy(logits.float(), batch.targets["labels"], reduction="sum")}, {}
 
     # ---- predictions ----------------------------------------------------------------------------------------
     def predictions(self, model, data, batch_size: int = 64) -> list[dict]:
