@@ -374,3 +374,28 @@ def test_last_rows_give_the_token_logits_and_gradients_of_the_full_pass(packed):
     assert ga.keys() == gb.keys()
     for k in ga:
         assert max_diff(ga[k], gb[k]) <= TOL, k
+
+
+@pytest.mark.slow
+def test_compiled_model_works_out_last_rows_outside_the_graph():
+    """Under torch.compile the rows a last layer computes are worked out eagerly (as the packing is): the same
+    logits as the eager model, and the graph breaks only where it calls those eager functions."""
+    import shutil
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        pytest.skip("torch.compile on the CPU needs a C++ compiler")
+    from torch._dynamo.utils import counters
+    from bertscope.model import compile_model
+    ref = load_reference("bert")
+    ids, types, cu, _ = pack(ref)
+    eager = bertscope.from_pretrained(TINY / "bert", head="token-classification", num_labels=5, reinit_head=True).eval()
+    compiled = bertscope.from_pretrained(TINY / "bert", head="token-classification", num_labels=5, reinit_head=True).eval()
+    compiled.load_state_dict(eager.state_dict())
+    compile_model(compiled)
+    compiled.check = False                                            # as the training loop runs it
+    counters.clear()
+    rows = torch.tensor([0, 3, 7, 12, 20])
+    kw = {"input_ids": ids, "token_type_ids": types, "cu_seqlens": cu, "last_rows": rows}
+    with torch.no_grad():
+        assert max_diff(compiled(**kw).logits, eager(**kw).logits) <= TOL
+    breaks = dict(counters["graph_break"])
+    assert all(k.startswith("Skip calling `torch.compiler.disable()`d function") for k in breaks), breaks

@@ -533,10 +533,8 @@ class Model(nn.Module):
                     first_only and (self.mlm is not None or self.token_classifier is not None)):
                 raise InputError(f"{'first_only' if first_only else 'last_rows'} computes some tokens alone in the "
                                  f"last layer; the {self.head} head, hidden states and attentions need every token")
-            if first_only:
-                rows = Rows.first_tokens(packing, tokens.shape, x.device)
-            elif last_rows.numel():                                   # (an empty one: the full pass, then none)
-                rows = Rows.at(last_rows, packing, tokens.shape, x.device, with_first=self.pooler is not None)
+            if first_only or last_rows.numel():                       # (an empty last_rows: the full pass, then none)
+                rows = packed.rows_for(last_rows, packing, tokens.shape, x.device, self.pooler is not None, first_only)
         x, hidden_states, attentions = self.encoder(x, mask, packing, output_hidden_states, output_attentions,
                                                     rows)            # (B, L, H), (T, H), or rows given (R, H)
 

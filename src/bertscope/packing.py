@@ -66,12 +66,24 @@ def _packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
 packing_for = _packing_for
 
 
+def _rows_for(positions, packing, shape, device, with_first: bool, first_only: bool) -> "Rows":
+    if first_only:
+        return Rows.first_tokens(packing, shape, device)
+    return Rows.at(positions, packing, shape, device, with_first)
+
+
+rows_for = _rows_for
+
+
 def keep_out_of_graphs() -> None:
-    """Under torch.compile the sizes of a packed batch are read on the CPU, so Packing must run eagerly, outside
-    the graph. Called by compile_model (torch.compiler.disable imports the compiler, ~2 s, so only then)."""
-    global packing_for
+    """Under torch.compile the sizes of a packed batch (and of the rows a last layer computes) are read on the CPU,
+    so Packing and Rows must be made eagerly, outside the graph. Called by compile_model (torch.compiler.disable
+    imports the compiler, ~2 s, so only then)."""
+    global packing_for, rows_for
     if packing_for is _packing_for:
         packing_for = torch.compiler.disable(_packing_for)
+    if rows_for is _rows_for:
+        rows_for = torch.compiler.disable(_rows_for)
 
 
 def cu_seqlens_of(lengths) -> torch.Tensor:
