@@ -399,3 +399,16 @@ def test_compiled_model_works_out_last_rows_outside_the_graph():
         assert max_diff(compiled(**kw).logits, eager(**kw).logits) <= TOL
     breaks = dict(counters["graph_break"])
     assert all(k.startswith("Skip calling `torch.compiler.disable()`d function") for k in breaks), breaks
+
+
+def test_last_rows_that_do_not_fit_are_refused():
+    ref = load_reference("bert")
+    model = bertscope.from_pretrained(TINY / "bert")                  # MLM + NSP
+    kw = {k: ref[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    n = ref["input_ids"].numel()
+    with pytest.raises(bertscope.errors.InputError, match="0..%d" % (n - 1)):
+        model(**kw, last_rows=torch.tensor([0, n]))
+    with pytest.raises(bertscope.errors.InputError, match="among last_rows"):
+        model(**kw, last_rows=torch.tensor([1, 2]), mlm_positions=torch.tensor([1, 3]))
+    with pytest.raises(bertscope.errors.InputError, match="not both"):
+        bertscope.from_pretrained(TINY / "bert-cls")(**kw, last_rows=torch.tensor([1]), first_only=True)

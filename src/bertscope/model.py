@@ -533,6 +533,15 @@ class Model(nn.Module):
                     first_only and (self.mlm is not None or self.token_classifier is not None)):
                 raise InputError(f"{'first_only' if first_only else 'last_rows'} computes some tokens alone in the "
                                  f"last layer; the {self.head} head, hidden states and attentions need every token")
+            if first_only and last_rows is not None:
+                raise InputError("give first_only or last_rows, not both")
+            if last_rows is not None and self.check:
+                n = tokens.numel() if cu_seqlens is None else tokens.shape[0]
+                if last_rows.dim() != 1 or last_rows.dtype != torch.long or (
+                        last_rows.numel() and not 0 <= int(last_rows.min()) <= int(last_rows.max()) < n):
+                    raise InputError(f"last_rows: expected a 1-D long tensor of flat token indices in 0..{n - 1}")
+                if mlm_positions is not None and not bool(torch.isin(mlm_positions, last_rows).all()):
+                    raise InputError("mlm_positions: every scored position must be among last_rows")
             if first_only or last_rows.numel():                       # (an empty last_rows: the full pass, then none)
                 rows = packed.rows_for(last_rows, packing, tokens.shape, x.device, self.pooler is not None, first_only)
         x, hidden_states, attentions = self.encoder(x, mask, packing, output_hidden_states, output_attentions,
