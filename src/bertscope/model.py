@@ -495,8 +495,8 @@ class Model(nn.Module):
         every token), the same logits for about a sixth less work in a six-layer model; last_hidden_state is then
         (N, H), the first token of each sequence.
         last_rows (R,), flat token indices: the same for heads that read those tokens (token classification at
-        its labelled pieces; MLM at mlm_positions, which must be among them); the first tokens are added where a
-        pooler reads them. logits (and labels, for the loss) are then those rows', in the order given."""
+        its labelled pieces; MLM at its scored positions: mlm_positions defaults to last_rows, must be among them,
+        and is read once where it is the same tensor); the first tokens are added where a pooler reads them. logits (and labels, for the loss) are then those rows', in the order given."""
         c = self.config
         tokens = input_ids if input_ids is not None else (inputs_embeds[..., 0] if inputs_embeds is not None
                                                           else None)
@@ -566,8 +566,8 @@ class Model(nn.Module):
                 mlm_positions = (labels.reshape(-1) != -100).nonzero().squeeze(-1)      # (M,)
             if mlm_positions is None and last_rows is not None:
                 mlm_positions = last_rows
-            if mlm_positions is not None:
-                out.logits = self.mlm(at(mlm_positions))              # (M, V) only where a prediction is scored
+            if mlm_positions is not None:                             # (M, V) only where a prediction is scored
+                out.logits = self.mlm(out.last_hidden_state if mlm_positions is last_rows else at(mlm_positions))
                 if labels is not None:
                     labels = labels.reshape(-1).index_select(0, mlm_positions)  # (M,)
             else:

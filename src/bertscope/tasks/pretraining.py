@@ -94,7 +94,7 @@ class Pretraining(Task):
         inputs, labels, pairs = self.masked(data.extra["instances"], index, seed, epoch if self.dynamic else 0)
         scored = (labels != -100).nonzero().squeeze(-1)                      # on the CPU: no GPU round trip
         inputs["mlm_positions"] = scored
-        inputs["last_rows"] = scored                                         # the last layer computes these alone
+        inputs["last_rows"] = scored             # the last layer computes these alone (the same tensor: read once)
         targets = {"mlm": labels[scored]}
         counts = {"mlm": int(scored.numel())}
         if self.with_pairs:
