@@ -240,6 +240,52 @@ def test_packed_batch_of_equal_lengths_takes_the_reshape_path(name):
         assert max_diff(a.reshape(15, -1), b) <= TOL
 
 
+@pytest.mark.parametrize("name,lengths", [("bert", [7, 13, 5, 30, 11, 9]), ("roberta", [10] * 5),
+                                          ("albert", [1, 1, 1]), ("bert", [64, 64])])
+def test_spare_rows_of_a_training_pass_change_no_loss_and_no_gradient(monkeypatch, name, lengths):
+    """Training on the CPU through oneDNN, a packed batch carries spare rows up to a multiple of ROUND_ROWS from its
+    embeddings on (in the grid's padding slots, or in extra sequences below when there are too few: equal lengths):
+    the loss and every gradient are those of the pass without them, and the outputs hold the T real tokens."""
+    from bertscope import kernels, packing
+    from bertscope import model as bm
+    if not kernels.ONEDNN:
+        pytest.skip("no oneDNN in this build")
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", True)
+    made = []
+    monkeypatch.setattr(packing, "packing_for", lambda *a: made.append(packing.Packing(*a)) or made[-1])
+    g = torch.Generator().manual_seed(0)
+    T = sum(lengths)
+    results = []
+    for spare in (True, False):
+        monkeypatch.setattr(bm, "rows_multiple", kernels.rows_multiple if spare else lambda w: 1)
+        torch.manual_seed(0)
+        model = bertscope.from_pretrained(TINY / name, head="token-classification", num_labels=3, reinit_head=True)
+        model.train()
+        for m in model.modules():                                       # no dropout: both passes comparable
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+            if isinstance(m, bm.SelfAttention):
+                m.dropout = 0.0
+        g.manual_seed(0)
+        ids = torch.randint(5, model.config.vocab_size, (T,), generator=g)
+        labels = torch.randint(0, 3, (T,), generator=g)
+        cu = packing.cu_seqlens_of(lengths)
+        full = model(input_ids=ids, cu_seqlens=cu, labels=labels)      # every token: (T, 3)
+        assert full.logits.shape == (T, 3)
+        rows = torch.arange(0, T, 3)
+        part = model(input_ids=ids, cu_seqlens=cu, labels=labels, last_rows=rows)
+        (full.loss + part.loss).backward()
+        results.append((full.logits, part.logits, {k: p.grad for k, p in model.named_parameters()
+                                                   if p.grad is not None}))
+        assert (made[-1].spare > 0) == (spare and T % kernels.ROUND_ROWS > 0)
+        assert (T + made[-1].spare) % (kernels.ROUND_ROWS if spare else 1) == 0
+    (fa, pa, ga), (fb, pb, gb) = results
+    assert max_diff(fa, fb) <= TOL and max_diff(pa, pb) <= TOL
+    assert ga.keys() == gb.keys()
+    for k in ga:
+        assert max_diff(ga[k], gb[k]) <= TOL, k
+
+
 def test_a_packing_moved_to_a_gpu_in_one_copy_keeps_every_field():
     """On a GPU the packing's index tensors travel as one copy (packing.one_copy); the same function, run here to the
     CPU, must give back every tensor with its values, shape and dtype (a bool grid included)."""

@@ -480,6 +480,15 @@ def _round_rows(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return _autocast_on_cpu() or x.dtype == torch.bfloat16 or _use_onednn(x, weight)
 
 
+def rows_multiple(weight: torch.Tensor) -> int:
+    """ROUND_ROWS where products with this weight round their rows in this pass (see _round_rows), else 1. A
+    packed batch then carries spare rows up to that multiple from its embeddings on (packing.Packing), so that no
+    product pads its input and cuts its output again: 4 copies a layer less, and their memory."""
+    if weight.device.type != "cpu" or not weight.requires_grad:
+        return 1
+    return ROUND_ROWS if _round_rows(weight.new_empty(1, weight.shape[1]), weight) else 1
+
+
 def _needs_graph(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)) or torch.compiler.is_compiling()
 

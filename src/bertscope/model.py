@@ -30,7 +30,7 @@ from .config import Config
 from .errors import InputError
 from .families import HEADS
 from .inputs import check_inputs, check_labels, check_pair_labels
-from .kernels import Dropout, Linear, dropout
+from .kernels import Dropout, Linear, dropout, rows_multiple
 from . import packing as packed
 from .packing import Packing, Rows, use_varlen, varlen_attn
 
@@ -171,7 +171,10 @@ class SelfAttention(nn.Module):
         H, nh, hd = self.heads * self.head_dim, self.heads, self.head_dim
         q = qkv.reshape(-1, qkv.shape[-1]).index_select(0, rows.index)[:, :H]        # (R, nh·hd)
         qkv = packing.pad(qkv) if packing is not None else qkv       # (N, L, 3·nh·hd)
-        N, L, _ = qkv.shape
+        N = rows.grid.num_seqs
+        if qkv.shape[0] > N:                                          # a grid with spare sequences below
+            qkv, mask = qkv[:N], (mask[:N] if mask is not None else None)
+        L = qkv.shape[1]
         q = rows.grid.pad(q)                                          # (N, R_max, nh·hd)
         Rm = q.shape[1]
         q = q.view(N, Rm, nh, hd).transpose(1, 2)                     # (N, nh, R_max, hd)
@@ -268,6 +271,14 @@ class Encoder(nn.Module):
             if output_attentions:
                 attentions.append(probs)                              # (B, nh, L, L)
         return x, hidden_states, attentions
+
+
+def _with_spare_rows(spare: int, c: Config, input_ids, token_type_ids, position_ids, inputs_embeds):
+    """Packed inputs (T,) with `spare` rows more below: valid ids whose results nothing reads."""
+    def more(t, value):
+        return None if t is None else torch.cat([t, t.new_full((spare, *t.shape[1:]), value)])
+    return (more(input_ids, 0), more(token_type_ids, 0), more(position_ids, c.position_offset),
+            more(inputs_embeds, 0.0))
 
 
 # ---- pooler and heads -----------------------------------------------------------------------------------------------
@@ -504,7 +515,12 @@ class Model(nn.Module):
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, inputs_embeds)
             n = tokens.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
             check_labels(c, self.head, labels, tuple(tokens.shape), n)
-        packing = packed.packing_for(cu_seqlens, tokens.device) if cu_seqlens is not None else None
+        packing = None
+        if cu_seqlens is not None:
+            # spare rows up to the row count the products round to (training on the CPU): see Packing
+            every = 1 if output_hidden_states or output_attentions else rows_multiple(
+                self.encoder.layers[0].attention.qkv.weight)
+            packing = packed.packing_for(cu_seqlens, tokens.device, -tokens.shape[0] % every)
         if token_type_ids is None:
             token_type_ids = torch.zeros(tokens.shape, dtype=torch.long, device=tokens.device)
         if position_ids is None:
@@ -516,6 +532,9 @@ class Model(nn.Module):
                 position_ids = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape) \
                     + c.position_offset
 
+        if packing is not None and packing.spare:                     # (T + spare,)
+            input_ids, token_type_ids, position_ids, inputs_embeds = _with_spare_rows(
+                packing.spare, c, input_ids, token_type_ids, position_ids, inputs_embeds)
         x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)  # (B, L, H)
 
         if packing is not None:
@@ -546,6 +565,8 @@ class Model(nn.Module):
                 rows = packed.rows_for(last_rows, packing, tokens.shape, x.device, self.pooler is not None, first_only)
         x, hidden_states, attentions = self.encoder(x, mask, packing, output_hidden_states, output_attentions,
                                                     rows)            # (B, L, H), (T, H), or rows given (R, H)
+        if packing is not None and packing.spare and rows is None:
+            x = x[:tokens.shape[0]]                                   # (T, H) without the spare rows
 
         def at(positions):                                            # flat token indices -> their rows of x
             if rows is None:

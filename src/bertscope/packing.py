@@ -17,38 +17,47 @@ class Packing:
 
     cu_seqlens (N + 1,) = [0, len_0, len_0 + len_1, ...]; the T = cu_seqlens[-1] tokens are laid out sequence after
     sequence. `pad` / `unpad` move attention's inputs into the grid and its outputs back.
+
+    spare > 0: the packed tensors carry that many rows more below the T tokens (training on the CPU rounds the
+    row count so that oneDNN's products see few shapes, kernels.ROUND_ROWS). The spare rows sit in the grid's
+    padding slots (or in extra sequences of padding below the N, `grid_seqs`), which no real query attends to:
+    what they compute is never read, so their gradient is zero.
     """
 
-    def __init__(self, cu_seqlens: torch.Tensor, device=None):
+    def __init__(self, cu_seqlens: torch.Tensor, device=None, spare: int = 0):
         # Worked out on the CPU (a GPU would wait for every size read back), then moved to `device` once.
         cu = cu_seqlens.cpu()
         device = device or cu_seqlens.device
         lengths = cu[1:] - cu[:-1]                                                      # (N,)
         self.num_seqs, self.max_len = lengths.numel(), int(lengths.max())
-        self.uniform = int(lengths.min()) == self.max_len      # all one length: the grid is a plain reshape
+        self.uniform = int(lengths.min()) == self.max_len and spare == 0  # the grid is then a plain reshape
         seq = torch.repeat_interleave(torch.arange(self.num_seqs), lengths)             # (T,)
         positions = torch.arange(seq.numel()) - cu[seq]                                 # (T,)
         index = seq * self.max_len + positions                                          # (T,) flat slot in grid
-        real = torch.zeros(self.num_seqs * self.max_len, dtype=torch.bool)
+        free = self.num_seqs * self.max_len - seq.numel()                               # padding slots
+        self.grid_seqs = self.num_seqs + max(0, -(-(spare - free) // self.max_len))     # (N + extra) rows of grid
+        real = torch.zeros(self.grid_seqs * self.max_len, dtype=torch.bool)
         real[index] = True
-        self.lengths = lengths
+        if spare:                                                # the spare rows: the first free slots
+            index = torch.cat([index, (~real).nonzero().squeeze(1)[:spare]])           # (T + spare,)
+        self.lengths, self.spare = lengths, spare
         if torch.device(device).type != "cpu":    # one host-to-device copy, not five (each one waits on a GPU)
             positions, index, real, cu = one_copy([positions, index, real, cu], device)
         self.positions, self.index = positions.to(device), index.to(device)
-        self.real = real.view(self.num_seqs, self.max_len).to(device)                   # (N, Lmax)
+        self.real = real.view(self.grid_seqs, self.max_len).to(device)                  # (N + extra, Lmax)
         self.first = cu[:-1].to(device)                                                 # (N,) first token of each
         self.cu32 = cu.to(device=device, dtype=torch.int32)                             # for the varlen kernel
 
-    def pad(self, x: torch.Tensor) -> torch.Tensor:                                     # (T, D) -> (N, Lmax, D)
+    def pad(self, x: torch.Tensor) -> torch.Tensor:                     # (T + spare, D) -> (N + extra, Lmax, D)
         if self.uniform:
             return x.view(self.num_seqs, self.max_len, x.shape[-1])
-        grid = x.new_zeros(self.num_seqs * self.max_len, x.shape[-1])
-        return grid.index_copy(0, self.index, x).view(self.num_seqs, self.max_len, x.shape[-1])
+        grid = x.new_zeros(self.grid_seqs * self.max_len, x.shape[-1])
+        return grid.index_copy(0, self.index, x).view(self.grid_seqs, self.max_len, x.shape[-1])
 
-    def unpad(self, x: torch.Tensor) -> torch.Tensor:                                   # (N, Lmax, D) -> (T, D)
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:                   # (N + extra, Lmax, D) -> (T + spare, D)
         if self.uniform:
             return x.reshape(self.num_seqs * self.max_len, x.shape[-1])
-        return x.reshape(self.num_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
+        return x.reshape(self.grid_seqs * self.max_len, x.shape[-1]).index_select(0, self.index)
 
 
 def one_copy(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
@@ -59,8 +68,8 @@ def one_copy(tensors: list[torch.Tensor], device) -> list[torch.Tensor]:
     return [p.view(t.shape).to(t.dtype) for p, t in zip(parts, tensors)]
 
 
-def _packing_for(cu_seqlens: torch.Tensor, device) -> Packing:
-    return Packing(cu_seqlens, device)
+def _packing_for(cu_seqlens: torch.Tensor, device, spare: int = 0) -> Packing:
+    return Packing(cu_seqlens, device, spare)
 
 
 packing_for = _packing_for
