@@ -156,11 +156,13 @@ PADDED_UP_TO = 0.15
 
 @torch.inference_mode()
 def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None = None, fn=None,
-        first_only: bool = False):
+        first_only: bool = False, rows=None):
     """Run the model over every text; `fn(out, batch, index)` maps each batch's Output to per-text results, which
     come back as one list in input order. A batch holds at most batch_size texts and max_tokens tokens (default:
     CPU_TOKENS_PER_PASS on the CPU, no limit elsewhere). first_only: `fn` reads only the first token of each text
-    (its pooled output or logits), so the last layer computes that token alone (Model.forward)."""
+    (its pooled output or logits), so the last layer computes that token alone (Model.forward). rows(i): the
+    positions in text i that `fn` reads (a token head's logits), so that the last layer computes those alone; the
+    logits then come (R, C), text after text, each text's rows in the order given."""
     results: list = [None] * len(enc)
     device = next(model.parameters()).device
     if max_tokens is None and device.type == "cpu":
@@ -171,14 +173,18 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
         for index in length_batches([len(x) for x in enc.ids], max_tokens, batch_size):
             batch = packed_batch(enc, index)
             lengths = [len(enc.ids[i]) for i in index]
-            if device.type == "cpu" and 1 - sum(lengths) / (len(index) * max(lengths)) <= PADDED_UP_TO:
+            padded = device.type == "cpu" and 1 - sum(lengths) / (len(index) * max(lengths)) <= PADDED_UP_TO
+            starts = [k * max(lengths) for k in range(len(index))] if padded else batch["cu_seqlens"][:-1].tolist()
+            last = None if rows is None else torch.tensor([s + p for i, s in zip(index, starts) for p in rows(i)],
+                                                          dtype=torch.long, device=device)
+            if padded:
                 padded = to_device(padded_batch(enc, index, model.config.pad_token_id), device)
-                out = model(**padded, first_only=first_only)
-                out = out if first_only else _as_packed(out, padded["attention_mask"])
+                out = model(**padded, first_only=first_only, last_rows=last)
+                out = out if first_only or rows is not None else _as_packed(out, padded["attention_mask"])
                 del padded
             else:
                 batch = to_device(batch, device)
-                out = model(**batch, first_only=first_only)
+                out = model(**batch, first_only=first_only, last_rows=last)
             for i, value in zip(index, fn(out, batch, index)):
                 results[i] = value
             del out, batch

@@ -204,19 +204,20 @@ class TokenClassification(Task):
     def predictions(self, model, data, batch_size: int = 64) -> list[dict]:
         """Per sentence: every word's tag and its probability, from its first piece in the window where the word
         sits most centrally (a word the model never saw, past the length limit, gets 'O' or the first tag, score 0)."""
-        per_window = infer.run(model, data, batch_size, fn=lambda out, b, i: list(
-            out.logits.float().softmax(-1).cpu().split((b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).tolist())))
+        firsts = [[pos for pos, w in enumerate(words) if w >= 0 and (pos == 0 or words[pos - 1] != w)]
+                  for words in data.word_ids]                                 # each word's first piece
+        per_window = infer.run(model, data, batch_size, rows=firsts.__getitem__, fn=lambda out, b, index: list(
+            out.logits.float().softmax(-1).cpu().split([len(firsts[i]) for i in index])))  # (R, C) by window
         best: dict = {}                                                       # (sentence, word) -> (centrality, p)
         for k, probs in enumerate(per_window):
             s = data.extra["sentence"][k]
             words = data.word_ids[k]
             n = len(words)
-            for pos, w in enumerate(words):
-                if w < 0 or (pos > 0 and words[pos - 1] == w):
-                    continue                                                  # not a word's first piece
+            for pos, p in zip(firsts[k], probs):
+                w = words[pos]
                 centrality = min(pos, n - 1 - pos)
                 if (s, w) not in best or centrality > best[(s, w)][0]:
-                    best[(s, w)] = (centrality, probs[pos])
+                    best[(s, w)] = (centrality, p)
         fallback = self.labels.index("O") if "O" in self.labels else 0
         out = []
         for s, words in enumerate(data.extra["words"]):
