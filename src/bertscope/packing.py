@@ -40,7 +40,7 @@ class Packing:
         real[index] = True
         if spare:                                                # the spare rows: the first free slots
             index = torch.cat([index, (~real).nonzero().squeeze(1)[:spare]])           # (T + spare,)
-        self.lengths, self.spare = lengths, spare
+        self.lengths, self.spare, self.starts = lengths, spare, cu.long()                # starts: (N + 1,) on the CPU
         if torch.device(device).type != "cpu":    # one host-to-device copy, not five (each one waits on a GPU)
             positions, index, real, cu = one_copy([positions, index, real, cu], device)
         self.positions, self.index = positions.to(device), index.to(device)
@@ -169,7 +169,7 @@ class Rows:
         when `with_first`."""
         positions = positions.cpu()
         if packing is not None:
-            n, starts = packing.num_seqs, torch.cat([torch.zeros(1, dtype=torch.long), packing.lengths.cumsum(0)])
+            n, starts = packing.num_seqs, packing.starts
         else:
             n, starts = shape[0], torch.arange(shape[0] + 1) * shape[1]
         wanted = torch.cat([positions, starts[:-1]]) if with_first else positions
