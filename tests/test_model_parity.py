@@ -458,3 +458,23 @@ def test_last_rows_that_do_not_fit_are_refused():
         model(**kw, last_rows=torch.tensor([1, 2]), mlm_positions=torch.tensor([1, 3]))
     with pytest.raises(bertscope.errors.InputError, match="not both"):
         bertscope.from_pretrained(TINY / "bert-cls")(**kw, last_rows=torch.tensor([1]), first_only=True)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_int8_layers_run_packed_batches(grad):
+    """An int8 model (its Q/K/V and first feed-forward products swapped for Int8Linear, which has no `weight`) runs
+    a packed batch, with or without autograd on, and stays close to fp32: the packed path reads the first layer's
+    product only to decide on spare rows."""
+    from bertscope import quantize
+    from bertscope.packing import cu_seqlens_of
+    ref = load_reference("bert")
+    fp32 = bertscope.from_pretrained(TINY / "bert").eval()
+    int8 = quantize.apply(bertscope.from_pretrained(TINY / "bert"), {
+        f"encoder.layers.{i}.{name}": torch.ones(fp32.config.hidden_size)
+        for i in range(fp32.config.num_hidden_layers) for name in ("attention.qkv", "intermediate")})
+    ids = ref["input_ids"][:, :5].reshape(-1)
+    cu = cu_seqlens_of([5] * ref["input_ids"].shape[0])
+    with torch.set_grad_enabled(grad):
+        a, b = fp32(input_ids=ids, cu_seqlens=cu), int8(input_ids=ids, cu_seqlens=cu)
+    assert a.last_hidden_state.shape == b.last_hidden_state.shape
+    assert torch.nn.functional.cosine_similarity(a.last_hidden_state, b.last_hidden_state, dim=-1).min() > 0.95

@@ -518,8 +518,8 @@ class Model(nn.Module):
         packing = None
         if cu_seqlens is not None:
             # spare rows up to the row count the products round to (training on the CPU): see Packing
-            every = 1 if output_hidden_states or output_attentions else rows_multiple(
-                self.encoder.layers[0].attention.qkv.weight)
+            w = getattr(self.encoder.layers[0].attention.qkv, "weight", None)  # (an int8 layer has none)
+            every = 1 if w is None or output_hidden_states or output_attentions else rows_multiple(w)
             packing = packed.packing_for(cu_seqlens, tokens.device, -tokens.shape[0] % every)
         if token_type_ids is None:
             token_type_ids = torch.zeros(tokens.shape, dtype=torch.long, device=tokens.device)
