@@ -127,7 +127,7 @@ def test_a_write_that_fails_leaves_the_previous_file_and_no_half_file(tmp_path):
 def test_embed_checks_the_output_path_before_any_work(tiny, tmp_path):
     blocker = write(tmp_path, "file", "x")
     texts = write(tmp_path, "t.txt", "hello\n")
-    refused(run("embed", tiny, texts, "--out", blocker / "e.npy"), "cannot write there")
+    refused(run("embed", tiny, texts, "--out", blocker / "e.npy"), "is a file, so no folder can be made there")
     refused(run("embed", tiny, texts, "--out", tmp_path / "e.xml"), "--out", ".npy or .jsonl")
 
 
@@ -317,3 +317,124 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_to_start_again
     refused(run("finetune", "--resume", out), "stopped before its first checkpoint", "--overwrite")
     (out / "config.json").write_text("{}", encoding="utf-8")                   # a run that finished
     refused(run("finetune", "--resume", out), "this run finished")
+
+
+# ---- found by a bad-input hunt (2026-12-04) ------------------------------------------------------------------------
+
+def test_export_refuses_the_models_own_files_another_suffix_and_an_existing_file(tiny, tmp_path):
+    before = snapshot(tiny)
+    refused(run("export", tiny, tiny / "model.safetensors"), "OUT", ".onnx")
+    refused(run("export", tiny, tiny / "m.onnx"), "inside", "a folder this command reads")
+    assert snapshot(tiny) == before
+    mine = write(tmp_path, "mine.onnx", "my earlier export")
+    refused(run("export", tiny, mine), "already exists", "--overwrite")
+    assert mine.read_text() == "my earlier export"
+
+
+def test_embed_and_masks_refuse_to_write_over_their_input(tiny, tmp_path):
+    texts = write(tmp_path, "in.jsonl", '{"text": "a great film"}\n{"text": "bad"}\n')
+    refused(run("embed", tiny, texts, "--out", texts), "which this command reads")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(texts)
+    refused(run("embed", tiny, texts, "--out", link), "which this command reads")
+    corpus = write(tmp_path, "corpus.txt", "a line of text\n")
+    refused(run("masks", corpus, "--tokenizer", tiny, "--out", corpus), "which this command reads")
+    refused(run("masks", corpus, "--tokenizer", tiny, "--out", tiny / "tokenizer.json"), "inside")
+    assert texts.read_text() == '{"text": "a great film"}\n{"text": "bad"}\n' and corpus.read_text() == \
+        "a line of text\n"
+
+
+def test_masks_at_the_shortest_length_allowed(tiny, tmp_path):
+    corpus = write(tmp_path, "corpus.txt", "a line of several words that is longer than one token\n")
+    r = run("masks", corpus, "--tokenizer", tiny, "--out", tmp_path / "m.jsonl", "--max-length", "3")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert rows and all(len(row["tokens"]) <= 3 for row in rows)
+
+
+def test_a_loss_that_is_not_a_number_stops_training_before_the_weights(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    text = refused(run("finetune", tiny, "--train", sst, "--eval", sst, "--out", out, "--lr", "1e30",
+                       "--epochs", "2", "--batch-size", "8"), "not a finite number", "--lr")
+    assert "step " in text
+    if (out / "model.safetensors").exists():                        # whatever was saved is from before it
+        from safetensors.torch import load_file
+        assert all(torch.isfinite(t).all() for t in load_file(out / "model.safetensors").values())
+
+
+@pytest.mark.parametrize("option", [("--text-column", "label"), ("--pair-column", "label"),
+                                    ("--label-column", "sentence"), ("--pair-column", "sentence")])
+def test_the_text_pair_and_label_columns_must_differ(tiny, sst, tmp_path, option):
+    refused(run("finetune", tiny, "--train", sst, "--out", tmp_path / "o", *option), "columns must differ")
+
+
+def test_json_lines_take_the_text_field_of_their_first_record(tiny, tmp_path):
+    mixed = write(tmp_path, "mixed.jsonl", '{"sentence": "a great film"}\n{"text": "bad"}\n')
+    refused(run("embed", tiny, mixed, "--out", tmp_path / "e.npy"), "line 2", "'sentence'")
+
+
+def test_word_tags_are_not_read_from_a_table(tiny, sst, tmp_path):
+    refused(run("finetune", tiny, "--train", sst, "--task", "token-classification", "--out", tmp_path / "o"),
+            "word tags are read from CoNLL")
+
+
+def test_one_odd_tag_among_iob2_tags_is_named(tiny, tmp_path):
+    conll = write(tmp_path, "t.conll", "John\tI-person\nlives\tO\n\nShe\tO\nsaw\t0\nNew\tB-loc\nYork\tI-loc\n")
+    refused(run("finetune", tiny, "--train", conll, "--out", tmp_path / "o"), "line 1", "I-person")
+    iobes = write(tmp_path, "e.conll", "John\tS-person\nlives\tO\n\nNew\tB-loc\nYork\tE-loc\n")
+    refused(run("finetune", tiny, "--train", iobes, "--out", tmp_path / "o"), "IOBES")
+
+
+def test_a_task_the_head_was_not_trained_for_is_refused(tiny, tmp_path):
+    reg = write(tmp_path, "reg.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i / 3:.2f}\n" for i in range(8)))
+    out = tmp_path / "reg"
+    assert run("finetune", tiny, "--train", reg, "--out", out, "--max-steps", "1").exit_code == 0
+    texts = write(tmp_path, "t.txt", "a great film\n")
+    refused(run("predict", out, texts, "--task", "classification"), "fine-tuned for regression")
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "cls", "--max-steps", "1").exit_code == 0
+    refused(run("evaluate", tmp_path / "cls", reg, "--task", "regression"), "fine-tuned for classification")
+
+
+def test_tsv_predictions_keep_their_columns(tiny, tmp_path):
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "cls", "--max-steps", "1").exit_code == 0
+    tabs = write(tmp_path, "tabs.jsonl", json.dumps({"text": "a\tgreat\nfilm \\ here"}) + "\n")
+    r = run("predict", tmp_path / "cls", tabs)
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.output.splitlines() if line.count("\t") >= 2]
+    assert rows[-1].split("\t")[-1] == "a\\tgreat\\nfilm \\\\ here" and rows[-1].count("\t") == rows[0].count("\t")
+
+
+def test_metrics_that_are_not_numbers_are_json_null(tiny, tmp_path):
+    reg = write(tmp_path, "reg.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i / 3:.2f}\n" for i in range(8)))
+    const = write(tmp_path, "const.tsv", "sentence\tlabel\ntext a\t1.0\ntext b\t1.0\n")
+    out = tmp_path / "reg"
+    r = run("finetune", tiny, "--train", reg, "--eval", const, "--out", out, "--epochs", "2")
+    assert r.exit_code == 0, r.output
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+    r = run("evaluate", out, const, "--format", "json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output[r.output.index("{"):], parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert m["pearson"] is None
+
+
+def test_resume_of_the_other_kind_of_run_and_of_a_cut_off_state(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    r = bertscope.api.finetune(tiny, sst, out, epochs=2, save_every=2, stop_after=2, device="cpu")
+    assert not r.finished
+    refused(run("pretrain", "--resume", out), "this is a finetune run", "bertscope finetune --resume")
+    state = out / "checkpoint" / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    refused(run("finetune", "--resume", out), "truncated or corrupt")
+
+
+def test_a_corrupt_tokenizer_is_named_not_called_missing(tiny, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).write_bytes((tiny / name).read_bytes())
+    (folder / "tokenizer.json").write_text('{"x":', encoding="utf-8")
+    texts = write(tmp_path, "t.txt", "hello\n")
+    refused(run("embed", folder, texts, "--out", tmp_path / "e.npy"), "tokenizer.json", "cannot be read")

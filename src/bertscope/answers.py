@@ -245,8 +245,10 @@ def best_answers(questions: Sequence[Question], windows: Sequence[Window], start
     (characters of the context, end exclusive) with top_k=1, or a list of up to top_k such dicts, best first; with
     handle_impossible_answer "no answer" competes as `answer=""`, start=end=0. None (top_k=1) or [] where no span
     scores above 0 (a context with no tokens)."""
-    if top_k < 1 or max_answer_len < 1:
-        raise UsageError(f"--top-k {top_k} and --max-answer-length {max_answer_len}: both must be at least 1")
+    if max_answer_len < 1:
+        raise UsageError(f"--max-answer-length {max_answer_len}: expected at least 1 token")
+    if top_k < 1:
+        raise UsageError(f"top_k {top_k}: expected at least 1 answer")
     if not len(windows) == len(start_logits) == len(end_logits):
         raise ValueError(f"{len(windows)} windows but {len(start_logits)} rows of start logits and "
                          f"{len(end_logits)} of end logits; give one row per window")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .errors import DataError
+from .errors import DataError, UsageError
 
 TABLES = (".tsv", ".csv", ".jsonl")
 STDIN = "-"
@@ -141,8 +141,22 @@ class Examples:
         return f"{self.path} line {self.lines[i]}"
 
 
+def _distinct(text_column, label_column, pair_column, chosen: bool):
+    """The text, label and pair columns must be three different ones: a model fed its own label learns nothing."""
+    roles = [("text", text_column), ("label", label_column), ("pair", pair_column)]
+    for i, (role, col) in enumerate(roles):
+        for other, same in roles[i + 1:]:
+            if col and col == same:
+                default = "" if chosen or role != "text" else (" (the text column by default; name another with "
+                                                              "--text-column)")
+                raise UsageError(f"--{other}-column {same!r} is also the {role} column{default}; the text, pair "
+                                 "and label columns must differ")
+
+
 def _columns(path, header, text_column, label_column, pair_column):
+    chosen = text_column is not None
     text_column = text_column or next((c for c in ("text", "sentence") if c in header), header[0])
+    _distinct(text_column, label_column, pair_column, chosen)
     for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
         if col and col not in header:
             raise DataError(f"{path} line 1: no {role} column {col!r}; the header has "
@@ -160,8 +174,11 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         _check_file(Path(source))
     if not is_table(source):
         if label_column or pair_column:
+            kind = ("; it is a CoNLL file of word tags, read by --task token-classification" if is_conll(source) else
+                    "; a .json file is SQuAD-style questions, read by --task question-answering"
+                    if str(source).lower().endswith(".json") else "; this is read as plain text, one text a line")
             raise DataError(f"{name}: labels and sentence pairs are read from .tsv, .csv or .jsonl files with "
-                            "named columns; this is read as plain text, one text a line")
+                            f"named columns{kind}")
         for n, line in lines(source):
             if line.strip():
                 yield n, line.strip(), None, None
@@ -174,7 +191,10 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         try:
             if isinstance(rec, DataError):
                 raise rec
-            col = text_col or text_column or ("text" if "text" in rec else "sentence")
+            if text_col is None:                  # JSON lines: the text field is chosen once, from the first record
+                text_col = text_column or ("text" if "text" in rec else "sentence")
+                _distinct(text_col, label_column, pair_column, text_column is not None)
+            col = text_col
             values = {}
             for role, c in (("text", col), ("label", label_column), ("pair", pair_column)):
                 if not c:

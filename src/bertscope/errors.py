@@ -58,6 +58,10 @@ class ExportError(BertscopeError, RuntimeError):
     """An export that could not be written or did not reproduce the PyTorch outputs."""
 
 
+class TrainingDiverged(BertscopeError, RuntimeError):
+    """A loss or gradient that is no longer a finite number: training stops before it reaches the weights."""
+
+
 class TrainingInterrupted(BertscopeError):
     """Training stopped on Ctrl-C (or after the steps asked for) with a resumable checkpoint written."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExportError, missing_extra
+from .errors import ExportError, UsageError, missing_extra
 from .io import atomic_write
 from .model import Model
 
@@ -41,6 +41,12 @@ def _sample(model: Model, batch: int, length: int, seed: int):
     return ids, mask, torch.zeros_like(ids)
 
 
+def _check_length(c, length: int):
+    if length > c.max_tokens:
+        raise UsageError(f"--length {length} exceeds what this {c.family.title} model's position table allows "
+                         f"({c.max_tokens} tokens)")
+
+
 def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length: int = 16) -> dict:
     """Write an ONNX graph with named inputs (input_ids, attention_mask, token_type_ids) and outputs, then run it in
     onnxruntime on a different batch and length (when dynamic) and compare with PyTorch."""
@@ -59,6 +65,7 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     if dynamic:
         B, L = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.config.max_tokens)
         kwargs["dynamic_shapes"] = {k: {0: B, 1: L} for k in inputs}
+    _check_length(model.config, length)
     sample = _sample(model, batch, length, seed=0)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
@@ -101,6 +108,7 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     from matplotlib.patches import FancyBboxPatch
 
     c = model.config
+    _check_length(c, length)                            # as explain and encode: no picture of what cannot run
     B, L, H, E = batch, length, c.hidden_size, c.embedding_dim
     nh, hd, I, V = c.num_attention_heads, c.head_dim, c.intermediate_size, c.vocab_size
     dims = lambda *d: "[" + ", ".join(map(str, d)) + "]"  # noqa: E731

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import socket
 import tempfile
@@ -67,6 +68,18 @@ def write_text(path, text: str) -> Path:
     return atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
 
 
+def json_safe(obj):
+    """obj with every float that is not finite (a Pearson of constant targets is NaN) as None, so that json.dumps
+    writes null: NaN and Infinity are not JSON, and strict parsers reject them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path, obj) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
@@ -78,12 +91,32 @@ def _remove(p):
         pass
 
 
-def check_writable_file(path, option: str = "--out") -> Path:
+def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool | None = None) -> Path:
     """Before any work: `path` can be created (its folder exists or can be made, and is writable) and is not a
-    folder. Writes and removes a probe file, so a read-only or missing location fails now, not after hours."""
+    folder. Writes and removes a probe file, so a read-only or missing location fails now, not after hours.
+    Refused too: one of `inputs` (files or folders the command reads: the path itself, or a path inside such a
+    folder, through links too), and with overwrite=False a file that exists."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; expected a file name")
+    target = path.resolve()
+    for source in inputs:
+        if source is None or not Path(source).exists():
+            continue
+        read = Path(source).resolve()
+        if read == target:
+            raise OutputError(f"{option} {path} is {source}, which this command reads; writing there would replace "
+                              "it. Choose another file")
+        if read.is_dir() and read in target.parents:
+            raise OutputError(f"{option} {path} is inside {source}, a folder this command reads; writing there "
+                              "could replace one of its files. Choose a path outside it")
+    if overwrite is False and path.exists():
+        raise OutputError(f"{option} {path} already exists; choose another name, or pass --overwrite to replace it")
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise OutputError(f"{option} {path}: {existing} is a file, so no folder can be made there")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
@@ -117,7 +150,8 @@ def holds_run(folder: Path) -> bool:
     return any((folder / f).exists() for f in RUN_FILES)
 
 
-def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out") -> Path:
+def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out",
+                        resumable: bool = True) -> Path:
     """Check an output folder before long work, without creating it. Refused unless `overwrite`: a folder that
     already holds a model or a training run, and one of `sources` (the model being read). Always refused: a file,
     and a place that cannot be written."""
@@ -131,8 +165,9 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
                               "replace it. Choose another folder, or pass --overwrite to replace it on purpose")
     if folder.is_dir() and not overwrite:
         if holds_run(folder):
-            raise OutputError(f"{option} {folder} already holds a training run; continue it with --resume {folder}, "
-                              "choose another folder, or pass --overwrite to start again there")
+            how = f"continue it with --resume {folder}, " if resumable else ""   # (a command that trains)
+            raise OutputError(f"{option} {folder} already holds a training run; {how}choose another folder, or pass "
+                              "--overwrite to " + ("start again there" if resumable else "write there anyway"))
         if holds_model(folder):
             raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "
                               "or pass --overwrite to replace it")
@@ -191,6 +226,13 @@ class FolderLock:
             self.held = True
             return self
         raise OutputError(f"{self.path}: could not take the lock")
+
+    def check_free(self) -> None:
+        """Refuse now, before anything is read, if a live process holds the lock (what __enter__ would say)."""
+        owner = self._owner() if self.path.exists() else None
+        if owner is not None and _alive(owner):
+            raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process {owner}); "
+                              "wait for it to finish or choose another folder")
 
     def _owner(self) -> int | None:
         try:

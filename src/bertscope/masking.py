@@ -284,7 +284,10 @@ def _contiguous(doc: list[Sentence], budget: int, short_seq_prob: float, rng, cl
     out, at = [], 0
     while at < len(ids):
         left = len(ids) - at
-        size = left if left <= budget else budget if rng.random() > short_seq_prob else rng.randint(2, budget)
+        if left <= budget:
+            size = left
+        else:                                        # (a budget of 1, at --max-length 3: every segment 1 token)
+            size = budget if rng.random() > short_seq_prob else rng.randint(min(2, budget), budget)
         out.append(_single(ids[at:at + size], [True] + starts[at + 1:at + size], cls, sep, d))
         at += size
     return out

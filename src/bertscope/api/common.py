@@ -84,19 +84,23 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
                               f"or a built-in shape ({', '.join(NAMED)})")
     else:
         raise CheckpointError(f"{source!r} is neither a checkpoint folder nor a built-in shape ({', '.join(NAMED)})")
-    tok = None
+    tok, unreadable = None, None
     where = tokenizer or folder
     if where is not None:
         try:
             tok = load_tokenizer(where)
-        except TokenizerError:
+        except TokenizerError as e:
             if tokenizer is not None:
                 raise
+            unreadable = e
     if tok is not None:
         tok.check_fits(model.config, f"the tokenizer of {where}")
     elif need_tokenizer:
+        if unreadable is not None and "no tokenizer found" not in str(unreadable):
+            raise unreadable                              # a tokenizer file is there but cannot be read: say which
         raise TokenizerError(f"{source} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt) to "
-                             "read text with; pass --tokenizer FOLDER")
+                             "read text with; copy the tokenizer files of the model it came from into it "
+                             "(bertscope finetune, pretrain and quantize write them)")
     return Loaded(model, tok, desc, folder)
 
 
@@ -135,7 +139,16 @@ def task_for(loaded: Loaded, task: str | None, **options):
         raise CheckpointError(f"{loaded.description}: has head {loaded.model.head!r}; {name} needs a model "
                               f"fine-tuned for it (head {t.head!r}); fine-tune one with bertscope finetune --task "
                               f"{name}")
-    t.use_model_labels(loaded.model.config)
+    c = loaded.model.config
+    if task and t.head == "classification":          # one head, three readings of it: the one it was trained for
+        natural = for_model(c, loaded.model.head)
+        if (c.problem_type is not None and name != natural) or (name == "regression" and c.num_labels != 1):
+            raise CheckpointError(
+                f"{loaded.description}: its head was fine-tuned for {natural} ({c.num_labels} output"
+                f"{'s' if c.num_labels != 1 else ''}" + (f", problem_type {c.problem_type}" if c.problem_type else "")
+                + f"); --task {name} would read those outputs as something they are not. Leave --task out, or "
+                f"fine-tune a model for {name}")
+    t.use_model_labels(c)
     return t
 
 

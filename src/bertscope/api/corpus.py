@@ -42,7 +42,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         raise UsageError("give at least one corpus file to train the tokenizer on")
     if not 0 <= max_unk_rate < 1:
         raise UsageError(f"--max-unk-rate {max_unk_rate}: expected a fraction of the tokens, such as 0.002")
-    check_output_folder(out, overwrite)
+    check_output_folder(out, overwrite, resumable=False)
     out = Path(out)
     if (out / "tokenizer.json").exists() and not overwrite:
         raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
@@ -64,12 +64,14 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
                 count[0] += 1
                 yield text
 
+    if held_out is not None:
+        held = [(f"{held_out} line {n}", text) for n, text, _, _ in iter_rows(held_out, text_column=text_column)]
+        if not held:
+            raise DataError(f"--held-out {held_out}: no text in it to measure the tokenizer on")
     start = time.perf_counter()
     tok = train_tokenizer_on(training_texts(), family, vocab_size, lowercase, min_frequency,
                              what=", ".join(map(str, corpus)))
     seconds = time.perf_counter() - start
-    if held_out is not None:
-        held = [(f"{held_out} line {n}", text) for n, text, _, _ in iter_rows(held_out, text_column=text_column)]
     source = str(held_out) if held_out is not None else f"every {HOLD_OUT_EVERY}th text of the corpus"
     stats = dict(unknown_tokens(tok, [t for _, t in held]), source=source) if held else None
     warnings = []
@@ -110,7 +112,7 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
     from ..masking import line_instances, segment_files
     from ..tasks.pretraining import Pretraining
     from ..tokenize import load_tokenizer
-    check_writable_file(out, "--out")
+    check_writable_file(out, "--out", inputs=(file, tokenizer))
     if max_length < 3:
         raise UsageError(f"--max-length {max_length}: a sequence needs room for [CLS], a token and [SEP]")
     tok = load_tokenizer(tokenizer, family=family)

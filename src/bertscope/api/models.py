@@ -118,6 +118,9 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
         raise UsageError(f"--top-k {top_k}: expected at least 1")
     b = tok([text])
     where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
+    if not where and tok.mask_token in text:
+        raise InputError(f"the mask token is past the first {b['input_ids'].shape[1]} tokens, where the text is cut "
+                         f"to fit this model ({model.config.max_tokens} positions); shorten the text before it")
     if not where:
         raise InputError(f"no mask token in the text; this {model.config.family.title} model's mask token is "
                          f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")

@@ -85,7 +85,8 @@ def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
     _check_chunk(chunk)
     t = task_for(loaded, task, **options)
     if max_length is None:                  # the length the model was fine-tuned at, so that scores reproduce
-        max_length = _trained_length(loaded) or (t.max_length if t.name == "question-answering" else None)
+        max_length = _trained_length(loaded) or (min(t.max_length, loaded.model.config.max_tokens)
+                                                 if t.name == "question-answering" else None)
     t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length)
     return t, loaded.tokenizer
 
@@ -127,10 +128,15 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total})
+    skipped = getattr(t, "skipped", None) or []       # --skip-bad-rows: said, as finetune says it
+    if skipped and on_event:
+        on_event({"event": "notice", "message": f"skipped {len(skipped)} bad rows of {source_name(source)} (first: "
+                                                f"line {skipped[0][0]}: {skipped[0][1]})"})
     if not preds:
-        raise DataError(f"{source_name(source)}: no examples")
+        why = f" ({len(skipped)} bad rows skipped; first: line {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(f"{source_name(source)}: no examples{why}")
     metrics = t.score(_merge(preds), _merge(gold))
-    metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut)
+    metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut, skipped_rows=len(skipped))
     return metrics
 
 
@@ -169,7 +175,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
     _check_batch(batch_size)
     _check_chunk(chunk)
-    check_writable_file(out)
+    check_writable_file(out, inputs=(source,) if isinstance(source, (str, Path)) else ())
     model, tok = loaded.model, loaded.tokenizer
     limit = max_length_for(model.config, tok, max_length)
     width = model.config.hidden_size
@@ -229,7 +235,7 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     from ..data import read_texts
     from ..io import FolderLock, check_output_folder, create_output_folder
     from ..kernels import bf16_beats_int8, int8_on_cpu
-    check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [])
+    check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False)
     if alpha is not None and not 0 < alpha <= 1:
         raise UsageError(f"--alpha {alpha}: expected a number in (0, 1] (0.9 by default)")
     texts = read_texts(calibration, column=column, limit=limit)

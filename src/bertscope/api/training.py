@@ -93,7 +93,9 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         t.fit_head(net.config, saved_head, train_ex, new_head)
     net.config = t.configure(net.config)
     tok.check_fits(net.config)
-    t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else t.max_length)
+    # (a task's own default, QA's 384, is capped at what the model allows; a length asked for is checked)
+    t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else
+                                  min(t.max_length, net.config.max_tokens))
     data = t.encode(train_ex, tok)
     eval_data = t.encode(eval_ex, tok) if eval_ex is not None else None
     truncation_notice(data, str(train), t.max_length, on_event, getattr(t, "windows", None) is None)
@@ -117,16 +119,21 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
 
 
 def resume(out, *, device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
-           **changes):
-    """Continue the unfinished run in `out` exactly where it stopped. `changes` may only touch the settings that do
+           kind: str | None = None, **changes):
+    """Continue the unfinished run in `out` exactly where it stopped (kind: "finetune" or "pretrain", the kind of
+    run the caller continues; another is refused). `changes` may only touch the settings that do
     not change the arithmetic (train.RESUME_MAY_CHANGE); the data files must be unchanged."""
     from ..checkpoint import from_pretrained
     from ..io import FolderLock
     from ..tokenize import load_tokenizer
     from ..train import RESUME_MAY_CHANGE, Settings, distributed, state
     out = Path(out)
+    FolderLock(out, "training run").check_free()          # a run still going: say so, not what its files look like
     saved = state.read_state(out)
     run = saved["run"]
+    if kind is not None and run.get("kind") != kind:
+        raise UsageError(f"--resume {out}: this is a {run.get('kind')} run; continue it with bertscope "
+                         f"{run.get('kind')} --resume {out}")
     set_threads(threads if threads is not None else run.get("threads"))   # the run's own, unless asked otherwise
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
         import torch
@@ -142,7 +149,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     refused = sorted(k for k in different if k not in RESUME_MAY_CHANGE)
     if refused:
         opts = ", ".join(f"--{k.replace('_', '-')} {different[k]} (the run has {getattr(s, k)})" for k in refused)
-        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE)
+        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE if k in changes)  # (the caller's)
         raise UsageError(f"a resumed run keeps its settings, so that it ends as the uninterrupted run would: {opts}. "
                          f"A resume may change only {allowed}, --threads and --device; start a new run with another "
                          "--out to change the others")
@@ -217,6 +224,12 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
         raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
     if rank == 0:
         check_output_folder(out, overwrite, sources=[init] if init else [])
+    if init is not None and family is not None and Path(init).is_dir():
+        started = Config.from_json(init).family                     # the checkpoint decides; a different one is a slip
+        if started is not family_record(family):
+            raise UsageError(f"--family {family}, but --init {init} is a {started.title} checkpoint; leave --family "
+                             "out (pretraining continues the checkpoint's own family) or --init a "
+                             f"{family_record(family).title} one")
     tok = load_tokenizer(tokenizer, family=family)
     if init is not None:
         model = from_pretrained(init, head="pretraining" if (objective or tok.family.default_objective) != "mlm"

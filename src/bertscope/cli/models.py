@@ -97,7 +97,8 @@ def explain(
 @command()
 def check(
     model: str = MODEL,
-    length: Optional[int] = typer.Option(None, help="planned sequence length in tokens (special tokens included)"),
+    length: Optional[int] = typer.Option(None, min=1,
+                                         help="planned sequence length in tokens (special tokens included)"),
     batch: int = typer.Option(1, min=1, help="planned batch size"),
     pairs: bool = typer.Option(False, help="inputs are sentence pairs (segment ids 0 and 1)"),
     ids_file: Optional[Path] = typer.Option(None, help="token ids, one sequence per line, separated by spaces"),
@@ -125,12 +126,16 @@ def export(
     out: Path = typer.Argument(..., help="the .onnx file to write"),
     dynamic: bool = typer.Option(True, "--dynamic/--static", help="dynamic batch and sequence axes"),
     batch: int = typer.Option(2, min=1), length: int = typer.Option(16, min=2),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ):
     """Export to ONNX and verify it in onnxruntime against PyTorch (max difference reported)."""
     from .. import api
+    from ..errors import UsageError
     from ..export import export_onnx
     from ..io import check_writable_file
-    check_writable_file(out, "OUT")
+    if out.suffix.lower() != ".onnx":
+        raise UsageError(f"OUT {out}: name the file to write with .onnx at the end")
+    check_writable_file(out, "OUT", inputs=(model,), overwrite=overwrite)
     loaded = api.load(model)
     r = export_onnx(loaded.model, out, dynamic=dynamic, batch=batch, length=length)
     say(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) from {loaded.description}")
@@ -154,7 +159,7 @@ def draw(
     from ..io import check_writable_file
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"{out}: use a .png, .svg or .pdf file name")
-    check_writable_file(out, "OUT")
+    check_writable_file(out, "OUT", inputs=(model,))
     loaded = api.load(model, head=head)
     say(f"wrote {picture(loaded.model, out, batch=batch, length=length)} ({loaded.description})")
 
@@ -178,7 +183,16 @@ def fill_mask(
 ):
     """The most likely tokens, with probabilities, for every mask token in the text."""
     from .. import api
-    masks = api.fill_mask(api.load(model, head="mlm", need_tokenizer=True), text, top_k)
+    from ..errors import CheckpointError
+    try:
+        loaded = api.load(model, head="mlm", need_tokenizer=True)
+    except CheckpointError as e:
+        if "missing from the checkpoint" not in str(e):
+            raise
+        raise CheckpointError(f"{model} has no MLM head (its tensors are missing from the checkpoint), so it cannot "
+                              "fill in masks; fill-mask needs a model saved with its MLM head (a pretrained one, "
+                              "e.g. from bertscope pretrain)") from None
+    masks = api.fill_mask(loaded, text, top_k)
     for n, m in enumerate(masks, 1):
         table = Table("#", "token", "probability", "text", title=f"mask {n} of {len(masks)} (token {m['position']})")
         for rank, r in enumerate(m["candidates"], 1):

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from ..io import json_safe
 from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, progress_bar, say
 
 FORMATS = ("tsv", "jsonl", "json")
@@ -88,7 +89,7 @@ def evaluate(
     if m["truncated"]:
         note(f"{m['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
     if fmt == "json":
-        print(json.dumps(m, indent=1))
+        print(json.dumps(json_safe(m), indent=1))
         return
     _print_metrics(file, m, time.perf_counter() - start)
 
@@ -112,17 +113,24 @@ def _print_metrics(file, m: dict, elapsed: float):
         console.print(table)
 
 
+def _cell(text) -> str:
+    """A text as one TSV cell: backslash, tab, newline and carriage return written as \\, \\t, \\n and \\r,
+    so that every row keeps its columns (--format jsonl keeps texts as they are)."""
+    return str(text).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
 def _tsv(r: dict, labels) -> str:
     """One prediction as a TSV line (the header is _header's)."""
     if "probabilities" in r and "label" in r:
-        return "\t".join([r["label"]] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [r["text"]])
+        return "\t".join([r["label"]] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [_cell(r["text"])])
     if "probabilities" in r:
-        return "\t".join(["|".join(r["labels"])] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [r["text"]])
+        return "\t".join(["|".join(r["labels"])] + [f"{r['probabilities'][x]:.4f}" for x in labels]
+                         + [_cell(r["text"])])
     if "score" in r and "id" not in r:
-        return f"{r['score']:.6f}\t{r['text']}"
+        return f"{r['score']:.6f}\t{_cell(r['text'])}"
     if "tags" in r:
         return "\n".join(f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])) + "\n"
-    return "\t".join(str(r[k]) for k in ("id", "answer", "start", "end", "score"))
+    return "\t".join(_cell(r[k]) for k in ("id", "answer", "start", "end", "score"))
 
 
 def _header(task: str, labels) -> str | None:
@@ -174,9 +182,9 @@ def predict(
             if fmt == "json":
                 records.append(r)
             else:
-                print(json.dumps(r, ensure_ascii=False) if fmt == "jsonl" else _tsv(r, labels))
+                print(json.dumps(json_safe(r), ensure_ascii=False) if fmt == "jsonl" else _tsv(r, labels))
     if fmt == "json":
-        print(json.dumps(records, ensure_ascii=False, indent=1))
+        print(json.dumps(json_safe(records), ensure_ascii=False, indent=1))
     sys.stdout.flush()
     if cut:
         note(f"{cut} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
@@ -201,7 +209,7 @@ def embed(
     from .. import api
     from ..data import count_rows
     from ..io import check_writable_file
-    check_writable_file(out)                      # before loading anything: a path that cannot be written fails now
+    check_writable_file(out, inputs=(file, model))  # before loading anything: a path that cannot be written fails now
     loaded = _load(model, "base", device, bf16, compile_, threads)
     bar, update = progress_bar("embedding", count_rows(file))
     start = time.perf_counter()

@@ -140,7 +140,8 @@ def finetune(
         if resume is not None:
             if model or train or out:
                 note("--resume continues the run with its own model and files; MODEL, --train and --out are ignored")
-            result = api.resume(resume, device=device, threads=threads, on_event=report, **settings)
+            result = api.resume(resume, device=device, threads=threads, on_event=report, kind="finetune",
+                                **settings)
             out = resume
         else:
             if model is None or train is None or out is None:
@@ -229,7 +230,8 @@ def pretrain(
 
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
-            result = api.resume(resume, device=device, threads=threads, on_event=on_data, **settings)
+            result = api.resume(resume, device=device, threads=threads, on_event=on_data, kind="pretrain",
+                                **settings)
             out = resume
         else:
             if not (corpus and tokenizer and out):

@@ -80,8 +80,9 @@ class SequenceClassification(Task):
         from ..data import iter_rows, source_name
         name = source_name(source)
         block: list = []
+        self.skipped: list = []                        # (line, why) of the rows skip_bad_rows left out
         rows = iter_rows(source, self.text_column, self.label_column if labelled else None, self.pair_column,
-                         skip_bad_rows, [])
+                         skip_bad_rows, self.skipped)
         for row in rows:
             block.append(row)
             if len(block) >= size:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import infer, scoring
-from ..data import TokenExamples, is_conll, lines, read_conll, source_name
+from ..data import TokenExamples, is_conll, is_table, iter_rows, lines, read_conll, source_name
 from ..errors import DataError
 from .base import Batch, Task
 
@@ -62,13 +62,19 @@ class TokenClassification(Task):
     metric = "f1"
 
     def __init__(self, labels: list[str] | None = None, max_length: int = 128, label_all_pieces: bool = False,
-                 windows: int | None = None, **_):
-        self.labels = labels
+                 windows: int | None = None, text_column: str | None = None, **_):
+        self.labels, self.text_column = labels, text_column
         self.max_length, self.label_all_pieces, self.windows = max_length, label_all_pieces, windows
 
     # ---- reading ------------------------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> TokenExamples:
-        """CoNLL / JSONL sentences; for prediction also plain text, one sentence a line, split at spaces."""
+        """CoNLL / JSONL sentences; for prediction also plain text, one sentence a line, or the text column of a
+        .tsv / .csv (--text-column), split at spaces."""
+        sheet = str(path).lower().endswith((".tsv", ".csv"))
+        if labelled and sheet:
+            raise DataError(f"{source_name(path)}: word tags are read from CoNLL files (.conll, .bio, .iob, .iob2, "
+                            ".ner or .txt: a word and its tag on each line, a blank line between sentences) or .jsonl "
+                            "with tokens and tags; a .tsv or .csv holds sentence labels (--task classification)")
         if not labelled and not (is_conll(path) or str(path).endswith(".jsonl")):
             return self._plain(path)
         ex = read_conll(path, labelled)
@@ -85,17 +91,20 @@ class TokenClassification(Task):
     def _plain(self, path) -> TokenExamples:
         """Plain text, one sentence a line; its words are found by the tokenizer at encoding time."""
         ex = TokenExamples(source_name(path), [], None, [], [])
-        for n, line in lines(path):
-            if line.strip():
-                ex.words.append(None)
-                ex.lines.append(n)
-                ex.texts.append(line)
+        rows = ((n, text) for n, text, _, _ in iter_rows(path, self.text_column)) if is_table(path) else (
+            (n, line) for n, line in lines(path) if line.strip())             # a table's text column, or each line
+        for n, text in rows:
+            ex.words.append(None)
+            ex.lines.append(n)
+            ex.texts.append(text)
         if not ex.words:
             raise DataError(f"{ex.path}: no text found")
         return ex
 
     def _check_tags(self, ex: TokenExamples):
-        if scheme_of(t for tags in ex.tags for t in tags) != "bio":
+        """IOB2 files are checked tag by tag. A file of B-/I- tags with a few others (a typo such as 0 for O, IOBES's
+        E- and S-) is one too: without this, one odd tag would make it plain tags, unchecked and scored per token."""
+        if not any(t[:2] in ("B-", "I-") for tags in ex.tags for t in tags):
             return
         for words, tags, first in zip(ex.words, ex.tags, ex.lines):
             for k, message in scoring.bio_problems(tags):

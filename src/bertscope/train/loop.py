@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
+from ..errors import TrainingDiverged, UsageError
 from ..kernels import trim_heap
 from . import distributed, optim, state as disk
 
@@ -194,7 +194,10 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     def settle():
         """Fold what piled up on the device into plain numbers, in step order (so that a resume is exact)."""
         if pending["losses"]:
-            window["losses"] += torch.stack(pending["losses"]).double().tolist()
+            losses = torch.stack(pending["losses"]).double().tolist()
+            if not all(math.isfinite(x) for x in losses):                # before anything is written from it
+                raise _diverged(f"the loss is {next(x for x in losses if not math.isfinite(x))}", step, s, out)
+            window["losses"] += losses
         for name, (num, den) in pending["stats"].items():
             w = window["stats"].setdefault(name, [0, 0])
             w[0], w[1] = w[0] + int(num), w[1] + den
@@ -223,6 +226,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
 
     def evaluate():
         nonlocal best
+        settle()                                         # a diverged run stops here, before a "best" model is saved
         started = time.perf_counter()
         if eval_data is not None and rank == 0:
             metrics = task.evaluate(model, eval_data, s.eval_batch_size, s.seed)
@@ -230,8 +234,9 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                       **{f"eval_{k}": v for k, v in metrics.items()}}
             history.append(record)
             emit({"event": "eval", **record, "total_steps": total})
-            if task.metric is not None and (best is None or metrics[task.metric] > best):
-                best = metrics[task.metric]
+            score = metrics.get(task.metric) if task.metric is not None else None
+            if score is not None and score == score and (best is None or score > best):   # (NaN: never best)
+                best = score
                 save_model(out)
         if dist is not None:
             dist.barrier()
@@ -282,7 +287,9 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 window["sizes"].append(counts["size"])
                 if rows is not None:
                     rows.densify()
-                optim.clip_grad_norm(model.parameters(), s.grad_clip, rows)
+                norm = optim.clip_grad_norm(model.parameters(), s.grad_clip, rows)
+                if norm.device.type == "cpu" and not math.isfinite(float(norm)):   # (on a GPU: see settle)
+                    raise _diverged(f"the gradient's norm is {float(norm)}", step + 1, s, out)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
@@ -311,6 +318,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
             rows.close()
     finished = stopped_by is None
     if finished:
+        settle()                                             # (a loss that is not a number stops the run here)
         if not history or not any(k.startswith("eval_") for k in history[-1]):
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
@@ -326,6 +334,13 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     whole = time.perf_counter() - began
     return Result(step, total, finished, stopped_by, best, history,
                   {"training": whole - spent["evaluation"], "evaluation": spent["evaluation"]})
+
+
+def _diverged(what: str, step: int, s, out) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"step {step}: {what}, not a finite number, so training stopped there; nothing in {out} comes from it. "
+        f"Usually the learning rate is too high (--lr {s.lr:g}) or a batch holds extreme values: start again with "
+        "a lower --lr (and --overwrite)")
 
 
 def _freeze(model, names: tuple[str, ...]) -> list:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
-from ..io import write_json, write_text
+from ..errors import CheckpointError, DataError
+from ..io import json_safe, write_json, write_text
 from .plot import plot_curves
 
 STATE = "trainer_state.pt"
@@ -43,9 +43,14 @@ def checkpoint_dir(out) -> Path:
 
 
 def read_state(out) -> dict:
-    state = torch.load(checkpoint_dir(out) / STATE, map_location="cpu", weights_only=True)
-    for key in ("history", "run", "position"):
-        state[key] = json.loads(state[key])
+    path = checkpoint_dir(out) / STATE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("history", "run", "position"):
+            state[key] = json.loads(state[key])
+    except Exception as e:                 # a cut-off or overwritten file: torch, pickle or json says so its own way
+        raise CheckpointError(f"{path}: truncated or corrupt ({type(e).__name__}), so this run cannot be resumed "
+                              "from it; start the run again (the same command with --overwrite)") from None
     return state
 
 
@@ -76,7 +81,7 @@ def remove_checkpoint(out: Path) -> None:
 
 def write_metrics(out: Path, history: list[dict], title: str) -> bool:
     """metrics.jsonl (atomically) and curves.png; False when the picture could not be drawn (no matplotlib)."""
-    write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    write_text(out / "metrics.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in history))
     return plot_curves(history, out / "curves.png", title) if history else True
 
 
