@@ -438,3 +438,20 @@ def test_a_corrupt_tokenizer_is_named_not_called_missing(tiny, tmp_path):
     (folder / "tokenizer.json").write_text('{"x":', encoding="utf-8")
     texts = write(tmp_path, "t.txt", "hello\n")
     refused(run("embed", folder, texts, "--out", tmp_path / "e.npy"), "tokenizer.json", "cannot be read")
+
+
+def test_question_answering_defaults_fit_a_model_of_128_positions(tmp_path):
+    need_shared()
+    folder = tmp_path / "short"
+    torch.manual_seed(0)
+    bertscope.save_pretrained(bertscope.Model(bertscope.Config(
+        family="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128)), folder)
+    bertscope.load_tokenizer(MINILM).save(folder)
+    context = "The Eiffel Tower is in Paris. It was built in 1889 by Gustave Eiffel. " * 12    # 2-4 windows
+    squad = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Where is the tower?", "answers": [{"text": "Paris", "answer_start": 23}]}]}]}]}
+    data = write(tmp_path, "squad.json", json.dumps(squad))
+    r = run("finetune", folder, "--train", data, "--out", tmp_path / "qa", "--max-steps", "1")
+    assert r.exit_code == 0, r.output                               # max length 128 and a stride of 42 by default
+    refused(run("predict", tmp_path / "qa", data, "--doc-stride", "127"), "--doc-stride 127", "special tokens")

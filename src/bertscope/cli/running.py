@@ -66,7 +66,8 @@ def evaluate(
     pair_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(64),
     max_length: Optional[int] = MAX_LENGTH, chunk: int = CHUNK, skip_bad_rows: bool = typer.Option(False),
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
-    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
+                                                        "[128, or a third of a shorter --max-length]"),
     fmt: str = typer.Option("text", "--format", help="text | json"), int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
@@ -146,7 +147,8 @@ def predict(
     text_column: Optional[str] = typer.Option(None), pair_column: Optional[str] = typer.Option(None),
     batch_size: int = typer.Option(64), chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH,
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
-    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
+                                                        "[128, or a third of a shorter --max-length]"),
     max_answer_length: Optional[int] = typer.Option(None, help="question answering: longest answer in tokens [15]"),
     int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,

@@ -125,7 +125,8 @@ def finetune(
     windows: Optional[int] = WINDOWS,
     label_all_pieces: bool = typer.Option(False, help="token tasks: every piece of a word takes its tag (default: "
                                                       "the first piece only)"),
-    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows [128]"),
+    doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
+                                                        "[128, or a third of a shorter --max-length]"),
     threshold: Optional[float] = typer.Option(None, help="multi-label: probability from which a label is predicted"),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),

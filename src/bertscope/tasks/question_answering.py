@@ -22,11 +22,16 @@ class QuestionAnswering(Task):
     head = "question-answering"
     metric = "f1"
 
-    def __init__(self, max_length: int = 384, doc_stride: int = 128, max_answer_length: int = 15,
+    def __init__(self, max_length: int = 384, doc_stride: int | None = None, max_answer_length: int = 15,
                  no_answer: bool | None = None, **_):
-        self.max_length, self.doc_stride = max_length, doc_stride
+        self.max_length, self.doc_stride = max_length, doc_stride   # doc_stride None: see stride
         self.max_answer_length, self.no_answer = max_answer_length, no_answer
         self.labels = ["start", "end"]
+
+    def stride(self, max_length: int) -> int:
+        """--doc-stride, by default 128 (the reference pipeline's, at its 384 tokens), or a third of a shorter
+        --max-length (a model of 128 positions: 42), so that windows still move on."""
+        return self.doc_stride if self.doc_stride is not None else min(128, max_length // 3)
 
     # ---- reading and the head -----------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> list[answers.Question]:
@@ -54,7 +59,8 @@ class QuestionAnswering(Task):
 
     # ---- encoding and batches ---------------------------------------------------------------------------------
     def encode(self, questions, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
-        ws = answers.windows(tok, questions, max_length or self.max_length, self.doc_stride)
+        length = max_length or self.max_length
+        ws = answers.windows(tok, questions, length, self.stride(length))
         enc = infer.Encoded(ids=[w.input_ids for w in ws], types=[w.type_ids for w in ws],
                             extra={"windows": ws, "questions": questions})
         if labelled:
