@@ -11,6 +11,7 @@ from conftest import DATA, MINILM, TINY, need_shared
 from typer.testing import CliRunner
 
 import bertscope
+from bertscope import api  # noqa: F401  (bertscope.api below)
 from bertscope.cli import app
 
 

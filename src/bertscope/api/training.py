@@ -148,11 +148,14 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     different = {k: v for k, v in changes.items() if v is not None and getattr(s, k, None) != v}
     refused = sorted(k for k in different if k not in RESUME_MAY_CHANGE)
     if refused:
-        opts = ", ".join(f"--{k.replace('_', '-')} {different[k]} (the run has {getattr(s, k)})" for k in refused)
-        allowed = ", ".join("--" + k.replace("_", "-") for k in RESUME_MAY_CHANGE if k in changes)  # (the caller's)
-        raise UsageError(f"a resumed run keeps its settings, so that it ends as the uninterrupted run would: {opts}. "
-                         f"A resume may change only {allowed}, --threads and --device; start a new run with another "
-                         "--out to change the others")
+        flag = (lambda k: "steps" if k == "max_steps" else k) if run["kind"] == "pretrain" else (lambda k: k)
+        opts = ", ".join(f"--{flag(k).replace('_', '-')} {different[k]} (the run has {getattr(s, k)})" for k in refused)
+        def said(names, out):
+            return (f"a resumed run keeps its settings, so that it ends as the uninterrupted run would: {opts}. A "
+                    f"resume may change only {', '.join(names)}; start a new run with another {out} to change the "
+                    "others")
+        raise UsageError(said([*RESUME_MAY_CHANGE, "threads", "device"], "out folder"),   # the command line: two
+                         cli=said(["--save-every", "--keep-checkpoint", "--threads", "--device"], "--out"))
     s = Settings(**{**asdict(s), **{k: v for k, v in different.items()}})
     _check_data_unchanged(run)
     ckpt = state.checkpoint_dir(out)

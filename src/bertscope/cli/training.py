@@ -190,7 +190,7 @@ def pretrain(
                                                      "epoch (RoBERTa's) [default: the family's recipe]"),
     max_length: int = typer.Option(128, min=8), batch_size: Optional[int] = BATCH,
     grad_accum: Optional[int] = ACCUM,
-    steps: Optional[int] = typer.Option(None, help="optimizer steps [default: 1000]"),
+    steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps [default: 1000]"),
     lr: Optional[float] = LR, warmup: Optional[float] = WARMUP, seed: Optional[int] = SEED,
     bf16: bool = typer.Option(False, help="bfloat16 autocast"),
     eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
