@@ -456,3 +456,12 @@ def test_question_answering_defaults_fit_a_model_of_128_positions(tmp_path):
     r = run("finetune", folder, "--train", data, "--out", tmp_path / "qa", "--max-steps", "1")
     assert r.exit_code == 0, r.output                               # max length 128 and a stride of 42 by default
     refused(run("predict", tmp_path / "qa", data, "--doc-stride", "127"), "--doc-stride 127", "special tokens")
+
+
+def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tmp_path):
+    need_shared()
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    r = run("check", TINY / "bert-cls", "--data", data)                 # a saved classifier of LABEL_0..2
+    assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
+    r = run("check", TINY / "bert", "--data", data)                     # any other head: a new classifier is made
+    assert r.exit_code == 0 and "ok" in r.output, r.output

@@ -348,9 +348,8 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
     if labels is not None:
         classes = sorted({str(x) for x in labels})
         n = num_labels if num_labels is not None else config.num_labels
-        if head not in (None, "classification"):
-            problems.append(Problem("labels", f"the data has labels but the model's head is {head!r}; fine-tune "
-                                              "it for classification (bertscope finetune --task classification)"))
+        if head != "classification" and num_labels is None:
+            pass                        # fine-tuning makes a new classifier for the file's classes: nothing to fit
         elif len(classes) > n:
             problems.append(Problem("labels", f"the data has {len(classes)} classes ({', '.join(classes[:10])}"
                                               f"{', ...' if len(classes) > 10 else ''}) but the classifier has "
@@ -360,8 +359,8 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         else:
             known = set(config.labels)
             ints = all(x.lstrip("-").isdigit() for x in classes)
-            if not ints and known and not set(classes) <= known and config.id2label \
-                    and not all(v.startswith("LABEL_") for v in config.labels):
+            if head == "classification" and not ints and known and not set(classes) <= known and config.id2label:
+                # (a saved classifier, LABEL_i names included: fine-tuning maps only integers onto those)
                 unseen = sorted(set(classes) - known)
                 problems.append(Problem("labels", f"labels {', '.join(unseen[:10])} are not among the model's "
                                                   f"classes ({', '.join(config.labels)}); fine-tuning refuses them "
