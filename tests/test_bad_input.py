@@ -465,3 +465,12 @@ def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tmp_path):
     assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
     r = run("check", TINY / "bert", "--data", data)                     # any other head: a new classifier is made
     assert r.exit_code == 0 and "ok" in r.output, r.output
+
+
+def test_a_refused_predict_leaves_no_header_behind(tiny, tmp_path):
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "cls", "--max-steps", "1").exit_code == 0
+    r = refused(run("predict", tmp_path / "cls", cls, "--max-length", "0"), "--max-length 0")
+    assert "label\tp_a" not in r
+    r = run("predict", tmp_path / "cls", cls)
+    assert r.exit_code == 0 and r.output.count("label\tp_a\tp_b\ttext") == 1, r.output

@@ -172,19 +172,23 @@ def predict(
         cut += e.get("truncated", 0)
         update(e["done"])
 
-    if fmt == "tsv" and _header(name, labels):
-        print(_header(name, labels))
-    records = []
+    header = _header(name, labels) if fmt == "tsv" else None    # printed with the first prediction, so that a
+    records = []                                                # run refused before it leaves no header behind
     with bar:
         for r in api.predict(loaded, file, task=name, max_length=max_length, batch_size=batch_size, chunk=chunk,
                              int8=int8, on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
                                                                 windows=windows, pool=pool, doc_stride=doc_stride,
                                                                 max_answer_length=max_answer_length)):
             n += 1
+            if header:
+                print(header)
+                header = None
             if fmt == "json":
                 records.append(r)
             else:
                 print(json.dumps(json_safe(r), ensure_ascii=False) if fmt == "jsonl" else _tsv(r, labels))
+    if header:                                                  # no input: the header alone, as before
+        print(header)
     if fmt == "json":
         print(json.dumps(json_safe(records), ensure_ascii=False, indent=1))
     sys.stdout.flush()
