@@ -474,3 +474,14 @@ def test_a_refused_predict_leaves_no_header_behind(tiny, tmp_path):
     assert "label\tp_a" not in r
     r = run("predict", tmp_path / "cls", cls)
     assert r.exit_code == 0 and r.output.count("label\tp_a\tp_b\ttext") == 1, r.output
+
+
+def test_options_that_would_do_nothing_are_refused(tiny, tmp_path):
+    texts = write(tmp_path, "t.txt", "a great film\n")
+    refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "word", "--pooling", "cls"),
+            "--pooling cls", "--level word")
+    squad = write(tmp_path, "s.json", json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
+        {"context": "The tower is in Paris.", "qas": [{"id": "q", "question": "Where?", "answers": [
+            {"text": "Paris", "answer_start": 16}]}]}]}]}))
+    assert run("finetune", tiny, "--train", squad, "--out", tmp_path / "qa", "--max-steps", "1").exit_code == 0
+    refused(run("predict", tmp_path / "qa", squad, "--windows", "64"), "--windows", "--doc-stride")

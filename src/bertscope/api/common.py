@@ -134,6 +134,11 @@ def task_for(loaded: Loaded, task: str | None, **options):
     """The task of evaluate / predict: as asked, else the one the model was fine-tuned for; it must match the head."""
     from ..tasks import for_model, make
     name = task or for_model(loaded.model.config, loaded.model.head)
+    if options.get("threshold") is not None and name != "multi-label":        # options that would do nothing
+        raise UsageError(f"--threshold applies to multi-label predictions; this is {name}")
+    if options.get("windows") is not None and name == "question-answering":
+        raise UsageError("--windows: question answering cuts every context into windows itself; set their overlap "
+                         "with --doc-stride")
     t = make(name, **options)
     if loaded.model.head != t.head:
         raise CheckpointError(f"{loaded.description}: has head {loaded.model.head!r}; {name} needs a model "

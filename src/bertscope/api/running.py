@@ -170,6 +170,9 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError(f"--level {level!r}: use sentence, token or word")
     if pooling not in ("mean", "cls"):
         raise UsageError(f"--pooling {pooling!r}: use mean or cls")
+    if pooling != "mean" and level != "sentence":
+        raise UsageError(f"--pooling {pooling} makes sentence embeddings; --level {level} writes a vector per "
+                         f"{level} (leave --pooling out)")
     out = Path(out)
     if out.suffix not in (".npy", ".jsonl") or (out.suffix == ".npy" and level != "sentence"):
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
