@@ -325,8 +325,14 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_to_start_again
 def test_export_refuses_the_models_own_files_another_suffix_and_an_existing_file(tiny, tmp_path):
     before = snapshot(tiny)
     refused(run("export", tiny, tiny / "model.safetensors"), "OUT", ".onnx")
-    refused(run("export", tiny, tiny / "m.onnx"), "inside", "a folder this command reads")
     assert snapshot(tiny) == before
+    model = tmp_path / "model"
+    model.mkdir()
+    for f in tiny.iterdir():
+        (model / f.name).write_bytes(f.read_bytes())
+    (model / "earlier.onnx").write_text("an export kept with the model")
+    refused(run("export", model, model / "earlier.onnx", "--overwrite"), "a file of", "a folder this command reads")
+    assert (model / "earlier.onnx").read_text() == "an export kept with the model"
     mine = write(tmp_path, "mine.onnx", "my earlier export")
     refused(run("export", tiny, mine), "already exists", "--overwrite")
     assert mine.read_text() == "my earlier export"
@@ -340,7 +346,7 @@ def test_embed_and_masks_refuse_to_write_over_their_input(tiny, tmp_path):
     refused(run("embed", tiny, texts, "--out", link), "which this command reads")
     corpus = write(tmp_path, "corpus.txt", "a line of text\n")
     refused(run("masks", corpus, "--tokenizer", tiny, "--out", corpus), "which this command reads")
-    refused(run("masks", corpus, "--tokenizer", tiny, "--out", tiny / "tokenizer.json"), "inside")
+    refused(run("masks", corpus, "--tokenizer", tiny, "--out", tiny / "tokenizer.json"), "a file of")
     assert texts.read_text() == '{"text": "a great film"}\n{"text": "bad"}\n' and corpus.read_text() == \
         "a line of text\n"
 
@@ -372,6 +378,9 @@ def test_the_text_pair_and_label_columns_must_differ(tiny, sst, tmp_path, option
 def test_json_lines_take_the_text_field_of_their_first_record(tiny, tmp_path):
     mixed = write(tmp_path, "mixed.jsonl", '{"sentence": "a great film"}\n{"text": "bad"}\n')
     refused(run("embed", tiny, mixed, "--out", tmp_path / "e.npy"), "line 2", "'sentence'")
+    from bertscope.data import read_examples                         # a bad first record decides nothing
+    rows = write(tmp_path, "rows.jsonl", '{"label": "a"}\n{"text": "hello", "label": "b"}\n{"text": "x", "label": "a"}\n')
+    assert read_examples(rows, skip_bad_rows=True).texts == ["hello", "x"]
 
 
 def test_word_tags_are_not_read_from_a_table(tiny, sst, tmp_path):
@@ -458,13 +467,20 @@ def test_question_answering_defaults_fit_a_model_of_128_positions(tmp_path):
     refused(run("predict", tmp_path / "qa", data, "--doc-stride", "127"), "--doc-stride 127", "special tokens")
 
 
-def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tmp_path):
+def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tiny, tmp_path):
     need_shared()
     data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
     r = run("check", TINY / "bert-cls", "--data", data)                 # a saved classifier of LABEL_0..2
     assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
     r = run("check", TINY / "bert", "--data", data)                     # any other head: a new classifier is made
     assert r.exit_code == 0 and "ok" in r.output, r.output
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "named", "--max-steps", "1").exit_code == 0
+    # (a classifier with classes a and b)
+    ints = write(tmp_path, "ints.tsv", "sentence\tlabel\nx\t0\ny\t1\n")
+    r = run("check", tmp_path / "named", "--data", ints)
+    assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
+    assert run("finetune", tmp_path / "named", "--train", ints, "--out", tmp_path / "n2").exit_code == 2
 
 
 def test_a_refused_predict_leaves_no_header_behind(tiny, tmp_path):

@@ -187,13 +187,13 @@ def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384
     if not 0 <= doc_stride <= max_length:   # the pipeline's check; the tokenizer's (below) is stricter
         raise UsageError(f"--doc-stride {doc_stride} must lie between 0 and --max-length {max_length}")
     backend = tok.backend
-    truncation, padding = backend.truncation, backend.padding
-    backend.no_truncation()
-    backend.no_padding()
     single = backend.num_special_tokens_to_add(is_pair=False)
     if doc_stride >= max_length - single:              # the tokenizers library's own condition, said as ours
         raise UsageError(f"--doc-stride {doc_stride} must be smaller than --max-length {max_length} less its {single} "
                          "special tokens; lower --doc-stride")
+    truncation, padding = backend.truncation, backend.padding
+    backend.no_truncation()
+    backend.no_padding()
     try:
         _check_room(backend, questions, max_length, doc_stride)
         backend.enable_truncation(max_length, stride=doc_stride, strategy="only_second", direction="right")

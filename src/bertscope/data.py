@@ -191,10 +191,10 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         try:
             if isinstance(rec, DataError):
                 raise rec
-            if text_col is None:                  # JSON lines: the text field is chosen once, from the first record
-                text_col = text_column or ("text" if "text" in rec else "sentence")
-                _distinct(text_col, label_column, pair_column, text_column is not None)
-            col = text_col
+            col = text_col or text_column or ("text" if "text" in rec else "sentence")
+            if text_col is None and (text_column or col in rec):   # JSON lines: the text field is chosen once, by
+                _distinct(col, label_column, pair_column, text_column is not None)   # the first record that has one
+                text_col = col
             values = {}
             for role, c in (("text", col), ("label", label_column), ("pair", pair_column)):
                 if not c:

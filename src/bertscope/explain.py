@@ -359,13 +359,14 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         else:
             known = set(config.labels)
             ints = all(x.lstrip("-").isdigit() for x in classes)
-            if head == "classification" and not ints and known and not set(classes) <= known and config.id2label:
-                # (a saved classifier, LABEL_i names included: fine-tuning maps only integers onto those)
+            if head == "classification" and known and not set(classes) <= known and config.id2label and not (
+                    ints and config.generic_labels):
+                # (a saved classifier maps labels by its class names; LABEL_i names take integers 0..n-1 alone)
                 unseen = sorted(set(classes) - known)
                 problems.append(Problem("labels", f"labels {', '.join(unseen[:10])} are not among the model's "
                                                   f"classes ({', '.join(config.labels)}); fine-tuning refuses them "
                                                   "unless it trains a new head (--new-head)"))
-            if ints:
+            if ints and (config.generic_labels or head != "classification"):
                 bad = [x for x in classes if not 0 <= int(x) < n]
                 if bad:
                     problems.append(Problem("labels", f"integer labels {', '.join(bad)} fall outside 0..{n - 1} "

@@ -97,7 +97,7 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
 
 # ---- a picture of the architecture --------------------------------------------------------------------------------
 
-def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
+def draw(model: Model, path, batch: int = 2, length: int | None = None) -> Path:
     """A block diagram, input at the bottom, with the tensor dims on every edge; .png, .svg or .pdf."""
     try:
         import matplotlib
@@ -108,6 +108,7 @@ def draw(model: Model, path, batch: int = 2, length: int = 128) -> Path:
     from matplotlib.patches import FancyBboxPatch
 
     c = model.config
+    length = min(128, c.max_tokens) if length is None else length
     _check_length(c, length)                            # as explain and encode: no picture of what cannot run
     B, L, H, E = batch, length, c.hidden_size, c.embedding_dim
     nh, hd, I, V = c.num_attention_heads, c.head_dim, c.intermediate_size, c.vocab_size

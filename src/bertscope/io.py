@@ -94,8 +94,8 @@ def _remove(p):
 def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool | None = None) -> Path:
     """Before any work: `path` can be created (its folder exists or can be made, and is writable) and is not a
     folder. Writes and removes a probe file, so a read-only or missing location fails now, not after hours.
-    Refused too: one of `inputs` (files or folders the command reads: the path itself, or a path inside such a
-    folder, through links too), and with overwrite=False a file that exists."""
+    Refused too: one of `inputs` (files or folders the command reads: the path itself, or a file already inside
+    such a folder, through links too), and with overwrite=False a file that exists."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; expected a file name")
@@ -107,9 +107,9 @@ def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool 
         if read == target:
             raise OutputError(f"{option} {path} is {source}, which this command reads; writing there would replace "
                               "it. Choose another file")
-        if read.is_dir() and read in target.parents:
-            raise OutputError(f"{option} {path} is inside {source}, a folder this command reads; writing there "
-                              "could replace one of its files. Choose a path outside it")
+        if read.is_dir() and read in target.parents and path.exists():
+            raise OutputError(f"{option} {path} is a file of {source}, a folder this command reads; writing there "
+                              "would replace it. Choose a path outside it")
     if overwrite is False and path.exists():
         raise OutputError(f"{option} {path} already exists; choose another name, or pass --overwrite to replace it")
     existing = path.parent

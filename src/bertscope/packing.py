@@ -21,7 +21,9 @@ class Packing:
     spare > 0: the packed tensors carry that many rows more below the T tokens (training on the CPU rounds the
     row count so that oneDNN's products see few shapes, kernels.ROUND_ROWS). The spare rows sit in the grid's
     padding slots (or in extra sequences of padding below the N, `grid_seqs`), which no real query attends to:
-    what they compute is never read, so their gradient is zero.
+    what they compute is never read, so their gradient is zero. Dropout draws its masks over them too, so with
+    dropout on, the random stream (not the arithmetic) differs from a pass without them; spare rows depend only on
+    the batch and the product chosen for this machine, so a resume on it stays exact.
     """
 
     def __init__(self, cu_seqlens: torch.Tensor, device=None, spare: int = 0):

@@ -149,7 +149,8 @@ def export(
 def draw(
     model: str = MODEL,
     out: Path = typer.Argument(..., help="picture to write (.png, .svg or .pdf)"),
-    batch: int = typer.Option(2, min=1), length: int = typer.Option(128, min=1),
+    batch: int = typer.Option(2, min=1),
+    length: Optional[int] = typer.Option(None, min=1, help="sequence length drawn [128, or the model's positions]"),
     head: Optional[str] = HEAD,
 ):
     """Draw the architecture with the dims on every edge (needs bertscope[plot])."""

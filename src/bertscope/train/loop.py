@@ -195,8 +195,13 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
         """Fold what piled up on the device into plain numbers, in step order (so that a resume is exact)."""
         if pending["losses"]:
             losses = torch.stack(pending["losses"]).double().tolist()
-            if not all(math.isfinite(x) for x in losses):                # before anything is written from it
-                raise _diverged(f"the loss is {next(x for x in losses if not math.isfinite(x))}", step, s, out)
+            bad = next((x for x in losses if not math.isfinite(x)), None)
+            if dist is not None:                          # every process stops, or the others would wait for it
+                flag = torch.tensor([float(bad is not None)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                bad = bad if bad is not None or not flag.item() else "not a number in another process"
+            if bad is not None:                           # before anything is written from it
+                raise _diverged(f"the loss is {bad}", step, s, out, since=True)
             window["losses"] += losses
         for name, (num, den) in pending["stats"].items():
             w = window["stats"].setdefault(name, [0, 0])
@@ -336,9 +341,10 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                   {"training": whole - spent["evaluation"], "evaluation": spent["evaluation"]})
 
 
-def _diverged(what: str, step: int, s, out) -> TrainingDiverged:
+def _diverged(what: str, step: int, s, out, since: bool = False) -> TrainingDiverged:
+    when = f"by step {step}" if since else f"step {step}"   # (losses are read back a window of steps at a time)
     return TrainingDiverged(
-        f"step {step}: {what}, not a finite number, so training stopped there; nothing in {out} comes from it. "
+        f"{when}: {what}, not a finite number, so training stopped there; nothing in {out} comes from it. "
         f"Usually the learning rate is too high (--lr {s.lr:g}) or a batch holds extreme values: start again with "
         "a lower --lr (and --overwrite)")
 
