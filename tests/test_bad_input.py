@@ -501,3 +501,37 @@ def test_options_that_would_do_nothing_are_refused(tiny, tmp_path):
             {"text": "Paris", "answer_start": 16}]}]}]}]}))
     assert run("finetune", tiny, "--train", squad, "--out", tmp_path / "qa", "--max-steps", "1").exit_code == 0
     refused(run("predict", tmp_path / "qa", squad, "--windows", "64"), "--windows", "--doc-stride")
+
+
+# ---- found by a hunt through the Python API (2026-12-04) -----------------------------------------------------------
+
+def test_finetune_of_a_model_object_whose_head_does_not_fit_is_refused_before_out(tiny, sst, tmp_path):
+    tok = bertscope.load_tokenizer(tiny)
+    model = bertscope.from_pretrained(tiny)                             # the base head
+    out = tmp_path / "o"
+    with pytest.raises(bertscope.UsageError, match="trains head 'classification'"):
+        api.finetune(model, sst, out, tokenizer=tok, max_steps=1, device="cpu")
+    assert not out.exists()
+
+
+def test_errors_found_before_the_output_folder_is_made(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    with pytest.raises(bertscope.UsageError, match="--freeze nope"):
+        api.finetune(tiny, sst, out, max_steps=1, device="cpu", freeze=("nope",))
+    corpus = write(tmp_path, "c.txt", "".join(f"line {i} of a small corpus with a few words\n" for i in range(40)))
+    with pytest.raises(bertscope.UsageError, match="does not fill one batch"):
+        api.pretrain(corpus, out, tokenizer=tiny, family="bert", batch_size=100000, max_steps=1, device="cpu")
+    with pytest.raises(bertscope.UsageError, match="needs at least 5 tokens"):
+        api.pretrain(corpus, out, tokenizer=tiny, family="bert", max_length=3, max_steps=1, device="cpu")
+    assert not out.exists()
+
+
+def test_a_tokenizer_length_below_its_special_tokens_is_refused(tiny):
+    tok = bertscope.load_tokenizer(tiny)
+    with pytest.raises(bertscope.InputError, match="max_length 1: expected an integer of at least 2"):
+        tok(["word " * 100], max_length=1)
+    with pytest.raises(bertscope.InputError, match="at least 3"):
+        tok(["word " * 10], ["other " * 10], max_length=2)
+    assert tok(["word " * 100], max_length=5)["input_ids"].shape == (1, 5)
+    with pytest.raises(bertscope.InputError, match="expected str"):
+        tok([None])

@@ -14,7 +14,7 @@ first used.
 
 from .config import Config, named_config
 from .errors import (BertscopeError, CapabilityError, CheckpointError, ConfigError, DataError, InputError,
-                     OutputError, TokenizerError, TrainingInterrupted, UsageError)
+                     OutputError, TokenizerError, TrainingDiverged, TrainingInterrupted, UsageError)
 
 __version__ = "0.1.0"
 
@@ -75,6 +75,7 @@ def __getattr__(name):  # the model classes without importing torch up front
 
 
 __all__ = ["BertscopeError", "CapabilityError", "CheckpointError", "Config", "ConfigError", "DataError",
-           "InputError", "Model", "Output", "OutputError", "TokenizerError", "TrainingInterrupted", "UsageError",
+           "InputError", "Model", "Output", "OutputError", "TokenizerError", "TrainingDiverged", "TrainingInterrupted",
+           "UsageError",
            "finetune", "from_config", "from_pretrained", "load_tokenizer", "named_config", "pretrain",
            "save_pretrained"]

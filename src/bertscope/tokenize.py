@@ -15,7 +15,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from .errors import BertscopeError, TokenizerError
+from .errors import BertscopeError, InputError, TokenizerError
 from .families import FAMILIES, Family, family as family_record
 from .io import atomic_write, write_json
 
@@ -88,20 +88,28 @@ class Tokenizer:
         stride, what truncation cuts off comes back as `.overflowing` windows overlapping by `stride` tokens."""
         if isinstance(texts, str):
             texts = [texts]
+        if texts is None or not hasattr(texts, "__iter__"):
+            raise InputError(f"texts: expected a string or a list of strings, got {type(texts).__name__}")
         texts = list(texts)
         if not texts:
-            raise ValueError("no texts to tokenize")
+            raise InputError("no texts to tokenize")
         if pairs is not None:
             pairs = [pairs] if isinstance(pairs, str) else list(pairs)
             if len(pairs) != len(texts):
-                raise ValueError(f"got {len(texts)} texts but {len(pairs)} pair texts; give one second segment per "
+                raise InputError(f"got {len(texts)} texts but {len(pairs)} pair texts; give one second segment per "
                                  "text")
             inputs = list(zip(texts, pairs))
         else:
             inputs = texts
         for i, t in enumerate(texts + (pairs or [])):
             if not isinstance(t, str):
-                raise TypeError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
+                raise InputError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
+        specials = self.backend.num_special_tokens_to_add(is_pair=pairs is not None)
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                       or max_length < specials):
+            # (below the special tokens' count the tokenizers library silently stops truncating)
+            raise InputError(f"max_length {max_length!r}: expected an integer of at least {specials} (the special "
+                             f"tokens of {'a pair' if pairs is not None else 'a text'} take {specials})")
         if truncation:
             self.backend.enable_truncation(max_length or self.max_length, stride=stride, strategy="longest_first")
         try:
@@ -116,7 +124,7 @@ class Tokenizer:
         truncation: cut to max_length (default: the most the model's positions allow). padding: True/"longest"
         pads to the longest in the batch, "max_length" to max_length, False returns unpadded lists.
         Returns input_ids, attention_mask, token_type_ids (and word_ids, -1 on special and pad tokens)."""
-        length = max_length or self.max_length
+        length = self.max_length if max_length is None else max_length
         encodings = self.encode_batch(texts, pairs, length, truncation)
         rows = {"input_ids": [e.ids for e in encodings],
                 "attention_mask": [e.attention_mask for e in encodings],

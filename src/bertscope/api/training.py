@@ -89,8 +89,17 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         keep = t.fit_head(Config.from_json(source), saved_head, train_ex, new_head)
         net = from_pretrained(source, head=t.head) if keep else \
             from_pretrained(source, head=t.head, num_labels=len(t.labels), reinit_head=True)
-    else:
-        t.fit_head(net.config, saved_head, train_ex, new_head)
+    else:                                      # a Model given: its own head must be the one this task trains
+        keep = t.fit_head(net.config, saved_head, train_ex, new_head)
+        width = len(t.labels) if t.head != "question-answering" else net.config.num_labels
+        if not keep or net.config.num_labels != width:
+            raise UsageError(
+                f"the Model given has head {saved_head!r}"
+                + (f" with {net.config.num_labels} outputs" if saved_head == t.head else "")
+                + f"; {t.name} on {train} trains head {t.head!r} with {width} outputs"
+                + (" (new_head=True asked for a fresh one)" if new_head else "") + ". Pass the checkpoint folder "
+                "instead (finetune then makes the head), or a Model from bertscope.from_pretrained(folder, "
+                f"head={t.head!r}, num_labels={width}, reinit_head=True)")
     net.config = t.configure(net.config)
     tok.check_fits(net.config)
     # (a task's own default, QA's 384, is capped at what the model allows; a length asked for is checked)
@@ -106,6 +115,9 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     if eval_data is not None:
         check_all(net.config, eval_data)
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
+    from ..train import fills_a_batch, freezable
+    freezable(net, s.freeze)                             # said before --out is made, as everything above
+    fills_a_batch(t, data, s)
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
            "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "threads": torch.get_num_threads(),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
@@ -200,7 +212,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     from ..model import Model
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
-    from ..train import Settings, distributed, freezable, state
+    from ..train import Settings, distributed, fills_a_batch, freezable, state
     from ..starts import apply_start, check_name
     set_threads(threads)
     check_name(start)
@@ -253,6 +265,11 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     fam = tok.family if init is None and family is None else family_record(family or tok.family)
     if family is not None and tok.family is not fam:
         tok = load_tokenizer(tokenizer, family=fam)
+    pairs = (objective or fam.default_objective) != "mlm"
+    need = (2 + 1) if not pairs else (3 + 2 + (0 if fam.segments else 1))  # specials + one token (each half)
+    if max_length < need:
+        raise UsageError(f"--max-length {max_length}: a {objective or fam.default_objective} sequence needs at least "
+                         f"{need} tokens (its special tokens and a token{' in each half' if pairs else ''})")
     t = Pretraining(tok, objective or fam.default_objective, whole_word, mlm_probability,
                     dynamic=fam.dynamic_masking if static_masks is None else not static_masks,
                     max_length=max_length)
@@ -297,6 +314,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
            "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {}),
                     **({"words": _data_record([t.whole_word[len("words:"):]])}
                        if (t.whole_word or "").startswith("words:") else {})}}
+    fills_a_batch(t, data, s, world)                     # said before --out is made
     lock = FolderLock(out, "pretraining run") if rank == 0 else _NoLock()
     if rank == 0:
         create_output_folder(out)

@@ -150,14 +150,10 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     emit = (on_event if rank == 0 else None) or (lambda e: None)
 
     def epoch_batches(e):
-        batches = task.batches(data, e, s.batch_size, s.seed, s.bucket)
-        return batches[:len(batches) - len(batches) % world] if world > 1 else batches
+        return _epoch_batches(task, data, s, e, world)
 
     group = s.grad_accum * world
-    batches = epoch_batches(0)
-    if not batches:
-        raise UsageError(f"--batch-size {s.batch_size}: the training data ({len(data)} sequences) does not fill "
-                         f"one batch" + (f" per process ({world} processes)" if world > 1 else ""))
+    batches = fills_a_batch(task, data, s, world)
     per_epoch = math.ceil(len(batches) / group)
     total = s.max_steps if s.epochs is None else min(per_epoch * s.epochs, s.max_steps or per_epoch * s.epochs)
 
@@ -339,6 +335,20 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     whole = time.perf_counter() - began
     return Result(step, total, finished, stopped_by, best, history,
                   {"training": whole - spent["evaluation"], "evaluation": spent["evaluation"]})
+
+
+def _epoch_batches(task, data, s, epoch: int, world: int) -> list:
+    batches = task.batches(data, epoch, s.batch_size, s.seed, s.bucket)
+    return batches[:len(batches) - len(batches) % world] if world > 1 else batches
+
+
+def fills_a_batch(task, data, s, world: int = 1) -> list:
+    """The first epoch's batches; refused when the data does not fill one (callers ask before making --out)."""
+    batches = _epoch_batches(task, data, s, 0, world)
+    if not batches:
+        raise UsageError(f"--batch-size {s.batch_size}: the training data ({len(data)} sequences) does not fill "
+                         f"one batch" + (f" per process ({world} processes)" if world > 1 else ""))
+    return batches
 
 
 def _diverged(what: str, step: int, s, out, since: bool = False) -> TrainingDiverged:
