@@ -535,3 +535,20 @@ def test_a_tokenizer_length_below_its_special_tokens_is_refused(tiny):
     assert tok(["word " * 100], max_length=5)["input_ids"].shape == (1, 5)
     with pytest.raises(bertscope.InputError, match="expected str"):
         tok([None])
+
+
+@pytest.mark.parametrize("given,words", [
+    ({"labels": torch.tensor([0, 1], dtype=torch.int32)}, "labels.long()"),
+    ({"labels": torch.tensor(1)}, "expected one label per sequence"),
+    ({"labels": [0, 1]}, "must be a torch tensor"),
+    ({"labels": torch.ones(2, 5)}, "multi-label targets are (2, 3)"),
+    ({"input_ids": torch.ones(2, 6, dtype=torch.uint8)}, "input_ids.long()"),
+])
+def test_loss_targets_and_ids_of_a_dtype_or_shape_the_loss_cannot_take(given, words):
+    need_shared()
+    model = bertscope.from_pretrained(TINY / "bert-cls")
+    with pytest.raises(bertscope.InputError) as e:
+        model(**{"input_ids": torch.randint(5, 900, (2, 6)), **given})
+    assert words in str(e.value)
+    regression = bertscope.from_pretrained(TINY / "bert-cls", num_labels=1, reinit_head=True)
+    assert torch.isfinite(regression(input_ids=torch.randint(5, 900, (2, 6)), labels=torch.tensor([3, 7])).loss)

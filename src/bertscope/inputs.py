@@ -25,11 +25,15 @@ def _shape(t: torch.Tensor) -> str:
     return str(tuple(t.shape))
 
 
-def _check_int(name: str, t: torch.Tensor):
+def _check_int(name: str, t: torch.Tensor, labels: bool = False):
+    """A tensor of integer ids: torch.long, or int32 for ids (the embeddings take both); a loss's labels long."""
     if not isinstance(t, torch.Tensor):
         raise InputError(f"{name} must be a torch tensor of integer ids, got {type(t).__name__}")
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise InputError(f"{name} has dtype {t.dtype}; ids must be integers (torch.long)")
+    if t.dtype != torch.long and (labels or t.dtype != torch.int32):
+        raise InputError(f"{name} has dtype {t.dtype}; expected torch.long" + ("" if labels else " (or torch.int32)")
+                         + f": {name}.long() converts it")
 
 
 def default_position_ids(config: Config, input_ids: torch.Tensor) -> torch.Tensor:
@@ -246,8 +250,10 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
     sequence, below num_labels (or floats for regression / multi-label)."""
     if labels is None:
         return
+    if not isinstance(labels, torch.Tensor):
+        raise InputError(f"labels must be a torch tensor, got {type(labels).__name__}")
     if head in ("mlm", "pretraining", "token-classification"):
-        _check_int("labels", labels)
+        _check_int("labels", labels, labels=True)
         if tuple(labels.shape) != tuple(tokens_shape):
             raise InputError(f"labels has shape {_shape(labels)} but the batch has {tuple(tokens_shape)} tokens; "
                              "these labels hold one id per token (-100 where no prediction is scored)")
@@ -258,10 +264,19 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
             raise InputError(f"labels {_where(bad)} is {labels[bad][0].item()}; {kind} labels must be -100 "
                              f"(ignored) or {what} in 0..{limit - 1}")
     elif head == "classification":
-        if labels.shape[0] != num_seqs:
+        if labels.dim() == 0 or labels.shape[0] != num_seqs:
             raise InputError(f"labels has shape {_shape(labels)} for a batch of {num_seqs} sequences; expected one "
                              "label per sequence")
-        if not labels.dtype.is_floating_point:
+        multi = config.problem_type == "multi_label_classification" or (
+            config.problem_type is None and config.num_labels > 1 and labels.dtype.is_floating_point)
+        if multi and tuple(labels.shape) != (num_seqs, config.num_labels):
+            raise InputError(f"labels has shape {_shape(labels)}; multi-label targets are ({num_seqs}, "
+                             f"{config.num_labels}), a 0/1 float for every class of every sequence")
+        if not multi and labels.numel() != num_seqs:
+            raise InputError(f"labels has shape {_shape(labels)}; expected ({num_seqs},), one label per sequence")
+        if not labels.dtype.is_floating_point and config.problem_type != "regression" and config.num_labels > 1:
+            _check_int("labels", labels, labels=True)
+        if not labels.dtype.is_floating_point and config.problem_type != "regression" and config.num_labels > 1:
             bad = (labels < 0) | (labels >= config.num_labels)
             if bad.any():
                 raise InputError(
@@ -278,7 +293,7 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
 def check_pair_labels(name: str, labels, n: int) -> None:
     if labels is None:
         return
-    _check_int(name, labels)
+    _check_int(name, labels, labels=True)
     if labels.shape != (n,):
         raise InputError(f"{name} has shape {_shape(labels)}; expected ({n},), one 0/1 label per sequence pair")
     bad = (labels < 0) | (labels > 1)
