@@ -552,3 +552,13 @@ def test_loss_targets_and_ids_of_a_dtype_or_shape_the_loss_cannot_take(given, wo
     assert words in str(e.value)
     regression = bertscope.from_pretrained(TINY / "bert-cls", num_labels=1, reinit_head=True)
     assert torch.isfinite(regression(input_ids=torch.randint(5, 900, (2, 6)), labels=torch.tensor([3, 7])).loss)
+
+
+def test_a_misspelt_option_to_evaluate_or_predict_is_refused(tiny, tmp_path):
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "cls", "--max-steps", "1").exit_code == 0
+    loaded = api.load(tmp_path / "cls")
+    with pytest.raises(bertscope.UsageError, match="unknown option 'max_lenght'"):
+        list(api.predict(loaded, cls, max_lenght=5))
+    with pytest.raises(bertscope.UsageError, match="unknown option 'treshold'"):
+        api.evaluate(loaded, cls, treshold=0.5)

@@ -81,6 +81,10 @@ def _total(t, source):
 
 def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
     """The checked options and the task of evaluate / predict, with the length texts are cut to."""
+    unknown = sorted(set(options) - set(TASK_OPTIONS))
+    if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
+        raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
+                         f"int8 and the task options {', '.join(TASK_OPTIONS)}")
     _check_batch(batch_size)
     _check_chunk(chunk)
     t = task_for(loaded, task, **options)
