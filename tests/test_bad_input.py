@@ -562,3 +562,16 @@ def test_a_misspelt_option_to_evaluate_or_predict_is_refused(tiny, tmp_path):
         list(api.predict(loaded, cls, max_lenght=5))
     with pytest.raises(bertscope.UsageError, match="unknown option 'treshold'"):
         api.evaluate(loaded, cls, treshold=0.5)
+
+
+def test_mlm_positions_inputs_embeds_dtype_and_embedding_size_are_checked():
+    need_shared()
+    model = bertscope.from_pretrained(TINY / "bert", head="mlm")
+    ids = torch.randint(5, 900, (2, 6))
+    with pytest.raises(bertscope.InputError, match="mlm_positions: expected a 1-D long tensor"):
+        model(input_ids=ids, mlm_positions=torch.tensor([0, 50]))
+    with pytest.raises(bertscope.InputError, match="inputs_embeds has dtype torch.float64"):
+        model(inputs_embeds=torch.randn(2, 6, model.config.hidden_size, dtype=torch.float64))
+    with pytest.raises(bertscope.ConfigError, match="only ALBERT factorises"):
+        bertscope.Config(family="bert", vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64, embedding_size=16)

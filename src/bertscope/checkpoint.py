@@ -349,6 +349,9 @@ def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: is a file; a model is saved as a folder")
+    if getattr(model, "int8", None):
+        raise CheckpointError("this model's Linear layers are int8: save the fp32 model, and its calibration beside "
+                              "it with quantize.save(model, folder) (bertscope quantize does both)")
     state = to_reference(model)
     config = model.config.with_extra(architectures=[architecture(model)])
     shards = _split(state, max_shard_size)

@@ -79,6 +79,9 @@ class Config:
             _positive_int(name, getattr(self, name))
         if self.embedding_size is not None:
             _positive_int("embedding_size", self.embedding_size)
+            if not fam.factorised_embeddings and self.embedding_size != self.hidden_size:
+                raise ConfigError(f"embedding_size {self.embedding_size}: {fam.title} embeds tokens at hidden_size "
+                                  f"({self.hidden_size}); only ALBERT factorises its embeddings into a smaller E")
         if not isinstance(self.pad_token_id, int) or isinstance(self.pad_token_id, bool) or \
                 not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id must be an integer id in 0..{self.vocab_size - 1}, "

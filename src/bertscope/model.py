@@ -515,6 +515,17 @@ class Model(nn.Module):
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, inputs_embeds)
             n = tokens.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
             check_labels(c, self.head, labels, tuple(tokens.shape), n)
+            weights = self.embeddings.word.weight.dtype
+            if inputs_embeds is not None and inputs_embeds.dtype != weights:
+                raise InputError(f"inputs_embeds has dtype {inputs_embeds.dtype} but this model's weights are "
+                                 f"{weights}: inputs_embeds.to({weights}) converts them")
+            if mlm_positions is not None:
+                flat = tokens.numel() if cu_seqlens is None else tokens.shape[0]
+                if not isinstance(mlm_positions, torch.Tensor) or mlm_positions.dim() != 1 or \
+                        mlm_positions.dtype != torch.long or (mlm_positions.numel() and not (
+                            0 <= int(mlm_positions.min()) and int(mlm_positions.max()) < flat)):
+                    raise InputError(f"mlm_positions: expected a 1-D long tensor of flat token indices in "
+                                     f"0..{flat - 1}")
         packing = None
         if cu_seqlens is not None:
             # spare rows up to the row count the products round to (training on the CPU): see Packing
