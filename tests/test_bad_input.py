@@ -575,3 +575,20 @@ def test_mlm_positions_inputs_embeds_dtype_and_embedding_size_are_checked():
     with pytest.raises(bertscope.ConfigError, match="only ALBERT factorises"):
         bertscope.Config(family="bert", vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64, embedding_size=16)
+
+
+def test_span_positions_are_checked():
+    need_shared()
+    ref_qa = [p for p in TINY.iterdir() if "qa" in p.name]
+    model = bertscope.from_pretrained(ref_qa[0]) if ref_qa else bertscope.from_pretrained(
+        TINY / "bert", head="question-answering", reinit_head=True)
+    ids = torch.randint(5, 900, (2, 6))
+    with pytest.raises(bertscope.InputError, match="together"):
+        model(input_ids=ids, start_positions=torch.tensor([1, 2]))
+    with pytest.raises(bertscope.InputError, match="expected a long tensor of 2 token positions"):
+        model(input_ids=ids, start_positions=torch.tensor([1.0, 2.0]), end_positions=torch.tensor([2, 3]))
+    with pytest.raises(bertscope.InputError, match="padded batch"):
+        model(input_ids=ids.reshape(-1), cu_seqlens=torch.tensor([0, 6, 12]), start_positions=torch.tensor([1, 2]),
+              end_positions=torch.tensor([2, 3]))
+    assert torch.isfinite(model(input_ids=ids, start_positions=torch.tensor([1, 9]), end_positions=torch.tensor(
+        [2, 9])).loss)                                                  # past the end: ignored, as the reference

@@ -628,7 +628,18 @@ class Model(nn.Module):
                                            ignore_index=-100)
         if self.span is not None:
             out.start_logits, out.end_logits = self.span(x)           # 2 × (B, L)
+            if (start_positions is None) != (end_positions is None):
+                raise InputError("give start_positions and end_positions together: the span loss needs both")
             if start_positions is not None and end_positions is not None:
+                if out.start_logits.dim() != 2:
+                    raise InputError("start_positions / end_positions: the span loss takes a padded batch (B, L); "
+                                     "for a packed one, score each sequence's start_logits and end_logits yourself")
+                if self.check:
+                    n = out.start_logits.shape[0]
+                    for name, t in (("start_positions", start_positions), ("end_positions", end_positions)):
+                        if not isinstance(t, torch.Tensor) or t.dtype != torch.long or t.numel() != n:
+                            raise InputError(f"{name}: expected a long tensor of {n} token positions, one per "
+                                             "sequence (0 for no answer)")
                 out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
         parts = [t for t in (out.mlm_loss, out.pair_loss) if t is not None]
         if parts:

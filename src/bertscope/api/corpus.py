@@ -42,6 +42,9 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         raise UsageError("give at least one corpus file to train the tokenizer on")
     if not 0 <= max_unk_rate < 1:
         raise UsageError(f"--max-unk-rate {max_unk_rate}: expected a fraction of the tokens, such as 0.002")
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+        raise UsageError(f"--vocab-size {vocab_size!r}: expected a number of tokens, such as 30000 (the special "
+                         "tokens and the characters of the corpus are kept whatever it is)")
     check_output_folder(out, overwrite, resumable=False)
     out = Path(out)
     if (out / "tokenizer.json").exists() and not overwrite:

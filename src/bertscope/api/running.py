@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError, DataError, UsageError
+from ..errors import CheckpointError, DataError, TokenizerError, UsageError
 from .common import Loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
@@ -182,7 +182,10 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
     _check_batch(batch_size)
     _check_chunk(chunk)
-    check_writable_file(out, inputs=(source,) if isinstance(source, (str, Path)) else ())
+    check_writable_file(out, inputs=((source,) if isinstance(source, (str, Path)) else ()) + (loaded.folder,))
+    if loaded.tokenizer is None:
+        raise TokenizerError(f"{loaded.description} has no tokenizer to read texts with: load it with one "
+                             "(api.load(folder, tokenizer=...))")
     model, tok = loaded.model, loaded.tokenizer
     limit = max_length_for(model.config, tok, max_length)
     width = model.config.hidden_size

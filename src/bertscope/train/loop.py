@@ -147,6 +147,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     dist, rank, world = distributed.current()
     device = next(model.parameters()).device
     s = settings
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise UsageError(f"stop_after {stop_after!r}: expected a number of steps, at least 1")
     emit = (on_event if rank == 0 else None) or (lambda e: None)
 
     def epoch_batches(e):
