@@ -592,3 +592,20 @@ def test_span_positions_are_checked():
               end_positions=torch.tensor([2, 3]))
     assert torch.isfinite(model(input_ids=ids, start_positions=torch.tensor([1, 9]), end_positions=torch.tensor(
         [2, 9])).loss)                                                  # past the end: ignored, as the reference
+
+
+def test_arguments_the_head_does_not_read_and_quantizing_twice_are_refused():
+    need_shared()
+    from bertscope import quantize
+    model = bertscope.from_pretrained(TINY / "bert")                   # no MLM head read, no span head
+    ids = torch.randint(5, 900, (2, 6))
+    with pytest.raises(bertscope.InputError, match="start_positions was given"):
+        model(input_ids=ids, start_positions=torch.tensor([1, 2]), end_positions=torch.tensor([2, 3]))
+    cls = bertscope.from_pretrained(TINY / "bert-cls")
+    with pytest.raises(bertscope.InputError, match="mlm_positions was given"):
+        cls(input_ids=ids, mlm_positions=torch.tensor([0, 1]))
+    with pytest.raises(bertscope.UsageError, match="alpha"):
+        quantize.quantize(cls, None, alpha=float("nan"))
+    quantize.apply(cls, {"encoder.layers.0.attention.qkv": torch.ones(cls.config.hidden_size)})
+    with pytest.raises(bertscope.UsageError, match="int8 already"):
+        quantize.quantize(cls, None)

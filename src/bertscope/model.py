@@ -512,6 +512,12 @@ class Model(nn.Module):
         tokens = input_ids if input_ids is not None else (inputs_embeds[..., 0] if inputs_embeds is not None
                                                           else None)
         if self.check:
+            for name, given, head in (("start_positions", start_positions, self.span),
+                                      ("end_positions", end_positions, self.span), ("mlm_positions", mlm_positions,
+                                                                                     self.mlm)):
+                if given is not None and head is None:       # an argument this head reads nothing from
+                    raise InputError(f"{name} was given but this model has head {self.head!r}, which does not "
+                                     "read it")
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, inputs_embeds)
             n = tokens.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
             check_labels(c, self.head, labels, tuple(tokens.shape), n)

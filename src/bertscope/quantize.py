@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CapabilityError, CheckpointError
+from .errors import CapabilityError, CheckpointError, UsageError
 from .io import atomic_write
 
 FILE = "int8.safetensors"
@@ -118,6 +118,10 @@ class Report:
 
 def quantize(model, enc, alpha: float = ALPHA, keep_fp32=KEEP_FP32) -> Report:
     """Calibrate on the encoded texts and turn the model int8, in place."""
+    if getattr(model, "int8", None):
+        raise UsageError("this model is int8 already; quantize its fp32 original (from_pretrained(folder) again)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
+        raise UsageError(f"alpha {alpha!r}: expected a number in (0, 1] ({ALPHA} by default)")
     stats = calibrate(model, enc)
     smooth = smoothing(model, stats, alpha, keep_fp32)
     apply(model, smooth)

@@ -248,6 +248,8 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False)
     if alpha is not None and not 0 < alpha <= 1:
         raise UsageError(f"--alpha {alpha}: expected a number in (0, 1] (0.9 by default)")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise UsageError(f"--limit {limit!r}: expected a number of calibration texts, at least 1 (512 by default)")
     texts = read_texts(calibration, column=column, limit=limit)
     tok, fp32 = loaded.tokenizer, loaded.model
     enc = infer.tokenize(tok, texts)
