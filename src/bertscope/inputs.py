@@ -275,8 +275,7 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
         if not multi and labels.numel() != num_seqs:
             raise InputError(f"labels has shape {_shape(labels)}; expected ({num_seqs},), one label per sequence")
         if not labels.dtype.is_floating_point and config.problem_type != "regression" and config.num_labels > 1:
-            _check_int("labels", labels, labels=True)
-        if not labels.dtype.is_floating_point and config.problem_type != "regression" and config.num_labels > 1:
+            _check_int("labels", labels, labels=True)                 # classes: long ids below num_labels
             bad = (labels < 0) | (labels >= config.num_labels)
             if bad.any():
                 raise InputError(
