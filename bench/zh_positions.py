@@ -83,7 +83,8 @@ def main():
         tok.save(init)
     start = time.perf_counter()
     r = api.pretrain([work / "train.txt"], work / "out", tokenizer=work / "tokenizer",
-                     family=None if init else "bert", config=str(config), init=init, objective="mlm",
+                     family=None if init else "bert", config=None if init else str(config), init=init,
+                     objective="mlm",
                      max_length=128, max_steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=0.06,
                      eval=work / "heldout.txt", eval_every=max(1, a.steps // 6), log_every=50, save_every=0,
                      seed=42, device="cpu", overwrite=True, threads=a.threads)

@@ -609,3 +609,11 @@ def test_arguments_the_head_does_not_read_and_quantizing_twice_are_refused():
     quantize.apply(cls, {"encoder.layers.0.attention.qkv": torch.ones(cls.config.hidden_size)})
     with pytest.raises(bertscope.UsageError, match="int8 already"):
         quantize.quantize(cls, None)
+
+
+def test_init_with_config_is_refused_and_a_warmup_past_the_run_is_said(tiny, sst, tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join(f"line {i} of a small corpus with a few words\n" for i in range(40)))
+    refused(run("pretrain", "--init", tiny, "--config", "base", "--tokenizer", tiny, "--corpus", corpus, "--out",
+                tmp_path / "p", "--steps", "1"), "--config base", "--init")
+    r = run("finetune", tiny, "--train", sst, "--out", tmp_path / "w", "--max-steps", "1", "--warmup", "5000")
+    assert r.exit_code == 0 and "never reaches --lr" in r.output, r.output

@@ -193,7 +193,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
 
 # ---- pretraining ---------------------------------------------------------------------------------------------------
 
-def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str = "tiny", eval=None,
+def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str | None = None, eval=None,
              objective: str | None = None, whole_word: str | None = None, mlm_probability: float = 0.15,
              static_masks: bool | None = None, max_length: int = 128, init=None, start: str = "standard",
              overwrite: bool = False, device: str = "auto", threads: int | None = None, on_event=None,
@@ -233,6 +233,10 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str =
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     if not corpus:
         raise UsageError("--corpus: give at least one plain-text file")
+    if init is not None and config is not None:
+        raise UsageError(f"--config {config}: --init {init} brings its own config (its shapes are the checkpoint's); "
+                         "give one of the two")
+    config = "tiny" if config is None else config
     if family is None and init is None and not str(config).endswith(".json"):
         raise UsageError(f"--family: say which model family to pretrain ({', '.join(FAMILIES)})")
     if family is not None and family not in FAMILIES:

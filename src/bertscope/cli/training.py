@@ -177,7 +177,7 @@ def _pretrain_eval(e):
 @command()
 def pretrain(
     family: Optional[str] = typer.Option(None, help="bert | roberta | albert"),
-    config: str = typer.Option("tiny", help="tiny | small | base | a config.json"),
+    config: Optional[str] = typer.Option(None, help="tiny | small | base | a config.json [tiny; not with --init]"),
     corpus: Optional[List[Path]] = typer.Option(None, help="plain text training files (repeat the option)"),
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="held-out text for masked-LM loss / accuracy"),
     tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train)"),
@@ -250,8 +250,10 @@ def tokenizer_train(
     corpus: List[Path] = typer.Argument(..., help="plain text files (a text a line), or .tsv/.csv/.jsonl tables"),
     family: str = typer.Option(..., help="bert (WordPiece; Chinese: a character a token) | roberta (byte-level "
                                          "BPE) | albert (Unigram)"),
-    vocab_size: int = typer.Option(30000, min=10, help="at most this many tokens (a Chinese corpus gives fewer: "
-                                                       "its characters and the Latin pieces seen twice)"),
+    vocab_size: int = typer.Option(30000, min=10, help="about this many tokens: at most this many, except that "
+                                                       "the special tokens and every character of the corpus are "
+                                                       "always kept (a Chinese corpus gives fewer: its characters and "
+                                                       "the Latin pieces seen twice)"),
     out: Path = typer.Option(...),
     cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
     min_frequency: int = typer.Option(2, min=1, help="a merge (word piece) is learnt if seen this often; every "

@@ -161,7 +161,11 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
 
     frozen = _freeze(model, s.freeze)                   # before the optimizer and DDP, which take what trains
     opt = optim.optimizer(model, s.lr, s.weight_decay)
-    sched = optim.schedule(opt, optim.warmup_steps(s.warmup, total), total)
+    warm = optim.warmup_steps(s.warmup, total)
+    sched = optim.schedule(opt, warm, total)
+    if warm > total and resume is None:
+        emit({"event": "notice", "message": f"--warmup {s.warmup:g}: {warm} warm-up steps in a run of {total}, so the "
+                                            f"learning rate never reaches --lr {s.lr:g}"})
     step, epoch, position, best, history = 0, 0, 0, None, []
     window = {"losses": [], "sizes": [], "tokens": 0, "stats": {}}
     if resume is not None:
