@@ -174,9 +174,12 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
             batch = packed_batch(enc, index)
             lengths = [len(enc.ids[i]) for i in index]
             padded = device.type == "cpu" and 1 - sum(lengths) / (len(index) * max(lengths)) <= PADDED_UP_TO
-            starts = [k * max(lengths) for k in range(len(index))] if padded else batch["cu_seqlens"][:-1].tolist()
-            last = None if rows is None else torch.tensor([s + p for i, s in zip(index, starts) for p in rows(i)],
-                                                          dtype=torch.long, device=device)
+            last = None
+            if rows is not None:                                          # flat indices of the rows fn reads
+                starts = [k * max(lengths) for k in range(len(index))] if padded else \
+                    batch["cu_seqlens"][:-1].tolist()
+                last = torch.tensor([s + p for i, s in zip(index, starts) for p in rows(i)], dtype=torch.long,
+                                    device=device)
             if padded:
                 padded = to_device(padded_batch(enc, index, model.config.pad_token_id), device)
                 out = model(**padded, first_only=first_only, last_rows=last)

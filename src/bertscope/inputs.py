@@ -245,6 +245,13 @@ def _check_cu_seqlens(cu: torch.Tensor, total: int):
                          "every packed sequence needs at least one token")
 
 
+def check_flat_indices(name: str, t, n: int) -> None:
+    """Flat token indices (last_rows, mlm_positions): a 1-D long tensor within the n tokens of the batch."""
+    if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.dtype != torch.long or (
+            t.numel() and not (0 <= int(t.min()) and int(t.max()) < n)):
+        raise InputError(f"{name}: expected a 1-D long tensor of flat token indices in 0..{n - 1}")
+
+
 def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seqs: int) -> None:
     """Labels for the head's loss: MLM and token labels one per token (-100 = not scored); class labels one per
     sequence, below num_labels (or floats for regression / multi-label)."""

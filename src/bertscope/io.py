@@ -213,10 +213,7 @@ class FolderLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE)
             except FileExistsError:
-                owner = self._owner()
-                if owner is not None and _alive(owner):
-                    raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process "
-                                      f"{owner}); wait for it to finish or choose another folder") from None
+                self.check_free()
                 _remove(self.path)          # stale: its process is gone
                 continue
             except OSError as e:
@@ -228,7 +225,7 @@ class FolderLock:
         raise OutputError(f"{self.path}: could not take the lock")
 
     def check_free(self) -> None:
-        """Refuse now, before anything is read, if a live process holds the lock (what __enter__ would say)."""
+        """Refused while a live process holds the lock (also before taking it, so a resume says so before reading)."""
         owner = self._owner() if self.path.exists() else None
         if owner is not None and _alive(owner):
             raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process {owner}); "

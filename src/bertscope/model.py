@@ -29,7 +29,7 @@ from torch import nn
 from .config import Config
 from .errors import InputError
 from .families import HEADS
-from .inputs import check_inputs, check_labels, check_pair_labels
+from .inputs import check_flat_indices, check_inputs, check_labels, check_pair_labels
 from .kernels import Dropout, Linear, dropout, rows_multiple
 from . import packing as packed
 from .packing import Packing, Rows, use_varlen, varlen_attn
@@ -526,12 +526,7 @@ class Model(nn.Module):
                 raise InputError(f"inputs_embeds has dtype {inputs_embeds.dtype} but this model's weights are "
                                  f"{weights}: inputs_embeds.to({weights}) converts them")
             if mlm_positions is not None:
-                flat = tokens.numel() if cu_seqlens is None else tokens.shape[0]
-                if not isinstance(mlm_positions, torch.Tensor) or mlm_positions.dim() != 1 or \
-                        mlm_positions.dtype != torch.long or (mlm_positions.numel() and not (
-                            0 <= int(mlm_positions.min()) and int(mlm_positions.max()) < flat)):
-                    raise InputError(f"mlm_positions: expected a 1-D long tensor of flat token indices in "
-                                     f"0..{flat - 1}")
+                check_flat_indices("mlm_positions", mlm_positions, tokens.numel())
         packing = None
         if cu_seqlens is not None:
             # spare rows up to the row count the products round to (training on the CPU): see Packing
@@ -572,10 +567,7 @@ class Model(nn.Module):
             if first_only and last_rows is not None:
                 raise InputError("give first_only or last_rows, not both")
             if last_rows is not None and self.check:
-                n = tokens.numel() if cu_seqlens is None else tokens.shape[0]
-                if last_rows.dim() != 1 or last_rows.dtype != torch.long or (
-                        last_rows.numel() and not 0 <= int(last_rows.min()) <= int(last_rows.max()) < n):
-                    raise InputError(f"last_rows: expected a 1-D long tensor of flat token indices in 0..{n - 1}")
+                check_flat_indices("last_rows", last_rows, tokens.numel())
                 if mlm_positions is not None and not bool(torch.isin(mlm_positions, last_rows).all()):
                     raise InputError("mlm_positions: every scored position must be among last_rows")
             if first_only or last_rows.numel():                       # (an empty last_rows: the full pass, then none)
