@@ -360,3 +360,29 @@ def test_kept_word_rows_and_clipping_give_torchs_gradients_and_steps(max_norm):
         for (name, a), b in zip(ours.named_parameters(), theirs.parameters()):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-7), (name, step, (a - b).abs().max().item())
     rows.close()
+
+
+def test_resume_keeps_the_cpu_product_its_run_chose(tiny, tmp_path, monkeypatch):
+    # a trial taken again after a busy first use may choose the other product: the resume keeps the run's own
+    import shutil
+
+    from bertscope import kernels
+    if not kernels.ONEDNN:
+        pytest.skip("this torch build has no oneDNN product")
+    monkeypatch.delenv("BERTSCOPE_ONEDNN", raising=False)
+    folder, tok = tiny
+    train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 320)
+    args = dict(epochs=1, lr=5e-4, batch_size=32, log_every=2, save_every=4, seed=3, keep_checkpoint=True)
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", True)                        # the run's process chose oneDNN
+    whole = finetune(folder, train, None, tmp_path / "a", **args)
+    finetune(folder, train, None, tmp_path / "b", **args, stop_after=4)
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["products"]["onednn"] is True
+    shutil.copytree(tmp_path / "b", tmp_path / "c")
+    monkeypatch.setattr(kernels, "use_onednn_cpu", lambda: False)             # a new trial now picks torch's
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", None)                         # in a new process
+    resumed = api.resume(tmp_path / "b", device="cpu")
+    assert kernels._ONEDNN_CPU is True and resumed.history == whole.history
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", None)
+    monkeypatch.setattr(kernels, "pin_products", lambda record: None)        # without the record: torch's product
+    unpinned = api.resume(tmp_path / "c", device="cpu")
+    assert kernels._ONEDNN_CPU is False and unpinned.history != whole.history

@@ -3,8 +3,8 @@
 On the CPU, torch's Linear calls MKL's sgemm, which on some x86 CPUs (AMD EPYC with AVX-512 among them) runs a
 narrower code path than the chip has; oneDNN (also inside torch) picks the widest one. On a 2-core AMD EPYC with
 AVX-512 that is ~2.2x the fp32 rate; on an Intel Xeon the two are about even. So the product is chosen per machine
-from a short measurement at first use, cached on disk beside the CPU's name, flags and the torch version
-(`BERTSCOPE_ONEDNN=1` / `=0` forces one). bf16 is decided the same way: a oneDNN bf16 product must exist (on
+from a short measurement at first use, cached on disk beside the CPU's name, flags and the torch version, and taken
+again by later processes while it finds the machine busy (`BERTSCOPE_ONEDNN=1` / `=0` forces one). bf16 is decided the same way: a oneDNN bf16 product must exist (on
 AVX2-only CPUs it does not) and must beat fp32 (without bf16 instructions it is emulated and slower).
 """
 
@@ -129,7 +129,10 @@ def _measure() -> dict:
     oneDNN in bf16, torch's dynamic int8 Linear. The candidates take turns, round after round, and each keeps its
     best time: a machine that gets busy halfway through (another process starting) slows them alike, instead of
     the ones timed last (timed one after the other, a busy spell once made int8 look 1.2× fp32 where a quiet
-    trial gives 1.5×)."""
+    trial gives 1.5×). Taking turns is not enough when another process holds a core: the two fp32 products then
+    slow down unevenly (the older AMD EPYC here, quiet: oneDNN 0.89× torch's time; beside one busy process 0.95×,
+    beside two 1.02× or 0.58×, from run to run). So the trial also says whether it had the CPU to itself: `quiet`
+    when the process got at least QUIET_SHARE of its threads' time while the products ran."""
     import time
     g = torch.Generator().manual_seed(0)
     x = torch.randn(800, 384, generator=g)
@@ -152,12 +155,26 @@ def _measure() -> dict:
     best = {}
     for fn in candidates.values():                     # warm-up: allocations, primitive creation
         fn()
+    cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(TRIAL_ROUNDS):
         for name, fn in candidates.items():
             start = time.perf_counter()
             fn()
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - start)
-    return {**best, **facts}
+    share = (time.process_time() - cpu) / max(1e-9, (time.perf_counter() - wall) * torch.get_num_threads())
+    return {**best, **facts, "quiet": share >= QUIET_SHARE, "trials": 1}
+
+
+QUIET_SHARE = 0.8   # a quiet trial: 0.93-1.0 of its threads' time on the 2-core EPYC; beside 1-2 busy processes 0.38-0.73
+BUSY_TRIALS = 4     # a machine never quiet at first use: after this many trials the best times stand as they are
+
+
+def _merge(old: dict, new: dict) -> dict:
+    """Two trials of one machine: each candidate's best time of both (a product missing in one is missing)."""
+    merged = {k: (None if old.get(k) is None or new.get(k) is None else min(old[k], new[k]))
+              for k in new if k not in ("quiet", "trials")}
+    return {**merged, "quiet": bool(old.get("quiet")) or bool(new.get("quiet")),
+            "trials": int(old.get("trials", 1)) + int(new.get("trials", 1))}
 
 
 def _int8_linear(w):
@@ -181,18 +198,21 @@ _FACTS: dict | None = None
 
 
 def cpu_facts() -> dict:
-    """Measured once per machine (CPU, flags, torch, ISA caps) and cached on disk, one entry per such key, so that
-    a resumed run makes the same choice of products as the run it continues (a fresh measurement on a busy machine
-    could choose otherwise)."""
+    """Measured per machine (CPU, flags, torch, ISA caps) and cached on disk, one entry per such key. A trial that
+    did not have the CPU to itself (another process running; see _measure) is taken again by the next processes,
+    each candidate keeping its best time over the trials, until one is quiet or BUSY_TRIALS were taken: a busy
+    first use no longer fixes this machine's products for good. Entries of earlier versions (no `quiet`) count as
+    one busy trial. A run records the product it chose, and its resume keeps that one (pin_products)."""
     global _FACTS
     if _FACTS is not None:
         return _FACTS
     path, key = _cache_path(), _machine_key()
     entries = _read_cache(path)
-    if key in entries:
-        _FACTS = entries[key]
+    old = entries.get(key)
+    if old is not None and (old.get("quiet") or old.get("trials", 1) >= BUSY_TRIALS):
+        _FACTS = old
         return _FACTS
-    _FACTS = _measure()
+    _FACTS = _measure() if old is None else _merge(old, _measure())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         entries = {**_read_cache(path), key: _FACTS}
@@ -229,10 +249,12 @@ def use_onednn_cpu() -> bool:
     if forced == "1":
         return True
     facts = cpu_facts()
-    # oneDNN must win clearly: its backward pays for transposed copies of the weight, the gradient and the input
-    # (torch's product takes transposed operands as they are). Where the two forward products are close (the Intel
-    # Xeon here: 6.7 against 7.6 ms in the trial), a 4 × 256 pretraining step ran 1.4× slower through oneDNN;
-    # where oneDNN is twice as fast (the AMD EPYC with AVX-512) it wins in training too (BENCHMARKS.md).
+    # oneDNN must win clearly: in training it pays for copies into and out of its own layout (torch's product
+    # takes transposed operands as they are) and keeps a cache of built products. Where the two forward products
+    # are close (the Intel Xeon here: 6.7 against 7.6 ms in the trial), a 4 × 256 pretraining step ran 1.4× slower
+    # through oneDNN (with the transposed copies of then); on the older AMD EPYC (4.45 against 5.0 ms) 100 steps
+    # of SST-2 fine-tuning took the same time either way, and 160 MB more memory through oneDNN; where oneDNN is
+    # twice as fast (the newer AMD EPYC with AVX-512) it wins in training too (BENCHMARKS.md).
     return facts["onednn_fp32"] < ONEDNN_MUST_WIN * facts["torch_fp32"]
 
 
@@ -287,6 +309,21 @@ def _cpu_onednn() -> bool:
     if _ONEDNN_CPU is None:
         _ONEDNN_CPU = use_onednn_cpu()
     return _ONEDNN_CPU
+
+
+def products_record() -> dict:
+    """The CPU product this process runs, for a run's record: its resume keeps it (pin_products), since a trial
+    taken again after a busy first use may choose the other, and the two products round differently."""
+    return {"machine": _machine_key(), "onednn": _cpu_onednn()}
+
+
+def pin_products(record: dict | None) -> None:
+    """Run the product a run recorded (products_record), on the machine that recorded it; elsewhere, or where the
+    user forces one with BERTSCOPE_ONEDNN, the choice is this machine's own."""
+    global _ONEDNN_CPU
+    if (isinstance(record, dict) and isinstance(record.get("onednn"), bool) and "BERTSCOPE_ONEDNN" not in os.environ
+            and record.get("machine") == _machine_key()):
+        _ONEDNN_CPU = record["onednn"] and ONEDNN
 
 
 def prepare() -> None:

@@ -120,6 +120,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     fills_a_batch(t, data, s)
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
            "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "threads": torch.get_num_threads(),
+           **_products(where),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
     create_output_folder(out)
     with FolderLock(out, "fine-tuning run"):
@@ -147,6 +148,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         raise UsageError(f"--resume {out}: this is a {run.get('kind')} run; continue it with bertscope "
                          f"{run.get('kind')} --resume {out}")
     set_threads(threads if threads is not None else run.get("threads"))   # the run's own, unless asked otherwise
+    from ..kernels import pin_products
+    pin_products(run.get("products"))                      # the run's CPU product, on the machine that chose it
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
         import torch
         if device not in ("auto", "cpu"):
@@ -314,7 +317,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
            "start": None if init else start, "task": t.state(), "settings": asdict(s),
-           "threads": torch.get_num_threads(),
+           "threads": torch.get_num_threads(), **_products(where),
            "data": {"train": _data_record(corpus), **({"eval": _data_record([eval])} if eval else {}),
                     **({"words": _data_record([t.whole_word[len("words:"):]])}
                        if (t.whole_word or "").startswith("words:") else {})}}
@@ -329,6 +332,14 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
         from ..train import train as engine
         return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
                       stop_after=stop_after)
+
+
+def _products(where) -> dict:
+    """A CPU run records which product it runs (kernels.products_record), so that its resume runs the same."""
+    if where.type != "cpu":
+        return {}
+    from ..kernels import products_record
+    return {"products": products_record()}
 
 
 class _NoLock:
