@@ -577,6 +577,36 @@ def test_mlm_positions_inputs_embeds_dtype_and_embedding_size_are_checked():
                          intermediate_size=64, embedding_size=16)
 
 
+
+def test_a_mask_not_a_tensor_a_prune_list_and_a_dtype_name_are_refused():
+    need_shared()
+    model = bertscope.from_pretrained(TINY / "bert")
+    ids = torch.randint(5, 900, (1, 4))
+    with pytest.raises(bertscope.InputError, match=r"attention_mask must be a torch tensor \(1, 4\).*got list"):
+        model(input_ids=ids, attention_mask=[[1, 1, 1, 1]])
+    with pytest.raises(bertscope.InputError, match=r"prune_heads takes \{layer: \[head, ...\]\}"):
+        model.prune_heads([0, 1])
+    with pytest.raises(bertscope.InputError, match="prune_heads takes"):
+        model.prune_heads({0: 1})
+    with pytest.raises(bertscope.UsageError, match="expected a floating torch dtype, e.g. torch.bfloat16"):
+        bertscope.from_pretrained(TINY / "bert", dtype="bfloat16")
+    assert bertscope.from_pretrained(TINY / "bert", dtype=torch.bfloat16).embeddings.word.weight.dtype == \
+        torch.bfloat16
+
+
+def test_api_functions_given_a_folder_or_an_empty_batch_say_what_they_take():
+    need_shared()
+    with pytest.raises(bertscope.UsageError, match=r"api.predict takes a model from api.load .*api.predict\(api.load"
+                                                   r"\(FOLDER\), ...\); got PosixPath"):
+        list(bertscope.api.predict(MINILM, [str(DATA / "sst2" / "dev.tsv")]))
+    with pytest.raises(bertscope.UsageError, match="api.evaluate takes a model from api.load"):
+        bertscope.api.evaluate(str(MINILM), DATA / "sst2" / "dev.tsv")
+    loaded = bertscope.api.load(TINY / "bert")
+    with pytest.raises(bertscope.UsageError, match="batch_size 0: expected a whole number of texts, at least 1"):
+        bertscope.api.bench(loaded, loaded.model, ["a b", "c"], batch_size=0)
+    with pytest.raises(bertscope.UsageError, match="--batch -1: expected a whole number, at least 1"):
+        bertscope.api.trace(loaded, batch=-1)
+
 def test_span_positions_are_checked():
     need_shared()
     ref_qa = [p for p in TINY.iterdir() if "qa" in p.name]

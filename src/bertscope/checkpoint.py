@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, UsageError
 from .families import FAMILIES, HEAD_OF_ARCHITECTURE, HEADS
 from .io import atomic_write, write_text
 from .model import Model
@@ -273,6 +273,8 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json); a Hugging Face checkpoint "
                               "folder holds config.json next to model.safetensors or pytorch_model.bin")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise UsageError(f"dtype={dtype!r}: expected a floating torch dtype, e.g. torch.bfloat16")
     config = Config.from_json(folder / "config.json")
     state, source = read_weights(folder)
     if head is None:

@@ -115,6 +115,9 @@ def _check_structure(config, input_ids, attention_mask, token_type_ids, position
                          "there are no tokens to encode")
     if attention_mask is not None:
         B, L = shape
+        if not isinstance(attention_mask, torch.Tensor):
+            raise InputError(f"attention_mask must be a torch tensor ({B}, {L}) of 1 (real token) and 0 (padding), "
+                             f"got {type(attention_mask).__name__}: torch.tensor(mask) makes one")
         if tuple(attention_mask.shape) not in ((B, L), (B, L, L)):
             raise InputError(
                 f"attention_mask has shape {_shape(attention_mask)} but {name} has shape ({B}, {L}); "

@@ -130,6 +130,14 @@ def make_task(name: str | None, **kwargs):
     return make(name or "classification", **kwargs)
 
 
+def expect_loaded(loaded, name: str) -> None:
+    """The api's model-taking functions take what load() returns; a folder or a Model is refused saying so."""
+    if not isinstance(loaded, Loaded):
+        raise UsageError(f"api.{name} takes a model from api.load (its tokenizer comes with it): "
+                         f"api.{name}(api.load(FOLDER), ...); got {type(loaded).__name__}"
+                         + (f" {str(loaded)!r}" if isinstance(loaded, (str, Path)) else ""))
+
+
 def task_for(loaded: Loaded, task: str | None, **options):
     """The task of evaluate / predict: as asked, else the one the model was fine-tuned for; it must match the head."""
     from ..tasks import for_model, make

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
-from .common import Loaded, max_length_for
+from .common import Loaded, expect_loaded, max_length_for
 
 
 @dataclass
@@ -28,6 +28,7 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
            batch_size: int = 32) -> Encoding:
     """Texts (all of them, length-sorted packed batches) or random ids of (batch, length) through the model; the
     first batch again, padded, with every hidden state, to show the shapes."""
+    expect_loaded(loaded, "encode")
     import torch
 
     from .. import infer
@@ -69,6 +70,10 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
 
 def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length: int = 16, unfold: bool = False):
     """explain.explain on tokenized texts, or on random ids of (batch, length)."""
+    expect_loaded(loaded, "trace")
+    for name, value in (("batch", batch), ("length", length)):
+        if not isinstance(value, int) or value < 1:
+            raise UsageError(f"--{name} {value}: expected a whole number, at least 1")
     from ..explain import explain
     ids = mask = types = None
     if texts:
@@ -108,6 +113,7 @@ def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = 
 
 def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
     """For every mask token in the text: its position and the top_k (token, probability, filled text)."""
+    expect_loaded(loaded, "fill_mask")
     import torch
     model, tok = loaded.model, loaded.tokenizer
     if model.mlm is None:
@@ -142,6 +148,9 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
 def bench(loaded: Loaded, model, texts: list[str], batch_size: int = 32, compile: bool = False) -> dict:
     """Real tokens/s of padded batches in file order against length-sorted packed batches (and compiled), and the
     achieved FLOP/s against this machine's matmul rate in the model's dtype."""
+    expect_loaded(loaded, "bench")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size {batch_size!r}: expected a whole number of texts, at least 1")
     import torch
 
     from .. import infer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, TokenizerError, UsageError
-from .common import Loaded, max_length_for, task_for
+from .common import Loaded, expect_loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 
@@ -119,6 +119,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
              chunk: int = 2048, skip_bad_rows: bool = False, int8: bool | None = None, on_event=None, **options) -> dict:
     """The task's metrics of a model on a labelled file (the task the model was fine-tuned for unless `task`),
     read, tokenized and run chunk by chunk."""
+    expect_loaded(loaded, "evaluate")
     from ..data import source_name
     t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
@@ -148,6 +149,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
             chunk: int = 2048, int8: bool | None = None, on_event=None, **options):
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
     question)."""
+    expect_loaded(loaded, "predict")
     t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
     total, done = _total(t, source), 0
     for ex in t.chunks(source, chunk, labelled=False):
@@ -165,6 +167,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
           windows: int | None = None, int8: bool | None = None, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
     temporary file that replaces `out` only when everything is written."""
+    expect_loaded(loaded, "embed")
     import json
 
     from .. import infer
@@ -237,6 +240,7 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     """An int8 folder: the model and tokenizer as they are, plus the calibration from `limit` texts of the file
     `calibration`; and how close int8 stays to fp32 on those texts (mean-pooled embedding cosine, and for a
     classifier the share of equal predictions)."""
+    expect_loaded(loaded, "quantize")
     import copy
 
     from .. import infer
