@@ -228,10 +228,12 @@ def test_masking_rate_and_80_10_10_are_per_word(zh, tmp_path):
 def test_jieba_words_are_jiebas_own_and_segmented_once(zh, dev_corpus, tmp_path, monkeypatch):
     jieba = pytest.importorskip("jieba")
     corpus, lines = dev_corpus
-    cache = corpus.with_name(corpus.name + ".jieba.words")
-    cache.unlink(missing_ok=True)
+    beside = corpus.with_name(corpus.name + ".jieba.words")
+    beside.write_text("my own notes\n", encoding="utf-8")                   # a file of the user's, by that name
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path / "cache"))
     api.masks(corpus, tmp_path / "m.jsonl", tokenizer=zh.folder, whole_word="jieba", seed=5, max_length=512)
-    assert cache.exists()
+    assert beside.read_text(encoding="utf-8") == "my own notes\n"            # left as it was
+    assert len(list((tmp_path / "cache" / "segmented").glob("*.jieba.words"))) == 1
     rows = by_line(read_masks(tmp_path / "m.jsonl", zh.tokenizer))
     exact = merged = 0
     for line, row in zip(lines[:400], rows):

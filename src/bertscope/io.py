@@ -21,6 +21,9 @@ from .errors import OutputError
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                "pytorch_model.bin.index.json")
 RUN_FILES = ("metrics.jsonl", "checkpoint", "run.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
+                   "merges.txt")
+WRITTEN = MODEL_FILES + RUN_FILES + TOKENIZER_FILES + ("curves.png", "int8.safetensors")   # what an --out may get
 LOCK = ".bertscope.lock"
 
 
@@ -151,18 +154,25 @@ def holds_run(folder: Path) -> bool:
 
 
 def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out",
-                        resumable: bool = True) -> Path:
+                        resumable: bool = True, tokenizer=None, inputs=()) -> Path:
     """Check an output folder before long work, without creating it. Refused unless `overwrite`: a folder that
-    already holds a model or a training run, and one of `sources` (the model being read). Always refused: a file,
-    and a place that cannot be written."""
+    already holds a model or a training run, or any file bertscope writes to an output folder (WRITTEN: a user's own
+    curves.png or vocab.txt there would be replaced), and one of `sources` (the model being read; `tokenizer`, the
+    tokenizer folder). Always refused: a folder holding one of `inputs` (files the command reads) under a name it
+    writes, a file, and a place that cannot be written."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: is a file; expected a folder (new, or one to --overwrite)")
     resolved = folder.resolve()
-    for source in sources:
+    for source, what in [*((s, "the folder of the model being read") for s in sources), (tokenizer, "the --tokenizer folder")]:
         if source is not None and Path(source).exists() and Path(source).resolve() == resolved and not overwrite:
-            raise OutputError(f"{option} {folder} is the folder of the model being read; writing there would "
-                              "replace it. Choose another folder, or pass --overwrite to replace it on purpose")
+            raise OutputError(f"{option} {folder} is {what}; writing there would replace its files. Choose "
+                              "another folder, or pass --overwrite to replace them on purpose")
+    for source in inputs:
+        p = Path(source)
+        if p.exists() and p.resolve().parent == resolved and p.name in WRITTEN:
+            raise OutputError(f"{option} {folder}: the output would replace {p}, which this command reads; choose "
+                              "another folder")
     if folder.is_dir() and not overwrite:
         if holds_run(folder):
             how = f"continue it with --resume {folder}, " if resumable else ""   # (a command that trains)
@@ -171,6 +181,10 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         if holds_model(folder):
             raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "
                               "or pass --overwrite to replace it")
+        mine = [f for f in WRITTEN if (folder / f).exists()]
+        if mine:
+            raise OutputError(f"{option} {folder} already holds {', '.join(mine)}, which this command writes; choose "
+                              "another folder or pass --overwrite to replace " + ("them" if len(mine) > 1 else "it"))
     existing = folder
     while not existing.exists():
         existing = existing.parent

@@ -24,7 +24,7 @@ import torch
 
 from .data import Segmented, lines, sha256_of
 from .errors import DataError, UsageError, missing_extra
-from .io import StreamFile, cache_folder, can_write_in
+from .io import StreamFile, cache_folder
 
 WHOLE_WORD = ("none", "pieces", "jieba", "words:FILE")
 
@@ -120,8 +120,9 @@ def _gold_words(path: Path) -> dict[str, list[str]]:
 
 def _jieba_words(path: Path, on_event=None) -> list:
     """The jieba words of each line of `path`, segmented once and cached as a words file (a sentence a line, words
-    separated by spaces): beside the corpus as `<corpus>.jieba.words`, or, where that folder is read-only, in
-    bertscope's cache folder under the corpus's content hash. A cache that no longer spells the corpus is redone."""
+    separated by spaces) in bertscope's cache folder under the corpus's content hash. A `<corpus>.jieba.words`
+    beside the corpus (where earlier versions kept it) is read when it spells the corpus, and never written: a
+    file of that name there is the user's. A cache that no longer spells the corpus is redone."""
     texts = [line.strip() for _, line in lines(path)]
     beside = path.with_name(path.name + ".jieba.words")
     hashed = cache_folder("segmented", f"{sha256_of([path])[:16]}.jieba.words")
@@ -134,7 +135,7 @@ def _jieba_words(path: Path, on_event=None) -> list:
     import jieba
     import logging
     jieba.setLogLevel(logging.WARNING)
-    target = beside if can_write_in(path.parent) else hashed
+    target = hashed
     if on_event:
         on_event({"event": "notice", "message": f"segmenting {path} with jieba (once; the words are kept in "
                                                 f"{target})"})

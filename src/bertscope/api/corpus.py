@@ -13,6 +13,7 @@ from ..errors import DataError, OutputError, UsageError
 HOLD_OUT_EVERY = 20          # without --held-out, every 20th text of the corpus is held out (5%) ...
 MOST_HELD_OUT = 20_000       # ... up to this many; the rest all trains
 MAX_UNK_RATE = 0.002         # a held-out [UNK] rate above this is warned about
+MAX_VOCAB = 1_000_000        # a --vocab-size beyond this is a slip (the tokenizers library aborts on 2**31)
 
 
 @dataclass
@@ -35,7 +36,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
     from ..data import iter_rows
-    from ..io import check_output_folder, create_output_folder
+    from ..io import check_output_folder, create_output_folder, holds_model, holds_run
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
     corpus = [Path(p) for p in ([corpus] if isinstance(corpus, (str, Path)) else corpus)]
     if not corpus:
@@ -45,10 +46,14 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
         raise UsageError(f"--vocab-size {vocab_size!r}: expected a number of tokens, such as 30000 (the special "
                          "tokens and the characters of the corpus are kept whatever it is)")
-    check_output_folder(out, overwrite, resumable=False)
+    if vocab_size > MAX_VOCAB:
+        raise UsageError(f"--vocab-size {vocab_size:,}: expected at most {MAX_VOCAB:,} tokens (BERT's is 30,522, "
+                         "multilingual vocabularies 120,000-250,000)")
     out = Path(out)
-    if (out / "tokenizer.json").exists() and not overwrite:
+    if (out / "tokenizer.json").exists() and not overwrite and not holds_run(out) and not holds_model(out):
         raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
+    check_output_folder(out, overwrite, resumable=False,
+                        inputs=corpus + ([Path(held_out)] if held_out is not None else []))
     for p in corpus + ([Path(held_out)] if held_out is not None else []):
         if not p.is_file():
             raise DataError(f"{p}: " + ("is a folder; expected a text file" if p.is_dir() else "no such file"))

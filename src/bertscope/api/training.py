@@ -58,7 +58,8 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     s = Settings(**options)
     where = pick_device(device)
     source = None if isinstance(model, Model) else Path(str(model))
-    check_output_folder(out, overwrite, sources=[source] if source else [])
+    check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
+                        inputs=[train] + ([eval] if eval is not None else []))
     if task is None:
         task, why = guess(train, task_options.get("label_column") or "label")
         if on_event:
@@ -245,7 +246,10 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
     if family is not None and family not in FAMILIES:
         raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
     if rank == 0:
-        check_output_folder(out, overwrite, sources=[init] if init else [])
+        words = (whole_word or "")[len("words:"):] if (whole_word or "").startswith("words:") else None
+        check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
+                            inputs=[*([corpus] if isinstance(corpus, (str, Path)) else corpus),
+                                    *([eval] if eval is not None else []), *([words] if words else [])])
     if init is not None and family is not None and Path(init).is_dir():
         started = Config.from_json(init).family                     # the checkpoint decides; a different one is a slip
         if started is not family_record(family):
@@ -302,9 +306,16 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
             "and 135 steps, 7.3% after 87 steps without; BENCHMARKS.md)")})
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
+    eval_docs = t.read([eval], on_event) if eval is not None else None    # a bad --eval is said before the corpus
     docs = t.read(corpus, on_event)
     data = t.encode(docs, s.seed)
-    eval_data = t.encode(t.read([eval], on_event), s.seed + 1) if eval is not None else None
+    used, total = t.coverage
+    if on_event and t.objective != "mlm" and total and used < 0.9 * total:
+        on_event({"event": "notice", "message": (
+            f"{t.objective}: the training pairs hold {used:,} of the corpus's {total:,} tokens ({used / total:.0%}); "
+            f"pairs longer than --max-length {max_length} are trimmed, as in BERT's recipe, so text in long lines "
+            "is left out. --objective mlm uses every token, and a larger --max-length keeps more")})
+    eval_data = t.encode(eval_docs, s.seed + 1) if eval is not None else None
     from ..infer import check_all
     check_all(model.config, data)
     if on_event:
@@ -332,6 +343,11 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
         from ..train import train as engine
         return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
                       stop_after=stop_after)
+
+
+def _folder(tokenizer):
+    """The tokenizer folder a command reads, when it was given as one (not as a Tokenizer object)."""
+    return tokenizer if isinstance(tokenizer, (str, Path)) else None
 
 
 def _products(where) -> dict:

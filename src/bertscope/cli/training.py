@@ -74,6 +74,16 @@ def _given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None and v is not False}
 
 
+def _ignored_on_resume(**given) -> None:
+    """--resume runs as the run was set up: a note names every option given that it does not use (the options it
+    may change are api.resume's to check; all others, even when they differ, are the run's own)."""
+    names = [("MODEL" if k == "model" else "--" + k.replace("_", "-")) for k, v in given.items()
+             if v is not None and v is not False and v != []]
+    if names:
+        note("--resume continues the run as it was set up (its model, data and task options); ignored: "
+             + ", ".join(names))
+
+
 def _finish(result, out: Path, command_name: str, what: str):
     if not result.finished:
         err.print(f"[yellow]interrupted:[/] stopped at step {result.steps} of {result.total_steps}; a checkpoint of "
@@ -139,8 +149,11 @@ def finetune(
                       keep_checkpoint=keep_checkpoint, bucket=bucket, compile=compile_)
     with Reporter("fine-tuning", _classification_log, _classification_eval) as report:
         if resume is not None:
-            if model or train or out:
-                note("--resume continues the run with its own model and files; MODEL, --train and --out are ignored")
+            _ignored_on_resume(model=model, train=train, out=out, task=task, eval=eval_file, text_column=text_column,
+                               label_column=None if label_column == "label" else label_column,
+                               pair_column=pair_column, tokenizer=tokenizer, max_length=max_length,
+                               new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows, windows=windows,
+                               label_all_pieces=label_all_pieces, doc_stride=doc_stride, threshold=threshold)
             result = api.resume(resume, device=device, threads=threads, on_event=report, kind="finetune",
                                 **settings)
             out = resume
@@ -231,6 +244,12 @@ def pretrain(
 
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
+            if rank0:
+                _ignored_on_resume(family=family, config=config, corpus=corpus, eval=eval_file, tokenizer=tokenizer,
+                                   out=out, objective=objective, whole_word=whole_word,
+                                   mlm_probability=None if mlm_probability == 0.15 else mlm_probability,
+                                   static_masks=static_masks, max_length=None if max_length == 128 else max_length,
+                                   init=init, start=None if start == "standard" else start, overwrite=overwrite)
             result = api.resume(resume, device=device, threads=threads, on_event=on_data, kind="pretrain",
                                 **settings)
             out = resume

@@ -62,8 +62,11 @@ class Pretraining(Task):
         return read_documents(paths, words=segment_files(paths, self.whole_word, on_event))
 
     def encode(self, documents: list[list], seed: int) -> infer.Encoded:
-        instances = build_instances(tokenize_documents(self.tok, documents), self.tok, self.max_length,
-                                    self.objective, seed=seed)
+        docs = tokenize_documents(self.tok, documents)
+        instances = build_instances(docs, self.tok, self.max_length, self.objective, seed=seed)
+        # the pair objectives trim a pair that does not fit (BERT's recipe): how much of the text the inputs hold
+        self.coverage = (sum(len(x.ids) - sum(x.special) for x in instances),
+                         sum(len(sent.ids) for doc in docs for sent in doc))
         return infer.Encoded(ids=[x.ids for x in instances], types=[x.types for x in instances],
                              extra={"instances": instances})
 
