@@ -647,3 +647,76 @@ def test_init_with_config_is_refused_and_a_warmup_past_the_run_is_said(tiny, sst
                 tmp_path / "p", "--steps", "1"), "--config base", "--init")
     r = run("finetune", tiny, "--train", sst, "--out", tmp_path / "w", "--max-steps", "1", "--warmup", "5000")
     assert r.exit_code == 0 and "never reaches --lr" in r.output, r.output
+
+
+def test_an_output_folder_may_not_replace_the_tokenizer_it_reads_an_input_or_a_users_file(tiny, sst, tmp_path):
+    import shutil
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny / name, tok / name)
+    before = snapshot(tok)
+    refused(run("finetune", tiny, "--tokenizer", tok, "--train", sst, "--out", tok, "--max-steps", "1"),
+            f"--out {tok} is the --tokenizer folder", "--overwrite")
+    assert snapshot(tok) == before
+    corpus_in_out = tmp_path / "tv"
+    corpus_in_out.mkdir()
+    (corpus_in_out / "vocab.txt").write_text("a corpus the user named vocab.txt\n" * 50, encoding="utf-8")
+    refused(run("tokenizer", "train", corpus_in_out / "vocab.txt", "--family", "bert", "--vocab-size", "300",
+                "--out", corpus_in_out, "--overwrite"), "would replace", "which this command reads")
+    assert (corpus_in_out / "vocab.txt").read_text(encoding="utf-8").startswith("a corpus the user")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "curves.png").write_text("my own picture", encoding="utf-8")
+    refused(run("finetune", tiny, "--train", sst, "--out", mine, "--max-steps", "1"),
+            "already holds curves.png, which this command writes", "--overwrite")
+    assert (mine / "curves.png").read_text(encoding="utf-8") == "my own picture"
+
+
+def test_labels_that_are_not_numbers_classes_or_anything_are_named(tiny, tmp_path):
+    cases = [("c_nan.tsv", "sentence\tlabel\na\t0\nb\t1\nc\tnan\n", [], "label 'nan' is not a class"),
+             ("j_inf.jsonl", '{"text":"a","label":0}\n{"text":"b","label":1}\n{"text":"c","label":Infinity}\n',
+              ["--task", "classification"], "label inf is not a finite number"),
+             ("m_none.jsonl", '{"text":"a","label":[]}\n{"text":"b","label":[]}\n', ["--task", "multi-label"],
+              "no row has a label; multi-label needs at least two"),
+             ("m_nested.jsonl", '{"text":"a","label":[["x"]]}\n{"text":"b","label":["y"]}\n',
+              ["--task", "multi-label"], "is not a label name"),
+             ("r_huge.tsv", "sentence\tlabel\na\t0.5\nb\t1.5\nc\t1e308\n", ["--task", "regression"],
+              "is too large to train on in float32")]
+    for name, text, extra, words in cases:
+        path = write(tmp_path, name, text)
+        refused(run("finetune", tiny, "--train", path, "--out", tmp_path / ("o-" + name), "--max-steps", "1",
+                    *extra), words, name)
+        assert not (tmp_path / ("o-" + name)).exists()
+    corpus = write(tmp_path, "c.txt", "some text to train on\n" * 30)
+    refused(run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "2147483648", "--out",
+                tmp_path / "t"), "--vocab-size 2,147,483,648: expected at most 1,000,000")
+
+
+def test_resume_names_every_option_it_does_not_use(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    bertscope.api.finetune(tiny, sst, out, epochs=1, save_every=1, stop_after=1, device="cpu")
+    r = run("finetune", "--resume", out, "--max-length", "64", "--task", "regression", "--threshold", "0.3")
+    assert r.exit_code == 0, r.output
+    assert "ignored: --task, --max-length, --threshold" in r.output
+
+
+def test_pair_objectives_say_how_much_of_a_long_lined_corpus_they_use(tiny, tmp_path):
+    corpus = write(tmp_path, "long.txt", "\n".join(" ".join(f"word{i}" for i in range(300)) for _ in range(8)) + "\n")
+    r = run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--out", tmp_path / "p",
+            "--steps", "1", "--batch-size", "2", "--max-length", "32")
+    assert r.exit_code == 0, r.output
+    assert "mlm+nsp: the training pairs hold" in r.output and "--objective mlm uses every token" in r.output
+    r = run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--out", tmp_path / "q",
+            "--steps", "1", "--batch-size", "2", "--max-length", "32", "--objective", "mlm")
+    assert r.exit_code == 0 and "the training pairs hold" not in r.output, r.output
+
+
+def test_shards_take_a_size_as_hugging_face_writes_it(tmp_path):
+    model = bertscope.from_config("bert-base", num_hidden_layers=1)
+    bertscope.save_pretrained(model, tmp_path / "m", max_shard_size="20MB")
+    assert (tmp_path / "m" / "model.safetensors.index.json").exists()
+    again = bertscope.from_pretrained(tmp_path / "m")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(bertscope.UsageError, match="max_shard_size='lots'"):
+        bertscope.save_pretrained(model, tmp_path / "n", max_shard_size="lots")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -345,9 +346,11 @@ def _head_from(config: Config, state: dict) -> str:
 
 # ---- writing ------------------------------------------------------------------------------------------------------
 
-def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> Path:
-    """Write config.json and model.safetensors (or shards + index when larger than max_shard_size bytes)."""
+def save_pretrained(model: Model, folder, max_shard_size: int | str | None = None) -> Path:
+    """Write config.json and model.safetensors (or shards + index when larger than max_shard_size: bytes, or a
+    size such as "500MB" or "5GB" as Hugging Face writes it)."""
     from safetensors.torch import save_file
+    max_shard_size = _bytes(max_shard_size)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: is a file; a model is saved as a folder")
@@ -375,6 +378,20 @@ def save_pretrained(model: Model, folder, max_shard_size: int | None = None) -> 
             f.unlink()
     write_text(folder / "config.json", config.to_json_string())
     return folder
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _bytes(size) -> int | None:
+    """max_shard_size as a number of bytes: an int, or "500MB" / "5GB" / "2GiB" (Hugging Face's spelling)."""
+    if size is None or (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)\s*", str(size).upper()) if isinstance(size, str) else None
+    if m is None or float(m.group(1)) <= 0:
+        raise UsageError(f"max_shard_size={size!r}: expected a number of bytes above 0, or a size such as '500MB' "
+                         "or '5GB'")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def _split(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from ..errors import UsageError
@@ -95,6 +96,7 @@ def guess(path, label_column: str = "label") -> tuple[str, str]:
             numbers.append(float(x))
         except (TypeError, ValueError):
             return "classification", f"the {label_column!r} column holds class names"
+    numbers = [v for v in numbers if math.isfinite(v)]   # nan / inf: the reading says what is wrong with them
     if numbers and any(v != int(v) for v in numbers):
         return "regression", f"the {label_column!r} column holds real numbers"
     return "classification", f"the {label_column!r} column holds classes"

@@ -29,14 +29,17 @@ def canonical_label(value, where: str) -> str:
                         "--task multi-label")
     if isinstance(value, (int, float)):
         number = float(value)
+        if not math.isfinite(number):
+            raise DataError(f"{where}: label {value!r} is not a finite number; a class label is a name or an integer")
     else:
         text = str(value).strip()
         try:
             number = float(text)
         except ValueError:
             return text
-        if not math.isfinite(number):
-            return text
+        if not math.isfinite(number):          # pandas writes a missing value as "nan"
+            raise DataError(f"{where}: label {text!r} is not a class (a missing value?); give every row a class "
+                            "name or integer")
     if number != int(number):
         raise DataError(f"{where}: label {value!r} is a real number, not a class; for a numeric target use "
                         "--task regression")

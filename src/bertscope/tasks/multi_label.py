@@ -6,6 +6,8 @@ Labels are a JSON list in a .jsonl file, or a `a|b` column in .tsv / .csv; an em
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +35,10 @@ class MultiLabel(SequenceClassification):
             names = value.split("|")
         else:
             raise DataError(f"{where}: multi-label rows hold a list of labels or `a|b`, got {value!r}")
+        bad = [x for x in names if isinstance(x, (list, dict, bool)) or x is None
+               or (isinstance(x, float) and not math.isfinite(x))]
+        if bad:
+            raise DataError(f"{where}: label {bad[0]!r} in {value!r} is not a label name")
         names = [str(x).strip() for x in names]
         if any(not x for x in names):
             raise DataError(f"{where}: an empty label name in {value!r}")
@@ -41,7 +47,8 @@ class MultiLabel(SequenceClassification):
     def training_labels(self, ex):
         names = label_order({x for row in ex.labels for x in row})
         if len(names) < 2:
-            raise DataError(f"{ex.path}: only the label {names[0]!r} occurs; multi-label needs at least two")
+            raise DataError(f"{ex.path}: " + (f"only the label {names[0]!r} occurs" if names else "no row has a label")
+                            + "; multi-label needs at least two")
         return names
 
     def fit_head(self, config, saved_head, train, new_head: bool) -> bool:

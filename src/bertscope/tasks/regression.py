@@ -28,6 +28,9 @@ class Regression(SequenceClassification):
                             "--task classification") from None
         if not math.isfinite(number):
             raise DataError(f"{where}: the target {value!r} is not a finite number")
+        if abs(number) > 1e30:            # float32 ends at 3.4e38, and the squared error of such a target long before
+            raise DataError(f"{where}: the target {value!r} is too large to train on in float32 (|target| ≤ 1e30; "
+                            "scale the targets down)")
         return number
 
     def training_labels(self, ex):
