@@ -720,3 +720,32 @@ def test_shards_take_a_size_as_hugging_face_writes_it(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(bertscope.UsageError, match="max_shard_size='lots'"):
         bertscope.save_pretrained(model, tmp_path / "n", max_shard_size="lots")
+
+
+def test_pretraining_options_a_user_gets_wrong_or_leaves_out(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join(f"sentence number {i} of the corpus . and another one here .\n"
+                                              for i in range(60)))
+    r = run("pretrain", "--init", tiny, "--corpus", corpus, "--out", tmp_path / "i", "--steps", "1", "--batch-size",
+            "2", "--max-length", "32")                                    # --init brings its family and tokenizer
+    assert r.exit_code == 0, r.output
+    refused(run("pretrain", "--family", "bert", "--corpus", corpus, "--steps", "1"), "missing --tokenizer, --out")
+    config = json.loads((tiny / "config.json").read_text())
+    write(tmp_path, "cfg1.json", json.dumps({**config, "type_vocab_size": 1}))
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--config", tmp_path / "cfg1.json", "--corpus",
+                corpus, "--out", tmp_path / "t1", "--steps", "1"), "type_vocab_size 1", "--objective mlm")
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", "-", "--out", tmp_path / "s",
+                "--steps", "1", input="some text\n"), "'-' (standard input) is not read here")
+    refused(run("tokenizer", "train", "-", "--family", "bert", "--out", tmp_path / "t2", input="some text\n"),
+            "'-' (standard input) is not read here")
+    refused(run("tokenizer", "train", corpus, "--family", "albert", "--vocab-size", "12", "--out", tmp_path / "t3"),
+            "raise --vocab-size above the number of distinct characters")
+    r = run("tokenizer", "train", corpus, "--family", "albert", "--vocab-size", "100", "--out", tmp_path / "t4")
+    assert r.exit_code == 0 and "trained an ALBERT tokenizer" in r.output, r.output
+
+
+def test_a_literal_unk_in_the_corpus_is_not_counted_as_unknown(tmp_path):
+    # WikiText writes rare words as "<unk>": the special token spelled out, which the vocabulary does represent
+    corpus = write(tmp_path, "c.txt", "".join(f"the <unk> of line {i} went to the <unk> river .\n" for i in range(80)))
+    r = run("tokenizer", "train", corpus, "--family", "roberta", "--vocab-size", "300", "--out", tmp_path / "t")
+    assert r.exit_code == 0, r.output
+    assert "held-out [UNK] rate: 0.00%" in r.output and "warning" not in r.output.lower(), r.output

@@ -338,7 +338,9 @@ def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: 
     except BertscopeError:     # a bad row of the files, raised while the trainer read them
         raise
     except Exception as e:     # the Rust side reports its failures as a plain Exception
-        raise TokenizerError(f"{what}: cannot train a tokenizer on this text ({e})") from None
+        hint = ("; a Unigram vocabulary holds every character of the corpus: raise --vocab-size above the number "
+                "of distinct characters" if "not large enough" in str(e) else "")
+        raise TokenizerError(f"{what}: cannot train a tokenizer on this text ({e}){hint}") from None
     if family.tokenizer == "wordpiece":
         vocab = backend.get_vocab(with_added_tokens=False)
         more = [f"##{c}" for c in ascii_chars if c.isalnum() and f"##{c}" not in vocab]
@@ -378,8 +380,8 @@ def unknown_tokens(tok: Tokenizer, texts, top: int = 10) -> dict:
         for text, e in zip(chunk, tok.backend.encode_batch(chunk, add_special_tokens=False)):
             n += len(e.ids)
             for token, (a, b) in zip(e.tokens, e.offsets):
-                if token == unk:
-                    unknown += 1
+                if token == unk and text[a:b].strip() != unk:     # a literal "<unk>" in the text (WikiText's) is
+                    unknown += 1                                  # the special token written out, not unknown
                     where[text[a:b]] += 1
     return {"texts": len(texts), "tokens": n, "unknown": unknown, "rate": unknown / n if n else 0.0,
             "top": where.most_common(top)}

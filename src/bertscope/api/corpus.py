@@ -55,6 +55,9 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     check_output_folder(out, overwrite, resumable=False,
                         inputs=corpus + ([Path(held_out)] if held_out is not None else []))
     for p in corpus + ([Path(held_out)] if held_out is not None else []):
+        if str(p) == "-":
+            raise UsageError("'-' (standard input) is not read here: the corpus is read more than once, so give it "
+                             "as a file")
         if not p.is_file():
             raise DataError(f"{p}: " + ("is a folder; expected a text file" if p.is_dir() else "no such file"))
     held, first, count = [], [], [0]

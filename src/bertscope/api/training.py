@@ -295,6 +295,10 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
     if max_length > model.config.max_tokens:
         raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "
                          "tokens)")
+    if t.objective != "mlm" and model.config.family.segments and model.config.type_vocab_size < 2:
+        raise UsageError(f"--objective {t.objective} puts its second segment in token type 1, but the model's config "
+                         f"has type_vocab_size {model.config.type_vocab_size}; use --objective mlm, or a config with "
+                         "type_vocab_size 2")
     report = getattr(model, "load_report", None)
     fresh_head = [n for n in (report.reinitialised if report else []) if "predictions" in n or "lm_head" in n]
     if on_event and init is not None and fresh_head:
@@ -306,6 +310,8 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
             "and 135 steps, 7.3% after 87 steps without; BENCHMARKS.md)")})
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
+    if any(str(f) == "-" for f in [*corpus, *([eval] if eval is not None else [])]):
+        raise UsageError("'-' (standard input) is not read here: give the corpus and --eval as files")
     eval_docs = t.read([eval], on_event) if eval is not None else None    # a bad --eval is said before the corpus
     docs = t.read(corpus, on_event)
     data = t.encode(docs, s.seed)

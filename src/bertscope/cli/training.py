@@ -193,7 +193,8 @@ def pretrain(
     config: Optional[str] = typer.Option(None, help="tiny | small | base | a config.json [tiny; not with --init]"),
     corpus: Optional[List[Path]] = typer.Option(None, help="plain text training files (repeat the option)"),
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="held-out text for masked-LM loss / accuracy"),
-    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train)"),
+    tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (bertscope tokenizer train) [default "
+                                                        "with --init: the checkpoint's own]"),
     out: Optional[Path] = typer.Option(None),
     objective: Optional[str] = typer.Option(None, help="mlm | mlm+nsp | mlm+sop (default: the family's own)"),
     whole_word: Optional[str] = WHOLE_WORD,
@@ -254,8 +255,13 @@ def pretrain(
                                 **settings)
             out = resume
         else:
-            if not (corpus and tokenizer and out):
-                raise typer.BadParameter("give --family, --corpus, --tokenizer and --out (or --resume DIR)")
+            if tokenizer is None and init is not None:
+                tokenizer = init                       # the checkpoint's own tokenizer
+            missing = [o for o, v in (("--corpus", corpus), ("--tokenizer", tokenizer), ("--out", out)) if not v]
+            if missing:
+                raise typer.BadParameter(f"missing {', '.join(missing)}: give --family (or --init CHECKPOINT), "
+                                         "--corpus, --tokenizer (default with --init: its own) and --out (or "
+                                         "--resume DIR)")
             result = api.pretrain(corpus, out, tokenizer=tokenizer, family=family, config=config, eval=eval_file,
                                   objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
                                   static_masks=static_masks, max_length=max_length, init=init, start=start,
@@ -272,7 +278,8 @@ def tokenizer_train(
     vocab_size: int = typer.Option(30000, min=10, help="about this many tokens: at most this many, except that "
                                                        "the special tokens and every character of the corpus are "
                                                        "always kept (a Chinese corpus gives fewer: its characters and "
-                                                       "the Latin pieces seen twice)"),
+                                                       "the Latin pieces seen twice; ALBERT's Unigram refuses a size "
+                                                       "below the corpus's number of characters)"),
     out: Path = typer.Option(...),
     cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
     min_frequency: int = typer.Option(2, min=1, help="a merge (word piece) is learnt if seen this often; every "
@@ -296,8 +303,9 @@ def tokenizer_train(
     r = api.train_tokenizer(corpus, out, family=family, vocab_size=vocab_size, lowercase=not cased,
                             min_frequency=min_frequency, text_column=text_column, held_out=held_out,
                             max_unk_rate=max_unk_rate, overwrite=overwrite, on_event=report)
-    say(f"trained a {r.tokenizer.family.name} tokenizer of {r.tokenizer.vocab_size:,} tokens on {r.texts:,} texts "
-        f"in {r.seconds:.1f} s -> {out} ({', '.join(r.files)})")
+    title = r.tokenizer.family.title
+    say(f"trained {'an' if title[0] in 'AEIOU' else 'a'} {title} tokenizer of {r.tokenizer.vocab_size:,} tokens on "
+        f"{r.texts:,} texts in {r.seconds:.1f} s -> {out} ({', '.join(r.files)})")
     if r.held_out:
         h = r.held_out
         top = "; most frequent unknown: " + ", ".join(f"{t} ×{n}" for t, n in h["top"][:5]) if h["top"] else ""
