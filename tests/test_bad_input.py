@@ -749,3 +749,16 @@ def test_a_literal_unk_in_the_corpus_is_not_counted_as_unknown(tmp_path):
     r = run("tokenizer", "train", corpus, "--family", "roberta", "--vocab-size", "300", "--out", tmp_path / "t")
     assert r.exit_code == 0, r.output
     assert "held-out [UNK] rate: 0.00%" in r.output and "warning" not in r.output.lower(), r.output
+
+
+def test_a_utf16_file_and_a_family_against_its_config_are_named(tiny, tmp_path):
+    from bertscope.data import lines
+    path = tmp_path / "u16.txt"
+    path.write_bytes("some text\nmore\n".encode("utf-16"))
+    with pytest.raises(bertscope.DataError, match="UTF-16 byte-order mark, so it is UTF-16"):
+        list(lines(path))
+    need_shared()
+    corpus = write(tmp_path, "c.txt", "a line of text .\n" * 20)
+    refused(run("pretrain", "--family", "bert", "--config", TINY / "albert" / "config.json", "--tokenizer", tiny,
+                "--corpus", corpus, "--out", tmp_path / "p", "--steps", "1"),
+            "--family bert, but --config", "is an ALBERT config")

@@ -134,8 +134,8 @@ def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, st
             raise DataError(f"{path} {at}: expected an object with 'text' and 'answer_start', found {_kind(answer)}")
         answer_text = _field(answer, "text", str, path, at)
         start = _field(answer, "answer_start", int, path, at)
-        if not answer_text:
-            raise DataError(f"{path} {at}.text: empty")
+        if not answer_text.strip():
+            raise DataError(f"{path} {at}.text: " + ("empty" if not answer_text else "only spaces"))
         end = start + len(answer_text)
         if start < 0 or end > len(context):
             raise DataError(f"{path} {at}: answer_start {start} with the answer text {answer_text!r} "

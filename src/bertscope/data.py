@@ -53,8 +53,10 @@ def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
-                raise DataError(f"{name} line {n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
-                                "convert the file to UTF-8") from None
+                utf16 = n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")     # UTF-16's byte-order marks
+                raise DataError(f"{name} line {n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}"
+                                + ("; the file starts with a UTF-16 byte-order mark, so it is UTF-16" if utf16 else "")
+                                + "); convert the file to UTF-8") from None
             yield n, (text if keep_ends else text.rstrip("\r\n"))
     finally:
         if f is not sys.stdin.buffer:

@@ -266,6 +266,11 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
             c = new_config(fam, str(config), tok, max_length)
         elif Path(str(config)).suffix == ".json" or Path(str(config)).is_dir():
             c = Config.from_json(config)
+            if family is not None and c.family is not family_record(family):
+                a = "an" if c.family.title[0] in "AEIOU" else "a"
+                raise UsageError(f"--family {family}, but --config {config} is {a} {c.family.title} config "
+                                 f"(model_type {c.family.name}); leave --family out, or give a "
+                                 f"{family_record(family).title} config")
         else:
             raise UsageError(f"--config {config}: use {', '.join(SIZES)} or a config.json file")
         _check_size(c)
