@@ -40,8 +40,6 @@ def snapshot(folder):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-
-
 @pytest.fixture
 def sst(tmp_path):
     need_shared()
@@ -58,6 +56,7 @@ def write(tmp_path, name, text):
 
 
 # ---- nothing of the user's is lost ---------------------------------------------------------------------------------
+
 
 def test_out_onto_a_model_folder_is_refused_and_the_folder_is_untouched(tiny, sst, tmp_path):
     other = tmp_path / "other"
@@ -133,6 +132,7 @@ def test_embed_checks_the_output_path_before_any_work(tiny, tmp_path):
 
 
 # ---- nothing is silently wrong -------------------------------------------------------------------------------------
+
 
 def test_labels_1_and_1_point_0_are_one_class(tiny, tmp_path):
     p = write(tmp_path, "t.jsonl", "".join(json.dumps({"text": f"text {i}", "label": x}) + "\n"
@@ -243,6 +243,7 @@ def test_an_all_zero_attention_mask_row_is_refused():
 
 # ---- no traceback for a user mistake -------------------------------------------------------------------------------
 
+
 def test_a_one_megabyte_field_and_a_byte_order_mark_are_read(tmp_path):
     from bertscope.data import read_examples
     big = "x" * 1_100_000
@@ -321,6 +322,7 @@ def test_resume_of_a_run_stopped_before_its_first_checkpoint_says_to_start_again
 
 
 # ---- found by a bad-input hunt (2026-12-04) ------------------------------------------------------------------------
+
 
 def test_export_refuses_the_models_own_files_another_suffix_and_an_existing_file(tiny, tmp_path):
     before = snapshot(tiny)
@@ -505,6 +507,7 @@ def test_options_that_would_do_nothing_are_refused(tiny, tmp_path):
 
 # ---- found by a hunt through the Python API (2026-12-04) -----------------------------------------------------------
 
+
 def test_finetune_of_a_model_object_whose_head_does_not_fit_is_refused_before_out(tiny, sst, tmp_path):
     tok = bertscope.load_tokenizer(tiny)
     model = bertscope.from_pretrained(tiny)                             # the base head
@@ -577,7 +580,6 @@ def test_mlm_positions_inputs_embeds_dtype_and_embedding_size_are_checked():
                          intermediate_size=64, embedding_size=16)
 
 
-
 def test_a_mask_not_a_tensor_a_prune_list_and_a_dtype_name_are_refused():
     need_shared()
     model = bertscope.from_pretrained(TINY / "bert")
@@ -606,6 +608,7 @@ def test_api_functions_given_a_folder_or_an_empty_batch_say_what_they_take():
         bertscope.api.bench(loaded, loaded.model, ["a b", "c"], batch_size=0)
     with pytest.raises(bertscope.UsageError, match="--batch -1: expected a whole number, at least 1"):
         bertscope.api.trace(loaded, batch=-1)
+
 
 def test_span_positions_are_checked():
     need_shared()

@@ -89,15 +89,26 @@ def test_a_machine_never_quiet_stops_measuring_after_a_few_trials(monkeypatch, t
 
 @pytest.mark.kernels
 def test_a_trial_beside_busy_processes_says_it_was_not_quiet():
+    # the trial's threads and as many spinning processes share the same CPUs: about half a CPU each, on any machine
     import subprocess
     import sys
+    import time
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity here")
+    mine = os.sched_getaffinity(0)
+    cpus = set(sorted(mine)[:torch.get_num_threads()])
     spin = "import time\nt = time.time()\nwhile time.time() - t < 20: pass"
-    others = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(os.cpu_count() or 2)]
+    others = [subprocess.Popen([sys.executable, "-c", spin], preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+              for _ in cpus]
+    def pin(mask):                                   # every thread of this process (torch's workers too)
+        for tid in os.listdir("/proc/self/task"):
+            os.sched_setaffinity(int(tid), mask)
     try:
-        import time
+        pin(cpus)
         time.sleep(0.3)
         assert kernels._measure()["quiet"] is False
     finally:
+        pin(mine)
         for p in others:
             p.kill()
             p.wait()
@@ -210,3 +221,22 @@ def test_training_products_with_rounded_rows_give_the_same_output_and_gradients(
                                    torch.autograd.grad(ref.float(), only, g, retain_graph=True)[0], **tol)
     with torch.no_grad():                                             # inference: nothing rounded
         assert not kernels._round_rows(x, lin.weight)
+
+
+def test_a_resume_keeps_what_its_run_ran(monkeypatch, tmp_path):
+    # a run of an earlier version (no record): the cached trial as it chose then, not a new trial that may differ
+    monkeypatch.setenv("BERTSCOPE_CACHE", str(tmp_path))
+    monkeypatch.delenv("BERTSCOPE_ONEDNN", raising=False)
+    monkeypatch.setattr(kernels, "_machine_key", lambda: "this")
+    (tmp_path / "cpu.json").write_text('{"facts_by_key": {"this": {"torch_fp32": 13.3, "onednn_fp32": 10.1}}}')
+    monkeypatch.setattr(kernels, "_measure", lambda: pytest.fail("measured again"))
+    for record, expected in [(None, True),                                             # 10.1 < 0.8 * 13.3
+                             ({"machine": "this", "onednn": False}, False)]:
+        monkeypatch.setattr(kernels, "_FACTS", None)
+        monkeypatch.setattr(kernels, "_ONEDNN_CPU", None)
+        kernels.pin_products(record)
+        assert kernels._cpu_onednn() is (expected and kernels.ONEDNN)
+    monkeypatch.setenv("BERTSCOPE_ONEDNN", "")                  # set but empty: forces nothing, so the pin holds
+    monkeypatch.setattr(kernels, "_ONEDNN_CPU", None)
+    kernels.pin_products({"machine": "this", "onednn": False})
+    assert kernels._cpu_onednn() is False

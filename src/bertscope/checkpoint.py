@@ -385,8 +385,10 @@ _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2*
 
 def _bytes(size) -> int | None:
     """max_shard_size as a number of bytes: an int, or "500MB" / "5GB" / "2GiB" (Hugging Face's spelling)."""
-    if size is None or (isinstance(size, int) and not isinstance(size, bool) and size > 0):
-        return size
+    if size is None or size == 0:                      # 0, as None: one file
+        return None
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0:
+        return int(size)
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]I?B|B)\s*", str(size).upper()) if isinstance(size, str) else None
     if m is None or float(m.group(1)) <= 0:
         raise UsageError(f"max_shard_size={size!r}: expected a number of bytes above 0, or a size such as '500MB' "

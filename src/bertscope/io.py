@@ -23,7 +23,9 @@ MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json
 RUN_FILES = ("metrics.jsonl", "checkpoint", "run.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json",
                    "merges.txt")
-WRITTEN = MODEL_FILES + RUN_FILES + TOKENIZER_FILES + ("curves.png", "int8.safetensors")   # what an --out may get
+# what each kind of command may write to its --out folder (check_output_folder's `writes`)
+TRAINING_WRITES = MODEL_FILES + RUN_FILES + TOKENIZER_FILES + ("curves.png",)
+QUANTIZE_WRITES = MODEL_FILES + TOKENIZER_FILES + ("int8.safetensors",)
 LOCK = ".bertscope.lock"
 
 
@@ -131,18 +133,11 @@ def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool 
 
 
 def cache_folder(*parts: str) -> Path:
-    """bertscope's cache for what can be computed again (the CPU measurement, segmentations of corpora whose own
-    folder is read-only): $BERTSCOPE_CACHE, else $XDG_CACHE_HOME/bertscope, else ~/.cache/bertscope."""
+    """bertscope's cache for what can be computed again (the CPU measurement, segmentations of corpora):
+    $BERTSCOPE_CACHE, else $XDG_CACHE_HOME/bertscope, else ~/.cache/bertscope."""
     root = os.environ.get("BERTSCOPE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "bertscope")
     return Path(root, *parts)
-
-
-def can_write_in(folder) -> bool:
-    """Whether bertscope may add a file to `folder` (an existing folder) that it was not asked to write: the user
-    can write there, and the folder is not marked read-only (no write bit: root could write, but should not)."""
-    folder = Path(folder)
-    return os.access(folder, os.W_OK | os.X_OK) and bool(folder.stat().st_mode & 0o222)
 
 
 def holds_model(folder: Path) -> bool:
@@ -154,9 +149,9 @@ def holds_run(folder: Path) -> bool:
 
 
 def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out",
-                        resumable: bool = True, tokenizer=None, inputs=()) -> Path:
+                        resumable: bool = True, tokenizer=None, inputs=(), writes=TRAINING_WRITES) -> Path:
     """Check an output folder before long work, without creating it. Refused unless `overwrite`: a folder that
-    already holds a model or a training run, or any file bertscope writes to an output folder (WRITTEN: a user's own
+    already holds a model or a training run, or any of the files `writes` this command writes (a user's own
     curves.png or vocab.txt there would be replaced), and one of `sources` (the model being read; `tokenizer`, the
     tokenizer folder). Always refused: a folder holding one of `inputs` (files the command reads) under a name it
     writes, a file, and a place that cannot be written."""
@@ -164,13 +159,14 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: is a file; expected a folder (new, or one to --overwrite)")
     resolved = folder.resolve()
-    for source, what in [*((s, "the folder of the model being read") for s in sources), (tokenizer, "the --tokenizer folder")]:
+    read = [*((s, "the folder of the model being read") for s in sources), (tokenizer, "the --tokenizer folder")]
+    for source, what in read:
         if source is not None and Path(source).exists() and Path(source).resolve() == resolved and not overwrite:
             raise OutputError(f"{option} {folder} is {what}; writing there would replace its files. Choose "
                               "another folder, or pass --overwrite to replace them on purpose")
     for source in inputs:
         p = Path(source)
-        if p.exists() and p.resolve().parent == resolved and p.name in WRITTEN:
+        if p.exists() and p.resolve().parent == resolved and p.name in writes:
             raise OutputError(f"{option} {folder}: the output would replace {p}, which this command reads; choose "
                               "another folder")
     if folder.is_dir() and not overwrite:
@@ -181,7 +177,7 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         if holds_model(folder):
             raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "
                               "or pass --overwrite to replace it")
-        mine = [f for f in WRITTEN if (folder / f).exists()]
+        mine = [f for f in writes if (folder / f).exists()]
         if mine:
             raise OutputError(f"{option} {folder} already holds {', '.join(mine)}, which this command writes; choose "
                               "another folder or pass --overwrite to replace " + ("them" if len(mine) > 1 else "it"))

@@ -4,8 +4,9 @@ On the CPU, torch's Linear calls MKL's sgemm, which on some x86 CPUs (AMD EPYC w
 narrower code path than the chip has; oneDNN (also inside torch) picks the widest one. On a 2-core AMD EPYC with
 AVX-512 that is ~2.2x the fp32 rate; on an Intel Xeon the two are about even. So the product is chosen per machine
 from a short measurement at first use, cached on disk beside the CPU's name, flags and the torch version, and taken
-again by later processes while it finds the machine busy (`BERTSCOPE_ONEDNN=1` / `=0` forces one). bf16 is decided the same way: a oneDNN bf16 product must exist (on
-AVX2-only CPUs it does not) and must beat fp32 (without bf16 instructions it is emulated and slower).
+again by later processes while it finds the machine busy (`BERTSCOPE_ONEDNN=1` / `=0` forces one). bf16 is
+decided the same way: a oneDNN bf16 product must exist (on AVX2-only CPUs it does not) and must beat fp32 (without
+bf16 instructions it is emulated and slower).
 """
 
 from __future__ import annotations
@@ -165,14 +166,14 @@ def _measure() -> dict:
     return {**best, **facts, "quiet": share >= QUIET_SHARE, "trials": 1}
 
 
-QUIET_SHARE = 0.8   # a quiet trial: 0.93-1.0 of its threads' time on the 2-core EPYC; beside 1-2 busy processes 0.38-0.73
+QUIET_SHARE = 0.8   # quiet: 0.93-1.0 of its threads' time on the 2-core EPYC; beside 1-2 busy processes 0.38-0.73
 BUSY_TRIALS = 4     # a machine never quiet at first use: after this many trials the best times stand as they are
 
 
 def _merge(old: dict, new: dict) -> dict:
     """Two trials of one machine: each candidate's best time of both (a product missing in one is missing)."""
-    merged = {k: (None if old.get(k) is None or new.get(k) is None else min(old[k], new[k]))
-              for k in new if k not in ("quiet", "trials")}
+    merged = {k: new[k] if k not in old else (None if old[k] is None or new[k] is None else min(old[k], new[k]))
+              for k in new if k not in ("quiet", "trials")}                 # (a candidate older versions lacked)
     return {**merged, "quiet": bool(old.get("quiet")) or bool(new.get("quiet")),
             "trials": int(old.get("trials", 1)) + int(new.get("trials", 1))}
 
@@ -197,7 +198,7 @@ def _int8_linear(w):
 _FACTS: dict | None = None
 
 
-def cpu_facts() -> dict:
+def cpu_facts(remeasure: bool = True) -> dict:
     """Measured per machine (CPU, flags, torch, ISA caps) and cached on disk, one entry per such key. A trial that
     did not have the CPU to itself (another process running; see _measure) is taken again by the next processes,
     each candidate keeping its best time over the trials, until one is quiet or BUSY_TRIALS were taken: a busy
@@ -209,7 +210,7 @@ def cpu_facts() -> dict:
     path, key = _cache_path(), _machine_key()
     entries = _read_cache(path)
     old = entries.get(key)
-    if old is not None and (old.get("quiet") or old.get("trials", 1) >= BUSY_TRIALS):
+    if old is not None and (old.get("quiet") or old.get("trials", 1) >= BUSY_TRIALS or not remeasure):
         _FACTS = old
         return _FACTS
     _FACTS = _measure() if old is None else _merge(old, _measure())
@@ -321,8 +322,12 @@ def pin_products(record: dict | None) -> None:
     """Run the product a run recorded (products_record), on the machine that recorded it; elsewhere, or where the
     user forces one with BERTSCOPE_ONEDNN, the choice is this machine's own."""
     global _ONEDNN_CPU
-    if (isinstance(record, dict) and isinstance(record.get("onednn"), bool) and "BERTSCOPE_ONEDNN" not in os.environ
-            and record.get("machine") == _machine_key()):
+    if os.environ.get("BERTSCOPE_ONEDNN") in ("0", "1"):
+        return
+    if record is None:              # a run of an earlier version: the cached trial as it chose then, not a new one
+        cpu_facts(remeasure=False)
+    elif (isinstance(record, dict) and isinstance(record.get("onednn"), bool)
+          and record.get("machine") == _machine_key()):
         _ONEDNN_CPU = record["onednn"] and ONEDNN
 
 

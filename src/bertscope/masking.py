@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .data import Segmented, lines, sha256_of
-from .errors import DataError, UsageError, missing_extra
+from .errors import DataError, OutputError, UsageError, missing_extra
 from .io import StreamFile, cache_folder
 
 WHOLE_WORD = ("none", "pieces", "jieba", "words:FILE")
@@ -140,9 +140,14 @@ def _jieba_words(path: Path, on_event=None) -> list:
         on_event({"event": "notice", "message": f"segmenting {path} with jieba (once; the words are kept in "
                                                 f"{target})"})
     words = [[w for w in jieba.lcut(t) if not w.isspace()] if t else None for t in texts]
-    with StreamFile(target) as f:
-        for w in words:
-            f.write(" ".join(w or []) + "\n")
+    try:
+        with StreamFile(target) as f:
+            for w in words:
+                f.write(" ".join(w or []) + "\n")
+    except (OutputError, OSError) as e:    # the cache only saves time: the words are here either way
+        if on_event:
+            on_event({"event": "notice", "message": f"the jieba words of {path} could not be kept ({e}); they will "
+                                                    "be segmented again next time"})
     return words
 
 

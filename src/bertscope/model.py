@@ -475,7 +475,7 @@ class Model(nn.Module):
         config.pruned_heads (a new Config), so that a saved model reloads pruned. For ALBERT, `layer` counts the
         weight-owning layers (group * inner + j)."""
         if not isinstance(heads_to_prune, dict) or not all(
-                isinstance(h, (list, tuple, set)) for h in heads_to_prune.values()):
+                hasattr(h, "__iter__") and not isinstance(h, (str, bytes, dict)) for h in heads_to_prune.values()):
             raise InputError(f"prune_heads takes {{layer: [head, ...]}}, e.g. {{0: [1, 2]}}; got {heads_to_prune!r}")
         pruned = {k: set(v) for k, v in self.config.pruned_heads.items()}
         for layer, heads in heads_to_prune.items():

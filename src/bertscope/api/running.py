@@ -247,10 +247,10 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     from .. import quantize as q
     from ..checkpoint import save_pretrained
     from ..data import read_texts
-    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder
     from ..kernels import bf16_beats_int8, int8_on_cpu
     check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False,
-                        inputs=[calibration] if isinstance(calibration, (str, Path)) else [])
+                        inputs=[calibration] if isinstance(calibration, (str, Path)) else [], writes=QUANTIZE_WRITES)
     if alpha is not None and not 0 < alpha <= 1:
         raise UsageError(f"--alpha {alpha}: expected a number in (0, 1] (0.9 by default)")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

@@ -197,7 +197,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
 
 # ---- pretraining ---------------------------------------------------------------------------------------------------
 
-def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str | None = None, eval=None,
+def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: str | None = None, eval=None,
              objective: str | None = None, whole_word: str | None = None, mlm_probability: float = 0.15,
              static_masks: bool | None = None, max_length: int = 128, init=None, start: str = "standard",
              overwrite: bool = False, device: str = "auto", threads: int | None = None, on_event=None,
@@ -248,7 +248,7 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
     if rank == 0:
         words = (whole_word or "")[len("words:"):] if (whole_word or "").startswith("words:") else None
         check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
-                            inputs=[*([corpus] if isinstance(corpus, (str, Path)) else corpus),
+                            inputs=[*corpus,
                                     *([eval] if eval is not None else []), *([words] if words else [])])
     if init is not None and family is not None and Path(init).is_dir():
         started = Config.from_json(init).family                     # the checkpoint decides; a different one is a slip
@@ -256,7 +256,14 @@ def pretrain(corpus, out, *, tokenizer, family: str | None = None, config: str |
             raise UsageError(f"--family {family}, but --init {init} is a {started.title} checkpoint; leave --family "
                              "out (pretraining continues the checkpoint's own family) or --init a "
                              f"{family_record(family).title} one")
-    tok = load_tokenizer(tokenizer, family=family)
+    if tokenizer is None and init is None:
+        raise UsageError("--tokenizer: give the tokenizer folder to pretrain with (bertscope tokenizer train)")
+    try:
+        tok = load_tokenizer(tokenizer if tokenizer is not None else init, family=family)
+    except TokenizerError as e:
+        if tokenizer is not None:
+            raise
+        raise TokenizerError(f"{e}; --init {init} holds no tokenizer of its own, so pass --tokenizer FOLDER") from None
     if init is not None:
         model = from_pretrained(init, head="pretraining" if (objective or tok.family.default_objective) != "mlm"
                                 else "mlm", reinit_head=True)
@@ -362,11 +369,21 @@ def _folder(tokenizer):
 
 
 def _products(where) -> dict:
-    """A CPU run records which product it runs (kernels.products_record), so that its resume runs the same."""
+    """A CPU run records which product it runs (kernels.products_record), so that its resume runs the same. Under
+    torchrun every process runs rank 0's choice (each process's own trial, taken at the same moment, could differ)."""
     if where.type != "cpu":
         return {}
-    from ..kernels import products_record
-    return {"products": products_record()}
+    from ..kernels import pin_products, products_record
+    from ..train import distributed
+    record = products_record()
+    _, rank, world = distributed.current()
+    if world > 1:
+        import torch.distributed as dist
+        shared = [record]
+        dist.broadcast_object_list(shared, src=0)
+        record = shared[0]
+        pin_products(record)
+    return {"products": record}
 
 
 class _NoLock:

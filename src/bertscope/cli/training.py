@@ -255,9 +255,8 @@ def pretrain(
                                 **settings)
             out = resume
         else:
-            if tokenizer is None and init is not None:
-                tokenizer = init                       # the checkpoint's own tokenizer
-            missing = [o for o, v in (("--corpus", corpus), ("--tokenizer", tokenizer), ("--out", out)) if not v]
+            missing = [o for o, v in (("--corpus", corpus), ("--tokenizer", tokenizer or init), ("--out", out))
+                       if not v]
             if missing:
                 raise typer.BadParameter(f"missing {', '.join(missing)}: give --family (or --init CHECKPOINT), "
                                          "--corpus, --tokenizer (default with --init: its own) and --out (or "

@@ -38,8 +38,8 @@ def canonical_label(value, where: str) -> str:
         except ValueError:
             return text
         if not math.isfinite(number):          # pandas writes a missing value as "nan"
-            raise DataError(f"{where}: label {text!r} is not a class (a missing value?); give every row a class "
-                            "name or integer")
+            raise DataError(f"{where}: label {text!r} is not a class" + (" (a missing value?)" if number != number
+                            else "") + "; give every row a class name or integer")
     if number != int(number):
         raise DataError(f"{where}: label {value!r} is a real number, not a class; for a numeric target use "
                         "--task regression")
