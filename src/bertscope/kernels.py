@@ -171,9 +171,10 @@ BUSY_TRIALS = 4     # a machine never quiet at first use: after this many trials
 
 
 def _merge(old: dict, new: dict) -> dict:
-    """Two trials of one machine: each candidate's best time of both (a product missing in one is missing)."""
+    """Two trials of one machine: each candidate's best time of both. A product one trial found missing (None) is
+    missing; a candidate the older trial did not know (an earlier version's entry) takes the new time."""
     merged = {k: new[k] if k not in old else (None if old[k] is None or new[k] is None else min(old[k], new[k]))
-              for k in new if k not in ("quiet", "trials")}                 # (a candidate older versions lacked)
+              for k in new if k not in ("quiet", "trials")}
     return {**merged, "quiet": bool(old.get("quiet")) or bool(new.get("quiet")),
             "trials": int(old.get("trials", 1)) + int(new.get("trials", 1))}
 
