@@ -36,7 +36,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
     from ..data import iter_rows
-    from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder, holds_model, holds_run
+    from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
     corpus = [Path(p) for p in ([corpus] if isinstance(corpus, (str, Path)) else corpus)]
     if not corpus:
@@ -50,8 +50,6 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         raise UsageError(f"--vocab-size {vocab_size:,}: expected at most {MAX_VOCAB:,} tokens (BERT's is 30,522, "
                          "multilingual vocabularies 120,000-250,000)")
     out = Path(out)
-    if (out / "tokenizer.json").exists() and not overwrite and not holds_run(out) and not holds_model(out):
-        raise OutputError(f"--out {out} already holds a tokenizer; choose another folder or pass --overwrite")
     check_output_folder(out, overwrite, resumable=False,
                         inputs=corpus + ([Path(held_out)] if held_out is not None else []), writes=TOKENIZER_FILES)
     for p in corpus + ([Path(held_out)] if held_out is not None else []):

@@ -237,6 +237,8 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     if not corpus:
         raise UsageError("--corpus: give at least one plain-text file")
+    if any(str(f) == "-" for f in [*corpus, *([eval] if eval is not None else [])]):
+        raise UsageError("'-' (standard input) is not read here: give the corpus and --eval as files")
     if init is not None and config is not None:
         raise UsageError(f"--config {config}: --init {init} brings its own config (its shapes are the checkpoint's); "
                          "give one of the two")
@@ -322,8 +324,6 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
             "and 135 steps, 7.3% after 87 steps without; BENCHMARKS.md)")})
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
-    if any(str(f) == "-" for f in [*corpus, *([eval] if eval is not None else [])]):
-        raise UsageError("'-' (standard input) is not read here: give the corpus and --eval as files")
     eval_docs = t.read([eval], on_event) if eval is not None else None    # a bad --eval is said before the corpus
     docs = t.read(corpus, on_event)
     data = t.encode(docs, s.seed)
@@ -376,8 +376,7 @@ def _products(where) -> dict:
     from ..kernels import pin_products, products_record
     from ..train import distributed
     record = products_record()
-    _, rank, world = distributed.current()
-    if world > 1:
+    if distributed.current()[2] > 1:
         import torch.distributed as dist
         shared = [record]
         dist.broadcast_object_list(shared, src=0)

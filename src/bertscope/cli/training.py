@@ -77,8 +77,7 @@ def _given(**options) -> dict:
 def _ignored_on_resume(**given) -> None:
     """--resume runs as the run was set up: a note names every option given that it does not use (the options it
     may change are api.resume's to check; all others, even when they differ, are the run's own)."""
-    names = [("MODEL" if k == "model" else "--" + k.replace("_", "-")) for k, v in given.items()
-             if v is not None and v is not False and v != []]
+    names = [("MODEL" if k == "model" else "--" + k.replace("_", "-")) for k, v in _given(**given).items() if v != []]
     if names:
         note("--resume continues the run as it was set up (its model, data and task options); ignored: "
              + ", ".join(names))
