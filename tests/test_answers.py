@@ -63,6 +63,17 @@ def test_read_squad_v20_unanswerable_questions_have_no_answers(tmp_path):
     assert [(q.id, q.impossible, q.answers) for q in qs] == [("q1", True, []), ("q2", False, [("The Normans", 0)])]
 
 
+def test_a_v11_question_without_answers_is_refused_for_training_not_for_predicting(tmp_path):
+    doc = one_question(id="q1", question="Who?", answers=[])
+    doc["version"] = "1.1"
+    path = squad(tmp_path, doc)
+    assert read_squad(path)[0].answers == []                 # predict: a question to answer
+    with pytest.raises(DataError, match=r"qas\[0\]: no answers, and the file says version 1.1"):
+        read_squad(path, answered=True)
+    doc["version"] = "v2.0"                                   # v2.0 (and no version: Hugging Face's squad_v2 export)
+    assert read_squad(squad(tmp_path, doc), answered=True)[0].answers == []
+
+
 def test_read_squad_accepts_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(one_question(id="a", question="Who?", answers=[])).encode())

@@ -696,6 +696,25 @@ def test_labels_that_are_not_numbers_classes_or_anything_are_named(tiny, tmp_pat
                 tmp_path / "t"), "--vocab-size 2,147,483,648: expected at most 1,000,000")
 
 
+def test_skip_bad_rows_skips_a_row_whose_label_is_not_one(tiny, tmp_path):
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "good\t1\nbad\t0\n" * 4 + "odd\tnan\n")
+    r = run("finetune", tiny, "--train", train, "--out", tmp_path / "o", "--max-steps", "1", "--skip-bad-rows")
+    assert r.exit_code == 0, r.output
+    assert "skipped 1 bad rows of" in r.output and "line 10: label 'nan' is not a class" in r.output
+    r = run("evaluate", tmp_path / "o", train, "--skip-bad-rows", "--format", "json")   # evaluate reads in chunks
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["examples"] == 8
+    refused(run("evaluate", tmp_path / "o", train), "line 10: label 'nan' is not a class")
+    only_bad = write(tmp_path, "b.tsv", "sentence\tlabel\nodd\tnan\n")
+    refused(run("finetune", tiny, "--train", only_bad, "--out", tmp_path / "p", "--skip-bad-rows"),
+            "b.tsv: no examples (1 bad rows skipped)")
+    blank = write(tmp_path, "blank.txt", "\n  \n")                # an input with no text: predict as embed
+    refused(run("predict", tmp_path / "o", blank), "blank.txt: no texts found")
+    refused(run("embed", tmp_path / "o", blank, "--out", tmp_path / "e.npy"), "blank.txt: no texts found")
+    refused(run("predict", tmp_path / "o", "-", input=""), "<stdin>: no texts found")
+    assert not (tmp_path / "e.npy").exists()
+
+
 def test_resume_names_every_option_it_does_not_use(tiny, sst, tmp_path):
     out = tmp_path / "o"
     bertscope.api.finetune(tiny, sst, out, epochs=1, save_every=1, stop_after=1, device="cpu")
@@ -760,6 +779,16 @@ def test_a_utf16_file_and_a_family_against_its_config_are_named(tiny, tmp_path):
     path.write_bytes("some text\nmore\n".encode("utf-16"))
     with pytest.raises(bertscope.DataError, match="UTF-16 byte-order mark, so it is UTF-16"):
         list(lines(path))
+    path.write_bytes("some text\nmore\n".encode("utf-16-le"))        # no mark: valid UTF-8, half NUL bytes
+    with pytest.raises(bertscope.DataError, match="line 1: holds NUL bytes.* likely UTF-16 without a byte-order mark"):
+        list(lines(path))
+    binary = write(tmp_path, "c.bin", b"fine first line\nELF\x02\x01\x01\x00\x00\x00 more\n")
+    refused(run("tokenizer", "train", binary, "--family", "bert", "--out", tmp_path / "t"),
+            "c.bin line 2: holds NUL bytes", "binary or compressed")
+    import gzip
+    packed = write(tmp_path, "c.txt.gz", gzip.compress(b"some text to train on\n" * 50))
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", packed, "--out", tmp_path / "p",
+                "--steps", "1"), "c.txt.gz line 1: not valid UTF-8", "starts as gzip data does); decompress it")
     need_shared()
     corpus = write(tmp_path, "c.txt", "a line of text .\n" * 20)
     refused(run("pretrain", "--family", "bert", "--config", TINY / "albert" / "config.json", "--tokenizer", tiny,

@@ -40,6 +40,21 @@ def test_padding_truncation_and_attention_mask(tok):
     assert [len(r) for r in lists["input_ids"]] == [3, 4]
 
 
+def test_padding_options_that_cannot_hold_are_named(tok):
+    from bertscope.errors import UsageError
+    long = "a much longer sentence with many more words in it"
+    kept = tok([long, "short"], padding="max_length", max_length=20, truncation=False)
+    assert kept["input_ids"].shape == (2, 20)               # fits: padded to max_length, nothing cut
+    with pytest.raises(UsageError, match=r"text 0 has 12 tokens, more than max_length=6 .* truncation=False"):
+        tok([long, "short"], padding="max_length", max_length=6, truncation=False)
+    assert tok([long], padding="max_length", max_length=6)["input_ids"].shape == (1, 6)
+    with pytest.raises(UsageError, match=r"padding='max-length': use True or 'longest'"):
+        tok(["short"], padding="max-length")
+    with pytest.raises(UsageError, match=r"return_tensors='np': bertscope returns torch tensors"):
+        tok(["short"], return_tensors="np")
+    assert tok(["short", long], padding="do_not_pad", return_tensors=None)["input_ids"][1][-1] == tok.sep_token_id
+
+
 def test_default_max_length_is_the_model_position_limit(tok):
     assert tok.max_length == 512
     b = tok(["word " * 2000])

@@ -74,11 +74,13 @@ def _field(obj: dict, key: str, kind: type, path: Path, where: str):
     return value
 
 
-def read_squad(path) -> list[Question]:
+def read_squad(path, answered: bool = False) -> list[Question]:
     """The questions of a SQuAD v1.1 or v2.0 JSON file, in file order.
 
     Every question needs an `id` (unique in the file), a `question` and an `answers` list (empty for a v2.0
-    question with `is_impossible`: true); every answer a `text` found at `answer_start` in its context."""
+    question with `is_impossible`: true); every answer a `text` found at `answer_start` in its context. An empty
+    list means "no answer" (as in Hugging Face's squad_v2), except, with `answered` (files to train or score on),
+    in a file whose "version" is 1.x: SQuAD v1.1 has no unanswerable questions, so there it is a missing answer."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -110,6 +112,11 @@ def read_squad(path) -> list[Question]:
                 raise DataError(f"{path} {where}.context: empty; a question needs a context to answer from")
             for k, qa in enumerate(_field(paragraph, "qas", list, path, where)):
                 questions.append(_question(qa, context, path, f"{where}.qas[{k}]", first_seen))
+                q = questions[-1]
+                if answered and str(doc.get("version", "")).startswith("1.") and not (q.answers or q.impossible):
+                    raise DataError(f"{path} {where}.qas[{k}]: no answers, and the file says version "
+                                    f"{doc['version']}: SQuAD v1.1 has no unanswerable questions. Give it its "
+                                    "answer, or mark the file version 2.0 and the question is_impossible: true")
     if not questions:
         raise DataError(f"{path}: no questions: every paragraph's 'qas' list is empty")
     return questions

@@ -43,9 +43,14 @@ def _binary(source):
     return open(path, "rb")
 
 
+# the first bytes of compressed files, named when such a file is given as text
+PACKED = ((b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip"), (b"BZh", "bzip2"), (b"\xfd7zXZ", "xz"),
+          (b"\x28\xb5\x2f\xfd", "zstd"))
+
+
 def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
     """(line number, text) for every line of a file (or "-" for standard input), decoded as UTF-8 with a leading
-    byte-order mark dropped. A line that is not UTF-8 is an error naming it."""
+    byte-order mark dropped. A line that is not UTF-8, or that holds a NUL byte, is an error naming it."""
     name = source_name(source)
     f = _binary(source)
     try:
@@ -54,9 +59,16 @@ def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 utf16 = n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff")     # UTF-16's byte-order marks
+                packed = next((kind for magic, kind in PACKED if raw.startswith(magic)), None) if n == 1 else None
                 raise DataError(f"{name} line {n}: not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}"
                                 + ("; the file starts with a UTF-16 byte-order mark, so it is UTF-16" if utf16 else "")
-                                + "); convert the file to UTF-8") from None
+                                + (f"; the file starts as {packed} data does" if packed else "")
+                                + ("); decompress it" if packed else "); convert the file to UTF-8")) from None
+            if "\x00" in text:                 # valid UTF-8, but no text holds NUL: UTF-16 without a mark, or binary
+                utf16 = text.count("\x00") * 3 >= len(text)
+                raise DataError(f"{name} line {n}: holds NUL bytes, which no UTF-8 text does" + (
+                    "; every other byte is NUL, so it is likely UTF-16 without a byte-order mark: convert the file to "
+                    "UTF-8" if utf16 else "; is it a binary or compressed file? Expected UTF-8 text"))
             yield n, (text if keep_ends else text.rstrip("\r\n"))
     finally:
         if f is not sys.stdin.buffer:

@@ -15,9 +15,13 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from .errors import BertscopeError, InputError, TokenizerError
+from .errors import BertscopeError, InputError, TokenizerError, UsageError
 from .families import FAMILIES, Family, family as family_record
 from .io import atomic_write, write_json
+
+
+# padding= as Hugging Face spells it -> how rows are padded
+PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: False, "do_not_pad": False}
 
 
 class Tokenizer:
@@ -124,6 +128,13 @@ class Tokenizer:
         truncation: cut to max_length (default: the most the model's positions allow). padding: True/"longest"
         pads to the longest in the batch, "max_length" to max_length, False returns unpadded lists.
         Returns input_ids, attention_mask, token_type_ids (and word_ids, -1 on special and pad tokens)."""
+        if not isinstance(padding, (bool, str)) or padding not in PADDING:
+            raise UsageError(f"padding={padding!r}: use True or 'longest' (to the longest text), 'max_length' (to "
+                             "max_length), or False / 'do_not_pad'")
+        padding = PADDING[padding]
+        if return_tensors not in ("pt", None):
+            raise UsageError(f"return_tensors={return_tensors!r}: bertscope returns torch tensors ('pt') or, with "
+                             "None, lists of ids")
         length = self.max_length if max_length is None else max_length
         encodings = self.encode_batch(texts, pairs, length, truncation)
         rows = {"input_ids": [e.ids for e in encodings],
@@ -134,9 +145,15 @@ class Tokenizer:
         if not padding:
             if return_tensors is None or len({len(r) for r in rows["input_ids"]}) == 1:
                 return rows if return_tensors is None else {k: torch.tensor(v) for k, v in rows.items()}
-            raise ValueError("sequences of different lengths cannot form one tensor without padding; "
+            raise UsageError("sequences of different lengths cannot form one tensor without padding; "
                              "pass padding=True or return_tensors=None")
-        width = length if padding == "max_length" else max(len(r) for r in rows["input_ids"])
+        longest = max(len(r) for r in rows["input_ids"])
+        if padding == "max_length" and longest > length:     # truncation=False left a text longer than the width
+            i = next(i for i, r in enumerate(rows["input_ids"]) if len(r) == longest)
+            raise UsageError(f"text {i} has {longest} tokens, more than max_length={length} that padding='max_length' "
+                             "pads to, and truncation=False keeps them all: allow truncation, raise max_length, or "
+                             "pad to the longest (padding=True)")
+        width = length if padding == "max_length" else longest
         fill = {"input_ids": self.pad_token_id, "attention_mask": 0, "token_type_ids": 0, "word_ids": -1}
         padded = {k: [r + [fill[k]] * (width - len(r)) for r in v] for k, v in rows.items()}
         if return_tensors is None:

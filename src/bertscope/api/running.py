@@ -160,6 +160,9 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0]})
+    if done == 0:                                     # as embed and evaluate: an empty input is a mistake, said
+        from ..data import source_name
+        raise DataError(f"{source_name(source)}: no texts found")
 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,

@@ -75,8 +75,26 @@ class SequenceClassification(Task):
         ex = read_examples(path, self.text_column, self.label_column if labelled else None, self.pair_column,
                            skip_bad_rows)
         if labelled:
-            ex.labels = [self.canonical(v, ex.where(i)) for i, v in enumerate(ex.labels)]
+            rows = self._labelled([(ex.lines[i], ex.texts[i], ex.pairs[i] if ex.pairs is not None else None,
+                                    ex.labels[i]) for i in range(len(ex))], ex.path, skip_bad_rows, ex.skipped)
+            if not rows:
+                raise DataError(f"{ex.path}: no examples ({len(ex.skipped)} bad rows skipped)")
+            ex.lines, ex.texts, pairs, ex.labels = (list(c) for c in zip(*rows))
+            ex.pairs = pairs if ex.pairs is not None else None
         return ex
+
+    def _labelled(self, rows, name, skip_bad_rows: bool, skipped: list) -> list:
+        """(line, text, pair, label) rows with each label made canonical; a row whose label is not one (a 'nan', a
+        list where a class is expected) raises, or with skip_bad_rows is left out and noted in `skipped`."""
+        kept = []
+        for n, text, pair, label in rows:
+            try:
+                kept.append((n, text, pair, self.canonical(label, f"{name} line {n}")))
+            except DataError as e:
+                if not skip_bad_rows:
+                    raise
+                skipped.append((n, str(e).split(": ", 1)[-1]))
+        return kept
 
     def chunks(self, source, size: int, skip_bad_rows: bool = False, labelled: bool = True):
         """The file's rows `size` at a time, read lazily (a file of any length streams)."""
@@ -87,6 +105,10 @@ class SequenceClassification(Task):
         rows = iter_rows(source, self.text_column, self.label_column if labelled else None, self.pair_column,
                          skip_bad_rows, self.skipped)
         for row in rows:
+            if labelled:
+                row = next(iter(self._labelled([row], name, skip_bad_rows, self.skipped)), None)
+                if row is None:
+                    continue
             block.append(row)
             if len(block) >= size:
                 yield self._examples(name, block, labelled)
@@ -96,8 +118,7 @@ class SequenceClassification(Task):
 
     def _examples(self, name, block, labelled) -> Examples:
         return Examples(name, [b[1] for b in block], [b[2] for b in block] if self.pair_column else None,
-                        [self.canonical(b[3], f"{name} line {b[0]}") for b in block] if labelled else None,
-                        [b[0] for b in block])
+                        [b[3] for b in block] if labelled else None, [b[0] for b in block])
 
     def canonical(self, value, where: str):
         return canonical_label(value, where)

@@ -35,7 +35,7 @@ class QuestionAnswering(Task):
 
     # ---- reading and the head -----------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> list[answers.Question]:
-        questions = answers.read_squad(path)
+        questions = answers.read_squad(path, answered=labelled)
         if labelled and not any(q.answers or q.impossible for q in questions):
             raise DataError(f"{path}: no question has an answer; training and evaluation need SQuAD answers")
         return questions
