@@ -63,7 +63,7 @@ def test_read_squad_v20_unanswerable_questions_have_no_answers(tmp_path):
     assert [(q.id, q.impossible, q.answers) for q in qs] == [("q1", True, []), ("q2", False, [("The Normans", 0)])]
 
 
-def test_a_v11_question_without_answers_is_refused_for_training_not_for_predicting(tmp_path):
+def test_questions_without_answers_are_refused_for_training_not_for_predicting(tmp_path):
     doc = one_question(id="q1", question="Who?", answers=[])
     doc["version"] = "1.1"
     path = squad(tmp_path, doc)
@@ -72,6 +72,10 @@ def test_a_v11_question_without_answers_is_refused_for_training_not_for_predicti
         read_squad(path, answered=True)
     doc["version"] = "v2.0"                                   # v2.0 (and no version: Hugging Face's squad_v2 export)
     assert read_squad(squad(tmp_path, doc), answered=True)[0].answers == []
+    del doc["data"][0]["paragraphs"][0]["qas"][0]["answers"]        # a new question, to predict: no answers yet
+    assert read_squad(squad(tmp_path, doc))[0].answers == []
+    with pytest.raises(DataError, match=r"qas\[0\]: no 'answers' field"):
+        read_squad(squad(tmp_path, doc), answered=True)
 
 
 def test_read_squad_accepts_a_byte_order_mark(tmp_path):
@@ -95,7 +99,6 @@ BAD = {
     "no_question": (one_question(id="q1", answers=[]), "{p} data[0].paragraphs[0].qas[0]: no 'question' field"),
     "id_a_number": (one_question(id=5, question="Who?", answers=[]),
                     "{p} data[0].paragraphs[0].qas[0].id: expected a string, found the number 5"),
-    "no_answers": (one_question(id="q1", question="Who?"), "{p} data[0].paragraphs[0].qas[0]: no 'answers' field"),
     "impossible_not_bool": (one_question(id="q1", question="Who?", answers=[], is_impossible="yes"),
                             "{p} data[0].paragraphs[0].qas[0].is_impossible: expected true or false, found the "
                             "string 'yes'"),

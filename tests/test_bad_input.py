@@ -794,3 +794,117 @@ def test_a_utf16_file_and_a_family_against_its_config_are_named(tiny, tmp_path):
     refused(run("pretrain", "--family", "bert", "--config", TINY / "albert" / "config.json", "--tokenizer", tiny,
                 "--corpus", corpus, "--out", tmp_path / "p", "--steps", "1"),
             "--family bert, but --config", "is an ALBERT config")
+
+
+# ---- found by the bad-input hunt of 2026-12-05 -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classifier(tiny_folder, tmp_path_factory):
+    """The tiny BERT fine-tuned for 1 step on 8 rows: a two-class classifier with its run.json."""
+    where = tmp_path_factory.mktemp("cls")
+    train = write(where, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'pos' if i % 2 else 'neg'}\n"
+                                                                  for i in range(8)))
+    r = run("finetune", tiny_folder, "--train", train, "--out", where / "cls", "--max-steps", "1")
+    assert r.exit_code == 0, r.output
+    return where / "cls"
+
+
+def test_int8_and_bf16_together_are_refused_and_a_quantized_folder_gives_way_to_bf16(classifier, tmp_path):
+    from bertscope.kernels import bf16_on_cpu, int8_on_cpu
+    texts = write(tmp_path, "two.txt", "a great film\nbad\n")
+    if not bf16_on_cpu()[0]:
+        pytest.skip("bf16 does not pay on this CPU: --bf16 runs fp32, and int8 with it")
+    refused(run("predict", classifier, texts, "--int8", "--bf16"), "--int8 and --bf16", "do not combine")
+    refused(run("embed", classifier, texts, "--out", tmp_path / "e.npy", "--int8", "--bf16"), "do not combine")
+    assert not (tmp_path / "e.npy").exists()
+    calibration = write(tmp_path, "cal.txt", "".join(f"a line of text number {i}\n" for i in range(20)))
+    r = run("quantize", classifier, "--calibrate", calibration, "--out", tmp_path / "q")
+    assert r.exit_code == 0, r.output
+    r = run("predict", tmp_path / "q", texts, "--bf16", "--format", "jsonl")
+    assert r.exit_code == 0, r.output
+    assert len([line for line in r.output.splitlines() if line.startswith("{")]) == 2
+    if int8_on_cpu()[0]:
+        assert "this folder's int8 calibration is not used" in r.output
+
+
+def test_more_threads_than_cpus_are_refused(classifier, tmp_path):
+    from bertscope.api.common import usable_cpus
+    texts = write(tmp_path, "two.txt", "a great film\nbad\n")
+    refused(run("predict", classifier, texts, "--threads", str(usable_cpus() + 1)),
+            f"--threads {usable_cpus() + 1}: this process may use {usable_cpus()} CPUs")
+    refused(run("encode", classifier, "hi", "--threads", "100000"), "--threads 100000")
+
+
+def test_a_special_token_missing_from_the_vocabulary_is_named_with_its_file(tiny, tmp_path):
+    import shutil
+    folder = tmp_path / "m"
+    shutil.copytree(tiny, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["pad_token"] = "<pad>"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    for args in (("encode", folder, "hello"), ("embed", folder, write(tmp_path, "t.txt", "hi\n"), "--out",
+                                                tmp_path / "e.npy")):
+        refused(run(*args), "the vocabulary has no <pad> token", "tokenizer_config.json's pad_token")
+    config["pad_token"], config["mask_token"] = "[PAD]", "<mask>"
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    model = bertscope.from_pretrained(tiny, head="mlm", reinit_head=True)
+    bertscope.save_pretrained(model, folder)
+    refused(run("fill-mask", folder, "hello [MASK]"), "mask token '<mask>' is not in its vocabulary")
+
+
+def test_a_roberta_config_whose_pad_id_is_not_the_tokenizers_is_refused(tmp_path):
+    need_shared()
+    import shutil
+    corpus = write(tmp_path, "c.txt", "".join(f"some words of line {i} for the tokenizer\n" for i in range(200)))
+    assert run("tokenizer", "train", corpus, "--family", "roberta", "--vocab-size", "400",
+               "--out", tmp_path / "tok").exit_code == 0
+    folder = tmp_path / "rb"
+    shutil.copytree(TINY / "roberta", folder)
+    for f in (tmp_path / "tok").iterdir():
+        shutil.copy(f, folder / f.name)
+    texts = write(tmp_path, "t.txt", "some words\n")
+    r = run("embed", folder, texts, "--out", tmp_path / "ok.npy")
+    assert r.exit_code == 0, r.output                             # the same pad id: fine
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["pad_token_id"] = 5
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    refused(run("embed", folder, texts, "--out", tmp_path / "shifted.npy"),
+            "pads with id 1", "pad_token_id 5", "every position would shift")
+
+
+def test_a_pair_model_reads_its_pairs_and_a_table_names_its_text_column(tiny, tmp_path):
+    rows = "".join(f"question {i}\tpassage {i} {'yes' * (i % 2)}\t{'yes' if i % 2 else 'no'}\n" for i in range(8))
+    pairs = write(tmp_path, "pairs.tsv", "q\tp\tlabel\n" + rows)
+    r = run("finetune", tiny, "--train", pairs, "--text-column", "q", "--pair-column", "p", "--out", tmp_path / "pm",
+            "--max-steps", "1")
+    assert r.exit_code == 0, r.output
+    loaded = bertscope.api.load(tmp_path / "pm")
+    by_default = list(bertscope.api.predict(loaded, pairs))
+    named = list(bertscope.api.predict(loaded, pairs, text_column="q", pair_column="p"))
+    import dataclasses
+    alone = list(bertscope.api.predict(dataclasses.replace(loaded, folder=None), pairs, text_column="q"))  # no run
+    assert by_default == named                                    # the run's columns, pair included
+    assert [d["probabilities"] for d in by_default] != [d["probabilities"] for d in alone]
+    refused(run("predict", tmp_path / "pm", write(tmp_path, "t.txt", "question 1\n")),
+            "labels and sentence pairs are read from .tsv, .csv or .jsonl")
+    id_first = write(tmp_path, "ids.tsv", "id\treview\n17\ta great film\n")
+    two = write(tmp_path, "two.tsv", "title\treview\nA\ta great film\n")
+    refused(run("embed", tiny, two, "--out", tmp_path / "e.npy"),
+            "no 'text' or 'sentence' column, and 2 columns could hold the text ('title', 'review')", "--text-column")
+    from bertscope.data import read_texts
+    assert read_texts(id_first) == ["a great film"]
+    assert read_texts(write(tmp_path, "lab.tsv", "label\treview\npos\tfine\n")) == ["fine"]
+
+
+def test_old_mac_line_ends_are_named(tmp_path):
+    from bertscope.data import read_texts
+    with pytest.raises(bertscope.DataError, match=r"cr.txt line 1: holds carriage returns .* CR alone"):
+        read_texts(write(tmp_path, "cr.txt", b"one\rtwo\rthree\r"))
+    assert read_texts(write(tmp_path, "crlf.txt", b"one\r\ntwo\r\n")) == ["one", "two"]
+
+
+def test_quantize_warns_when_calibrated_on_few_texts(classifier, tmp_path):
+    r = run("quantize", classifier, "--calibrate", write(tmp_path, "two.txt", "a great film\nbad\n"),
+            "--out", tmp_path / "q")
+    assert r.exit_code == 0, r.output
+    assert "calibrated on only 2 texts" in r.output and "at least 16" in r.output

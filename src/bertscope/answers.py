@@ -77,9 +77,9 @@ def _field(obj: dict, key: str, kind: type, path: Path, where: str):
 def read_squad(path, answered: bool = False) -> list[Question]:
     """The questions of a SQuAD v1.1 or v2.0 JSON file, in file order.
 
-    Every question needs an `id` (unique in the file), a `question` and an `answers` list (empty for a v2.0
-    question with `is_impossible`: true); every answer a `text` found at `answer_start` in its context. An empty
-    list means "no answer" (as in Hugging Face's squad_v2), except, with `answered` (files to train or score on),
+    Every question needs an `id` (unique in the file), a `question` and, to train or score on (`answered`), an
+    `answers` list (empty for a v2.0 question with `is_impossible`: true); every answer a `text` found at
+    `answer_start` in its context. An empty list means "no answer" (as in Hugging Face's squad_v2), except, with `answered` (files to train or score on),
     in a file whose "version" is 1.x: SQuAD v1.1 has no unanswerable questions, so there it is a missing answer."""
     path = Path(path)
     if not path.is_file():
@@ -111,7 +111,7 @@ def read_squad(path, answered: bool = False) -> list[Question]:
             if not context.strip():
                 raise DataError(f"{path} {where}.context: empty; a question needs a context to answer from")
             for k, qa in enumerate(_field(paragraph, "qas", list, path, where)):
-                questions.append(_question(qa, context, path, f"{where}.qas[{k}]", first_seen))
+                questions.append(_question(qa, context, path, f"{where}.qas[{k}]", first_seen, answered))
                 q = questions[-1]
                 if answered and str(doc.get("version", "")).startswith("1.") and not (q.answers or q.impossible):
                     raise DataError(f"{path} {where}.qas[{k}]: no answers, and the file says version "
@@ -122,7 +122,7 @@ def read_squad(path, answered: bool = False) -> list[Question]:
     return questions
 
 
-def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, str]) -> Question:
+def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, str], answered: bool) -> Question:
     if not isinstance(qa, dict):
         raise DataError(f"{path} {where}: expected an object with 'id', 'question' and 'answers', found {_kind(qa)}")
     qid = _field(qa, "id", str, path, where)
@@ -135,7 +135,8 @@ def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, st
         raise DataError(f"{path} {where}.question: empty")
     impossible = _field(qa, "is_impossible", bool, path, where) if "is_impossible" in qa else False
     answers = []
-    for n, answer in enumerate(_field(qa, "answers", list, path, where)):
+    given = _field(qa, "answers", list, path, where) if answered or "answers" in qa else []   # new questions: none
+    for n, answer in enumerate(given):
         at = f"{where}.answers[{n}]"
         if not isinstance(answer, dict):
             raise DataError(f"{path} {at}: expected an object with 'text' and 'answer_start', found {_kind(answer)}")

@@ -69,6 +69,9 @@ def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
                 raise DataError(f"{name} line {n}: holds NUL bytes, which no UTF-8 text does" + (
                     "; every other byte is NUL, so it is likely UTF-16 without a byte-order mark: convert the file to "
                     "UTF-8" if utf16 else "; is it a binary or compressed file? Expected UTF-8 text"))
+            if n == 1 and "\r" in text.rstrip("\r\n"):   # old Mac line ends: the whole file would be one line
+                raise DataError(f"{name} line 1: holds carriage returns (\\r) inside it, so the file's lines end in CR "
+                                "alone (old Mac style); convert them to \\n (e.g. tr '\\r' '\\n')")
             yield n, (text if keep_ends else text.rstrip("\r\n"))
     finally:
         if f is not sys.stdin.buffer:
@@ -167,9 +170,19 @@ def _distinct(text_column, label_column, pair_column, chosen: bool):
                                  "and label columns must differ")
 
 
+NOT_TEXT = ("label", "labels", "id", "idx", "index")     # columns a table's text is not guessed from
+
+
 def _columns(path, header, text_column, label_column, pair_column):
     chosen = text_column is not None
-    text_column = text_column or next((c for c in ("text", "sentence") if c in header), header[0])
+    if text_column is None:                 # "text", "sentence", else the one column left that can hold text
+        text_column = next((c for c in ("text", "sentence") if c in header), None)
+    if text_column is None:
+        left = [c for c in header if c not in (label_column, pair_column) and c.strip().lower() not in NOT_TEXT]
+        if len(left) > 1:
+            raise DataError(f"{path} line 1: no 'text' or 'sentence' column, and {len(left)} columns could hold the "
+                            f"text ({', '.join(map(repr, left))}): name it with --text-column")
+        text_column = left[0] if left else header[0]
     _distinct(text_column, label_column, pair_column, chosen)
     for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
         if col and col not in header:
@@ -181,7 +194,7 @@ def _columns(path, header, text_column, label_column, pair_column):
 def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
               pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None):
     """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
-    default "text", "sentence" or the first); any other file, or "-" for standard input, is one text a line (blank
+    default "text", "sentence", or the only column that is not the label's, the pair's or an id); any other file, or "-" for standard input, is one text a line (blank
     lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
     name = source_name(source)
     if str(source) != STDIN:

@@ -185,6 +185,11 @@ class Tokenizer:
         if self.family is not config.family:
             raise TokenizerError(f"{where} is a {self.family.title} tokenizer but the model is {config.family.title}; "
                                  "their special tokens and pair templates differ: use the model's own tokenizer")
+        if config.family.positions_after_padding and self.pad_token_id != config.pad_token_id:
+            raise TokenizerError(f"{where} pads with id {self.pad_token_id} ({self.specials['pad']!r}) but the model's "
+                                 f"config.json has pad_token_id {config.pad_token_id}: a {config.family.title} model "
+                                 "numbers its positions from the pad id, so every position would shift. Make the two "
+                                 "agree (the tokenizer the model was trained with has its pad id)")
 
 
 def _template(family: Family, s: dict, backend: Backend):
@@ -253,7 +258,13 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
             max_length = tok_cfg.get("model_max_length", 512)
             if not isinstance(max_length, int) or max_length > 100_000:  # "very large" placeholders
                 max_length = 512
-    return Tokenizer(backend, family, max_length=max_length, specials=specials)
+    try:
+        return Tokenizer(backend, family, max_length=max_length, specials=specials)
+    except TokenizerError as e:                      # a special token that is not in the vocabulary: say whose
+        named = [f"{k}_token" for k, v in specials.items() if tok_cfg.get(f"{k}_token") is not None
+                 and backend.token_to_id(v) is None]
+        raise TokenizerError(f"{folder}: {e}" + (f" (its tokenizer_config.json's {', '.join(named)})" if named
+                                                 else "")) from None
 
 
 def _wordpiece(vocab_path: Path, s: dict, tok_cfg: dict) -> Backend:

@@ -38,8 +38,18 @@ def set_threads(threads: int | None) -> None:
         return
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise UsageError(f"--threads {threads}: expected at least 1 CPU thread")
+    if threads > usable_cpus():             # more threads than CPUs only slow each other down (and 10^5 crashes)
+        raise UsageError(f"--threads {threads}: this process may use {usable_cpus()} CPUs; expected at most that")
     import torch
     torch.set_num_threads(threads)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as taskset or a container sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):                          # not Linux
+        return os.cpu_count() or 1
 
 
 def bf16_for(device, asked: bool, on_event=None) -> bool:
@@ -61,6 +71,7 @@ class Loaded:
     tokenizer: object | None
     description: str
     folder: Path | None
+    tokenizer_error: Exception | None = None      # why the folder's tokenizer files could not be read, if they could not
 
 
 def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool = False) -> Loaded:
@@ -101,7 +112,8 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
         raise TokenizerError(f"{source} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt) to "
                              "read text with; copy the tokenizer files of the model it came from into it "
                              "(bertscope finetune, pretrain and quantize write them)")
-    return Loaded(model, tok, desc, folder)
+    unreadable = unreadable if unreadable is not None and "no tokenizer found" not in str(unreadable) else None
+    return Loaded(model, tok, desc, folder, unreadable)
 
 
 def max_length_for(config, tok, asked: int | None, option: str = "--max-length") -> int:

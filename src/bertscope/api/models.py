@@ -36,6 +36,8 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
     where = next(model.parameters()).device
     c = model.config
     tok = loaded.tokenizer
+    if texts and tok is None and getattr(loaded, "tokenizer_error", None) is not None:
+        raise loaded.tokenizer_error                   # its tokenizer files are there but cannot be read: say why
     if texts and tok is None:
         raise TokenizerError(f"{loaded.description} has no tokenizer (a built-in shape, or a folder without "
                              "tokenizer.json / vocab files); encode random ids with --batch and --length, or pass a "
@@ -122,6 +124,9 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
         raise TokenizerError(f"{loaded.description} has no tokenizer")
     if top_k < 1:
         raise UsageError(f"--top-k {top_k}: expected at least 1")
+    if tok.mask_token_id is None:
+        raise TokenizerError(f"{loaded.description}: the tokenizer's mask token {tok.mask_token!r} is not in its "
+                             "vocabulary (tokenizer_config.json's mask_token?), so no text can hold a mask")
     b = tok([text])
     where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
     if not where and tok.mask_token in text:

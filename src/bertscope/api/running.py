@@ -40,14 +40,27 @@ def _wants_int8(loaded: Loaded, int8: bool | None) -> bool:
     return quantize.has_calibration(loaded.folder) if int8 is None else int8
 
 
-def _int8(loaded: Loaded, enc, on_event) -> None:
+def _int8(loaded: Loaded, enc, on_event, asked: bool | None = None) -> None:
     """--int8: the model becomes int8 before its first batch, calibrated as `bertscope quantize` saved it, or on
-    the first texts of the input; where int8 does not pay on this CPU, a notice, and fp32."""
+    the first texts of the input; where int8 does not pay on this CPU, a notice, and fp32. A model placed in bf16
+    (--bf16) stays bf16: asked for with --int8 too, that is refused; a quantized folder's default int8 gives way."""
+    import torch
+
     from .. import quantize
     from ..kernels import bf16_beats_int8, int8_on_cpu
     if getattr(loaded.model, "int8", None) is not None:
         return
-    if next(loaded.model.parameters()).device.type != "cpu":
+    weight = next(loaded.model.parameters())
+    if weight.dtype != torch.float32:
+        if asked:
+            raise UsageError("--int8 and --bf16 are two ways of running faster and do not combine (int8 products "
+                             "take fp32 activations): choose one")
+        if on_event:
+            on_event({"event": "notice", "message": "--bf16: this folder's int8 calibration is not used (int8 "
+                                                    "products take fp32 activations); running in bf16"})
+        loaded.model.int8 = []                          # decided: not int8
+        return
+    if weight.device.type != "cpu":
         raise UsageError("--int8 runs on the CPU; on a GPU use --bf16")
     pays, why = int8_on_cpu()
     if not pays:
@@ -87,25 +100,32 @@ def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
     _check_batch(batch_size)
     _check_chunk(chunk)
+    trained = _trained_task(loaded)
+    if task is None or task == trained.get("task"):  # the columns the model was fine-tuned on (a pair model reads
+        for column in ("text_column", "label_column", "pair_column"):  # its pairs), unless others are named
+            if options.get(column) is None and isinstance(trained.get(column), str):
+                options[column] = trained[column]
     t = task_for(loaded, task, **options)
     if max_length is None:                  # the length the model was fine-tuned at, so that scores reproduce
-        max_length = _trained_length(loaded) or (min(t.max_length, loaded.model.config.max_tokens)
-                                                 if t.name == "question-answering" else None)
+        length = trained.get("max_length")
+        max_length = length if isinstance(length, int) else (min(t.max_length, loaded.model.config.max_tokens)
+                                                             if t.name == "question-answering" else None)
     t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length)
     return t, loaded.tokenizer
 
 
-def _trained_length(loaded: Loaded) -> int | None:
-    """--max-length of the bertscope fine-tuning run that wrote this folder (its run.json), if one did."""
+def _trained_task(loaded: Loaded) -> dict:
+    """The task settings of the bertscope fine-tuning run that wrote this folder (its run.json: task, columns,
+    max_length), if one did; else {}."""
     import json
     if loaded.folder is None or not (Path(loaded.folder) / "run.json").is_file():
-        return None
+        return {}
     try:
         run = json.loads((Path(loaded.folder) / "run.json").read_text(encoding="utf-8"))
-        length = run["task"]["max_length"] if run.get("kind") == "finetune" else None
+        task = run["task"] if run.get("kind") == "finetune" else {}
     except (ValueError, KeyError, TypeError, OSError):
-        return None
-    return length if isinstance(length, int) else None
+        return {}
+    return task if isinstance(task, dict) else {}
 
 
 def _merge(parts):
@@ -126,7 +146,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
         if _wants_int8(loaded, int8):
-            _int8(loaded, enc, on_event)
+            _int8(loaded, enc, on_event, asked=int8)
         cut += enc.truncation()[0]
         preds.append(t.predictions(loaded.model, enc, batch_size))
         gold.append(t.gold(enc))
@@ -155,7 +175,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)
         if _wants_int8(loaded, int8):
-            _int8(loaded, enc, on_event)
+            _int8(loaded, enc, on_event, asked=int8)
         yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
         done += len(ex)
         if on_event:
@@ -205,7 +225,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
                                  "long text are cut at --max-length")
             enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word", windows=windows)
             if _wants_int8(loaded, int8):
-                _int8(loaded, enc, on_event)
+                _int8(loaded, enc, on_event, asked=int8)
             cut += enc.truncation()[0]
             if level == "sentence":
                 vectors = infer.sentence_embeddings(model, enc, pooling, normalize, batch_size)
@@ -238,6 +258,9 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
             "truncated": cut}
 
 
+FEW_CALIBRATION_TEXTS = 16
+
+
 def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512, alpha: float | None = None,
              overwrite: bool = False, on_event=None) -> dict:
     """An int8 folder: the model and tokenizer as they are, plus the calibration from `limit` texts of the file
@@ -259,6 +282,11 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise UsageError(f"--limit {limit!r}: expected a number of calibration texts, at least 1 (512 by default)")
     texts = read_texts(calibration, column=column, limit=limit)
+    if len(texts) < FEW_CALIBRATION_TEXTS and on_event:
+        on_event({"event": "warning", "message": f"calibrated on only {len(texts)} texts: the ranges int8 is scaled "
+                                                 "to may not cover other texts' (the cosine below is measured on "
+                                                 f"these same texts); give at least {FEW_CALIBRATION_TEXTS}, "
+                                                 "like the texts the model will see"})
     tok, fp32 = loaded.tokenizer, loaded.model
     enc = infer.tokenize(tok, texts)
     int8 = copy.deepcopy(fp32)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import DataError, TokenizerError, UsageError
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
-    truncation_notice
+    truncation_notice, usable_cpus
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 
@@ -148,7 +148,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     if kind is not None and run.get("kind") != kind:
         raise UsageError(f"--resume {out}: this is a {run.get('kind')} run; continue it with bertscope "
                          f"{run.get('kind')} --resume {out}")
-    set_threads(threads if threads is not None else run.get("threads"))   # the run's own, unless asked otherwise
+    recorded = run.get("threads")                          # the run's own, unless asked otherwise (at most the CPUs here)
+    set_threads(threads if threads is not None else min(recorded, usable_cpus()) if isinstance(recorded, int) else None)
     from ..kernels import pin_products
     pin_products(run.get("products"))                      # the run's CPU product, on the machine that chose it
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun

@@ -252,7 +252,7 @@ def quantize(
     from ..api.common import set_threads
     set_threads(threads)
     r = api.quantize(api.load(model, need_tokenizer=True), calibrate, out, column=column, limit=limit, alpha=alpha,
-                     overwrite=overwrite)
+                     overwrite=overwrite, on_event=lambda e: note(f"{e['event']}: {e['message']}"))
     say(f"wrote {out}: {r['layers_int8']} Linear layers int8, {r['layers_fp32']} kept fp32 (the attention and feed-forward outputs), "
         f"alpha {r['alpha']}, calibrated on {r['texts']} texts of {calibrate}")
     line = f"int8 against fp32 on those texts: mean-pooled cosine min {r['min_cosine']:.4f}, mean {r['mean_cosine']:.4f}"

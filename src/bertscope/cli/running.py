@@ -62,7 +62,9 @@ def _task_options(**given) -> dict:
 @command()
 def evaluate(
     model: str = typer.Argument(..., metavar="MODEL"), file: str = SOURCE, task: Optional[str] = TASK,
-    text_column: Optional[str] = typer.Option(None), label_column: str = typer.Option("label"),
+    text_column: Optional[str] = typer.Option(None, help="[default: the fine-tuning run's, else text, sentence, or "
+                                                     "the one column that is not the label or an id]"),
+    label_column: Optional[str] = typer.Option(None, help="[default: the fine-tuning run's, else label]"),
     pair_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(64),
     max_length: Optional[int] = MAX_LENGTH, chunk: int = CHUNK, skip_bad_rows: bool = typer.Option(False),
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
