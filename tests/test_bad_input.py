@@ -908,3 +908,20 @@ def test_quantize_warns_when_calibrated_on_few_texts(classifier, tmp_path):
             "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
     assert "calibrated on only 2 texts" in r.output and "at least 16" in r.output
+
+
+def test_weight_and_config_files_that_are_folders_or_damaged_are_named(tmp_path):
+    need_shared()
+    for name, make, words in (
+            ("w1", lambda f: (f / "model.safetensors").mkdir(), "model.safetensors: is a folder"),
+            ("w2", lambda f: (f / "pytorch_model.bin").write_bytes(bytes(range(256)) * 2),
+             "pytorch_model.bin: not the zip archive torch.save writes (512 bytes): truncated or corrupt"),
+            ("w3", lambda f: ((f / "config.json").unlink(), (f / "config.json").mkdir()), "config.json: is a folder")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text((TINY / "bert" / "config.json").read_text(encoding="utf-8"),
+                                            encoding="utf-8")
+        make(folder)
+        refused(run("explain", folder), words)
+    refused(run("bench", "bert-base", write(tmp_path, "t.txt", "hi\n")), "bert-base is a built-in shape",
+            "no tokenizer")

@@ -189,7 +189,9 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
         fix = ("Pass reinit_head=True to start this head from a fresh initialisation (it then needs training), "
                "or load with head='base' to use the encoder alone." if head_only else
                "The checkpoint does not match this configuration: check that config.json belongs to these weights.")
-        cli = ("Pass --new-head to train this head from a fresh start." if head_only else fix)
+        cli = ("To train this head from a fresh start: bertscope finetune --new-head."
+               + (" If the folder was saved with this head, its config.json does not match its weights (id2label / "
+                  "num_labels)." if report.mismatched else "") if head_only else fix)
         what = f"{source} does not fit a {c.family.title} model with head {model.head!r}:\n{report.describe()}\n"
         raise CheckpointError(what + fix, cli=what + cli)
     return report
@@ -210,6 +212,9 @@ def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     """All tensors of a checkpoint folder, from whichever weight files it has."""
     single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
     bin_single, bin_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
+    for f in (single, index, bin_single, bin_index):
+        if f.is_dir():
+            raise CheckpointError(f"{f}: is a folder; expected the weights file of that name")
     if single.exists():
         return _read_safetensors(single), str(single)
     if index.exists():
@@ -237,6 +242,11 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling reports through many exception types
+        import zipfile
+        corrupt = not zipfile.is_zipfile(path)       # torch.save writes a zip archive: anything else is damaged
+        if corrupt:
+            raise CheckpointError(f"{path}: not the zip archive torch.save writes ({path.stat().st_size} bytes): "
+                                  "truncated or corrupt; copy or save it again") from None
         raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}). bertscope never unpickles arbitrary "
                               "objects; convert the file to safetensors with the tool that wrote it.") from None
@@ -271,6 +281,8 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: " + ("is a file" if folder.exists() else "no such folder") +
                               "; a Hugging Face checkpoint is a folder with config.json and model.safetensors")
+    if (folder / "config.json").is_dir():
+        raise CheckpointError(f"{folder / 'config.json'}: is a folder; expected the model's JSON configuration file")
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json); a Hugging Face checkpoint "
                               "folder holds config.json next to model.safetensors or pytorch_model.bin")

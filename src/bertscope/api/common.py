@@ -109,6 +109,9 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
     elif need_tokenizer:
         if unreadable is not None and "no tokenizer found" not in str(unreadable):
             raise unreadable                              # a tokenizer file is there but cannot be read: say which
+        if folder is None:
+            raise TokenizerError(f"{source} is a built-in shape (random weights), with no tokenizer to read text "
+                                 "with; give a checkpoint folder that has its tokenizer files")
         raise TokenizerError(f"{source} has no tokenizer (tokenizer.json, vocab.txt, or vocab.json + merges.txt) to "
                              "read text with; copy the tokenizer files of the model it came from into it "
                              "(bertscope finetune, pretrain and quantize write them)")
@@ -121,8 +124,9 @@ def max_length_for(config, tok, asked: int | None, option: str = "--max-length")
     limit = config.max_tokens
     if asked is None:
         return min(tok.max_length, limit)
-    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 2:
-        raise UsageError(f"{option} {asked}: expected at least 2 tokens (the special tokens take 2)")
+    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 3:
+        raise UsageError(f"{option} {asked}: expected at least 3 tokens (the special tokens take 2, and a text "
+                         "needs at least 1)")
     if asked > limit:
         raise UsageError(f"{option} {asked} exceeds what this {config.family.title} model's position table allows "
                          f"({limit} tokens); use --max-length {limit} or less")

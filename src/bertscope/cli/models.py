@@ -226,13 +226,17 @@ def bench(
         f"{r['real_tokens']:,} real tokens, longest {r['longest']}")
     say(f"padded batches in file order      {tps['padded']:10,.0f} real tokens/s")
     say(f"length-sorted packed batches      {tps['packed']:10,.0f} real tokens/s   "
-        f"({tps['packed'] / tps['padded']:.2f}× faster)")
+        f"({_speed(tps['packed'] / tps['padded'])})")
     if "compiled" in tps:
         say(f"the same, torch.compile           {tps['compiled']:10,.0f} real tokens/s   "
-            f"({tps['compiled'] / tps['padded']:.2f}× faster; the first pass, compiling, took "
+            f"({_speed(tps['compiled'] / tps['padded'])}; the first pass, compiling, took "
             f"{r['seconds']['compiling']:.0f} s)")
     say(f"achieved {r['gflops']:,.0f} GFLOP/s of a measured {r['dtype']} matmul rate of {r['peak_gflops']:,.0f} "
         f"GFLOP/s ({100 * r['gflops'] / r['peak_gflops']:.0f}%)")
+
+
+def _speed(ratio: float) -> str:
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
 
 
 @command()
