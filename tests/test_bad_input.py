@@ -925,3 +925,16 @@ def test_weight_and_config_files_that_are_folders_or_damaged_are_named(tmp_path)
         refused(run("explain", folder), words)
     refused(run("bench", "bert-base", write(tmp_path, "t.txt", "hi\n")), "bert-base is a built-in shape",
             "no tokenizer")
+
+
+def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classifier, tmp_path):
+    refused(run("predict", classifier, "-", input="sentence\tlabel\na fine film\t1\n"),
+            "<stdin> line 1 holds tabs", "give the table as a file")
+    refused(run("predict", classifier, "-", input='{"text": "a fine film", "label": 1}\n'),
+            "<stdin> line 1 is a JSON object")
+    r = run("predict", classifier, "-", input="\n{curly braces} and plain words\n")
+    assert r.exit_code == 0, r.output                                # text that merely starts with a brace
+    refused(run("predict", classifier, write(tmp_path, "q.json", '[{"text": "a"}]')),
+            "q.json: a .json file is SQuAD-style questions")
+    refused(run("embed", classifier, write(tmp_path, "w.conll", "John\tB-person\n"), "--out", tmp_path / "e.npy"),
+            "w.conll: a CoNLL file holds a word and its tag a line")

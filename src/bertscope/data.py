@@ -191,6 +191,26 @@ def _columns(path, header, text_column, label_column, pair_column):
     return text_column
 
 
+# files that are not texts a line, named when given as texts
+NOT_TEXTS = {".json": "a .json file is SQuAD-style questions, read by --task question-answering",
+             **{s: f"a {s} file is not text" for s in (".parquet", ".arrow", ".feather", ".xlsx", ".xls", ".pkl",
+                                                       ".pickle", ".npy", ".npz", ".pt", ".safetensors")}}
+
+
+def _plain_stdin(line: str) -> None:
+    """Standard input is read as one text a line; a first line that is a table row or a JSON object would be read
+    as text, column names and labels included."""
+    kind = "holds tabs (a .tsv row?)" if "\t" in line else None
+    if kind is None and line.lstrip().startswith("{"):
+        try:
+            kind = "is a JSON object (a .jsonl row?)" if isinstance(json.loads(line), dict) else None
+        except ValueError:
+            pass
+    if kind:
+        raise DataError(f"<stdin> line 1 {kind}, but standard input is read as one text a line, so its columns and "
+                        "labels would be read as text: give the table as a file (.tsv, .csv or .jsonl)")
+
+
 def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
               pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None):
     """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
@@ -206,8 +226,17 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
                     if str(source).lower().endswith(".json") else "; this is read as plain text, one text a line")
             raise DataError(f"{name}: labels and sentence pairs are read from .tsv, .csv or .jsonl files with "
                             f"named columns{kind}")
+        suffix = Path(str(source)).suffix.lower() if str(source) != STDIN else ""
+        if suffix in NOT_TEXTS or is_conll(source):
+            why = NOT_TEXTS.get(suffix) or "a CoNLL file holds a word and its tag a line, read by --task " \
+                                           "token-classification"
+            raise DataError(f"{name}: {why}; texts are read from .txt (one a line), .tsv, .csv or .jsonl")
+        first = True
         for n, line in lines(source):
             if line.strip():
+                if first and str(source) == STDIN:
+                    _plain_stdin(line)
+                first = False
                 yield n, line.strip(), None, None
         return
     text_col = None
