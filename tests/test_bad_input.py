@@ -938,3 +938,10 @@ def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classif
             "q.json: a .json file is SQuAD-style questions")
     refused(run("embed", classifier, write(tmp_path, "w.conll", "John\tB-person\n"), "--out", tmp_path / "e.npy"),
             "w.conll: a CoNLL file holds a word and its tag a line")
+
+
+def test_encode_says_which_of_its_inputs_it_would_drop(tiny, tmp_path):
+    texts = write(tmp_path, "t.txt", "one text\n")
+    refused(run("encode", tiny, "-f", texts, "hello"), "texts and --file", "one or the other")
+    refused(run("encode", tiny, "hello", "--limit", "3"), "--limit reads at most that many texts from --file")
+    refused(run("encode", tiny, "fine", ""), "text 2 is empty")

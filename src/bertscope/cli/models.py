@@ -37,6 +37,14 @@ def encode(
     from .. import api
     from ..api.common import set_threads
     from ..data import read_texts
+    from ..errors import UsageError
+    if file is not None and texts:
+        raise UsageError(f"texts and --file {file} both given: encode reads one or the other")
+    if limit is not None and file is None:
+        raise UsageError("--limit reads at most that many texts from --file; without --file it does nothing")
+    if texts and not all(t.strip() for t in texts):
+        raise UsageError(f"text {next(i for i, t in enumerate(texts, 1) if not t.strip())} is empty; give words to "
+                         "encode")
     set_threads(threads)
     loaded = api.load(model)
     net = api.place(loaded, device, bf16, compile_, on_event=lambda e: note(e["message"]))
