@@ -284,7 +284,11 @@ def test_embed_windows_are_the_length_weighted_mean_of_window_means(tmp_path):
             "--windows", "32")
     assert r.exit_code == 0 and "were cut" not in r.output
     r = run("embed", MINILM, tmp_path / "long.txt", "--out", tmp_path / "cut.npy", "--max-length", "128")
-    assert r.exit_code == 0 and "3 texts were longer than the model allows and were cut" in r.output
+    assert r.exit_code == 0 and "3 texts were longer than --max-length 128 and were cut; --windows" in r.output
+    r = run("embed", MINILM, tmp_path / "long.txt", "--out", tmp_path / "w.jsonl", "--max-length", "128",
+            "--level", "word")                          # word vectors take no windows: none offered
+    assert r.exit_code == 0 and "3 texts were longer than --max-length 128 and were cut" in r.output
+    assert "--windows" not in r.output
 
 
 def test_predict_windows_pools_the_window_logits(tiny, tmp_path):

@@ -55,6 +55,14 @@ def _progress(update):
     return on_event
 
 
+def _cut_note(cut: int, max_length: int | None, windows: bool = True) -> None:
+    """How many texts were cut, at whose limit, and (where windows apply) how to keep them whole."""
+    if cut:
+        limit = f"--max-length {max_length}" if max_length else "what the model allows"
+        note(f"{cut} texts were longer than {limit} and were cut" + ("; --windows STRIDE keeps them" if windows
+                                                                     else ""))
+
+
 def _task_options(**given) -> dict:
     return {k: v for k, v in given.items() if v is not None and v is not False}
 
@@ -89,8 +97,7 @@ def evaluate(
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
                                          doc_stride=doc_stride))
-    if m["truncated"]:
-        note(f"{m['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
+    _cut_note(m["truncated"], max_length)
     if fmt == "json":
         print(json.dumps(json_safe(m), indent=1))
         return
@@ -194,8 +201,7 @@ def predict(
     if fmt == "json":
         print(json.dumps(json_safe(records), ensure_ascii=False, indent=1))
     sys.stdout.flush()
-    if cut:
-        note(f"{cut} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
+    _cut_note(cut, max_length)
     elapsed = max(1e-9, time.perf_counter() - start)
     note(f"{n} predictions in {elapsed:.2f} s ({n / elapsed:.0f}/s)")
 
@@ -225,6 +231,5 @@ def embed(
         r = api.embed(loaded, file, out, level=level, pooling=pooling, normalize=normalize, text_column=text_column,
                       max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows, int8=int8,
                       on_event=_progress(update))
-    if r["truncated"]:
-        note(f"{r['truncated']} texts were longer than the model allows and were cut; --windows STRIDE keeps them")
+    _cut_note(r["truncated"], max_length, windows=level == "sentence")
     say(f"wrote {out}: {r['shape']} ({level} level) · {r['texts'] / (time.perf_counter() - start):.0f} texts/s")
