@@ -5,12 +5,15 @@ pre-flight check of planned inputs.
 module tree (our names, the reference implementation's names, constructor dims, parameters, the input and output
 shapes of this very input, and the attention internals that `print(model)` never shows), folded where layers repeat.
 `preflight(config, ...)` checks a planned input against a model's limits without running anything.
+`estimate_memory(...)` says, from the dims alone, how many bytes a forward pass of (batch, length) takes, and
+`guard_memory(...)` refuses one that this machine cannot hold before a single tensor of it is made.
 The CLI renders both (text, markdown or JSON); nothing here prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -107,10 +110,21 @@ def explain(model: Model, input_ids: torch.Tensor | None = None, attention_mask:
     (batch, length) are used (the shapes, not the values, are what is explained)."""
     c = model.config
     if input_ids is None:
+        too_long = _too_long(c, length)      # before the batch is made (or measured against memory)
+        if too_long:
+            from .errors import InputError
+            raise InputError(too_long)
+        guard_memory(model, batch, length, attentions=True, what=(f"batch={batch}, length={length}",
+                                                                  f"--batch {batch} --length {length}"))
         g = torch.Generator().manual_seed(0)
         low = min(5, c.vocab_size - 1)
         input_ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
         input_ids[input_ids == c.pad_token_id] = low                 # no padding: every row is real tokens
+    else:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else ()
+        if len(shape) == 2:
+            guard_memory(model, shape[0], shape[1], attentions=True, what=(f"input_ids of shape {shape}",) * 2,
+                         fix=("; trace fewer or shorter texts",) * 2)
     problems = input_problems(c, input_ids, attention_mask, token_type_ids)
     if problems:
         from .errors import InputError
@@ -312,6 +326,144 @@ def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
     return flops
 
 
+# ---- memory: what a forward pass takes, and what this machine has ------------------------------------------------
+
+GiB = 1024 ** 3
+
+
+def estimate_memory(model_or_config, batch: int, length: int, head: str | None = None, attentions: bool = False,
+                    dtype: torch.dtype | None = None) -> dict[str, int]:
+    """Bytes one inference forward pass of a (batch, length) input takes at its peak, from the dims alone (nothing
+    is allocated, so any batch can be asked about): the input tensors (ids, segments, positions, mask), the largest
+    of the embeddings, one encoder layer (Q/K/V, the (B, heads, L, L) attention scores and probabilities, the
+    feed-forward's (B, L, I)) and the head, plus, with `attentions`, every layer's attention map kept for the output
+    (explain's trace keeps them). Activations are in the model's dtype (float32 for a config). Training keeps every
+    layer's activations for backward and needs several times more (explain's `activation_bytes`)."""
+    if isinstance(model_or_config, Model):
+        model, c = model_or_config, model_or_config.config
+        head = model.head if head is None else head
+        heads = [(model.encoder.layers[i].attention.heads, model.encoder.layers[i].attention.head_dim)
+                 for i in model.encoder.plan]
+        dtype = dtype or next(model.parameters()).dtype
+    else:
+        c = model_or_config
+        heads = [(c.num_attention_heads, c.head_dim)] * len(c.layer_plan())
+        dtype = dtype or torch.float32
+    head = head or "base"
+    s = torch.empty((), dtype=dtype).element_size()
+    B, L, H, E, I, V = int(batch), int(length), c.hidden_size, c.embedding_dim, c.intermediate_size, c.vocab_size
+    T = B * L
+    # ids, segments, positions and a mask as int64, the checks' bool temporaries, the additive mask in the dtype
+    inputs = T * (4 * 8 + 4) + T * s
+    # (a product's result and its bias-added copy can be alive together: two of every product's output)
+    embeddings = 4 * T * E * s + (2 * T * H * s if c.family.factorised_embeddings else 0)
+    layer = 0
+    for nh, hd in heads:
+        inner = nh * hd
+        attention = T * H + 6 * T * inner + 2 * B * nh * L * L        # x, qkv, q/k copies, context; scores, probs
+        feed_forward = 4 * T * H + 3 * T * I                          # x, residuals, norms; the (B, L, I)s
+        layer = max(layer, attention * s, feed_forward * s)
+    kept = sum(B * nh * L * L for nh, _ in heads) * s if attentions else 0
+    n = c.num_labels
+    mlm = 3 * T * E + 2 * T * V
+    head_bytes = {"mlm": mlm, "pretraining": mlm + 3 * B * H, "classification": 3 * B * H + 2 * B * n,
+                  "token-classification": 2 * T * n, "question-answering": 4 * T}.get(head, 2 * B * H) * s
+    output = T * H * s                                                # last_hidden_state
+    parts = {"inputs": inputs, "embeddings": embeddings, "layer": layer, "attentions": kept, "head": head_bytes,
+             "output": output}
+    parts["total"] = inputs + max(embeddings, layer, head_bytes) + kept + output
+    return parts
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+        return int(text) if text.isdigit() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """Bytes left under this process's cgroup memory limit (v2 or v1), counting its reclaimable page cache as room;
+    None where no limit is set or none can be read."""
+    for limit_file, usage_file, stat_file, key in (
+            ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+             "inactive_file"),
+            ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+             "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is None or usage is None or limit >= 1 << 60:       # "max", or v1's "unlimited" page-rounded 2^63
+            continue
+        cache = 0
+        try:
+            with open(stat_file) as f:
+                cache = next((int(line.split()[1]) for line in f if line.split()[0] == key), 0)
+        except (OSError, ValueError, IndexError):
+            pass
+        return max(0, limit - usage + cache)
+    return None
+
+
+def available_memory() -> tuple[int, str]:
+    """(bytes, what they are) this process can still allocate: MemAvailable from /proc/meminfo (else the free pages,
+    else all of memory, from sysconf), less where a cgroup memory limit leaves less."""
+    room, what = None, "available"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    room = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if room is None:
+        for name, label in (("SC_AVPHYS_PAGES", "free"), ("SC_PHYS_PAGES", "in all")):
+            try:
+                room, what = os.sysconf(name) * os.sysconf("SC_PAGE_SIZE"), label
+                break
+            except (ValueError, OSError, AttributeError):
+                continue
+    limit = _cgroup_room()
+    if limit is not None and (room is None or limit < room):
+        room, what = limit, "available under this process's memory limit (cgroup)"
+    return (room if room is not None else 1 << 62), what
+
+
+def memory_message(parts: dict[str, int], batch: int, length: int, heads: int, room: int, what: str,
+                   doing: str | None = None) -> str:
+    """'one forward pass of (B, L) needs about X GiB ... but this machine has Y GiB available' (the part after an
+    option or shape); doing replaces 'one forward pass of (B, L)'."""
+    doing = doing or f"one forward pass of ({batch}, {length})"
+    return (f"{doing} needs about {fmt_gib(parts['total'])} (inputs, activations and the ({batch}, {heads}, "
+            f"{length}, {length}) attention scores) but this machine has {fmt_gib(room)} {what}")
+
+
+def fmt_gib(n: int) -> str:
+    gib = n / GiB
+    return f"{gib:.2f} GiB" if gib < 10 else f"{gib:,.0f} GiB"
+
+
+def guard_memory(model: Model, batch: int, length: int, attentions: bool = False, factor: int = 1,
+                 what: tuple[str, str] = ("", ""), fix: tuple[str, str] | None = None,
+                 doing: str | None = None) -> dict[str, int]:
+    """Refuse (UsageError) a (batch, length) run whose estimated peak (`factor` passes of it held at once) is more
+    than this machine's available memory, before any tensor of it is made. what: (Python words, CLI words) for the
+    input, e.g. ("batch=8, length=128", "--batch 8 --length 128"); fix: the same for the way out (a smaller batch or
+    length); doing: what runs, in words ('one forward pass of (B, L)' unless given)."""
+    parts = estimate_memory(model, batch, length, attentions=attentions)
+    if factor != 1:
+        parts = {k: v * factor for k, v in parts.items()}
+    room, where = available_memory()
+    if parts["total"] > room:
+        from .errors import UsageError
+        heads = model.config.num_attention_heads
+        body = memory_message(parts, batch, length, heads, room, where, doing)
+        fix = fix or ("; use a smaller batch (or length)", "; use a smaller --batch (or --length)")
+        raise UsageError(f"{what[0]}: {body}{fix[0]}", cli=f"{what[1]}: {body}{fix[1]}")
+    return parts
+
+
 # ---- pre-flight check of a planned input ------------------------------------------------------------------------
 
 @dataclass
@@ -330,17 +482,36 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         if length < 1:
             problems.append(Problem("length", f"length {length}: a sequence needs at least one token"))
         else:
-            planned = torch.full((batch, length), _ordinary_id(config))
+            # every planned row is the same, so one row stands for the batch: nothing of the batch's size is built
+            # (and for an absurd length, one of the tokens the model allows, the length said in words by _too_long)
+            L = length if length <= max(config.max_tokens, ROW_CAP) else config.max_tokens
+            planned = torch.full((1, L), _ordinary_id(config))
             types = None
             if pairs:
                 if not config.family.segments:
                     types = None  # RoBERTa marks pairs with </s></s>; its tokenizer gives segment 0 throughout
                 else:
-                    types = torch.zeros(batch, length, dtype=torch.long)
-                    types[:, length // 2:] = 1
+                    types = torch.zeros(1, L, dtype=torch.long)
+                    types[:, L // 2:] = 1
             problems += [Problem(what, m.replace("row 0 of input_ids", "a planned sequence"))
                          for what, m in input_problems(config, planned, token_type_ids=types)]
+            if L < length:
+                problems.append(Problem("length", _too_long(config, length)))
+            if batch >= 1:
+                parts = estimate_memory(config, batch, length)
+                room, where = available_memory()
+                if parts["total"] > room:
+                    problems.append(Problem("memory", f"--batch {batch} × --length {length}: " + memory_message(
+                        parts, batch, length, config.num_attention_heads, room, where) + "; it does not fit: plan a "
+                        "smaller batch (or length)"))
+    V = config.vocab_size
     for row, seq in enumerate(ids or []):
+        huge = next((x for x in seq if not -2 ** 63 <= x < 2 ** 63), None)
+        if huge is not None:
+            # no tensor holds it (an int64 overflows): said here, as the other ids outside the vocabulary are
+            problems.append(Problem("vocab", f"sequence {row + 1}: input_ids position {seq.index(huge)} holds id "
+                                             f"{huge}, outside this model's vocabulary of {V} ids (0..{V - 1})"))
+            continue
         t = torch.tensor([seq], dtype=torch.long)
         for what, m in input_problems(config, t):
             problems.append(Problem(what, f"sequence {row + 1}: " + m.replace("input_ids row 0, position",
@@ -373,6 +544,24 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
                                                       f"(the classifier has {n} classes); renumber the classes from "
                                                       "0, or train a new head (--new-head)"))
     return problems
+
+
+ROW_CAP = 1 << 20            # the longest row made to check a length by: 8 MiB of ids
+
+
+def _too_long(config: Config, length: int) -> str | None:
+    """input_problems' message for a sequence of `length` tokens where the positions allow fewer (None if they
+    allow it), from one row of that length; past ROW_CAP tokens, in words made from the numbers."""
+    if length <= config.max_tokens:
+        return None
+    if length <= ROW_CAP:
+        row = torch.full((1, length), _ordinary_id(config))
+        return next(m for what, m in input_problems(config, row) if what == "length")
+    return (f"a sequence of {length} tokens: this {config.family.title} model has {config.max_position_embeddings} "
+            f"position embeddings" + (f", of which the first {config.position_offset} are reserved"
+                                      if config.position_offset else "")
+            + f", so at most {config.max_tokens} tokens fit. Truncate to {config.max_tokens} tokens or split the "
+            "text into windows (--windows STRIDE in bertscope's commands).")
 
 
 def _ordinary_id(config: Config) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -41,15 +42,44 @@ def _sample(model: Model, batch: int, length: int, seed: int):
     return ids, mask, torch.zeros_like(ids)
 
 
-def _check_length(c, length: int):
+def check_length(c, length: int):
+    """A --length the model's position table has room for (UsageError naming it if not)."""
     if length > c.max_tokens:
         raise UsageError(f"--length {length} exceeds what this {c.family.title} model's position table allows "
-                         f"({c.max_tokens} tokens)")
+                         f"({c.max_tokens} tokens{_offset_note(c)}); use --length {c.max_tokens} or less")
+
+
+def _offset_note(c) -> str:
+    return (f": {c.max_position_embeddings} position embeddings, the first {c.position_offset} reserved"
+            if c.position_offset else "")
+
+
+def check_shape(c, batch: int, length: int, dynamic: bool) -> tuple[int, int]:
+    """The (batch, length) the export is checked on in onnxruntime: with dynamic axes another batch and another
+    length than the traced ones (7 more tokens, or 7 fewer where the position table has no room for more; at least
+    2, the dynamic axis' minimum), always within what the model's positions allow."""
+    if not dynamic:
+        return batch, length
+    other = length + 7 if length + 7 <= c.max_tokens else max(2, min(c.max_tokens, length - 7))
+    return batch + 1, other
+
+
+def _plain(text: str) -> str:
+    """The first line of an error message, without the terminal colour codes some of torch's carry."""
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip().splitlines()[0] if text.strip() else ""
 
 
 def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length: int = 16) -> dict:
     """Write an ONNX graph with named inputs (input_ids, attention_mask, token_type_ids) and outputs, then run it in
-    onnxruntime on a different batch and length (when dynamic) and compare with PyTorch."""
+    onnxruntime on a different batch and length (when dynamic) and compare with PyTorch. The graph is written to a
+    temporary file beside `path` and renamed to it only once that check has passed: a failed export leaves `path`
+    as it was (an earlier file there untouched, none made)."""
+    c = model.config
+    for option, value, least in (("--batch", batch, 1), ("--length", length, 2)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{option} {value}: expected a whole number, at least {least}")
+    check_length(c, length)
+    shape = check_shape(c, batch, length, dynamic)
     try:
         import onnx  # noqa: F401
         import onnxruntime as ort
@@ -57,42 +87,41 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     except ImportError:
         raise missing_extra("onnx, onnxscript and onnxruntime", "export", "ONNX export") from None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = _Exported(model).eval()
-    was_checking, model.check = model.check, False   # data-dependent checks do not belong in a graph
     inputs = ("input_ids", "attention_mask", "token_type_ids")
     kwargs = {}
     if dynamic:
-        B, L = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=model.config.max_tokens)
-        kwargs["dynamic_shapes"] = {k: {0: B, 1: L} for k in inputs}
-    _check_length(model.config, length)
-    sample = _sample(model, batch, length, seed=0)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        torch.onnx.export(wrapped, sample, str(tmp), input_names=list(inputs), output_names=wrapped.names,
-                          dynamo=True, external_data=False, verbose=False, **kwargs)
-        atomic_write(path, lambda p: tmp.replace(p))
-    except Exception as e:
-        raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    finally:
-        model.check = was_checking
-        if tmp.exists():
-            tmp.unlink()
+        dim_b, dim_l = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=2, max=c.max_tokens)
+        kwargs["dynamic_shapes"] = {k: {0: dim_b, 1: dim_l} for k in inputs}
+    report = {}
 
-    check_shape = (batch + 1, length + 7) if dynamic else (batch, length)
-    ids, mask, types = _sample(model, *check_shape, seed=1)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
-                             "token_type_ids": types.numpy()})
-    with torch.no_grad():
-        want = wrapped(ids, mask, types)
-    real = mask.bool()
-    diffs = {}
-    for name, g, w in zip(wrapped.names, got, want):
-        d = (torch.from_numpy(g) - w).abs()
-        diffs[name] = float((d[real] if d.dim() == 3 else d).max())   # padded rows are never read
-    return {"path": str(path), "inputs": list(inputs), "outputs": wrapped.names, "checked_shape": check_shape,
-            "max_diff": diffs, "bytes": path.stat().st_size}
+    def write(tmp):
+        was_checking, model.check = model.check, False   # data-dependent checks do not belong in a graph
+        try:
+            torch.onnx.export(wrapped, _sample(model, batch, length, seed=0), str(tmp), input_names=list(inputs),
+                              output_names=wrapped.names, dynamo=True, external_data=False, verbose=False, **kwargs)
+        except Exception as e:
+            raise ExportError(f"ONNX export failed: {type(e).__name__}: {_plain(str(e))}") from None
+        finally:
+            model.check = was_checking
+        ids, mask, types = _sample(model, *shape, seed=1)
+        try:
+            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+            got = session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy(),
+                                     "token_type_ids": types.numpy()})
+        except Exception as e:
+            raise ExportError(f"the exported graph did not run in onnxruntime on a {shape} batch, so nothing was "
+                              f"written to {path}: {type(e).__name__}: {_plain(str(e))}") from None
+        with torch.no_grad():
+            want = wrapped(ids, mask, types)
+        real = mask.bool()
+        for name, g, w in zip(wrapped.names, got, want):
+            d = (torch.from_numpy(g) - w).abs()
+            report[name] = float((d[real] if d.dim() == 3 else d).max())   # padded rows are never read
+
+    atomic_write(path, write)
+    return {"path": str(path), "inputs": list(inputs), "outputs": wrapped.names, "checked_shape": shape,
+            "max_diff": report, "bytes": path.stat().st_size}
 
 
 # ---- a picture of the architecture --------------------------------------------------------------------------------
@@ -109,7 +138,7 @@ def draw(model: Model, path, batch: int = 2, length: int | None = None) -> Path:
 
     c = model.config
     length = min(128, c.max_tokens) if length is None else length
-    _check_length(c, length)                            # as explain and encode: no picture of what cannot run
+    check_length(c, length)                             # as explain and encode: no picture of what cannot run
     B, L, H, E = batch, length, c.hidden_size, c.embedding_dim
     nh, hd, I, V = c.num_attention_heads, c.head_dim, c.intermediate_size, c.vocab_size
     dims = lambda *d: "[" + ", ".join(map(str, d)) + "]"  # noqa: E731
