@@ -115,7 +115,7 @@ def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool 
         if read.is_dir() and read in target.parents and path.exists():
             raise OutputError(f"{option} {path} is a file of {source}, a folder this command reads; writing there "
                               "would replace it. Choose a path outside it")
-    if overwrite is False and path.exists():
+    if overwrite is False and (path.exists() or path.is_symlink()):     # a link to nothing is the user's too
         raise OutputError(f"{option} {path} already exists; choose another name, or pass --overwrite to replace it")
     existing = path.parent
     while not existing.exists() and existing != existing.parent:

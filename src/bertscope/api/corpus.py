@@ -105,7 +105,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
 
 
 def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42, mlm_probability: float = 0.15,
-          max_length: int = 128, family: str | None = None, on_event=None) -> dict:
+          max_length: int = 128, family: str | None = None, overwrite: bool = False, on_event=None) -> dict:
     """Write to `out` (JSON lines) the masks pretraining draws on each line of `file` taken as a document of its
     own: the sequence [CLS] line [SEP], or, for a line longer than max_length, the segments MLM pretraining cuts
     its text into (tasks.pretraining.Pretraining.encode with the same seed), masked by the pretraining task's own
@@ -115,25 +115,35 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
          "actions": [null | "mask" | "random" | "keep", one per token]}
     where a unit is a word in whole-word mode, else the token itself. Returns counts: lines (with tokens),
     sequences, cut (lines longer than max_length), tokens (non-special), chosen, mask, random, keep (in tokens),
-    words (chosen units) and skipped (lines without a token)."""
-    from ..data import Segmented, lines, word_starts
+    words (chosen units) and skipped (lines without a token). Refused, with nothing written: an `out` not named
+    .jsonl, an existing `out` unless `overwrite`, and a `file` without a line of text."""
+    from ..data import Segmented, lines, source_name, word_starts
     from ..io import StreamFile, check_writable_file
     from ..masking import line_instances, segment_files
     from ..tasks.pretraining import Pretraining
     from ..tokenize import load_tokenizer
-    check_writable_file(out, "--out", inputs=(file, tokenizer))
+    check_writable_file(out, "--out", inputs=(file, tokenizer))     # an input of this command is named first
+    if Path(out).suffix.lower() != ".jsonl":
+        raise UsageError(f"--out {out}: masks writes JSON lines; name the file with .jsonl at the end")
+    check_writable_file(out, "--out", overwrite=overwrite)
     if max_length < 3:
         raise UsageError(f"--max-length {max_length}: a sequence needs room for [CLS], a token and [SEP]")
     tok = load_tokenizer(tokenizer, family=family)
     task = Pretraining(tok, "mlm", whole_word, mlm_probability, dynamic=False, max_length=max_length)
     numbered = [(n, line.strip()) for n, line in lines(file)]
     texts = [t for _, t in numbered]
+    if not any(texts):                               # as embed and predict: an empty input is a mistake, said
+        raise DataError(f"{source_name(file)}: no texts found ({'it is empty' if not numbered else 'only blank lines'})"
+                        "; expected plain text, a line a sequence")
     words = segment_files([file], task.whole_word, on_event)
     sentences = []
     for k, text in enumerate(texts):
         starts = word_starts(text, words[0][k]) if words and words[0][k] else None
         sentences.append(Segmented(text, starts) if starts else text)
     instances = line_instances(tok, sentences, max_length, seed)
+    if not instances:                                # text, but only characters the tokenizer drops
+        raise DataError(f"{source_name(file)}: no texts found (no line gives a token with --tokenizer {tokenizer})"
+                        "; expected plain text, a line a sequence")
     per_line = {}
     for inst in instances:
         per_line[inst.doc] = per_line.get(inst.doc, 0) + 1

@@ -187,14 +187,15 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,
           text_column=None, max_length: int | None = None, batch_size: int = 32, chunk: int = 2048,
-          windows: int | None = None, int8: bool | None = None, on_event=None) -> dict:
+          windows: int | None = None, int8: bool | None = None, overwrite: bool = False, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
-    temporary file that replaces `out` only when everything is written."""
+    temporary file that replaces `out` only when everything is written. An existing `out` is refused unless
+    `overwrite`."""
     expect_loaded(loaded, "embed")
     import json
 
     from .. import infer
-    from ..data import count_rows, iter_rows
+    from ..data import count_rows, iter_rows, source_name
     from ..io import NpyWriter, StreamFile, check_writable_file
     if level not in ("sentence", "token", "word"):
         raise UsageError(f"--level {level!r}: use sentence, token or word")
@@ -208,7 +209,8 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
     _check_batch(batch_size)
     _check_chunk(chunk)
-    check_writable_file(out, inputs=((source,) if isinstance(source, (str, Path)) else ()) + (loaded.folder,))
+    check_writable_file(out, inputs=((source,) if isinstance(source, (str, Path)) else ()) + (loaded.folder,),
+                        overwrite=overwrite)
     if loaded.tokenizer is None:
         raise TokenizerError(f"{loaded.description} has no tokenizer to read texts with: load it with one "
                              "(api.load(folder, tokenizer=...))")
@@ -249,7 +251,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
             if on_event:
                 on_event({"event": "progress", "done": done, "total": total})
         if done == 0:
-            raise DataError(f"{source}: no texts found")
+            raise DataError(f"{source_name(source)}: no texts found")
     except BaseException:
         writer.discard()
         raise

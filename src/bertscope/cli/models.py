@@ -115,17 +115,65 @@ def check(
     num_labels: Optional[int] = typer.Option(None, min=1, help="the classifier width you plan to train"),
 ):
     """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
+    import os
+    import tempfile
+
     from .. import api
-    c, head, problems = api.check(model, length, batch, pairs, ids_file, data, label_column, num_labels)
+    from ..explain import available_memory, estimate_memory, fmt_gib
+    given, copy = ids_file, None
+    if ids_file is not None:
+        ids = _read_ids(ids_file)
+        if str(ids_file) == "-":         # standard input reads once: the check reads a copy of what came
+            fd, copy = tempfile.mkstemp(prefix="bertscope-ids.", suffix=".txt")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write("".join(" ".join(map(str, seq)) + "\n" for _, seq in ids))
+            given = Path(copy)
+    try:
+        c, head, problems = api.check(model, length, batch, pairs, given, data, label_column, num_labels)
+    finally:
+        if copy is not None:
+            os.unlink(copy)
+    if ids_file is not None:
+        _ids_fit_a_tensor(ids_file, ids, c.vocab_size)
     say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
         f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
         (f", num_labels {c.num_labels}" if head == "classification" else ""))
+    if length is not None:                        # from the dims alone: nothing of the batch's size is made
+        need, (room, where) = estimate_memory(c, batch, length)["total"], available_memory()
+        say(f"memory: one forward pass of ({batch}, {length}) takes about {fmt_gib(need)} (inference, float32; "
+            f"training needs several times more); {fmt_gib(room)} {where}")
     if not problems:
         console.print("[green]ok[/]: the planned input fits this model")
         return
     for p in problems:
         console.print(f"[red]✗ {p.what}[/]: {escape(p.message)}", soft_wrap=True)
     raise typer.Exit(1)
+
+
+def _read_ids(ids_file: Path) -> list[tuple[int, list[int]]]:
+    """(line number, ids) for every line of an --ids-file; a file without a single id is refused."""
+    from ..data import lines, source_name
+    from ..errors import DataError
+    ids = []
+    for n, line in lines(ids_file):
+        try:
+            ids.append((n, [int(x) for x in line.split()]))
+        except ValueError:
+            raise DataError(f"{source_name(ids_file)} line {n}: expected whitespace-separated integer ids") from None
+    if not any(seq for _, seq in ids):
+        raise DataError(f"{source_name(ids_file)}: no ids found ({'an empty file' if not ids else 'only blank lines'})"
+                        "; expected token ids, one sequence per line, separated by spaces")
+    return ids
+
+
+def _ids_fit_a_tensor(ids_file: Path, ids: list[tuple[int, list[int]]], vocab: int) -> None:
+    """An id too large for any tensor (an int64) is no token id of any model: refused, naming its line."""
+    from ..data import source_name
+    from ..errors import DataError
+    for n, seq in ids:
+        bad = next((x for x in seq if not -2 ** 63 <= x < 2 ** 63), None)
+        if bad is not None:
+            raise DataError(f"{source_name(ids_file)} line {n}: id {bad} is outside the vocabulary 0..{vocab - 1}")
 
 
 @command()
@@ -145,12 +193,25 @@ def export(
         raise UsageError(f"OUT {out}: name the file to write with .onnx at the end")
     check_writable_file(out, "OUT", inputs=(model,), overwrite=overwrite)
     loaded = api.load(model)
+    _export_fits_in_memory(loaded.model, dynamic, batch, length)
     r = export_onnx(loaded.model, out, dynamic=dynamic, batch=batch, length=length)
     say(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB) from {loaded.description}")
     say(f"inputs  {', '.join(r['inputs'])} [batch, sequence]" + (" (dynamic axes)" if dynamic else ""))
     say(f"outputs {', '.join(r['outputs'])}")
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in r["max_diff"].items())
     say(f"onnxruntime vs PyTorch on a {tuple(r['checked_shape'])} batch: max abs diff {diffs}")
+
+
+def _export_fits_in_memory(net, dynamic: bool, batch: int, length: int) -> None:
+    """The traced batch and the one the export is checked on, run in PyTorch and in onnxruntime: refused (with the
+    estimate and this machine's memory) before either is made. A --length past the positions is said first."""
+    from ..explain import guard_memory
+    from ..export import check_length, check_shape
+    check_length(net.config, length)
+    B, L = check_shape(net.config, batch, length, dynamic)
+    B, L = max(B, batch), max(L, length)
+    guard_memory(net, B, L, factor=2, what=(f"batch={batch}, length={length}", f"--batch {batch} --length {length}"),
+                 doing=f"checking the export on a ({B}, {L}) batch in PyTorch and in onnxruntime")
 
 
 @command()
@@ -160,6 +221,7 @@ def draw(
     batch: int = typer.Option(2, min=1),
     length: Optional[int] = typer.Option(None, min=1, help="sequence length drawn [128, or the model's positions]"),
     head: Optional[str] = HEAD,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
 ):
     """Draw the architecture with the dims on every edge (needs bertscope[plot])."""
     from .. import api
@@ -168,7 +230,7 @@ def draw(
     from ..io import check_writable_file
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"{out}: use a .png, .svg or .pdf file name")
-    check_writable_file(out, "OUT", inputs=(model,))
+    check_writable_file(out, "OUT", inputs=(model,), overwrite=overwrite)
     loaded = api.load(model, head=head)
     say(f"wrote {picture(loaded.model, out, batch=batch, length=length)} ({loaded.description})")
 

@@ -216,6 +216,7 @@ def embed(
     text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
     chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH, windows: Optional[int] = WINDOWS,
     int8: Optional[bool] = INT8,
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Sentence embeddings (mean pooling + normalisation as sentence-transformers), or per-token / per-word
@@ -223,13 +224,14 @@ def embed(
     from .. import api
     from ..data import count_rows
     from ..io import check_writable_file
-    check_writable_file(out, inputs=(file, model))  # before loading anything: a path that cannot be written fails now
+    # before loading anything: a path that cannot be written, or a file of yours without --overwrite, fails now
+    check_writable_file(out, inputs=(file, model), overwrite=overwrite)
     loaded = _load(model, "base", device, bf16, compile_, threads)
     bar, update = progress_bar("embedding", count_rows(file))
     start = time.perf_counter()
     with bar:
         r = api.embed(loaded, file, out, level=level, pooling=pooling, normalize=normalize, text_column=text_column,
                       max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows, int8=int8,
-                      on_event=_progress(update))
+                      overwrite=overwrite, on_event=_progress(update))
     _cut_note(r["truncated"], max_length, windows=level == "sentence")
     say(f"wrote {out}: {r['shape']} ({level} level) · {r['texts'] / (time.perf_counter() - start):.0f} texts/s")

@@ -318,17 +318,18 @@ def masks(
     tokenizer: Path = typer.Option(..., help="tokenizer folder (bertscope tokenizer train, or a model's)"),
     whole_word: Optional[str] = WHOLE_WORD,
     seed: int = typer.Option(42, help="the pretraining run's --seed"),
-    out: Path = typer.Option(..., help="JSON lines file to write"),
+    out: Path = typer.Option(..., help="JSON lines file to write (.jsonl)"),
     max_length: int = typer.Option(128, min=3, help="tokens per sequence, [CLS] and [SEP] included (a longer line "
                                    "is cut into segments, as pretraining cuts it)"),
     mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace --out if it exists"),
 ):
     """Write the masks pretraining draws on each line of FILE (as the sequence [CLS] line [SEP], a longer line in
     segments; blank lines skipped): for every sequence {"line", "tokens", "words" (masking unit of each token, -1
     special), "actions" (null/mask/random/keep)}."""
     from .. import api
     c = api.masks(file, out, tokenizer=tokenizer, whole_word=whole_word, seed=seed, mlm_probability=mlm_probability,
-                  max_length=max_length, on_event=lambda e: note(e["message"]))
+                  max_length=max_length, overwrite=overwrite, on_event=lambda e: note(e["message"]))
     share = lambda k: c[k] / max(c["chosen"], 1)  # noqa: E731
     skipped = f" ({c['skipped']:,} blank lines skipped)" if c["skipped"] else ""
     cut = (f" in {c['sequences']:,} sequences ({c['cut']:,} lines longer than --max-length {max_length} cut into "
