@@ -945,3 +945,12 @@ def test_encode_says_which_of_its_inputs_it_would_drop(tiny, tmp_path):
     refused(run("encode", tiny, "-f", texts, "hello"), "texts and --file", "one or the other")
     refused(run("encode", tiny, "hello", "--limit", "3"), "--limit reads at most that many texts from --file")
     refused(run("encode", tiny, "fine", ""), "text 2 is empty")
+
+
+def test_options_that_would_do_nothing_for_the_task_are_refused(classifier, tmp_path):
+    texts = write(tmp_path, "two.txt", "a great film\nbad\n")
+    refused(run("predict", classifier, texts, "--pool", "max"), "--pool max combines the windows", "without --windows")
+    refused(run("predict", classifier, texts, "--doc-stride", "16"), "--doc-stride applies to question answering")
+    refused(run("predict", classifier, texts, "--max-answer-length", "5"), "--max-answer-length applies")
+    r = run("predict", classifier, texts, "--pool", "max", "--windows", "8", "--max-length", "16")
+    assert r.exit_code == 0, r.output
