@@ -7,7 +7,7 @@ import stat
 
 import pytest
 import torch
-from conftest import DATA, MINILM, TINY, need_shared
+from conftest import DATA, MINILM, TINY, need_shared, refused, run, write
 from typer.testing import CliRunner
 
 import bertscope
@@ -18,22 +18,6 @@ from bertscope.cli import app
 @pytest.fixture(scope="module")
 def tiny(tiny_folder):
     return tiny_folder
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
-
-
-def refused(r, *words, code=2):
-    """The run failed as a user mistake: the code, one error line with these words, no traceback."""
-    text = r.output
-    assert r.exit_code == code, text
-    assert "Traceback" not in text and r.exception is None or isinstance(r.exception, SystemExit), text
-    errors = [line for line in text.splitlines() if line.startswith("error:") or line.startswith("Error:")]
-    assert len(errors) == 1 or "Usage:" in text, text
-    for w in words:
-        assert w in text, f"{w!r} not in:\n{text}"
-    return text
 
 
 def snapshot(folder):
@@ -49,10 +33,6 @@ def sst(tmp_path):
     return p
 
 
-def write(tmp_path, name, text):
-    p = tmp_path / name
-    p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text, encoding="utf-8")
-    return p
 
 
 # ---- nothing of the user's is lost ---------------------------------------------------------------------------------

@@ -5,10 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import refused, run, write
 
 from bertscope import api
-from bertscope.cli import app
 from bertscope.errors import DataError, OutputError
 
 
@@ -17,26 +16,6 @@ def tiny(tiny_folder):
     return tiny_folder
 
 
-def run(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
-
-
-def refused(r, *words, code=2):
-    """The run failed as a user mistake: the code, one error line with these words, no traceback."""
-    text = r.output
-    assert r.exit_code == code, text
-    assert "Traceback" not in text and r.exception is None or isinstance(r.exception, SystemExit), text
-    errors = [line for line in text.splitlines() if line.startswith("error:") or line.startswith("Error:")]
-    assert len(errors) == 1 or "Usage:" in text, text
-    for w in words:
-        assert w in text, f"{w!r} not in:\n{text}"
-    return text
-
-
-def write(tmp_path, name, text):
-    p = tmp_path / name
-    p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text, encoding="utf-8")
-    return p
 
 
 def listing(folder):

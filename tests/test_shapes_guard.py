@@ -8,31 +8,13 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, need_shared
-from typer.testing import CliRunner
+from conftest import TINY, need_shared, refused, run
 
 import bertscope
-from bertscope.cli import app
 from bertscope import explain as ex
 from bertscope.explain import explain, preflight
 
 HUGE = 10 ** 12          # 10^12 rows: even one int64 column of them is 8 TB, so a missed guard fails at once
-
-
-def run(*args, input=None):
-    return CliRunner().invoke(app, [str(a) for a in args], input=input)
-
-
-def refused(r, *words, code=2):
-    """The run failed as a user mistake: the code, one error line with these words, no traceback."""
-    text = r.output
-    assert r.exit_code == code, text
-    assert "Traceback" not in text and r.exception is None or isinstance(r.exception, SystemExit), text
-    errors = [line for line in text.splitlines() if line.startswith("error:") or line.startswith("Error:")]
-    assert len(errors) == 1 or "Usage:" in text, text
-    for w in words:
-        assert w in text, f"{w!r} not in:\n{text}"
-    return text
 
 
 def reported(r, *words):
