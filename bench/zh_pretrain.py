@@ -441,7 +441,7 @@ def stage_masks(work: Path, a):
     sample.write_text("\n".join(news + reviews) + "\n", encoding="utf-8")
     out = {}
     for arm, ww in ARMS.items():
-        counts = api.masks(sample, work / f"masks-{arm}.jsonl", tokenizer=work / "tokenizer", whole_word=ww,
+        counts = api.masks(sample, work / f"masks-{arm}.jsonl", tokenizer=work / "tokenizer", whole_word=ww, overwrite=True,
                            seed=a.seed, max_length=128)
         units = [json.loads(line) for line in (work / f"masks-{arm}.jsonl").read_text(encoding="utf-8").splitlines()]
         word_sizes = []                                       # the length, in tokens, of every word of the sample
@@ -556,7 +556,7 @@ def stage_probe(work: Path, a):
         for n in ("train", "dev"):
             out = work / "probe" / f"{arm}-{n}.npy"
             out.parent.mkdir(parents=True, exist_ok=True)
-            api.embed(loaded, REVIEWS / f"{n}.tsv", out, pooling="mean", normalize=False, max_length=128,
+            api.embed(loaded, REVIEWS / f"{n}.tsv", out, overwrite=True, pooling="mean", normalize=False, max_length=128,
                       batch_size=64)
             x[n] = np.load(out)
         clf = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=[0.01, 0.1, 1, 10], cv=5, max_iter=3000))
