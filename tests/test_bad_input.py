@@ -895,7 +895,7 @@ def test_weight_and_config_files_that_are_folders_or_damaged_are_named(tmp_path)
     for name, make, words in (
             ("w1", lambda f: (f / "model.safetensors").mkdir(), "model.safetensors: is a folder"),
             ("w2", lambda f: (f / "pytorch_model.bin").write_bytes(bytes(range(256)) * 2),
-             "pytorch_model.bin: not the zip archive torch.save writes (512 bytes): truncated or corrupt"),
+             "pytorch_model.bin: neither the zip archive nor the pickle torch.save writes (512 bytes): truncated or corrupt"),
             ("w3", lambda f: ((f / "config.json").unlink(), (f / "config.json").mkdir()), "config.json: is a folder")):
         folder = tmp_path / name
         folder.mkdir()
@@ -905,6 +905,12 @@ def test_weight_and_config_files_that_are_folders_or_damaged_are_named(tmp_path)
         refused(run("explain", folder), words)
     refused(run("bench", "bert-base", write(tmp_path, "t.txt", "hi\n")), "bert-base is a built-in shape",
             "no tokenizer")
+    legacy = tmp_path / "legacy"                                       # torch.save before 1.6: a pickle, not damaged
+    legacy.mkdir()
+    (legacy / "config.json").write_text((TINY / "bert" / "config.json").read_text(encoding="utf-8"), encoding="utf-8")
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2), "meta": __import__("numpy").float64(1)},
+               legacy / "pytorch_model.bin", _use_new_zipfile_serialization=False)
+    refused(run("explain", legacy), "cannot be read as a weights-only PyTorch checkpoint")
 
 
 def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classifier, tmp_path):
@@ -934,3 +940,22 @@ def test_options_that_would_do_nothing_for_the_task_are_refused(classifier, tmp_
     refused(run("predict", classifier, texts, "--max-answer-length", "5"), "--max-answer-length applies")
     r = run("predict", classifier, texts, "--pool", "max", "--windows", "8", "--max-length", "16")
     assert r.exit_code == 0, r.output
+
+
+def test_the_text_column_rule_leaves_labels_pairs_and_check_alone(tiny, tmp_path):
+    rows = "".join(f"{'good' if i % 2 else 'bad'} film {i}\t{'pos' if i % 2 else 'neg'}\n" for i in range(8))
+    reviews = write(tmp_path, "rev.tsv", "review\tsentiment\n" + rows)
+    r = run("finetune", tiny, "--train", reviews, "--label-column", "sentiment", "--out", tmp_path / "o",
+            "--max-steps", "1")
+    assert r.exit_code == 0, r.output
+    r = run("predict", tmp_path / "o", reviews, "--format", "jsonl")   # the label column is not a text candidate
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["text"] for x in r.output.splitlines() if x.startswith("{")][:2] == ["bad film 0",
+                                                                                              "good film 1"]
+    from bertscope.tasks import guess
+    pairs = write(tmp_path, "sts.tsv", "sentence1\tsentence2\tlabel\n" + "".join(f"a {i}\tb {i}\t{i}.5\n"
+                                                                                for i in range(6)))
+    assert guess(pairs, "label", "sentence1", "sentence2")[0] == "regression"
+    three = write(tmp_path, "three.tsv", "title\treview\tlabel\nA\tfine\t1\nB\tbad\t0\n")
+    r = run("check", TINY / "bert-cls", "--data", three)               # check reads the labels alone
+    assert r.exit_code == 0 and "ok" in r.output, r.output

@@ -243,9 +243,11 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling reports through many exception types
         import zipfile
-        corrupt = not zipfile.is_zipfile(path)       # torch.save writes a zip archive: anything else is damaged
+        with open(path, "rb") as f:                  # torch.save writes a zip archive, before PyTorch 1.6 a pickle
+            corrupt = not zipfile.is_zipfile(path) and f.read(1) != b"\x80"   # (protocol byte): else damaged
         if corrupt:
-            raise CheckpointError(f"{path}: not the zip archive torch.save writes ({path.stat().st_size} bytes): "
+            raise CheckpointError(f"{path}: neither the zip archive nor the pickle torch.save writes "
+                                  f"({path.stat().st_size} bytes): "
                                   "truncated or corrupt; copy or save it again") from None
         raise CheckpointError(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}). bertscope never unpickles arbitrary "

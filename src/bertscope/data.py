@@ -170,18 +170,21 @@ def _distinct(text_column, label_column, pair_column, chosen: bool):
                                  "and label columns must differ")
 
 
-NOT_TEXT = ("label", "labels", "id", "idx", "index")     # columns a table's text is not guessed from
+# columns a table's text is not guessed from (the last two: the index column pandas' to_csv writes)
+NOT_TEXT = ("label", "labels", "id", "idx", "index", "", "unnamed: 0")
 
 
-def _columns(path, header, text_column, label_column, pair_column):
+def _columns(path, header, text_column, label_column, pair_column, not_text=()):
     chosen = text_column is not None
     if text_column is None:                 # "text", "sentence", else the one column left that can hold text
         text_column = next((c for c in ("text", "sentence") if c in header), None)
     if text_column is None:
-        left = [c for c in header if c not in (label_column, pair_column) and c.strip().lower() not in NOT_TEXT]
+        left = [c for c in header if c not in (label_column, pair_column, *not_text)
+                and c.strip().lower() not in NOT_TEXT]
         if len(left) > 1:
             raise DataError(f"{path} line 1: no 'text' or 'sentence' column, and {len(left)} columns could hold the "
-                            f"text ({', '.join(map(repr, left))}): name it with --text-column")
+                            f"text ({', '.join(map(repr, left))}): name it with --text-column (--column in encode, "
+                            "bench and quantize)")
         text_column = left[0] if left else header[0]
     _distinct(text_column, label_column, pair_column, chosen)
     for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
@@ -212,10 +215,12 @@ def _plain_stdin(line: str) -> None:
 
 
 def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
-              pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None):
+              pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None,
+              not_text=()):
     """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
-    default "text", "sentence", or the only column that is not the label's, the pair's or an id); any other file, or "-" for standard input, is one text a line (blank
-    lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
+    default "text", "sentence", or the only column that is not the label's, the pair's, one of `not_text` (a
+    label column not read, as in predict) or an id); any other file, or "-" for standard input, is one text a line
+    (blank lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
     name = source_name(source)
     if str(source) != STDIN:
         _check_file(Path(source))
@@ -242,7 +247,7 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
     text_col = None
     for n, rec in _records(source):
         if isinstance(rec, list):
-            text_col = _columns(name, rec, text_column, label_column, pair_column)
+            text_col = _columns(name, rec, text_column, label_column, pair_column, not_text)
             continue
         try:
             if isinstance(rec, DataError):
@@ -275,12 +280,33 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         yield n, values["text"], values.get("pair"), values.get("label")
 
 
+def read_labels(path, label_column: str = "label") -> list:
+    """The label column of a table alone (check --data: which text column holds the texts does not matter)."""
+    name, labels = source_name(path), []
+    _check_file(Path(path))
+    for n, rec in _records(path):
+        if isinstance(rec, list):
+            if label_column not in rec:
+                raise DataError(f"{name} line 1: no label column {label_column!r}; the header has "
+                                f"{', '.join(map(repr, rec))}")
+            continue
+        if isinstance(rec, DataError):
+            raise rec
+        if label_column not in rec:
+            raise DataError(f"{name} line {n}: no field {label_column!r} (the label)")
+        labels.append(rec[label_column].strip() if isinstance(rec[label_column], str) else rec[label_column])
+    if not labels:
+        raise DataError(f"{name}: no examples")
+    return labels
+
+
 def read_examples(path, text_column: str | None = None, label_column: str | None = "label",
-                  pair_column: str | None = None, skip_bad_rows: bool = False) -> Examples:
+                  pair_column: str | None = None, skip_bad_rows: bool = False, not_text=()) -> Examples:
     """A labelled (label_column given) or unlabelled file, all rows in memory."""
     name = source_name(path)
     ex = Examples(name, [], [] if pair_column else None, [] if label_column else None, [])
-    for n, text, pair, label in iter_rows(path, text_column, label_column, pair_column, skip_bad_rows, ex.skipped):
+    for n, text, pair, label in iter_rows(path, text_column, label_column, pair_column, skip_bad_rows, ex.skipped,
+                                          not_text):
         ex.texts.append(text)
         ex.lines.append(n)
         if label_column:

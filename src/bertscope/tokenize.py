@@ -304,7 +304,8 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
 def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
                     max_length: int = 512, text_column: str | None = None) -> Tokenizer:
     """Train the family's kind of tokenizer on files: plain text (a text a line), or the `text_column` of .tsv /
-    .csv / .jsonl tables (default: "text", "sentence" or the first column). See train_tokenizer_on."""
+    .csv / .jsonl tables (default: "text", "sentence", or the one column that is not a
+    label or an id). See train_tokenizer_on."""
     from .data import iter_rows
     files = [Path(f) for f in files]
     for f in files:

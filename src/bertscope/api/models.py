@@ -91,7 +91,7 @@ def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = 
     """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run."""
     from ..checkpoint import saved_head
     from ..config import Config, named_config
-    from ..data import lines, read_examples
+    from ..data import lines, read_labels
     from ..explain import preflight
     path = Path(source)
     config = Config.from_json(path) if path.is_dir() else named_config(source)
@@ -105,7 +105,7 @@ def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = 
                 ids.append([int(x) for x in line.split()])
             except ValueError:
                 raise DataError(f"{ids_file} line {n}: expected whitespace-separated integer ids") from None
-    labels = read_examples(data, label_column=label_column).labels if data is not None else None
+    labels = read_labels(data, label_column) if data is not None else None
     if length is None and ids is None and labels is None:
         raise UsageError("nothing to check: give --length, --ids-file or --data")
     problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,

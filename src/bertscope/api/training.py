@@ -61,7 +61,8 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
                         inputs=[train] + ([eval] if eval is not None else []))
     if task is None:
-        task, why = guess(train, task_options.get("label_column") or "label")
+        task, why = guess(train, task_options.get("label_column") or "label", task_options.get("text_column"),
+                          task_options.get("pair_column"))
         if on_event:
             on_event({"event": "notice", "message": f"--task {task} ({why}; pass --task to choose another)"})
     t = _task(task, **task_options)

@@ -25,7 +25,8 @@ def encode(
     model: str = MODEL,
     texts: Optional[List[str]] = typer.Argument(None, help="texts to encode"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="texts from a .txt/.tsv/.csv/.jsonl file"),
-    column: Optional[str] = typer.Option(None, help="column of a .tsv/.csv (default: the first) or key of .jsonl"),
+    column: Optional[str] = typer.Option(None, help="text column of a .tsv/.csv or key of .jsonl (default: text, "
+                                                    "sentence, or the one column that is not a label or an id)"),
     limit: Optional[int] = typer.Option(None, min=1, help="read at most this many texts from --file"),
     batch: int = typer.Option(2, help="batch size of random ids when the model has no tokenizer"),
     length: int = typer.Option(16, help="sequence length of random ids when the model has no tokenizer"),
@@ -138,7 +139,8 @@ def check(
     say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
         f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
         (f", num_labels {c.num_labels}" if head == "classification" else ""))
-    if length is not None:                        # from the dims alone: nothing of the batch's size is made
+    if length is not None and not any(p.what == "length" for p in problems):
+        # from the dims alone, nothing of the batch's size made; not for a length that cannot run at all
         need, (room, where) = estimate_memory(c, batch, length)["total"], available_memory()
         say(f"memory: one forward pass of ({batch}, {length}) takes about {fmt_gib(need)} (inference, float32; "
             f"training needs several times more); {fmt_gib(room)} {where}")

@@ -113,7 +113,8 @@ def finetune(
     task: Optional[str] = TASK,
     eval_file: Optional[Path] = typer.Option(None, "--eval", help="evaluation file, scored after every epoch"),
     out: Optional[Path] = typer.Option(None, help="output folder (the best model, metrics, curves)"),
-    text_column: Optional[str] = typer.Option(None, help="default: 'text' or 'sentence' or the first column"),
+    text_column: Optional[str] = typer.Option(None, help="default: 'text', 'sentence', or the one column that is "
+                                                     "not the label, the pair or an id"),
     label_column: str = typer.Option("label"),
     pair_column: Optional[str] = typer.Option(None, help="second segment, for sentence-pair tasks"),
     tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (default: the model folder)"),
@@ -283,7 +284,8 @@ def tokenizer_train(
     min_frequency: int = typer.Option(2, min=1, help="a merge (word piece) is learnt if seen this often; every "
                                                      "character is kept"),
     text_column: Optional[str] = typer.Option(None, help="the column of .tsv/.csv/.jsonl files to read (default: "
-                                                         "'text', 'sentence' or the first)"),
+                                                         "'text', 'sentence', or the one column that is not a label "
+                                                         "or an id)"),
     held_out: Optional[Path] = typer.Option(None, help="text to measure the [UNK] rate on [default: every 20th "
                                                        "text of the corpus, then not trained on]"),
     max_unk_rate: float = typer.Option(0.002, help="warn when more of the held-out tokens are [UNK]"),

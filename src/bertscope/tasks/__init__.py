@@ -58,7 +58,8 @@ def for_model(config, head: str) -> str:
     raise UsageError(f"this model has head {head!r}, which predicts no task; fine-tune it first (bertscope finetune)")
 
 
-def guess(path, label_column: str = "label") -> tuple[str, str]:
+def guess(path, label_column: str = "label", text_column: str | None = None,
+          pair_column: str | None = None) -> tuple[str, str]:
     """(task, why) from a training file: CoNLL -> token-classification, SQuAD JSON -> question-answering, and for a
     table, its labels: lists or `a|b` -> multi-label, real numbers -> regression, else classification."""
     p = Path(str(path))
@@ -81,8 +82,8 @@ def guess(path, label_column: str = "label") -> tuple[str, str]:
             return "token-classification", f"{p.name} holds tokens and tags"
     labels = []
     try:
-        for n, (_, _, _, label) in enumerate(iter_rows(p, label_column=label_column, skip_bad_rows=True,
-                                                       skipped=[])):
+        for n, (_, _, _, label) in enumerate(iter_rows(p, text_column, label_column, pair_column,
+                                                       skip_bad_rows=True, skipped=[])):
             labels.append(label)
             if n >= 2000:
                 break

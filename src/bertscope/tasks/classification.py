@@ -73,7 +73,7 @@ class SequenceClassification(Task):
     # ---- reading ------------------------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> Examples:
         ex = read_examples(path, self.text_column, self.label_column if labelled else None, self.pair_column,
-                           skip_bad_rows)
+                           skip_bad_rows, not_text=(self.label_column,))   # unread labels are not the text
         if labelled:
             rows = self._labelled([(ex.lines[i], ex.texts[i], ex.pairs[i] if ex.pairs is not None else None,
                                     ex.labels[i]) for i in range(len(ex))], ex.path, skip_bad_rows, ex.skipped)
@@ -103,7 +103,7 @@ class SequenceClassification(Task):
         block: list = []
         self.skipped: list = []                        # (line, why) of the rows skip_bad_rows left out
         rows = iter_rows(source, self.text_column, self.label_column if labelled else None, self.pair_column,
-                         skip_bad_rows, self.skipped)
+                         skip_bad_rows, self.skipped, not_text=(self.label_column,))
         for row in rows:
             if labelled:
                 row = next(iter(self._labelled([row], name, skip_bad_rows, self.skipped)), None)
