@@ -143,13 +143,13 @@ def test_preflight_never_builds_the_planned_batch_or_a_length_past_the_positions
 
 # ---- ids no tensor holds; files without ids ------------------------------------------------------------------------
 
-def test_check_refuses_an_id_too_large_for_any_tensor_naming_its_line(bert, tmp_path):
-    ids = tmp_path / "ids.txt"
+def test_check_reports_an_id_too_large_for_any_tensor_as_outside_the_vocabulary(bert, tmp_path):
+    ids = tmp_path / "ids.txt"                  # no int64 holds it: reported as any other id outside the vocabulary
     ids.write_text("5 6 7\n1 2 99999999999999999999999\n")
-    refused(run("check", bert, "--ids-file", ids),
-            f"{ids} line 2: id 99999999999999999999999 is outside the vocabulary 0..999")
-    ids.write_text("5 6 7\n-99999999999999999999999 2\n")
-    refused(run("check", bert, "--ids-file", ids), "line 2: id -99999999999999999999999 is outside")
+    reported(run("check", bert, "--ids-file", ids), "✗ vocab", "sequence 2", "position 2 holds id "
+             "99999999999999999999999, outside this model's vocabulary of 1000 ids (0..999)")
+    reported(run("check", bert, "--ids-file", "-", input="5 6 7\n\n-99999999999999999999999 2\n"), "✗ vocab",
+             "sequence 3: input_ids position 0 holds id -99999999999999999999999")
     ids.write_text("5 6 7\n5 1000 7\n")                                 # an id of some other vocabulary: reported
     reported(run("check", bert, "--ids-file", ids), "✗ vocab", "sequence 2", "1000")
     problems = preflight(bertscope.Config.from_json(bert), ids=[[1, 10 ** 30], [1000, 2, -10 ** 30]])

@@ -280,6 +280,21 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         yield n, values["text"], values.get("pair"), values.get("label")
 
 
+def read_ids(source) -> list[list[int]]:
+    """Token ids, one sequence per line of a file (or "-" for standard input), separated by whitespace; a blank line
+    is an empty sequence, so that sequence n is line n. A file without a single id is refused."""
+    name, ids = source_name(source), []
+    for n, line in lines(source):
+        try:
+            ids.append([int(x) for x in line.split()])
+        except ValueError:
+            raise DataError(f"{name} line {n}: expected whitespace-separated integer ids") from None
+    if not any(ids):
+        raise DataError(f"{name}: no ids found ({'an empty file' if not ids else 'only blank lines'}); expected "
+                        "token ids, one sequence per line, separated by spaces")
+    return ids
+
+
 def read_labels(path, label_column: str = "label") -> list:
     """The label column of a table alone (check --data: which text column holds the texts does not matter)."""
     name, labels = source_name(path), []

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
+from ..errors import CheckpointError, InputError, TokenizerError, UsageError
 from .common import Loaded, expect_loaded, max_length_for
 
 
@@ -91,20 +91,13 @@ def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = 
     """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run."""
     from ..checkpoint import saved_head
     from ..config import Config, named_config
-    from ..data import lines, read_labels
+    from ..data import read_ids, read_labels
     from ..explain import preflight
     path = Path(source)
     config = Config.from_json(path) if path.is_dir() else named_config(source)
     head = saved_head(path) if path.is_dir() and ((path / "model.safetensors").exists() or
                                                   config.extra.get("architectures")) else "base"
-    ids = None
-    if ids_file is not None:
-        ids = []
-        for n, line in lines(ids_file):
-            try:
-                ids.append([int(x) for x in line.split()])
-            except ValueError:
-                raise DataError(f"{ids_file} line {n}: expected whitespace-separated integer ids") from None
+    ids = read_ids(ids_file) if ids_file is not None else None      # a path, or "-" for standard input
     labels = read_labels(data, label_column) if data is not None else None
     if length is None and ids is None and labels is None:
         raise UsageError("nothing to check: give --length, --ids-file or --data")

@@ -116,26 +116,9 @@ def check(
     num_labels: Optional[int] = typer.Option(None, min=1, help="the classifier width you plan to train"),
 ):
     """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
-    import os
-    import tempfile
-
     from .. import api
     from ..explain import available_memory, estimate_memory, fmt_gib
-    given, copy = ids_file, None
-    if ids_file is not None:
-        ids = _read_ids(ids_file)
-        if str(ids_file) == "-":         # standard input reads once: the check reads a copy of what came
-            fd, copy = tempfile.mkstemp(prefix="bertscope-ids.", suffix=".txt")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(" ".join(map(str, seq)) + "\n" for _, seq in ids))
-            given = Path(copy)
-    try:
-        c, head, problems = api.check(model, length, batch, pairs, given, data, label_column, num_labels)
-    finally:
-        if copy is not None:
-            os.unlink(copy)
-    if ids_file is not None:
-        _ids_fit_a_tensor(ids_file, ids, c.vocab_size)
+    c, head, problems = api.check(model, length, batch, pairs, ids_file, data, label_column, num_labels)
     say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
         f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
         (f", num_labels {c.num_labels}" if head == "classification" else ""))
@@ -150,32 +133,6 @@ def check(
     for p in problems:
         console.print(f"[red]✗ {p.what}[/]: {escape(p.message)}", soft_wrap=True)
     raise typer.Exit(1)
-
-
-def _read_ids(ids_file: Path) -> list[tuple[int, list[int]]]:
-    """(line number, ids) for every line of an --ids-file; a file without a single id is refused."""
-    from ..data import lines, source_name
-    from ..errors import DataError
-    ids = []
-    for n, line in lines(ids_file):
-        try:
-            ids.append((n, [int(x) for x in line.split()]))
-        except ValueError:
-            raise DataError(f"{source_name(ids_file)} line {n}: expected whitespace-separated integer ids") from None
-    if not any(seq for _, seq in ids):
-        raise DataError(f"{source_name(ids_file)}: no ids found ({'an empty file' if not ids else 'only blank lines'})"
-                        "; expected token ids, one sequence per line, separated by spaces")
-    return ids
-
-
-def _ids_fit_a_tensor(ids_file: Path, ids: list[tuple[int, list[int]]], vocab: int) -> None:
-    """An id too large for any tensor (an int64) is no token id of any model: refused, naming its line."""
-    from ..data import source_name
-    from ..errors import DataError
-    for n, seq in ids:
-        bad = next((x for x in seq if not -2 ** 63 <= x < 2 ** 63), None)
-        if bad is not None:
-            raise DataError(f"{source_name(ids_file)} line {n}: id {bad} is outside the vocabulary 0..{vocab - 1}")
 
 
 @command()
