@@ -808,7 +808,7 @@ def test_int8_and_bf16_together_are_refused_and_a_quantized_folder_gives_way_to_
 
 
 def test_more_threads_than_cpus_are_refused(classifier, tmp_path):
-    from bertscope.api.common import usable_cpus
+    from bertscope.machine import usable_cpus
     texts = write(tmp_path, "two.txt", "a great film\nbad\n")
     refused(run("predict", classifier, texts, "--threads", str(usable_cpus() + 1)),
             f"--threads {usable_cpus() + 1}: this process may use {usable_cpus()} CPUs")

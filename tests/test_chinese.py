@@ -179,7 +179,6 @@ def test_gold_words_are_masked_whole(zh, dev_corpus, tmp_path):
     masked_words = split_words = cut_words = 0
     for line, words, row in zip(lines, gold, rows):
         e = zh.tokenizer.backend.encode(line, add_special_tokens=False)
-        n = len(row["tokens"]) - 2
         assert row["tokens"][1:-1] == e.tokens                # every token of the line, in order
         offsets = e.offsets
         token_at = [-1] * len(line)                           # the token (row position) of each character

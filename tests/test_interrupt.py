@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import DATA, MINILM, need_shared
+from conftest import DATA, need_shared
 
 import bertscope
 

@@ -396,7 +396,6 @@ def test_last_rows_give_the_token_logits_and_gradients_of_the_full_pass(packed):
     ref = load_reference("bert")
     m3 = graph_mask(ref)
     ids, types, cu, mask = pack(ref)
-    g = torch.Generator().manual_seed(0)
     results = []
     for use_rows in (False, True):
         torch.manual_seed(0)

@@ -45,7 +45,6 @@ def reference_model(family: str, head: str, num_labels: int = 5):
 
 
 def inputs(family):
-    ref = bertscope.checkpoint.read_weights  # noqa: F841  (keeps the import of checkpoint visible)
     from safetensors.torch import load_file
     r = load_file(str(TINY / FAMILY_FIXTURE[family] / "reference.safetensors"))
     return {k: r[k] for k in ("input_ids", "attention_mask", "token_type_ids")}

@@ -15,7 +15,6 @@ words come from:
 from __future__ import annotations
 
 import bisect
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path

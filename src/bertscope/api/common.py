@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, DataError, OutputError, TokenizerError, UsageError
+from ..errors import CheckpointError, TokenizerError, UsageError
+from ..machine import usable_cpus
 
 VERSION = "0.1.0"
 
@@ -42,14 +42,6 @@ def set_threads(threads: int | None) -> None:
         raise UsageError(f"--threads {threads}: this process may use {usable_cpus()} CPUs; expected at most that")
     import torch
     torch.set_num_threads(threads)
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask, as taskset or a container sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):                          # not Linux
-        return os.cpu_count() or 1
 
 
 def bf16_for(device, asked: bool, on_event=None) -> bool:

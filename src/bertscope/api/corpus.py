@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import DataError, OutputError, UsageError
+from ..errors import DataError, UsageError
 
 HOLD_OUT_EVERY = 20          # without --held-out, every 20th text of the corpus is held out (5%) ...
 MOST_HELD_OUT = 20_000       # ... up to this many; the rest all trains

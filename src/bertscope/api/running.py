@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError, DataError, TokenizerError, UsageError
+from ..errors import DataError, TokenizerError, UsageError
 from .common import Loaded, expect_loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import DataError, TokenizerError, UsageError
+from ..machine import available_memory, usable_cpus
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
-    truncation_notice, usable_cpus
+    truncation_notice
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 
@@ -396,17 +396,14 @@ class _NoLock:
 
 
 def _check_size(c) -> None:
-    """Refuse a model that cannot fit this machine's memory before anything is allocated."""
+    """Refuse a model that cannot fit the memory this process has before anything is allocated."""
     params = c.vocab_size * c.embedding_dim + c.num_unique_layers * (
         4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
     need = params * 4 * 4                                   # weights, gradients and AdamW's two moments, fp32
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return
-    if need > have:
+    room, where = available_memory()
+    if need > room:
         raise UsageError(f"this config has about {params / 1e9:.1f}B parameters, which need about {need / 2**30:.0f} "
                          f"GiB to train (weights, gradients and AdamW state in fp32), but this machine has "
-                         f"{have / 2**30:.0f} GiB; choose a smaller --config")
+                         f"{room / 2**30:.0f} GiB {where}; choose a smaller --config")
 
 
