@@ -70,6 +70,9 @@ def test_questions_without_answers_are_refused_for_training_not_for_predicting(t
     assert read_squad(path)[0].answers == []                 # predict: a question to answer
     with pytest.raises(DataError, match=r"qas\[0\]: no answers, and the file says version 1.1"):
         read_squad(path, answered=True)
+    doc["version"] = "v1.1"                                   # as some exports spell it
+    with pytest.raises(DataError, match=r"qas\[0\]: no answers, and the file says version v1.1"):
+        read_squad(squad(tmp_path, doc), answered=True)
     doc["version"] = "v2.0"                                   # v2.0 (and no version: Hugging Face's squad_v2 export)
     assert read_squad(squad(tmp_path, doc), answered=True)[0].answers == []
     del doc["data"][0]["paragraphs"][0]["qas"][0]["answers"]        # a new question, to predict: no answers yet

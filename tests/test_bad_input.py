@@ -792,11 +792,14 @@ def classifier(tiny_folder, tmp_path_factory):
 def test_int8_and_bf16_together_are_refused_and_a_quantized_folder_gives_way_to_bf16(classifier, tmp_path):
     from bertscope.kernels import bf16_on_cpu, int8_on_cpu
     texts = write(tmp_path, "two.txt", "a great film\nbad\n")
-    if not bf16_on_cpu()[0]:
-        pytest.skip("bf16 does not pay on this CPU: --bf16 runs fp32, and int8 with it")
+    # refused on every CPU, before the model is loaded (where bf16 does not pay, --bf16 alone would run fp32)
     refused(run("predict", classifier, texts, "--int8", "--bf16"), "--int8 and --bf16", "do not combine")
+    refused(run("evaluate", classifier, texts, "--int8", "--bf16"), "--int8 and --bf16", "do not combine")
     refused(run("embed", classifier, texts, "--out", tmp_path / "e.npy", "--int8", "--bf16"), "do not combine")
+    refused(run("predict", tmp_path / "no-such-model", texts, "--int8", "--bf16"), "do not combine")
     assert not (tmp_path / "e.npy").exists()
+    if not bf16_on_cpu()[0]:
+        pytest.skip("bf16 does not pay on this CPU: --bf16 on a quantized folder runs fp32, and int8 with it")
     calibration = write(tmp_path, "cal.txt", "".join(f"a line of text number {i}\n" for i in range(20)))
     r = run("quantize", classifier, "--calibrate", calibration, "--out", tmp_path / "q")
     assert r.exit_code == 0, r.output
@@ -881,6 +884,7 @@ def test_old_mac_line_ends_are_named(tmp_path):
     with pytest.raises(bertscope.DataError, match=r"cr.txt line 1: holds carriage returns .* CR alone"):
         read_texts(write(tmp_path, "cr.txt", b"one\rtwo\rthree\r"))
     assert read_texts(write(tmp_path, "crlf.txt", b"one\r\ntwo\r\n")) == ["one", "two"]
+    assert read_texts(write(tmp_path, "stray.txt", b"one\rmore\ntwo\n")) == ["one\rmore", "two"]   # one stray \r
 
 
 def test_quantize_warns_when_calibrated_on_few_texts(classifier, tmp_path):
@@ -915,7 +919,11 @@ def test_weight_and_config_files_that_are_folders_or_damaged_are_named(tmp_path)
 
 def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classifier, tmp_path):
     refused(run("predict", classifier, "-", input="sentence\tlabel\na fine film\t1\n"),
-            "<stdin> line 1 holds tabs", "give the table as a file")
+            "<stdin> line 1 looks like a .tsv header (sentence, label)", "give the table as a file")
+    refused(run("predict", classifier, "-", input="a fine film\tpositive\nbad\t0\n"),
+            "<stdin> line 1 looks like a .tsv row, a text and its label ('positive' after the last tab)")
+    r = run("predict", classifier, "-", "--format", "jsonl", input="a fine film\tand a fine cast too\n")
+    assert r.exit_code == 0 and r.output.count("\"text\"") == 1, r.output    # a tab inside a text is text
     refused(run("predict", classifier, "-", input='{"text": "a fine film", "label": 1}\n'),
             "<stdin> line 1 is a JSON object")
     r = run("predict", classifier, "-", input="\n{curly braces} and plain words\n")
@@ -940,6 +948,10 @@ def test_options_that_would_do_nothing_for_the_task_are_refused(classifier, tmp_
     refused(run("predict", classifier, texts, "--max-answer-length", "5"), "--max-answer-length applies")
     r = run("predict", classifier, texts, "--pool", "max", "--windows", "8", "--max-length", "16")
     assert r.exit_code == 0, r.output
+    from bertscope.api.common import task_for
+    with pytest.raises(bertscope.UsageError, match="--pool max combines the windows of a long text's label scores; "
+                                                   "question answering takes the best answer span"):
+        task_for(bertscope.api.load(TINY / "bert"), "question-answering", pool="max")
 
 
 def test_the_text_column_rule_leaves_labels_pairs_and_check_alone(tiny, tmp_path):

@@ -108,6 +108,17 @@ def test_masks_writes_json_lines_to_a_jsonl_name_only(tiny, tmp_path, name):
     assert existing.read_text() == "mine"
 
 
+def test_a_refused_run_leaves_no_folder_it_would_have_made(tiny, tmp_path):
+    corpus = write(tmp_path, "corpus.txt", "a line of text\n")
+    refused(run("masks", corpus, "--tokenizer", tiny, "--out", tmp_path / "new" / "deeper" / "m.npy"), "JSON lines")
+    empty = write(tmp_path, "empty.txt", "")                               # refused after the output check
+    refused(run("masks", empty, "--tokenizer", tiny, "--out", tmp_path / "new" / "m.jsonl"), "no texts found")
+    refused(run("embed", tiny, empty, "--out", tmp_path / "new" / "e.npy"), "empty.txt")
+    assert listing(tmp_path) == ["corpus.txt", "empty.txt"]
+    assert run("masks", corpus, "--tokenizer", tiny, "--out", tmp_path / "new" / "deeper" / "m.jsonl").exit_code == 0
+    assert (tmp_path / "new" / "deeper" / "m.jsonl").read_text().count("\n") == 1     # made when it is written
+
+
 @pytest.mark.parametrize("text,why", [("", "it is empty"), ("\n  \n\t\n", "only blank lines"),
                                       ("\x01\u200b\n", "no line gives a token")])
 def test_masks_of_an_input_without_text_is_refused_and_writes_nothing(tiny, tmp_path, text, why):

@@ -113,7 +113,8 @@ def read_squad(path, answered: bool = False) -> list[Question]:
             for k, qa in enumerate(_field(paragraph, "qas", list, path, where)):
                 questions.append(_question(qa, context, path, f"{where}.qas[{k}]", first_seen, answered))
                 q = questions[-1]
-                if answered and str(doc.get("version", "")).startswith("1.") and not (q.answers or q.impossible):
+                v1 = str(doc.get("version", "")).lower().lstrip("v").startswith("1.")          # "1.1", "v1.1"
+                if answered and v1 and not (q.answers or q.impossible):
                     raise DataError(f"{path} {where}.qas[{k}]: no answers, and the file says version "
                                     f"{doc['version']}: SQuAD v1.1 has no unanswerable questions. Give it its "
                                     "answer, or mark the file version 2.0 and the question is_impossible: true")

@@ -69,7 +69,8 @@ def lines(source, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
                 raise DataError(f"{name} line {n}: holds NUL bytes, which no UTF-8 text does" + (
                     "; every other byte is NUL, so it is likely UTF-16 without a byte-order mark: convert the file to "
                     "UTF-8" if utf16 else "; is it a binary or compressed file? Expected UTF-8 text"))
-            if n == 1 and "\r" in text.rstrip("\r\n"):   # old Mac line ends: the whole file would be one line
+            if n == 1 and not raw.endswith(b"\n") and "\r" in text.rstrip("\r\n"):
+                # old Mac line ends: no \n anywhere, so the whole file is this one line (a stray \r is not that)
                 raise DataError(f"{name} line 1: holds carriage returns (\\r) inside it, so the file's lines end in CR "
                                 "alone (old Mac style); convert them to \\n (e.g. tr '\\r' '\\n')")
             yield n, (text if keep_ends else text.rstrip("\r\n"))
@@ -203,7 +204,13 @@ NOT_TEXTS = {".json": "a .json file is SQuAD-style questions, read by --task que
 def _plain_stdin(line: str) -> None:
     """Standard input is read as one text a line; a first line that is a table row or a JSON object would be read
     as text, column names and labels included."""
-    kind = "holds tabs (a .tsv row?)" if "\t" in line else None
+    kind = None
+    if "\t" in line:                   # a text may hold a tab; a header, or a text and its label, is a table's row
+        fields = [f.strip() for f in line.split("\t")]
+        if all(f and len(f) <= 40 and not any(c.isspace() for c in f) for f in fields):
+            kind = "looks like a .tsv header (" + ", ".join(fields[:4]) + ("..." if len(fields) > 4 else "") + ")"
+        elif fields[-1] and len(fields[-1]) <= 12 and not any(c.isspace() for c in fields[-1]):
+            kind = f"looks like a .tsv row, a text and its label ({fields[-1]!r} after the last tab)"
     if kind is None and line.lstrip().startswith("{"):
         try:
             kind = "is a JSON object (a .jsonl row?)" if isinstance(json.loads(line), dict) else None

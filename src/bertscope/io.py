@@ -49,12 +49,13 @@ def _describe(e: OSError) -> str:
 def atomic_write(path, write) -> Path:
     """Call write(temporary_path), then rename the temporary file to `path`. On any failure the temporary file is
     removed and `path` is left as it was; an OSError becomes an OutputError naming the path."""
-    path = Path(path)
+    path, made = Path(path), []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        made = _make_parents(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
     except OSError as e:
+        _unmake(made)
         raise OutputError(f"{path}: cannot write here: {_describe(e)}") from None
     try:
         write(tmp)
@@ -62,9 +63,11 @@ def atomic_write(path, write) -> Path:
         os.replace(tmp, path)
     except OSError as e:
         _remove(tmp)
+        _unmake(made)
         raise OutputError(f"{path}: could not be written ({_describe(e)}); nothing was written there") from None
     except BaseException:
         _remove(tmp)
+        _unmake(made)
         raise
     return path
 
@@ -96,9 +99,29 @@ def _remove(p):
         pass
 
 
+def _make_parents(path: Path) -> list[Path]:
+    """Make the missing folders above `path`; the ones made, deepest first (for _unmake if nothing is written)."""
+    made, folder = [], path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _unmake(made: list[Path]) -> None:
+    """Remove folders _make_parents made, where they are still empty: a run that wrote nothing leaves nothing."""
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool | None = None) -> Path:
     """Before any work: `path` can be created (its folder exists or can be made, and is writable) and is not a
-    folder. Writes and removes a probe file, so a read-only or missing location fails now, not after hours.
+    folder. Writes and removes a probe file in the nearest folder that exists, so a read-only or missing location
+    fails now, not after hours; no folder is made (the writers make the missing ones when they write).
     Refused too: one of `inputs` (files or folders the command reads: the path itself, or a file already inside
     such a folder, through links too), and with overwrite=False a file that exists."""
     path = Path(path)
@@ -122,9 +145,8 @@ def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool 
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         raise OutputError(f"{option} {path}: {existing} is a file, so no folder can be made there")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    try:                 # probed where the missing folders would be made: nothing is left behind if a later check
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=existing)    # refuses the run
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -286,11 +308,12 @@ class StreamFile(_Closing):
     leaving a `with` block by an exception) removes it and leaves the target untouched."""
 
     def __init__(self, path, binary: bool = False):
-        self.path = Path(path)
+        self.path, self.made = Path(path), []
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.made = _make_parents(self.path)
             fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         except OSError as e:
+            _unmake(self.made)
             raise OutputError(f"{self.path}: cannot write here: {_describe(e)}") from None
         self.file = os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
 
@@ -319,6 +342,7 @@ class StreamFile(_Closing):
         except OSError:
             pass
         _remove(self.tmp)
+        _unmake(self.made)              # folders made for this file alone go with it
 
 
 

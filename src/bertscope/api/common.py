@@ -158,6 +158,9 @@ def task_for(loaded: Loaded, task: str | None, **options):
     qa_only = [k for k in ("doc_stride", "max_answer_length") if options.get(k) is not None]
     if qa_only and name != "question-answering":
         raise UsageError(f"--{qa_only[0].replace('_', '-')} applies to question answering; this is {name}")
+    if options.get("pool") is not None and name == "question-answering":
+        raise UsageError(f"--pool {options['pool']} combines the windows of a long text's label scores; question "
+                         "answering takes the best answer span over all of a context's windows (leave --pool out)")
     if options.get("windows") is not None and name == "question-answering":
         raise UsageError("--windows: question answering cuts every context into windows itself; set their overlap "
                          "with --doc-stride")

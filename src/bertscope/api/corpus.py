@@ -122,10 +122,9 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
     from ..masking import line_instances, segment_files
     from ..tasks.pretraining import Pretraining
     from ..tokenize import load_tokenizer
-    check_writable_file(out, "--out", inputs=(file, tokenizer))     # an input of this command is named first
+    check_writable_file(out, "--out", inputs=(file, tokenizer), overwrite=overwrite)  # an input is named first
     if Path(out).suffix.lower() != ".jsonl":
         raise UsageError(f"--out {out}: masks writes JSON lines; name the file with .jsonl at the end")
-    check_writable_file(out, "--out", overwrite=overwrite)
     if max_length < 3:
         raise UsageError(f"--max-length {max_length}: a sequence needs room for [CLS], a token and [SEP]")
     tok = load_tokenizer(tokenizer, family=family)

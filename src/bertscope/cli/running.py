@@ -19,9 +19,13 @@ MAX_LENGTH = typer.Option(None, help="tokens per text [default: what the model's
 CHUNK = typer.Option(2048, help="texts read, sorted and run at a time")
 
 
-def _load(model: str, head: str | None, device, bf16, compile_, threads):
+def _load(model: str, head: str | None, device, bf16, compile_, threads, int8=None):
     from .. import api
     from ..api.common import set_threads
+    if int8 and bf16:            # refused before loading, on every CPU (even where --bf16 would fall back to fp32)
+        from ..errors import UsageError
+        raise UsageError("--int8 and --bf16 are two ways of running faster and do not combine (int8 products take "
+                         "fp32 activations): choose one")
     set_threads(threads)
     loaded = api.load(model, head=head, need_tokenizer=True)
     loaded.model = api.place(loaded, device, bf16, compile_, on_event=lambda e: note(e["message"]))
@@ -88,7 +92,7 @@ def evaluate(
     if fmt not in ("text", "json"):
         from ..errors import UsageError
         raise UsageError(f"--format {fmt!r}: use text or json")
-    loaded = _load(model, None, device, bf16, compile_, threads)
+    loaded = _load(model, None, device, bf16, compile_, threads, int8)
     bar, update = progress_bar("evaluating", None)
     start = time.perf_counter()
     with bar:
@@ -167,7 +171,7 @@ def predict(
     from .. import api
     from ..tasks import for_model
     _format(fmt)
-    loaded = _load(model, None, device, bf16, compile_, threads)
+    loaded = _load(model, None, device, bf16, compile_, threads, int8)
     name = task or for_model(loaded.model.config, loaded.model.head)
     labels = loaded.model.config.labels
     start, n, cut = time.perf_counter(), 0, 0
@@ -226,7 +230,7 @@ def embed(
     from ..io import check_writable_file
     # before loading anything: a path that cannot be written, or a file of yours without --overwrite, fails now
     check_writable_file(out, inputs=(file, model), overwrite=overwrite)
-    loaded = _load(model, "base", device, bf16, compile_, threads)
+    loaded = _load(model, "base", device, bf16, compile_, threads, int8)
     bar, update = progress_bar("embedding", count_rows(file))
     start = time.perf_counter()
     with bar:
