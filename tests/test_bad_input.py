@@ -869,7 +869,10 @@ def test_a_pair_model_reads_its_pairs_and_a_table_names_its_text_column(tiny, tm
     assert by_default == named                                    # the run's columns, pair included
     assert [d["probabilities"] for d in by_default] != [d["probabilities"] for d in alone]
     refused(run("predict", tmp_path / "pm", write(tmp_path, "t.txt", "question 1\n")),
-            "labels and sentence pairs are read from .tsv, .csv or .jsonl")
+            "t.txt: this model was fine-tuned on sentence pairs, columns 'q' and 'p' (its "
+            f"{tmp_path / 'pm' / 'run.json'}), so it reads pairs", "--pair-column")
+    refused(run("evaluate", tmp_path / "pm", "-", input="question 1\n"), "<stdin>: this model was fine-tuned on "
+                                                                         "sentence pairs")
     id_first = write(tmp_path, "ids.tsv", "id\treview\n17\ta great film\n")
     two = write(tmp_path, "two.tsv", "title\treview\nA\ta great film\n")
     refused(run("embed", tiny, two, "--out", tmp_path / "e.npy"),

@@ -92,8 +92,9 @@ def _total(t, source):
                                                                not is_conll(source)) else None
 
 
-def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
+def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options):
     """The checked options and the task of evaluate / predict, with the length texts are cut to."""
+    from ..data import is_table, source_name
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
         raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
@@ -105,6 +106,13 @@ def _setup(loaded: Loaded, task, max_length, batch_size, chunk, options):
         for column in ("text_column", "label_column", "pair_column"):  # its pairs), unless others are named
             if options.get(column) is None and isinstance(trained.get(column), str):
                 options[column] = trained[column]
+        pair = trained.get("pair_column")
+        if options.get("pair_column") == pair and isinstance(pair, str) and not is_table(source):
+            where = "" if loaded.folder is None else f" (its {Path(loaded.folder) / 'run.json'})"
+            raise DataError(f"{source_name(source)}: this model was fine-tuned on sentence pairs, columns "
+                            f"{trained.get('text_column') or 'text'!r} and {pair!r}{where}, so it reads pairs: give a "
+                            ".tsv, .csv or .jsonl with those columns, or name yours with --text-column and "
+                            "--pair-column; plain text is one text a line, with no pair")
     t = task_for(loaded, task, **options)
     if max_length is None:                  # the length the model was fine-tuned at, so that scores reproduce
         length = trained.get("max_length")
@@ -141,7 +149,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     read, tokenized and run chunk by chunk."""
     expect_loaded(loaded, "evaluate")
     from ..data import source_name
-    t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
+    t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
@@ -170,7 +178,7 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
     question)."""
     expect_loaded(loaded, "predict")
-    t, tok = _setup(loaded, task, max_length, batch_size, chunk, options)
+    t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done = _total(t, source), 0
     for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)
