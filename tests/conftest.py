@@ -88,3 +88,8 @@ def write(tmp_path, name, text):
     p = tmp_path / name
     p.write_bytes(text) if isinstance(text, bytes) else p.write_text(text, encoding="utf-8")
     return p
+
+
+def listing(folder):
+    """The names in a folder, sorted: what a command left there."""
+    return sorted(p.name for p in folder.iterdir())

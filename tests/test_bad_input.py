@@ -7,7 +7,7 @@ import stat
 
 import pytest
 import torch
-from conftest import DATA, MINILM, TINY, need_shared, refused, run, write
+from conftest import DATA, MINILM, TINY, listing, need_shared, refused, run, write
 from typer.testing import CliRunner
 
 import bertscope
@@ -478,6 +478,10 @@ def test_options_that_would_do_nothing_are_refused(tiny, tmp_path):
     texts = write(tmp_path, "t.txt", "a great film\n")
     refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "word", "--pooling", "cls"),
             "--pooling cls", "--level word")
+    refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "token", "--no-normalize"),
+            "--no-normalize applies to sentence embeddings; --level token")
+    refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "word", "--normalize"),
+            "--normalize applies to sentence embeddings")
     squad = write(tmp_path, "s.json", json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
         {"context": "The tower is in Paris.", "qas": [{"id": "q", "question": "Where?", "answers": [
             {"text": "Paris", "answer_start": 16}]}]}]}]}))
@@ -946,6 +950,12 @@ def test_encode_says_which_of_its_inputs_it_would_drop(tiny, tmp_path):
 
 def test_options_that_would_do_nothing_for_the_task_are_refused(classifier, tmp_path):
     texts = write(tmp_path, "two.txt", "a great film\nbad\n")
+    for command in (["predict", classifier, texts], ["evaluate", classifier, texts],
+                    ["embed", classifier, texts, "--out", tmp_path / "e.npy"],
+                    ["tokenizer", "train", texts, "--family", "bert", "--vocab-size", "200", "--out", tmp_path / "t"]):
+        refused(run(*command, "--text-column", "review"), "--text-column review: names a column of .tsv, .csv or "
+                                                          ".jsonl files", f"{texts} has no columns")
+    assert listing(tmp_path) == ["two.txt"]
     refused(run("predict", classifier, texts, "--pool", "max"), "--pool max combines the windows", "without --windows")
     refused(run("predict", classifier, texts, "--doc-stride", "16"), "--doc-stride applies to question answering")
     refused(run("predict", classifier, texts, "--max-answer-length", "5"), "--max-answer-length applies")

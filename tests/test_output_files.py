@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import refused, run, write
+from conftest import listing, refused, run, write
 
 from bertscope import api
 from bertscope.errors import DataError, OutputError
@@ -16,10 +16,6 @@ def tiny(tiny_folder):
     return tiny_folder
 
 
-
-
-def listing(folder):
-    return sorted(p.name for p in folder.iterdir())
 
 
 # ---- embed ---------------------------------------------------------------------------------------------------------

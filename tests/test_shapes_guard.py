@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, need_shared, refused, run
+from conftest import TINY, listing, need_shared, refused, run
 
 import bertscope
 from bertscope import explain as ex
@@ -60,10 +60,6 @@ def p16(tmp_path):
                                              max_position_embeddings=16))
     bertscope.save_pretrained(model, tmp_path / "p16")
     return tmp_path / "p16"
-
-
-def listing(folder):
-    return sorted(p.name for p in folder.iterdir())
 
 
 # ---- a batch no machine holds --------------------------------------------------------------------------------------

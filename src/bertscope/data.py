@@ -83,6 +83,17 @@ def is_table(source) -> bool:
     return str(source) != STDIN and Path(source).suffix.lower() in TABLES
 
 
+def check_columns_apply(sources, **columns) -> None:
+    """A column option (text_column="review") names a column of .tsv / .csv / .jsonl files; where every source is
+    plain text (or SQuAD, CoNLL) it would do nothing, so it is refused."""
+    given = {k: v for k, v in columns.items() if v is not None}
+    if given and not any(is_table(s) for s in sources):
+        option, value = next(iter(given.items()))
+        raise DataError(f"--{option.replace('_', '-')} {value}: names a column of .tsv, .csv or .jsonl files, but "
+                        f"{', '.join(source_name(s) for s in sources)} has no columns (plain text is one text a "
+                        "line): leave it out, or give a table")
+
+
 # ---- tables: .tsv / .csv / .jsonl ---------------------------------------------------------------------------------
 
 def _records(source) -> Iterator[tuple[int, object]]:

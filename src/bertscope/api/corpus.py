@@ -35,7 +35,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
-    from ..data import iter_rows
+    from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
     corpus = [Path(p) for p in ([corpus] if isinstance(corpus, (str, Path)) else corpus)]
@@ -58,6 +58,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
                              "as a file")
         if not p.is_file():
             raise DataError(f"{p}: " + ("is a folder; expected a text file" if p.is_dir() else "no such file"))
+    check_columns_apply(corpus + ([held_out] if held_out is not None else []), text_column=text_column)
     held, first, count = [], [], [0]
 
     def training_texts():                            # every 20th text held out unless a held-out file is given

@@ -94,13 +94,14 @@ def _total(t, source):
 
 def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options):
     """The checked options and the task of evaluate / predict, with the length texts are cut to."""
-    from ..data import is_table, source_name
+    from ..data import check_columns_apply, is_table, source_name
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
         raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
     _check_batch(batch_size)
     _check_chunk(chunk)
+    check_columns_apply([source], text_column=options.get("text_column"))     # as given: run.json's apply to tables
     trained = _trained_task(loaded)
     if task is None or task == trained.get("task"):  # the columns the model was fine-tuned on (a pair model reads
         for column in ("text_column", "label_column", "pair_column"):  # its pairs), unless others are named
@@ -193,22 +194,27 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         raise DataError(f"{source_name(source)}: no texts found")
 
 
-def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool = True,
+def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool | None = None,
           text_column=None, max_length: int | None = None, batch_size: int = 32, chunk: int = 2048,
           windows: int | None = None, int8: bool | None = None, overwrite: bool = False, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
     temporary file that replaces `out` only when everything is written. An existing `out` is refused unless
-    `overwrite`."""
+    `overwrite`. Sentence embeddings are L2-normalised unless normalize=False (other levels take no normalize)."""
     expect_loaded(loaded, "embed")
     import json
 
     from .. import infer
-    from ..data import count_rows, iter_rows, source_name
+    from ..data import check_columns_apply, count_rows, iter_rows, source_name
     from ..io import NpyWriter, StreamFile, check_writable_file
     if level not in ("sentence", "token", "word"):
         raise UsageError(f"--level {level!r}: use sentence, token or word")
     if pooling not in ("mean", "cls"):
         raise UsageError(f"--pooling {pooling!r}: use mean or cls")
+    if normalize is not None and level != "sentence":
+        raise UsageError(f"--{'' if normalize else 'no-'}normalize applies to sentence embeddings; --level {level} "
+                         f"writes each {level}'s vector as the model's last layer has it (leave it out)")
+    normalize = True if normalize is None else normalize
+    check_columns_apply([source], text_column=text_column)
     if pooling != "mean" and level != "sentence":
         raise UsageError(f"--pooling {pooling} makes sentence embeddings; --level {level} writes a vector per "
                          f"{level} (leave --pooling out)")

@@ -9,6 +9,8 @@ Ctrl-C outside training exits with 130, without a traceback.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 
 import typer
 from rich.console import Console
@@ -16,7 +18,8 @@ from rich.markup import escape
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="BERT, RoBERTa and ALBERT encoders: load Hugging Face checkpoints and see every dimension.")
-console = Console(highlight=False)
+# piped into a file or another program, tables keep their full width (rich would cut them to 80 columns)
+console = Console(highlight=False, width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 4096)
 err = Console(stderr=True, highlight=False)
 
 
