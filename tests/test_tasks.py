@@ -352,3 +352,13 @@ def test_bertscope_question_answering_equals_the_4_57_pipeline(family):
             w = want[g["id"]]
             assert (g["answer"], g["start"], g["end"]) == (w["answer"], w["start"], w["end"]), g["id"]
             assert abs(g["score"] - w["score"]) <= 1e-4 * max(1.0, abs(w["score"]))
+
+
+def test_multi_label_cells_of_a_table_take_a_json_list_as_labels():
+    from bertscope.tasks.multi_label import MultiLabel
+    t = MultiLabel(label_column="labels")
+    assert t.canonical('["fun", "bad"]', "x") == t.canonical("bad|fun", "x") == t.canonical(["fun", "bad"], "x") \
+        == ("bad", "fun")
+    assert t.canonical("[]", "x") == ()                                  # no label, as in a .jsonl
+    with pytest.raises(bertscope.DataError, match=r"x: '\[fun' starts as a JSON list but is not one"):
+        t.canonical("[fun", "x")

@@ -1,11 +1,12 @@
 """Multi-label classification: any number of labels per text (problem_type "multi_label_classification"),
 binary cross-entropy per label, micro / macro F1 at a threshold.
 
-Labels are a JSON list in a .jsonl file, or a `a|b` column in .tsv / .csv; an empty list (or an empty column with
-`--skip-bad-rows` off: an error) means no label."""
+Labels are a JSON list (in a .jsonl file, or as the text of a .tsv / .csv cell: `["a", "b"]`), or `a|b` in a
+.tsv / .csv cell; an empty list, `[]`, means no label (an empty cell is an error: a missing value, not "none")."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -29,6 +30,12 @@ class MultiLabel(SequenceClassification):
         self.threshold = threshold
 
     def canonical(self, value, where: str):
+        if isinstance(value, str) and value.strip().startswith("["):     # a JSON list in a .tsv / .csv cell
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise DataError(f"{where}: {value!r} starts as a JSON list but is not one; write labels as "
+                                '["a", "b"] or a|b') from None
         if isinstance(value, list):
             names = value
         elif isinstance(value, str):
