@@ -702,9 +702,14 @@ def test_skip_bad_rows_skips_a_row_whose_label_is_not_one(tiny, tmp_path):
 def test_resume_names_every_option_it_does_not_use(tiny, sst, tmp_path):
     out = tmp_path / "o"
     bertscope.api.finetune(tiny, sst, out, epochs=1, save_every=1, stop_after=1, device="cpu")
-    r = run("finetune", "--resume", out, "--max-length", "64", "--task", "regression", "--threshold", "0.3")
+    other = write(tmp_path, "other.tsv", sst.read_text(encoding="utf-8"))        # the same rows, another file
+    refused(run("finetune", "--resume", out, "--train", other), f"--train {other}: the run in {out} trains on "
+            f"{sst.absolute()}", "start a new run from its model")
+    refused(run("finetune", "--resume", out, "--eval", other), f"--eval {other}: the run in {out} has no --eval file")
+    r = run("finetune", "--resume", out, "--train", sst, "--max-length", "64", "--task", "regression", "--threshold",
+            "0.3")
     assert r.exit_code == 0, r.output
-    assert "ignored: --task, --max-length, --threshold" in r.output
+    assert "ignored: --task, --max-length, --threshold" in r.output           # its own --train again: not named
 
 
 def test_pair_objectives_say_how_much_of_a_long_lined_corpus_they_use(tiny, tmp_path):

@@ -17,6 +17,21 @@ def _data_record(paths) -> list[dict]:
     return [{"path": str(Path(p).absolute()), "sha256": sha256_of([p])} for p in paths]
 
 
+def _check_same_files(out, run: dict, given: dict):
+    """A resume given its data files again: they must be the run's (another file would be silently ignored)."""
+    for role, paths in given.items():
+        if not paths:
+            continue
+        recorded = [f["path"] for f in run.get("data", {}).get(role, [])]
+        if [str(Path(p).absolute()) for p in paths] != recorded:
+            option = {"train": "--train" if run.get("kind") == "finetune" else "--corpus", "eval": "--eval"}[role]
+            verb = "trains on" if role == "train" else "evaluates on"
+            has = f"{verb} {', '.join(recorded)}" if recorded else f"has no {option} file"
+            raise UsageError(f"{option} {' '.join(map(str, paths))}: the run in {out} {has}, and --resume "
+                             "continues it on the same files; to train on others, start a new run from its model "
+                             "(another --out)")
+
+
 def _check_data_unchanged(run: dict):
     from ..data import sha256_of
     for role, files in run.get("data", {}).items():
@@ -134,10 +149,11 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
 
 
 def resume(out, *, device: str = "auto", threads: int | None = None, on_event=None, stop_after: int | None = None,
-           kind: str | None = None, **changes):
+           kind: str | None = None, data: dict | None = None, **changes):
     """Continue the unfinished run in `out` exactly where it stopped (kind: "finetune" or "pretrain", the kind of
     run the caller continues; another is refused). `changes` may only touch the settings that do
-    not change the arithmetic (train.RESUME_MAY_CHANGE); the data files must be unchanged."""
+    not change the arithmetic (train.RESUME_MAY_CHANGE); the data files must be unchanged. `data` ({"train":
+    [paths], "eval": [paths]}, as a command line gave them again) must name the run's own files."""
     from ..checkpoint import from_pretrained
     from ..io import FolderLock
     from ..tokenize import load_tokenizer
@@ -175,6 +191,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         raise UsageError(said([*RESUME_MAY_CHANGE, "threads", "device"], "out folder"),   # the command line: two
                          cli=said(["--save-every", "--keep-checkpoint", "--threads", "--device"], "--out"))
     s = Settings(**{**asdict(s), **{k: v for k, v in different.items()}})
+    _check_same_files(out, run, data or {})
     _check_data_unchanged(run)
     ckpt = state.checkpoint_dir(out)
     tok = load_tokenizer(ckpt)

@@ -149,12 +149,13 @@ def finetune(
                       keep_checkpoint=keep_checkpoint, bucket=bucket, compile=compile_)
     with Reporter("fine-tuning", _classification_log, _classification_eval) as report:
         if resume is not None:
-            _ignored_on_resume(model=model, train=train, out=out, task=task, eval=eval_file, text_column=text_column,
+            _ignored_on_resume(model=model, out=out, task=task, text_column=text_column,
                                label_column=None if label_column == "label" else label_column,
                                pair_column=pair_column, tokenizer=tokenizer, max_length=max_length,
                                new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows, windows=windows,
                                label_all_pieces=label_all_pieces, doc_stride=doc_stride, threshold=threshold)
             result = api.resume(resume, device=device, threads=threads, on_event=report, kind="finetune",
+                                data={"train": [train] if train else [], "eval": [eval_file] if eval_file else []},
                                 **settings)
             out = resume
         else:
@@ -246,12 +247,13 @@ def pretrain(
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
             if rank0:
-                _ignored_on_resume(family=family, config=config, corpus=corpus, eval=eval_file, tokenizer=tokenizer,
+                _ignored_on_resume(family=family, config=config, tokenizer=tokenizer,
                                    out=out, objective=objective, whole_word=whole_word,
                                    mlm_probability=None if mlm_probability == 0.15 else mlm_probability,
                                    static_masks=static_masks, max_length=None if max_length == 128 else max_length,
                                    init=init, start=None if start == "standard" else start, overwrite=overwrite)
             result = api.resume(resume, device=device, threads=threads, on_event=on_data, kind="pretrain",
+                                data={"train": list(corpus or []), "eval": [eval_file] if eval_file else []},
                                 **settings)
             out = resume
         else:
