@@ -344,6 +344,8 @@ def test_whole_word_mistakes_are_refused_with_the_fix(zh, tmp_path, monkeypatch)
     assert r.exit_code == 2 and "--whole-word 'words'" in r.output and "words:FILE" in r.output
     r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", f"words:{tmp_path / 'gone.txt'}", *common])
     assert r.exit_code == 2 and "gone.txt: no such file" in r.output and "one sentence a line" in r.output
+    r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", f"words:{TRAIN_WORDS}", *common])
+    assert r.exit_code == 2 and f"no line of {corpus} (1 with text) is spelled by a line of it" in r.output, r.output
     r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", "none", "--tokenizer", str(zh.folder),
                                  "--out", str(tmp_path)])
     assert r.exit_code == 2 and "is a folder" in r.output

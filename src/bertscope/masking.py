@@ -96,6 +96,10 @@ def segment_files(paths, whole_word: str | None, on_event=None) -> list | None:
                 missing += 1
                 first = first or n
         out.append(per_line)
+        if texts and missing == texts:       # not one line spelled: another corpus's words (a mistake, not a gap)
+            raise DataError(f"--whole-word words:{gold_file}: no line of {path} ({texts:,} with text) is spelled by "
+                            f"a line of it (first: line {first}), so no word of the corpus would be masked whole; give "
+                            "the segmentation of this corpus (its lines with spaces between the words)")
         if missing and on_event:
             on_event({"event": "notice", "message": f"--whole-word words:{gold_file}: {missing:,} of {texts:,} lines "
                       f"of {path} have no gold segmentation there (no line of it spells them; first: line {first}); "
