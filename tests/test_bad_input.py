@@ -456,6 +456,9 @@ def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tiny, tmp_pa
     assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
     r = run("check", TINY / "bert", "--data", data)                     # any other head: a new classifier is made
     assert r.exit_code == 0 and "ok" in r.output, r.output
+    r = run("check", TINY / "bert", "--data", data, "--num-labels", "1")   # a planned width: said as planned
+    assert r.exit_code == 1 and "the data has 2 classes (neg, pos) but --num-labels 1 plans a classifier of 1 " \
+        "output, and it needs one per class: plan --num-labels 2" in r.output and "--new-head" not in r.output, r.output
     cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
     assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "named", "--max-steps", "1").exit_code == 0
     # (a classifier with classes a and b)
@@ -463,6 +466,9 @@ def test_check_data_says_what_finetune_will_refuse_and_nothing_else(tiny, tmp_pa
     r = run("check", tmp_path / "named", "--data", ints)
     assert r.exit_code == 1 and "not among the model's classes" in r.output, r.output
     assert run("finetune", tmp_path / "named", "--train", ints, "--out", tmp_path / "n2").exit_code == 2
+    lists = write(tmp_path, "lists.jsonl", '{"sentence": "a b", "label": ["x", "y"]}\n')
+    refused(run("evaluate", tmp_path / "named", lists), "lists.jsonl line 1: the label is a list ['x', 'y'], but "
+            "classification reads one class a row", "a model fine-tuned with --task multi-label")
 
 
 def test_a_refused_predict_leaves_no_header_behind(tiny, tmp_path):

@@ -464,11 +464,16 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
     if labels is not None:
         classes = sorted({str(x) for x in labels})
         n = num_labels if num_labels is not None else config.num_labels
+        listed = f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})"
         if head != "classification" and num_labels is None:
             pass                        # fine-tuning makes a new classifier for the file's classes: nothing to fit
+        elif num_labels is not None and len(classes) > num_labels:
+            problems.append(Problem("labels", f"the data has {listed} but --num-labels {num_labels} plans a "
+                                              f"classifier of {num_labels} output{'s' * (num_labels != 1)}, and it needs "
+                                              f"one per class: plan --num-labels {len(classes)} (bertscope finetune "
+                                              "sizes a new head from the file's classes itself)"))
         elif len(classes) > n:
-            problems.append(Problem("labels", f"the data has {len(classes)} classes ({', '.join(classes[:10])}"
-                                              f"{', ...' if len(classes) > 10 else ''}) but the classifier has "
+            problems.append(Problem("labels", f"the data has {listed} but the classifier has "
                                               f"{n}. Fine-tuning on this file needs a new {len(classes)}-class head, "
                                               "trained from scratch: bertscope finetune --new-head (in Python: "
                                               "new_head=True)."))

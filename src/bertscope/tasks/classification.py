@@ -25,8 +25,9 @@ def canonical_label(value, where: str) -> str:
     if isinstance(value, bool) or value is None:
         raise DataError(f"{where}: label {value!r} is not a class name or number")
     if isinstance(value, list):
-        raise DataError(f"{where}: the label is a list {value!r}; rows with several labels need "
-                        "--task multi-label")
+        raise DataError(f"{where}: the label is a list {value!r}, but classification reads one class a row; "
+                        "rows with several labels are multi-label data, for a model fine-tuned with --task "
+                        "multi-label")
     if isinstance(value, (int, float)):
         number = float(value)
         if not math.isfinite(number):
