@@ -138,3 +138,15 @@ def test_import_bertscope_and_the_cli_load_no_torch():
     code = "import sys, bertscope, bertscope.cli; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
+
+
+def test_every_module_is_an_attribute_of_a_bare_import_bertscope():
+    """`import bertscope` then bertscope.api.finetune(...), as the docstrings say, with nothing loaded before."""
+    import subprocess
+    import sys
+    names = sorted(p.stem for p in SRC.iterdir() if p.name != "__init__.py" and
+                   (p.suffix == ".py" or (p / "__init__.py").exists()) and not p.name.startswith("__"))
+    code = ("import sys, bertscope; print('torch' in sys.modules); "
+            f"print(all(getattr(bertscope, n).__name__ == 'bertscope.' + n for n in {names!r}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split() == ["False", "True"], r.stdout + r.stderr

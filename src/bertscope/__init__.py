@@ -61,6 +61,11 @@ def pretrain(corpus, out, **kwargs):
     return run(corpus, out, **kwargs)
 
 
+_SUBMODULES = ("api", "answers", "checkpoint", "cli", "config", "data", "errors", "explain", "export", "families", "infer",
+               "inputs", "io", "kernels", "machine", "masking", "model", "packing", "quantize", "scoring", "speed",
+               "starts", "tasks", "tokenize", "train")
+
+
 def __getattr__(name):  # the model classes without importing torch up front
     if name in ("Model", "Output"):
         from . import model
@@ -71,6 +76,9 @@ def __getattr__(name):  # the model classes without importing torch up front
     if name == "LoadReport":
         from .checkpoint import LoadReport
         return LoadReport
+    if name in _SUBMODULES:              # bertscope.api.finetune after a bare `import bertscope`, loaded when used
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'bertscope' has no attribute {name!r}")
 
 
