@@ -995,3 +995,20 @@ def test_the_text_column_rule_leaves_labels_pairs_and_check_alone(tiny, tmp_path
     three = write(tmp_path, "three.tsv", "title\treview\tlabel\nA\tfine\t1\nB\tbad\t0\n")
     r = run("check", TINY / "bert-cls", "--data", three)               # check reads the labels alone
     assert r.exit_code == 0 and "ok" in r.output, r.output
+
+
+def test_an_unknown_training_option_is_named_with_a_near_one_and_stop_after_is_checked_before_out(tiny, tmp_path):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    with pytest.raises(bertscope.UsageError, match="unknown option 'epoch' \\(did you mean 'epochs'\\?\\); the "
+                                                   "training settings are epochs, max_steps, lr"):
+        bertscope.api.finetune(tiny, data, tmp_path / "o", epoch=2)
+    with pytest.raises(bertscope.UsageError, match="unknown option 'max_lenght' \\(did you mean 'max_length'"):
+        bertscope.api.finetune(tiny, data, tmp_path / "o", max_lenght=16)
+    with pytest.raises(bertscope.UsageError, match="stop_after 0: expected a number of steps, at least 1"):
+        bertscope.api.finetune(tiny, data, tmp_path / "o", stop_after=0)
+    corpus = write(tmp_path, "c.txt", "some text here\n" * 20)
+    with pytest.raises(bertscope.UsageError, match="unknown option 'step' \\(did you mean 'max_steps'\\?\\)"):
+        bertscope.api.pretrain(corpus, tmp_path / "p", tokenizer=tiny, family="bert", step=3)
+    with pytest.raises(bertscope.UsageError, match="stop_after -1"):
+        bertscope.api.pretrain(corpus, tmp_path / "p", tokenizer=tiny, family="bert", stop_after=-1)
+    assert listing(tmp_path) == ["c.txt", "t.tsv"]

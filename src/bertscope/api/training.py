@@ -52,8 +52,8 @@ TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool",
 
 def check_settings(**settings) -> None:
     """Raise a UsageError for a training option out of its range (train.Settings' checks), before any work."""
-    from ..train import Settings
-    Settings(**settings)
+    from ..train import settings_from
+    settings_from(settings)
 
 
 def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer=None, max_length: int | None = None,
@@ -66,11 +66,13 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     stopped by Ctrl-C or stop_after has finished=False and resumes with `resume(out)`."""
     from ..io import FolderLock, check_output_folder, create_output_folder
     from ..model import Model
-    from ..train import Settings, state
+    from ..train import Settings, check_stop_after, settings_from, state
     from ..tasks import guess
     set_threads(threads)
+    check_stop_after(stop_after)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
-    s = Settings(**options)
+    s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
+                                     "skip_bad_rows", "device", "threads", "on_event", "stop_after"))
     where = pick_device(device)
     source = None if isinstance(model, Model) else Path(str(model))
     check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
@@ -235,9 +237,10 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     from ..model import Model
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
-    from ..train import Settings, distributed, fills_a_batch, freezable, state
+    from ..train import Settings, check_stop_after, distributed, fills_a_batch, freezable, settings_from, state
     from ..starts import apply_start, check_name
     set_threads(threads)
+    check_stop_after(stop_after)
     check_name(start)
     if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
@@ -246,7 +249,9 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     settings.setdefault("max_steps", 1000)
     settings.setdefault("lr", 5e-4)
     settings.setdefault("eval_every", 200)
-    s = Settings(**settings)
+    s = settings_from(settings, also=("tokenizer", "family", "config", "eval", "objective", "whole_word",
+                                      "mlm_probability", "static_masks", "max_length", "init", "start", "overwrite",
+                                      "device", "threads", "on_event", "stop_after"))
     if device not in ("auto", "cpu"):
         raise UsageError(f"--device {device}: pretrain takes cpu or auto (auto uses this process's GPU where there "
                          "is one; pick GPUs with CUDA_VISIBLE_DEVICES)")

@@ -33,6 +33,26 @@ from . import distributed, optim, state as disk
 RESUME_MAY_CHANGE = ("log_every", "save_every", "keep_checkpoint", "eval_batch_size")
 
 
+def check_stop_after(stop_after) -> None:
+    """stop_after (a test's or a notebook's way to stop a run early) is a number of steps, at least 1."""
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+        raise UsageError(f"stop_after {stop_after!r}: expected a number of steps, at least 1")
+
+
+def settings_from(options: dict, also=()) -> "Settings":
+    """Settings from keyword options, an unknown one refused by name with the ones there are (`also`: the other
+    keywords the caller takes), instead of a TypeError from the dataclass."""
+    fields = [f.name for f in dataclasses.fields(Settings)]
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        import difflib
+        near = difflib.get_close_matches(unknown[0], fields + list(also), n=1)
+        raise UsageError(f"unknown option {unknown[0]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                         + f"; the training settings are {', '.join(fields)}"
+                         + (f"; the other options {', '.join(also)}" if also else ""))
+    return Settings(**options)
+
+
 @dataclass(frozen=True)
 class Settings:
     """How to train. Every field is checked here, with the command-line option in the message."""
@@ -147,8 +167,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     dist, rank, world = distributed.current()
     device = next(model.parameters()).device
     s = settings
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
-        raise UsageError(f"stop_after {stop_after!r}: expected a number of steps, at least 1")
+    check_stop_after(stop_after)
     emit = (on_event if rank == 0 else None) or (lambda e: None)
 
     def epoch_batches(e):
