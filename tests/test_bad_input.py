@@ -705,17 +705,25 @@ def test_skip_bad_rows_skips_a_row_whose_label_is_not_one(tiny, tmp_path):
     assert not (tmp_path / "e.npy").exists()
 
 
-def test_resume_names_every_option_it_does_not_use(tiny, sst, tmp_path):
+def test_resume_refuses_options_other_than_the_runs_and_takes_its_own_again(tiny, sst, tmp_path):
     out = tmp_path / "o"
-    bertscope.api.finetune(tiny, sst, out, epochs=1, save_every=1, stop_after=1, device="cpu")
+    bertscope.api.finetune(tiny, sst, out, epochs=1, save_every=1, stop_after=1, device="cpu", max_length=32)
     other = write(tmp_path, "other.tsv", sst.read_text(encoding="utf-8"))        # the same rows, another file
     refused(run("finetune", "--resume", out, "--train", other), f"--train {other}: the run in {out} trains on "
             f"{sst.absolute()}", "start a new run from its model")
     refused(run("finetune", "--resume", out, "--eval", other), f"--eval {other}: the run in {out} has no --eval file")
-    r = run("finetune", "--resume", out, "--train", sst, "--max-length", "64", "--task", "regression", "--threshold",
-            "0.3")
+    refused(run("finetune", "--resume", out, "--max-length", "64", "--task", "regression"),
+            f"--resume {out} continues the run as it was set up: --task regression (the run has classification); "
+            "--max-length 64 (the run has 32)")
+    refused(run("finetune", "--resume", out, "--out", tmp_path / "elsewhere"), f"--out {tmp_path / 'elsewhere'} "
+            f"(the run has {out})")
+    refused(run("finetune", "--resume", out, "--threshold", "0.3"), "--threshold 0.3 (the run has none)")
+    refused(run("finetune", "--resume", out, "--overwrite"), "--overwrite starts a run again; --resume continues one")
+    refused(run("finetune", "--resume", out, "--new-head"), "--new-head makes a head at the start of a run")
+    r = run("finetune", tiny, "--resume", out, "--train", sst, "--out", out, "--max-length", "32", "--task",
+            "classification", "--tokenizer", tiny)                   # the first command again, with --resume
     assert r.exit_code == 0, r.output
-    assert "ignored: --task, --max-length, --threshold" in r.output           # its own --train again: not named
+    assert "not read: --tokenizer" in r.output and "MODEL" not in r.output
 
 
 def test_pair_objectives_say_how_much_of_a_long_lined_corpus_they_use(tiny, tmp_path):

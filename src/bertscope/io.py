@@ -16,7 +16,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from .errors import OutputError
+from .errors import OutputError, UsageError
 
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                "pytorch_model.bin.index.json")
@@ -99,6 +99,12 @@ def _remove(p):
         pass
 
 
+def check_flag(name: str, value) -> None:
+    """A yes/no argument of the Python API is a bool: a string such as "no" (true in Python) is refused."""
+    if not isinstance(value, bool):
+        raise UsageError(f"{name}={value!r}: expected True or False")
+
+
 def _make_parents(path: Path) -> list[Path]:
     """Make the missing folders above `path`; the ones made, deepest first (for _unmake if nothing is written)."""
     made, folder = [], path.parent
@@ -124,6 +130,8 @@ def check_writable_file(path, option: str = "--out", inputs=(), overwrite: bool 
     fails now, not after hours; no folder is made (the writers make the missing ones when they write).
     Refused too: one of `inputs` (files or folders the command reads: the path itself, or a file already inside
     such a folder, through links too), and with overwrite=False a file that exists."""
+    if overwrite is not None:
+        check_flag("overwrite", overwrite)
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; expected a file name")
@@ -177,6 +185,7 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     curves.png or vocab.txt there would be replaced), and one of `sources` (the model being read; `tokenizer`, the
     tokenizer folder). Always refused: a folder holding one of `inputs` (files the command reads) under a name it
     writes, a file, and a place that cannot be written."""
+    check_flag("overwrite", overwrite)              # "no" is true in Python: it must not replace a run
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: is a file; expected a folder (new, or one to --overwrite)")

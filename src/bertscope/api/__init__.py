@@ -18,7 +18,7 @@ from .common import Loaded, load, pick_device, place
 from .corpus import masks, train_tokenizer
 from .models import bench, builtin_shapes, check, encode, fill_mask, trace
 from .running import embed, evaluate, predict, quantize
-from .training import check_settings, finetune, pretrain, resume
+from .training import check_resume_options, check_settings, finetune, pretrain, resume
 
-__all__ = ["Loaded", "bench", "builtin_shapes", "check", "check_settings", "embed", "encode", "evaluate", "fill_mask", "finetune",
+__all__ = ["Loaded", "bench", "builtin_shapes", "check", "check_resume_options", "check_settings", "embed", "encode", "evaluate", "fill_mask", "finetune",
            "load", "masks", "pick_device", "place", "predict", "pretrain", "resume", "trace", "train_tokenizer"]

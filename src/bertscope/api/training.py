@@ -17,6 +17,55 @@ def _data_record(paths) -> list[dict]:
     return [{"path": str(Path(p).absolute()), "sha256": sha256_of([p])} for p in paths]
 
 
+NOT_ON_RESUME = {"overwrite": "--overwrite starts a run again; --resume continues one",
+                 "new_head": "--new-head makes a head at the start of a run; a resumed run trains the one it has"}
+NOT_COMPARED = ("tokenizer", "config", "init")      # the run's own are in its checkpoint: said, not compared
+
+
+def check_resume_options(folder, **given) -> list[str]:
+    """The options a command line gives again with --resume (MODEL, --out, the task's and the data's options), checked
+    against the run in `folder`: the same value as the run's passes, another is refused (a resumed run continues as
+    it was set up), and one that means nothing for a resume (--overwrite, --new-head) is refused. Returns the ones
+    that cannot be compared (NOT_COMPARED: the run reads its own from its checkpoint), for a note."""
+    from ..train import state
+    run = state.read_run(folder)
+    task = run.get("task", {})
+    recorded = {**task, "skip_bad_rows": run.get("skip_bad_rows", False), "start": run.get("start", "standard"),
+                "static_masks": not task.get("dynamic", True) if "dynamic" in task else None}
+    different, unused = [], []
+    for name, value in given.items():
+        if value is None or value == []:
+            continue
+        option = "MODEL" if name == "model" else "--" + name.replace("_", "-")
+        if name in NOT_ON_RESUME:
+            raise UsageError(f"{NOT_ON_RESUME[name]}: leave it out (or start a new run with another --out)")
+        if name in NOT_COMPARED:
+            unused.append(option)
+            continue
+        if name == "out":
+            same, had = Path(value).resolve() == Path(folder).resolve(), str(folder)
+        elif name == "model":
+            same, had = run.get("model") is not None and str(Path(value).resolve()) == run["model"], run.get("model")
+        elif name == "whole_word":
+            from ..masking import whole_word_unit
+            had = task.get("whole_word")
+            same = (None if value == "none" else value) == had or (str(value).startswith("words:") and
+                                                                    whole_word_unit(value) == had)
+        elif name == "family":
+            from ..config import Config
+            had = Config.from_json(state.checkpoint_dir(folder)).family.name
+            same = value == had
+        else:
+            had = recorded.get("task" if name == "task" else name)
+            same = had is not None and (value == had or isinstance(had, float) and value == float(had))
+        if not same:
+            different.append(f"{option} {value} (the run has {'none' if had is None else had})")
+    if different:
+        raise UsageError(f"--resume {folder} continues the run as it was set up: {'; '.join(different)}. Leave these "
+                         "out, or start a new run with another --out")
+    return unused
+
+
 def _check_same_files(out, run: dict, given: dict):
     """A resume given its data files again: they must be the run's (another file would be silently ignored)."""
     for role, paths in given.items():
@@ -70,6 +119,9 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     from ..tasks import guess
     set_threads(threads)
     check_stop_after(stop_after)
+    from ..io import check_flag
+    for name, value in (("new_head", new_head), ("overwrite", overwrite), ("skip_bad_rows", skip_bad_rows)):
+        check_flag(name, value)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
     s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
                                      "skip_bad_rows", "device", "threads", "on_event", "stop_after"))

@@ -74,13 +74,14 @@ def _given(**options) -> dict:
     return {k: v for k, v in options.items() if v is not None and v is not False}
 
 
-def _ignored_on_resume(**given) -> None:
-    """--resume runs as the run was set up: a note names every option given that it does not use (the options it
-    may change are api.resume's to check; all others, even when they differ, are the run's own)."""
-    names = [("MODEL" if k == "model" else "--" + k.replace("_", "-")) for k, v in _given(**given).items() if v != []]
-    if names:
-        note("--resume continues the run as it was set up (its model, data and task options); ignored: "
-             + ", ".join(names))
+def _given_on_resume(folder, **given) -> None:
+    """--resume runs as the run was set up: options given again must be the run's (api.check_resume_options); the
+    settings it may change are api.resume's to check. A note names those it reads from the checkpoint instead."""
+    from .. import api
+    unused = api.check_resume_options(folder, **_given(**given))
+    if unused:
+        note("--resume continues the run with the tokenizer and model of its checkpoint; not read: "
+             + ", ".join(unused))
 
 
 def _finish(result, out: Path, command_name: str, what: str):
@@ -149,7 +150,7 @@ def finetune(
                       keep_checkpoint=keep_checkpoint, bucket=bucket, compile=compile_)
     with Reporter("fine-tuning", _classification_log, _classification_eval) as report:
         if resume is not None:
-            _ignored_on_resume(model=model, out=out, task=task, text_column=text_column,
+            _given_on_resume(resume, model=model, out=out, task=task, text_column=text_column,
                                label_column=None if label_column == "label" else label_column,
                                pair_column=pair_column, tokenizer=tokenizer, max_length=max_length,
                                new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows, windows=windows,
@@ -247,7 +248,7 @@ def pretrain(
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
             if rank0:
-                _ignored_on_resume(family=family, config=config, tokenizer=tokenizer,
+                _given_on_resume(resume, family=family, config=config, tokenizer=tokenizer,
                                    out=out, objective=objective, whole_word=whole_word,
                                    mlm_probability=None if mlm_probability == 0.15 else mlm_probability,
                                    static_masks=static_masks, max_length=None if max_length == 128 else max_length,

@@ -77,8 +77,9 @@ class Settings:
 
     def __post_init__(self):
         def need(ok, option, value, expected):
-            if not ok:
-                raise UsageError(f"{option} {value}: expected {expected}")
+            if not ok:              # a str from Python ("2") is said as one: it looks like the number it is not
+                said = f"{value!r} (a str)" if isinstance(value, str) else value
+                raise UsageError(f"{option} {said}: expected {expected}")
         need(self.epochs is None or (_int(self.epochs) and self.epochs >= 1), "--epochs", self.epochs,
              "a whole number of epochs, at least 1")
         need(self.max_steps is None or (_int(self.max_steps) and self.max_steps >= 1), "--max-steps",
@@ -88,10 +89,14 @@ class Settings:
         need(_num(self.lr) and self.lr > 0, "--lr", self.lr, "a learning rate above 0 (e.g. 5e-5)")
         need(_int(self.batch_size) and self.batch_size >= 1, "--batch-size", self.batch_size, "at least 1")
         need(_int(self.grad_accum) and self.grad_accum >= 1, "--grad-accum", self.grad_accum, "at least 1")
-        need(_num(self.warmup) and self.warmup >= 0, "--warmup", self.warmup,
-             "a fraction of the steps (0 to 1) or a number of steps (0 or more)")
+        need(_num(self.warmup) and self.warmup >= 0 and (self.warmup < 1 or float(self.warmup).is_integer()),
+             "--warmup", self.warmup, "a fraction of the steps (0 to 1) or a whole number of steps (0 or more)")
         need(_num(self.weight_decay) and self.weight_decay >= 0, "--weight-decay", self.weight_decay, "0 or more")
         need(_num(self.grad_clip) and self.grad_clip > 0, "--grad-clip", self.grad_clip, "a norm above 0")
+        need(_int(self.seed), "--seed", self.seed, "a whole number")
+        for flag in ("bf16", "compile", "keep_checkpoint"):
+            need(isinstance(getattr(self, flag), bool), "--" + flag.replace("_", "-"), getattr(self, flag),
+                 "True or False")
         need(_int(self.log_every) and self.log_every >= 1, "--log-every", self.log_every, "at least 1 step")
         need(self.eval_every is None or (_int(self.eval_every) and self.eval_every >= 1), "--eval-every",
              self.eval_every, "at least 1 step")
