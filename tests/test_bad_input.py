@@ -1020,3 +1020,20 @@ def test_an_unknown_training_option_is_named_with_a_near_one_and_stop_after_is_c
     with pytest.raises(bertscope.UsageError, match="stop_after -1"):
         bertscope.api.pretrain(corpus, tmp_path / "p", tokenizer=tiny, family="bert", stop_after=-1)
     assert listing(tmp_path) == ["c.txt", "t.tsv"]
+
+
+def test_finetune_refuses_options_its_task_would_not_read(tiny, tmp_path):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    conll = write(tmp_path, "w.conll", "John\tB-person\nlives\tO\n\nMary\tB-person\nsings\tO\n")
+    common = ["--out", tmp_path / "o", "--max-steps", "1", "--batch-size", "2"]
+    for extra, words in ((["--doc-stride", "10"], "--doc-stride applies to question answering; this is classification"),
+                         (["--threshold", "0.3"], "--threshold applies to multi-label; this is classification"),
+                         (["--label-all-pieces"], "--label-all-pieces applies to token classification")):
+        refused(run("finetune", tiny, "--train", data, *common, *extra), words)
+    refused(run("finetune", tiny, "--train", conll, *common, "--text-column", "word"),
+            f"--text-column word: names a column of .tsv, .csv or .jsonl files, but {conll} has no columns (a CoNLL "
+            "file of words and tags)")
+    refused(run("finetune", tiny, "--train", conll, *common, "--skip-bad-rows"), "--skip-bad-rows skips rows of")
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", data, "--out", tmp_path / "p",
+                "--steps", "1", "--eval-every", "5"), "--eval-every 5: evaluations read --eval FILE")
+    assert listing(tmp_path) == ["t.tsv", "w.conll"]

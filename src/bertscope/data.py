@@ -89,9 +89,12 @@ def check_columns_apply(sources, **columns) -> None:
     given = {k: v for k, v in columns.items() if v is not None}
     if given and not any(is_table(s) for s in sources):
         option, value = next(iter(given.items()))
+        first = sources[0]
+        kind = ("a CoNLL file of words and tags" if is_conll(first) else "SQuAD-style JSON"
+                if str(first).lower().endswith(".json") else "plain text, one text a line")
         raise DataError(f"--{option.replace('_', '-')} {value}: names a column of .tsv, .csv or .jsonl files, but "
-                        f"{', '.join(source_name(s) for s in sources)} has no columns (plain text is one text a "
-                        "line): leave it out, or give a table")
+                        f"{', '.join(source_name(s) for s in sources)} has no columns ({kind}): leave it out, or "
+                        "give a table")
 
 
 # ---- tables: .tsv / .csv / .jsonl ---------------------------------------------------------------------------------

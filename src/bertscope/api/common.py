@@ -148,22 +148,9 @@ def expect_loaded(loaded, name: str) -> None:
 
 def task_for(loaded: Loaded, task: str | None, **options):
     """The task of evaluate / predict: as asked, else the one the model was fine-tuned for; it must match the head."""
-    from ..tasks import for_model, make
+    from ..tasks import check_options, for_model, make
     name = task or for_model(loaded.model.config, loaded.model.head)
-    if options.get("threshold") is not None and name != "multi-label":        # options that would do nothing
-        raise UsageError(f"--threshold applies to multi-label predictions; this is {name}")
-    if options.get("pool") is not None and options.get("windows") is None and name != "question-answering":
-        raise UsageError(f"--pool {options['pool']} combines the windows of a long text; without --windows there is "
-                         "one window a text, so it would do nothing")
-    qa_only = [k for k in ("doc_stride", "max_answer_length") if options.get(k) is not None]
-    if qa_only and name != "question-answering":
-        raise UsageError(f"--{qa_only[0].replace('_', '-')} applies to question answering; this is {name}")
-    if options.get("pool") is not None and name == "question-answering":
-        raise UsageError(f"--pool {options['pool']} combines the windows of a long text's label scores; question "
-                         "answering takes the best answer span over all of a context's windows (leave --pool out)")
-    if options.get("windows") is not None and name == "question-answering":
-        raise UsageError("--windows: question answering cuts every context into windows itself; set their overlap "
-                         "with --doc-stride")
+    check_options(name, options)                                                 # options that would do nothing
     t = make(name, **options)
     if loaded.model.head != t.head:
         raise CheckpointError(f"{loaded.description}: has head {loaded.model.head!r}; {name} needs a model "

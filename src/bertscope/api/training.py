@@ -115,8 +115,9 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     stopped by Ctrl-C or stop_after has finished=False and resumes with `resume(out)`."""
     from ..io import FolderLock, check_output_folder, create_output_folder
     from ..model import Model
+    from ..data import check_columns_apply
     from ..train import Settings, check_stop_after, settings_from, state
-    from ..tasks import guess
+    from ..tasks import check_options, guess
     set_threads(threads)
     check_stop_after(stop_after)
     from ..io import check_flag
@@ -134,6 +135,10 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
                           task_options.get("pair_column"))
         if on_event:
             on_event({"event": "notice", "message": f"--task {task} ({why}; pass --task to choose another)"})
+    check_options(task, task_options)
+    if skip_bad_rows and task in ("token-classification", "question-answering"):
+        raise UsageError(f"--skip-bad-rows skips rows of .tsv/.csv/.jsonl tables of sentences; {task} reads "
+                         "sentences and questions that must all be right (the first bad one is named)")
     t = _task(task, **task_options)
     if isinstance(model, Model):
         if tokenizer is None:
@@ -148,6 +153,10 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         saved_head, net = read_saved_head(source), None
     train_ex = t.read(train, skip_bad_rows)
     eval_ex = t.read(eval, skip_bad_rows) if eval is not None else None
+    columns = {k: task_options.get(k) for k in ("text_column", "label_column", "pair_column")}
+    if columns["label_column"] == "label":             # the default: it names no column of a file without any
+        columns["label_column"] = None
+    check_columns_apply([train] + ([eval] if eval is not None else []), **columns)
     for ex in (train_ex, eval_ex):
         if ex is not None and getattr(ex, "skipped", None) and on_event:
             on_event({"event": "notice", "message": f"skipped {len(ex.skipped)} bad rows of {ex.path} (first: line "
@@ -297,6 +306,8 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
                          "a checkpoint's own weights: give one of the two")
+    if settings.get("eval_every") is not None and eval is None:
+        raise UsageError(f"--eval-every {settings['eval_every']}: evaluations read --eval FILE, and none was given")
     settings.setdefault("epochs", None)
     settings.setdefault("max_steps", 1000)
     settings.setdefault("lr", 5e-4)

@@ -36,6 +36,27 @@ def make(name: str, **options):
     return cls(**{k: v for k, v in options.items() if v is not None})
 
 
+def check_options(name: str, options: dict) -> None:
+    """Refuse a task option the task `name` would not read (make() drops them): each said with where it applies."""
+    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    if "threshold" in given and name != "multi-label":
+        raise UsageError(f"--threshold applies to multi-label; this is {name}")
+    if "label_all_pieces" in given and name != "token-classification":
+        raise UsageError(f"--label-all-pieces applies to token classification (word tags); this is {name}")
+    qa_only = [k for k in ("doc_stride", "max_answer_length", "no_answer") if k in given]
+    if qa_only and name != "question-answering":
+        raise UsageError(f"--{qa_only[0].replace('_', '-')} applies to question answering; this is {name}")
+    if "pool" in given and name == "question-answering":
+        raise UsageError(f"--pool {given['pool']} combines the windows of a long text's label scores; question "
+                         "answering takes the best answer span over all of a context's windows (leave --pool out)")
+    if "pool" in given and "windows" not in given:
+        raise UsageError(f"--pool {given['pool']} combines the windows of a long text; without --windows there is "
+                         "one window a text, so it would do nothing")
+    if "windows" in given and name == "question-answering":
+        raise UsageError("--windows: question answering cuts every context into windows itself; set their overlap "
+                         "with --doc-stride")
+
+
 def restore(state: dict, tok):
     """A task as a run stored it (run.json / the checkpoint), for resume."""
     name = state["task"]
