@@ -1037,3 +1037,12 @@ def test_finetune_refuses_options_its_task_would_not_read(tiny, tmp_path):
     refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", data, "--out", tmp_path / "p",
                 "--steps", "1", "--eval-every", "5"), "--eval-every 5: evaluations read --eval FILE")
     assert listing(tmp_path) == ["t.tsv", "w.conll"]
+
+
+def test_a_conll_file_whose_lines_have_different_columns_is_refused(tiny, tmp_path):
+    ragged = write(tmp_path, "r.conll", "John\tB-person\tX\nlives\tO\n\nMary\tB-person\nsings\tO\n")
+    refused(run("finetune", tiny, "--train", ragged, "--out", tmp_path / "o", "--max-steps", "1"),
+            "r.conll line 2: 2 columns, but line 1 has 3; the tag is read from the last column")
+    from bertscope.data import read_conll                       # CoNLL-2003's four columns throughout: read
+    ok = read_conll(write(tmp_path, "c3.conll", "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"))
+    assert ok.tags == [["B-ORG", "O"], ["B-PER"]]

@@ -403,7 +403,7 @@ def read_conll(path, labelled: bool = True) -> TokenExamples:
     if str(path) != STDIN and Path(path).suffix.lower() == ".jsonl":
         return _read_token_jsonl(path, labelled)
     ex = TokenExamples(name, [], [] if labelled else None, [])
-    words, tags, first = [], [], None
+    words, tags, first, columns = [], [], None, None
     for n, line in lines(path):
         if line.startswith("-DOCSTART-"):
             continue
@@ -418,6 +418,12 @@ def read_conll(path, labelled: bool = True) -> TokenExamples:
         if labelled and len(parts) < 2:
             raise DataError(f"{name} line {n}: expected a token and its tag separated by a tab, found "
                             f"{line.strip()!r}")
+        if labelled:                      # the tag is the last column: every line must have the same columns
+            columns = columns or (len(parts), n)
+            if len(parts) != columns[0]:
+                raise DataError(f"{name} line {n}: {len(parts)} columns, but line {columns[1]} has {columns[0]}; "
+                                f"the tag is read from the last column, so every token line needs the same columns "
+                                f"(found {line.strip()!r})")
         word, tag = parts[0].strip(), parts[-1].strip()
         if not word or (labelled and not tag):
             raise DataError(f"{name} line {n}: empty {'token' if not word else 'tag'}")
