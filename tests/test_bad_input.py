@@ -1046,3 +1046,19 @@ def test_a_conll_file_whose_lines_have_different_columns_is_refused(tiny, tmp_pa
     from bertscope.data import read_conll                       # CoNLL-2003's four columns throughout: read
     ok = read_conll(write(tmp_path, "c3.conll", "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\n"))
     assert ok.tags == [["B-ORG", "O"], ["B-PER"]]
+
+
+def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_are_refused(tiny, tmp_path):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "o", "--max-steps", "1", "--batch-size", "2",
+                "--lr", "1e10"), "step 1: after the last update, the loss on the last batch is nan")
+    assert listing(tmp_path / "o") == ["run.json"]                  # no model written from it
+    assert run("finetune", tiny, "--train", data, "--out", tmp_path / "ok", "--max-steps", "1").exit_code == 0
+    from safetensors.torch import load_file, save_file
+    weights = load_file(tmp_path / "ok" / "model.safetensors")
+    name = next(k for k in weights if k.endswith("intermediate.dense.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, tmp_path / "ok" / "model.safetensors", metadata={"format": "pt"})
+    refused(run("predict", tmp_path / "ok", data), "outputs for texts 1..2 are not numbers",
+            "encoder.layers.0.intermediate.weight holds nan")
+    refused(run("evaluate", tmp_path / "ok", data), "are not numbers")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import CheckpointError
 from .inputs import check_inputs
 from .kernels import trim_heap
 from .model import Model
@@ -188,6 +189,7 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
             else:
                 batch = to_device(batch, device)
                 out = model(**batch, first_only=first_only, last_rows=last)
+            _check_finite(model, out, index)
             for i, value in zip(index, fn(out, batch, index)):
                 results[i] = value
             del out, batch
@@ -196,6 +198,24 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
     finally:
         model.check = was_checking
     return results
+
+
+def _check_finite(model, out, index) -> None:
+    """A model whose outputs are not numbers (weights that blew up in a diverged run) would give class 0 and NaN
+    scores for every text: refused, with the largest weight, at the first batch it shows in."""
+    value = next((v for v in (out.logits, out.start_logits, out.last_hidden_state) if v is not None), None)
+    if value is None or bool(torch.isfinite(value).all()):
+        return
+    broken = next(((n, p) for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())), None)
+    if broken is not None:
+        weights = f"{broken[0]} holds {float(broken[1].detach()[~torch.isfinite(broken[1].detach())][0])}"
+    else:
+        name, p = max(model.named_parameters(), key=lambda kv: float(kv[1].detach().abs().max()))
+        weights = f"the largest, in {name}, is {float(p.detach().abs().max()):.3g}"
+    texts = f"text {index[0] + 1}" if len(index) == 1 else f"texts {min(index) + 1}..{max(index) + 1}"
+    raise CheckpointError(f"this model's outputs for {texts} are not numbers (NaN or infinite): its weights are "
+                          f"broken ({weights}), as a training run that diverged leaves them. Train it again with a "
+                          "lower --lr")
 
 
 def to_device(batch: dict, device) -> dict:

@@ -350,6 +350,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     finished = stopped_by is None
     if finished:
         settle()                                             # (a loss that is not a number stops the run here)
+        _check_last_update(model, task, batch, autocast, step, s, out)
         if not history or not any(k.startswith("eval_") for k in history[-1]):
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
@@ -379,6 +380,28 @@ def fills_a_batch(task, data, s, world: int = 1) -> list:
         raise UsageError(f"--batch-size {s.batch_size}: the training data ({len(data)} sequences) does not fill "
                          f"one batch" + (f" per process ({world} processes)" if world > 1 else ""))
     return batches
+
+
+def _check_last_update(model, task, batch, autocast, step: int, s, out) -> None:
+    """The last step's update is checked by no later loss: the weights it left, and their loss on its last batch
+    (without dropout), must be numbers before the model is written."""
+    what = None
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p.detach()).all()):
+            what = f"{name} holds {float(p.detach()[~torch.isfinite(p.detach())].flatten()[0])}"
+            break
+    if what is None:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), autocast:
+                terms, _ = task.loss(model, batch)
+            loss = float(sum(v.detach().float().sum() for v in terms.values()))
+            what = None if math.isfinite(loss) else f"the loss on the last batch is {loss}"
+        finally:
+            model.train(was)
+    if what is not None:
+        raise _diverged(f"after the last update, {what}", step, s, out)
 
 
 def _diverged(what: str, step: int, s, out, since: bool = False) -> TrainingDiverged:
