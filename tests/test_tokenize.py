@@ -136,3 +136,18 @@ def test_broken_tokenizer_json(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": ')
     with pytest.raises(TokenizerError, match="tokenizer.json: cannot be read"):
         bertscope.load_tokenizer(tmp_path)
+
+
+def test_a_roberta_tokenizer_keeps_case_unless_asked_to_lower_it(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Current Designs of the Old Town\nthe current design of a new town\n" * 30, encoding="utf-8")
+    from bertscope import api
+    kept = api.train_tokenizer([corpus], tmp_path / "kept", family="roberta", vocab_size=300).tokenizer
+    lowered = api.train_tokenizer([corpus], tmp_path / "low", family="roberta", vocab_size=300,
+                                  lowercase=True).tokenizer
+    assert "".join(kept.tokenize("Current Town")).replace("Ġ", " ") == "Current Town"
+    assert "".join(lowered.tokenize("Current Town")).replace("Ġ", " ") == "current town"
+    again = bertscope.load_tokenizer(tmp_path / "low")                 # the step is in its tokenizer.json
+    assert again.tokenize("Current Town") == lowered.tokenize("Current Town")
+    with pytest.raises(bertscope.TokenizerError, match="holds a RoBERTa tokenizer .* but a BERT one was asked for"):
+        bertscope.load_tokenizer(tmp_path / "low", family="bert")

@@ -220,7 +220,15 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
                              "or vocab.json + merges.txt")
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     model_cfg = _read_json(folder / "config.json")
-    family = family or model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
+    recorded = model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
+    if family is not None and recorded in FAMILIES and family_record(recorded) is not family_record(family):
+        asked, own = family_record(family), family_record(recorded)
+        raise TokenizerError(f"{folder} holds a {own.title} tokenizer (its "
+                             f"{'config.json' if model_cfg.get('model_type') else 'tokenizer_config.json'} says so), "
+                             f"but a {asked.title} one was asked for: their special tokens and pair templates "
+                             f"differ. Train a {asked.title} tokenizer (bertscope tokenizer train --family "
+                             f"{asked.name}), or leave the family out")
+    family = family or recorded
     if family is None:
         family = "roberta" if (folder / "vocab.json").exists() else "bert"
     if not isinstance(family, Family) and family not in FAMILIES:
@@ -301,7 +309,7 @@ def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
     return backend
 
 
-def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: bool = True, min_frequency: int = 2,
+def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: bool | None = None, min_frequency: int = 2,
                     max_length: int = 512, text_column: str | None = None) -> Tokenizer:
     """Train the family's kind of tokenizer on files: plain text (a text a line), or the `text_column` of .tsv /
     .csv / .jsonl tables (default: "text", "sentence", or the one column that is not a
@@ -316,7 +324,7 @@ def train_tokenizer(files, family: Family | str, vocab_size: int, lowercase: boo
                               what=", ".join(map(str, files)))
 
 
-def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: bool = True,
+def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: bool | None = None,
                        min_frequency: int = 2, max_length: int = 512, what: str = "the texts") -> Tokenizer:
     """Train the family's kind of tokenizer with the `tokenizers` library on an iterable of texts: WordPiece (BERT),
     byte-level BPE (RoBERTa) or Unigram with SentencePiece-style "▁" word marks (ALBERT), with the family's special
@@ -326,13 +334,17 @@ def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: 
     their half-width forms, also when encoding, since the step is in tokenizer.json), then BERT's normaliser, which
     puts every CJK character apart, so that each is a token of its own. Every printable ASCII character is in the
     vocabulary, and every ASCII letter and digit also as a `##` continuation, as in BERT's Chinese vocabulary: no
-    Latin word of held-out text becomes [UNK]. min_frequency applies to merges: every character seen is kept."""
+    Latin word of held-out text becomes [UNK]. min_frequency applies to merges: every character seen is kept.
+    lowercase: None is the family's own way (BERT and ALBERT lower-case, RoBERTa keeps case); True lower-cases a
+    RoBERTa tokenizer too (a Lowercase step in its tokenizer.json)."""
     import string
 
     from tokenizers import trainers
     if not isinstance(family, Family) and family not in FAMILIES:
         raise TokenizerError(f"family {family!r}: use {', '.join(FAMILIES)}")
     family = family_record(family)
+    if lowercase is None:
+        lowercase = family.tokenizer != "bpe"
     s = family.specials
     ascii_chars = [c for c in string.printable if not c.isspace() and not (lowercase and c.isupper())]
     if family.tokenizer == "wordpiece":
@@ -346,6 +358,8 @@ def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: 
     elif family.tokenizer == "bpe":
         specials = [s["cls"], s["pad"], s["sep"], s["unk"], s["mask"]]        # <s>=0 <pad>=1 </s>=2 as RoBERTa
         backend = Backend(models.BPE())
+        if lowercase:
+            backend.normalizer = normalizers.Lowercase()
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=specials,

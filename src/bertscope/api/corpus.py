@@ -28,7 +28,7 @@ class TrainedTokenizer:
     warnings: list[str] = field(default_factory=list)
 
 
-def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowercase: bool = True,
+def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowercase: bool | None = None,
                     min_frequency: int = 2, text_column: str | None = None, held_out=None,
                     max_unk_rate: float = MAX_UNK_RATE, overwrite: bool = False, on_event=None) -> TrainedTokenizer:
     """Train the family's tokenizer on `corpus` (plain-text files, or the `text_column` of .tsv / .csv / .jsonl

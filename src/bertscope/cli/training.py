@@ -283,7 +283,9 @@ def tokenizer_train(
                                                        "the Latin pieces seen twice; ALBERT's Unigram refuses a size "
                                                        "below the corpus's number of characters)"),
     out: Path = typer.Option(...),
-    cased: bool = typer.Option(False, help="keep case (BERT, ALBERT lower-case by default)"),
+    cased: Optional[bool] = typer.Option(None, "--cased/--no-cased",
+                                         help="keep case, or lower-case [default: BERT and ALBERT lower-case, "
+                                              "RoBERTa keeps case]"),
     min_frequency: int = typer.Option(2, min=1, help="a merge (word piece) is learnt if seen this often; every "
                                                      "character is kept"),
     text_column: Optional[str] = typer.Option(None, help="the column of .tsv/.csv/.jsonl files to read (default: "
@@ -303,7 +305,8 @@ def tokenizer_train(
             err.print(f"[yellow]warning:[/] {escape(e['message'])}", soft_wrap=True)
         else:
             note(e["message"])
-    r = api.train_tokenizer(corpus, out, family=family, vocab_size=vocab_size, lowercase=not cased,
+    r = api.train_tokenizer(corpus, out, family=family, vocab_size=vocab_size,
+                            lowercase=None if cased is None else not cased,
                             min_frequency=min_frequency, text_column=text_column, held_out=held_out,
                             max_unk_rate=max_unk_rate, overwrite=overwrite, on_event=report)
     title = r.tokenizer.family.title
