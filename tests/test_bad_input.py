@@ -1052,7 +1052,7 @@ def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_ar
     data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
     refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "o", "--max-steps", "1", "--batch-size", "2",
                 "--lr", "1e10"), "step 1: after the last update, the loss on the last batch is nan")
-    assert listing(tmp_path / "o") == ["run.json"]                  # no model written from it
+    assert not (tmp_path / "o").exists()                            # nothing written from it: the folder it made goes
     assert run("finetune", tiny, "--train", data, "--out", tmp_path / "ok", "--max-steps", "1").exit_code == 0
     from safetensors.torch import load_file, save_file
     weights = load_file(tmp_path / "ok" / "model.safetensors")
@@ -1062,3 +1062,28 @@ def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_ar
     refused(run("predict", tmp_path / "ok", data), "outputs for texts 1..2 are not numbers",
             "encoder.layers.0.intermediate.weight holds nan")
     refused(run("evaluate", tmp_path / "ok", data), "are not numbers")
+
+
+def test_a_run_stopped_before_it_saved_anything_leaves_no_folder_and_the_same_command_runs(tiny, tmp_path,
+                                                                                        monkeypatch):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    import bertscope.train
+
+    def ctrl_c(*args, **kwargs):                                  # Ctrl-C while the engine sets up, before a step
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bertscope.train, "train", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        bertscope.api.finetune(tiny, data, tmp_path / "o", max_steps=1)
+    assert not (tmp_path / "o").exists()
+    (tmp_path / "mine").mkdir()                                   # a folder that was there before: left as it is
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        bertscope.api.finetune(tiny, data, tmp_path / "mine", max_steps=1)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    monkeypatch.undo()
+    assert bertscope.api.finetune(tiny, data, tmp_path / "o", max_steps=1).finished
+    refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "o"), "already holds a finished training run; "
+            "choose another folder")                                # no checkpoint: no --resume offered
+    assert not bertscope.api.finetune(tiny, data, tmp_path / "s", epochs=2, stop_after=1).finished
+    refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "s"), "already holds a training run; continue "
+            f"it with --resume {tmp_path / 's'}")

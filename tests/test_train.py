@@ -114,7 +114,7 @@ def test_a_finished_run_is_not_overwritten(tiny, tmp_path):
     train = head_slice(DATA / "sst2" / "train.tsv", tmp_path / "train.tsv", 64)
     finetune(folder, train, None, tmp_path / "out", epochs=1)
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()}
-    with pytest.raises(OutputError, match="already holds a training run; continue it with --resume"):
+    with pytest.raises(OutputError, match="already holds a finished training run; choose another folder"):
         finetune(folder, train, None, tmp_path / "out", epochs=1)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir() if p.is_file()} == before
 

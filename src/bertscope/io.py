@@ -202,8 +202,12 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
                               "another folder")
     if folder.is_dir() and not overwrite:
         if holds_run(folder):
-            how = f"continue it with --resume {folder}, " if resumable else ""   # (a command that trains)
-            raise OutputError(f"{option} {folder} already holds a training run; {how}choose another folder, or pass "
+            # only a run with a checkpoint can be resumed: a finished one has none, one stopped early may have none
+            can = resumable and (folder / "checkpoint").is_dir()
+            how = f"continue it with --resume {folder}, " if can else ""
+            kind = "a finished training run" if (folder / "config.json").exists() and not can else "a training run" \
+                + ("" if can or not resumable else " that saved no checkpoint, so it cannot be resumed")
+            raise OutputError(f"{option} {folder} already holds {kind}; {how}choose another folder, or pass "
                               "--overwrite to " + ("start again there" if resumable else "write there anyway"))
         if holds_model(folder):
             raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -113,7 +115,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     file, said in a notice); task options (TASK_OPTIONS: text_column, label_column, windows, doc_stride, ...) and
     train.Settings fields (epochs, lr, batch_size, ...) go in as keyword arguments. Returns a train.Result; a run
     stopped by Ctrl-C or stop_after has finished=False and resumes with `resume(out)`."""
-    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..io import check_output_folder
     from ..model import Model
     from ..data import check_columns_apply
     from ..train import Settings, check_stop_after, settings_from, state
@@ -202,8 +204,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
            "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "threads": torch.get_num_threads(),
            **_products(where),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
-    create_output_folder(out)
-    with FolderLock(out, "fine-tuning run"):
+    with _run_folder(out, "fine-tuning run"):
         state.write_run(Path(out), run)
         net.to(where)
         from ..train import train as engine
@@ -294,7 +295,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     from ..checkpoint import from_pretrained
     from ..config import Config
     from ..families import FAMILIES, family as family_record
-    from ..io import FolderLock, check_output_folder, create_output_folder
+    from ..io import check_output_folder
     from ..model import Model
     from ..tasks.pretraining import SIZES, Pretraining, new_config
     from ..tokenize import load_tokenizer
@@ -438,16 +439,32 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                     **({"words": _data_record([t.whole_word[len("words:"):]])}
                        if (t.whole_word or "").startswith("words:") else {})}}
     fills_a_batch(t, data, s, world)                     # said before --out is made
-    lock = FolderLock(out, "pretraining run") if rank == 0 else _NoLock()
-    if rank == 0:
-        create_output_folder(out)
-    with lock:
+    with _run_folder(out, "pretraining run", rank == 0):
         if rank == 0:
             state.write_run(Path(out), run)
         model.to(where).train()
         from ..train import train as engine
         return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
                       stop_after=stop_after)
+
+
+@contextlib.contextmanager
+def _run_folder(out, what: str, rank0: bool = True):
+    """Make the run's folder and hold its lock for the block. A run that ends by an exception before anything of it
+    was saved (Ctrl-C before the first checkpoint, a diverged first steps) takes the folder it made along, so that
+    the same command can simply run again; a folder that existed before (--overwrite) is left as it is."""
+    from ..io import FolderLock, create_output_folder
+    existed = Path(out).exists()
+    if rank0:
+        create_output_folder(out)
+    try:
+        with FolderLock(out, what) if rank0 else _NoLock():
+            yield
+    except BaseException:
+        saved = any((Path(out) / name).exists() for name in ("checkpoint", "model.safetensors"))
+        if rank0 and not existed and not saved:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _folder(tokenizer):
