@@ -1087,3 +1087,14 @@ def test_a_run_stopped_before_it_saved_anything_leaves_no_folder_and_the_same_co
     assert not bertscope.api.finetune(tiny, data, tmp_path / "s", epochs=2, stop_after=1).finished
     refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "s"), "already holds a training run; continue "
             f"it with --resume {tmp_path / 's'}")
+
+
+def test_jsonl_rows_without_the_fields_asked_for_name_the_fields_they_have(tiny, tmp_path):
+    common = ["--out", tmp_path / "o", "--max-steps", "1"]
+    refused(run("finetune", tiny, "--train", write(tmp_path, "n.jsonl", '{"text": "a"}\n{"text": "b"}\n'), *common),
+            "n.jsonl line 1: no field 'label' (the label); the line has 'text'; --label-column names another")
+    r = run("finetune", tiny, "--train", write(tmp_path, "hf.jsonl", '{"words": ["John"], "ner_tags": [1]}\n'),
+            *common)
+    assert "--task token-classification (hf.jsonl holds lists of tokens" in r.output
+    refused(r, "hf.jsonl line 1: expected \"tags\": a list of tag names (strings), one per token; the line has "
+               "'ner_tags' (integer ids, as Hugging Face's ner_tags: write the tag names)")

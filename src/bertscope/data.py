@@ -282,7 +282,10 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
                 if not c:
                     continue
                 if c not in rec:
-                    raise DataError(f"{name} line {n}: no field {c!r} (the {role})")
+                    wanted = "'text' or 'sentence'" if role == "text" and not text_column else repr(c)
+                    raise DataError(f"{name} line {n}: no field {wanted} (the {role}); the line has "
+                                    f"{', '.join(map(repr, rec)) or 'no fields'}" + (
+                                        f"; --{role}-column names another" if rec else ""))
                 value = rec[c]
                 if role != "label" or isinstance(value, str) or value is None:
                     if value is not None and not isinstance(value, str):
@@ -453,7 +456,12 @@ def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
         if labelled:
             tags = rec.get("tags", rec.get("labels"))
             if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-                raise DataError(f"{path} line {n}: expected \"tags\": a list of strings, one per token")
+                other = [k for k in rec if k not in ("tokens", "words", "tags", "labels")]
+                raise DataError(f"{path} line {n}: expected \"tags\": a list of tag names (strings), one per token"
+                                + (f"; the line has {', '.join(map(repr, other))}" if "tags" not in rec and other
+                                   else "") + (" (integer ids, as Hugging Face's ner_tags: write the tag names)"
+                                               if any(isinstance(t, int) for t in (tags or rec.get("ner_tags") or []))
+                                               else ""))
             if len(tags) != len(words):
                 raise DataError(f"{path} line {n}: {len(words)} tokens but {len(tags)} tags; give one tag per "
                                 "token")

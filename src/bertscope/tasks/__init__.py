@@ -99,8 +99,9 @@ def guess(path, label_column: str = "label", text_column: str | None = None,
             record = json.loads(first)
         except ValueError:
             record = {}
-        if isinstance(record, dict) and ("tokens" in record or "words" in record) and "tags" in record:
-            return "token-classification", f"{p.name} holds tokens and tags"
+        if isinstance(record, dict) and ("tokens" in record or "words" in record) and isinstance(
+                record.get("tokens", record.get("words")), list):
+            return "token-classification", f"{p.name} holds lists of tokens"
     labels = []
     try:
         for n, (_, _, _, label) in enumerate(iter_rows(p, text_column, label_column, pair_column,
@@ -109,6 +110,8 @@ def guess(path, label_column: str = "label", text_column: str | None = None,
             if n >= 2000:
                 break
     except Exception:   # the real reading, later, reports what is wrong with the file
+        return "classification", "the default"
+    if not labels:      # no row read (no such column): the real reading says what the rows hold
         return "classification", "the default"
     if any(isinstance(x, list) or (isinstance(x, str) and "|" in x) for x in labels):
         return "multi-label", f"the {label_column!r} column holds several labels per row"
