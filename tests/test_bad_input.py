@@ -211,6 +211,7 @@ def test_resume_refuses_new_settings_and_a_changed_file(tiny, sst, tmp_path):
     assert not r.finished
     refused(run("finetune", "--resume", out, "--lr", "1e-3", "--epochs", "5"), "--lr 0.001 (the run has 5e-05)",
             "--epochs 5 (the run has 2)", "may change only")
+    refused(run("finetune", "--resume", out, "--bf16"), "--bf16 on (the run has off)")
     sst.write_text(sst.read_text() + "one more\t1\n")
     refused(run("finetune", "--resume", out), "changed since the run started")
 

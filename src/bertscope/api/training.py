@@ -19,6 +19,17 @@ def _data_record(paths) -> list[dict]:
     return [{"path": str(Path(p).absolute()), "sha256": sha256_of([p])} for p in paths]
 
 
+def _shown(value) -> str:
+    """An option's value as a command line reads it: none, on/off, a list joined by commas."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
 NOT_ON_RESUME = {"overwrite": "--overwrite starts a run again; --resume continues one",
                  "new_head": "--new-head makes a head at the start of a run; a resumed run trains the one it has"}
 NOT_COMPARED = ("tokenizer", "config", "init")      # the run's own are in its checkpoint: said, not compared
@@ -61,7 +72,7 @@ def check_resume_options(folder, **given) -> list[str]:
             had = recorded.get("task" if name == "task" else name)
             same = had is not None and (value == had or isinstance(had, float) and value == float(had))
         if not same:
-            different.append(f"{option} {value} (the run has {'none' if had is None else had})")
+            different.append(f"{option} {_shown(value)} (the run has {_shown(had)})")
     if different:
         raise UsageError(f"--resume {folder} continues the run as it was set up: {'; '.join(different)}. Leave these "
                          "out, or start a new run with another --out")
@@ -78,9 +89,10 @@ def _check_same_files(out, run: dict, given: dict):
             option = {"train": "--train" if run.get("kind") == "finetune" else "--corpus", "eval": "--eval"}[role]
             verb = "trains on" if role == "train" else "evaluates on"
             has = f"{verb} {', '.join(recorded)}" if recorded else f"has no {option} file"
+            then = ("to train on others, start a new run from its model (another --out)" if role == "train" else
+                    "to score the model on another file, run bertscope evaluate on it when the run is done")
             raise UsageError(f"{option} {' '.join(map(str, paths))}: the run in {out} {has}, and --resume "
-                             "continues it on the same files; to train on others, start a new run from its model "
-                             "(another --out)")
+                             f"continues it on the same files; {then}")
 
 
 def _check_data_unchanged(run: dict):
@@ -247,7 +259,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     refused = sorted(k for k in different if k not in RESUME_MAY_CHANGE)
     if refused:
         flag = (lambda k: "steps" if k == "max_steps" else k) if run["kind"] == "pretrain" else (lambda k: k)
-        opts = ", ".join(f"--{flag(k).replace('_', '-')} {different[k]} (the run has {getattr(s, k)})" for k in refused)
+        opts = ", ".join(f"--{flag(k).replace('_', '-')} {_shown(different[k])} (the run has {_shown(getattr(s, k))})"
+                         for k in refused)
         def said(names, out):
             return (f"a resumed run keeps its settings, so that it ends as the uninterrupted run would: {opts}. A "
                     f"resume may change only {', '.join(names)}; start a new run with another {out} to change the "
