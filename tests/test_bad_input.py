@@ -1099,3 +1099,28 @@ def test_jsonl_rows_without_the_fields_asked_for_name_the_fields_they_have(tiny,
     assert "--task token-classification (hf.jsonl holds lists of tokens" in r.output
     refused(r, "hf.jsonl line 1: expected \"tags\": a list of tag names (strings), one per token; the line has "
                "'ner_tags' (integer ids, as Hugging Face's ner_tags: write the tag names)")
+
+
+def test_training_messages_point_at_the_real_problem(tiny, tmp_path):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    refused(run("pretrain", "--init", tmp_path / "nope", "--corpus", data, "--out", tmp_path / "p", "--steps", "1"),
+            f"--init {tmp_path / 'nope'}: no such folder")
+    refused(run("pretrain", "--family", "bert", "--config", tmp_path / "nope.json", "--corpus", data, "--tokenizer",
+                tiny, "--out", tmp_path / "p", "--steps", "1"), f"{tmp_path / 'nope.json'}: no such file")
+    refused(run("finetune", "--resume", tmp_path / "nope"), f"{tmp_path / 'nope'}: no such folder")
+    refused(run("finetune", "--resume", data), f"{data}: is a file; --resume takes the folder of a training run")
+    need_shared()
+    four = write(tmp_path, "four.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i}\n" for i in range(4)))
+    cls = tmp_path / "cls"                               # a LABEL_0..2 head of 3 classes, with a tokenizer
+    bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="classification", num_labels=3, reinit_head=True),
+                              cls)
+    bertscope.load_tokenizer(tiny).save(cls)
+    refused(run("finetune", cls, "--train", four, "--out", tmp_path / "o", "--max-steps", "1"),
+            "four.tsv line 5: class 3, but this classifier has 3 classes (0..2, named LABEL_0..LABEL_2) and the file "
+            "4 (0, 1, 2, 3)", "--new-head")
+    notok = tmp_path / "notok"
+    notok.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (notok / f).write_bytes((TINY / "bert" / f).read_bytes())
+    refused(run("finetune", notok, "--train", data, "--out", tmp_path / "o", "--max-steps", "1"),
+            "has no tokenizer", "or name one with --tokenizer FOLDER")

@@ -246,11 +246,12 @@ class Config:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> "Config":
         path = Path(path)
-        if path.is_dir():
+        folder = path.is_dir()
+        if folder:
             path = path / "config.json"
         if not path.exists():
-            raise ConfigError(f"{path}: no such file; a Hugging Face checkpoint folder holds config.json "
-                              "next to its weights")
+            raise ConfigError(f"{path}: no such file" + ("; a Hugging Face checkpoint folder holds config.json next "
+                                                        "to its weights" if folder else ""))
         if path.is_dir():
             raise ConfigError(f"{path}: is a folder; expected the config.json file")
         try:

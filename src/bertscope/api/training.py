@@ -7,7 +7,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from ..errors import DataError, TokenizerError, UsageError
+from ..errors import CheckpointError, DataError, TokenizerError, UsageError
 from ..machine import available_memory, usable_cpus
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
     truncation_notice
@@ -161,8 +161,13 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         tok = tokenizer if isinstance(tokenizer, Tokenizer) else load_tokenizer(tokenizer)
         saved_head, net = model.head, model
     else:
-        tok = load(source, head="base", tokenizer=tokenizer, need_tokenizer=True).tokenizer \
-            if tokenizer is None or not hasattr(tokenizer, "backend") else tokenizer
+        try:
+            tok = load(source, head="base", tokenizer=tokenizer, need_tokenizer=True).tokenizer \
+                if tokenizer is None or not hasattr(tokenizer, "backend") else tokenizer
+        except TokenizerError as e:
+            if tokenizer is not None or "has no tokenizer" not in str(e):
+                raise
+            raise TokenizerError(f"{e}; or name one with --tokenizer FOLDER") from None
         from ..checkpoint import saved_head as read_saved_head
         saved_head, net = read_saved_head(source), None
     train_ex = t.read(train, skip_bad_rows)
@@ -359,6 +364,9 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
             raise UsageError(f"--family {family}, but --init {init} is a {started.title} checkpoint; leave --family "
                              "out (pretraining continues the checkpoint's own family) or --init a "
                              f"{family_record(family).title} one")
+    if init is not None and not Path(str(init)).is_dir():
+        raise CheckpointError(f"--init {init}: " + ("is a file; expected a checkpoint folder" if Path(str(init)).exists()
+                                                    else "no such folder"))
     if tokenizer is None and init is None:
         raise UsageError("--tokenizer: give the tokenizer folder to pretrain with (bertscope tokenizer train)")
     try:

@@ -142,6 +142,15 @@ class SequenceClassification(Task):
             known = config.labels
             if config.generic_labels and all(x.isdigit() and int(x) < len(known) for x in names):
                 mapping = {str(i): i for i in range(len(known))}      # LABEL_i heads, integer labels i
+            elif config.generic_labels and all(x.isdigit() for x in names):
+                # integer classes, more of them than the LABEL_i head has: the count is the problem, not class 0
+                wide = [x for x in names if int(x) >= len(known)]
+                i = next(i for i, label in enumerate(train.labels) if label == wide[0])
+                raise DataError(f"{train.where(i)}: class {wide[0]}, but this classifier has {len(known)} classes "
+                                f"(0..{len(known) - 1}, named {known[0]}..{known[-1]}) and the file "
+                                f"{len(names)} ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''}). Pass "
+                                f"--new-head to train a new {len(names)}-class classifier; the saved head is then "
+                                "discarded")
             else:
                 mapping = {name: i for i, name in enumerate(known)}
             for i, label in enumerate(train.labels):

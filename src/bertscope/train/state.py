@@ -90,6 +90,9 @@ def write_run(out: Path, run: dict) -> None:
 
 
 def read_run(out) -> dict:
+    if not Path(out).is_dir():
+        raise DataError(f"{out}: " + ("is a file; --resume takes the folder of a training run (its --out)"
+                                      if Path(out).exists() else "no such folder"))
     path = Path(out) / "run.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
