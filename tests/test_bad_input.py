@@ -1124,3 +1124,20 @@ def test_training_messages_point_at_the_real_problem(tiny, tmp_path):
         (notok / f).write_bytes((TINY / "bert" / f).read_bytes())
     refused(run("finetune", notok, "--train", data, "--out", tmp_path / "o", "--max-steps", "1"),
             "has no tokenizer", "or name one with --tokenizer FOLDER")
+
+
+def test_a_resume_removes_what_a_killed_process_left_half_written(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    bertscope.api.finetune(tiny, sst, out, epochs=2, save_every=1, stop_after=1, device="cpu")
+    (out / ".curves.png.k1ll3d_x.tmp").write_bytes(b"half a png")          # kill -9 during an atomic write
+    (out / "checkpoint" / ".model.safetensors.abcd1234.tmp").write_bytes(b"half")
+    (out / "notes.tmp").write_text("mine")                                   # not one of bertscope's: kept
+    assert bertscope.api.resume(out, stop_after=2).steps == 2
+    assert sorted(p.name for p in out.rglob("*.tmp")) == ["notes.tmp"]
+
+
+def test_a_held_out_file_that_is_also_trained_on_is_said(tmp_path):
+    corpus = write(tmp_path, "c.txt", "some words of text here\n" * 40)
+    r = run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "200", "--out", tmp_path / "t",
+            "--held-out", corpus)
+    assert r.exit_code == 0 and "is also a training file" in r.output, r.output

@@ -59,6 +59,10 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         if not p.is_file():
             raise DataError(f"{p}: " + ("is a folder; expected a text file" if p.is_dir() else "no such file"))
     check_columns_apply(corpus + ([held_out] if held_out is not None else []), text_column=text_column)
+    if held_out is not None and on_event and any(Path(held_out).resolve() == p.resolve() for p in corpus):
+        on_event({"event": "notice", "message": f"--held-out {held_out} is also a training file, so its [UNK] rate "
+                                                "is measured on text the tokenizer learnt from (it says little about "
+                                                "new text); leave --held-out out to hold back every 20th text"})
     held, first, count = [], [], [0]
 
     def training_texts():                            # every 20th text held out unless a held-out file is given

@@ -275,6 +275,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     s = Settings(**{**asdict(s), **{k: v for k, v in different.items()}})
     _check_same_files(out, run, data or {})
     _check_data_unchanged(run)
+    state.remove_stale_temporaries(out)                   # half-written files of a process killed mid-write
     ckpt = state.checkpoint_dir(out)
     tok = load_tokenizer(ckpt)
     from ..tasks import restore

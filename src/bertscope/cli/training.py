@@ -161,7 +161,8 @@ def finetune(
             out = resume
         else:
             if model is None or train is None or out is None:
-                raise typer.BadParameter("give MODEL, --train and --out (or --resume DIR to continue a run)")
+                from ..errors import UsageError
+                raise UsageError("give MODEL, --train and --out (or --resume DIR to continue a run)")
             api.check_settings(**settings)           # a bad option is the only line printed
             say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else ""))
             options = _given(text_column=text_column, label_column=label_column, pair_column=pair_column,
@@ -261,7 +262,8 @@ def pretrain(
             missing = [o for o, v in (("--corpus", corpus), ("--tokenizer", tokenizer or init), ("--out", out))
                        if not v]
             if missing:
-                raise typer.BadParameter(f"missing {', '.join(missing)}: give --family (or --init CHECKPOINT), "
+                from ..errors import UsageError
+                raise UsageError(f"missing {', '.join(missing)}: give --family (or --init CHECKPOINT), "
                                          "--corpus, --tokenizer (default with --init: its own) and --out (or "
                                          "--resume DIR)")
             result = api.pretrain(corpus, out, tokenizer=tokenizer, family=family, config=config, eval=eval_file,

@@ -321,12 +321,13 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
                 norm = optim.clip_grad_norm(model.parameters(), s.grad_clip, rows)
                 if norm.device.type == "cpu" and not math.isfinite(float(norm)):   # (on a GPU: see settle)
                     raise _diverged(f"the gradient's norm is {float(norm)}", step + 1, s, out)
+                rate = sched.get_last_lr()[0]                  # the rate of this step, as logged
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
                 step += 1
                 if step % s.log_every == 0 or step == total:
-                    record = _log_record(step, epoch, position, len(batches), sched, pending, window, settle, dist,
+                    record = _log_record(step, epoch, position, len(batches), rate, pending, window, settle, dist,
                                          device)
                     history.append(record["record"])
                     dt = time.perf_counter() - t0
@@ -471,8 +472,9 @@ def _stop_requested(interrupts, dist, device) -> bool:
     return bool(flag.item())
 
 
-def _log_record(step, epoch, position, num_batches, sched, pending, window, settle, dist, device) -> dict:
-    """The logged training record of the window since the last one (every process's share summed)."""
+def _log_record(step, epoch, position, num_batches, rate, pending, window, settle, dist, device) -> dict:
+    """The logged training record of the window since the last one (every process's share summed); "lr" is the
+    rate the window's last step was taken at."""
     settle()
     sizes, losses = window["sizes"], window["losses"]
     loss_sum, size, tokens = sum(losses), sum(sizes), window["tokens"]
@@ -485,6 +487,6 @@ def _log_record(step, epoch, position, num_batches, sched, pending, window, sett
         stats = {k: [rest[2 * i], rest[2 * i + 1]] for i, k in enumerate(stats)}
     record = {"step": step, "epoch": round(epoch + position / max(1, num_batches), 6),
               "loss": loss_sum / max(1, size), **{k: num / max(1, den) for k, (num, den) in stats.items()},
-              "lr": sched.get_last_lr()[0]}
+              "lr": rate}
     window.update({"losses": [], "sizes": [], "tokens": 0, "stats": {}})
     return {"record": record, "examples": size, "tokens": tokens}

@@ -89,6 +89,21 @@ def write_run(out: Path, run: dict) -> None:
     write_json(out / "run.json", run)
 
 
+def remove_stale_temporaries(out) -> list[str]:
+    """Files a process killed mid-write left in a run's folder (io's atomic writes: `.NAME.XXXXXXXX.tmp`, renamed
+    into place only when complete): removed when the run is resumed. Returns their names."""
+    import re
+    gone = []
+    for folder in (Path(out), checkpoint_dir(out)):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.is_file() and re.fullmatch(r"\..+\.[a-z0-9_]{8}\.tmp", p.name):
+                p.unlink(missing_ok=True)
+                gone.append(p.name)
+    return gone
+
+
 def read_run(out) -> dict:
     if not Path(out).is_dir():
         raise DataError(f"{out}: " + ("is a file; --resume takes the folder of a training run (its --out)"
