@@ -75,6 +75,10 @@ def test_questions_without_answers_are_refused_for_training_not_for_predicting(t
         read_squad(squad(tmp_path, doc), answered=True)
     doc["version"] = "v2.0"                                   # v2.0 (and no version: Hugging Face's squad_v2 export)
     assert read_squad(squad(tmp_path, doc), answered=True)[0].answers == []
+    doc["data"][0]["paragraphs"][0]["qas"][0]["is_impossible"] = False          # said answerable, and no answer
+    with pytest.raises(DataError, match=r"qas\[0\]: is_impossible is false but it has no answers"):
+        read_squad(squad(tmp_path, doc), answered=True)
+    del doc["data"][0]["paragraphs"][0]["qas"][0]["is_impossible"]
     del doc["data"][0]["paragraphs"][0]["qas"][0]["answers"]        # a new question, to predict: no answers yet
     assert read_squad(squad(tmp_path, doc))[0].answers == []
     with pytest.raises(DataError, match=r"qas\[0\]: no 'answers' field"):

@@ -746,6 +746,8 @@ def test_shards_take_a_size_as_hugging_face_writes_it(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(bertscope.UsageError, match="max_shard_size='lots'"):
         bertscope.save_pretrained(model, tmp_path / "n", max_shard_size="lots")
+    bertscope.save_pretrained(model, tmp_path / "m")                    # one file again: the shards go
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
 
 
 def test_pretraining_options_a_user_gets_wrong_or_leaves_out(tiny, tmp_path):
@@ -1141,3 +1143,12 @@ def test_a_held_out_file_that_is_also_trained_on_is_said(tmp_path):
     r = run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "200", "--out", tmp_path / "t",
             "--held-out", corpus)
     assert r.exit_code == 0 and "is also a training file" in r.output, r.output
+
+
+def test_a_fine_tuned_head_that_another_task_does_not_use_is_said(tiny, tmp_path):
+    cls = write(tmp_path, "cls.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(8)))
+    assert run("finetune", tiny, "--train", cls, "--out", tmp_path / "cls", "--max-steps", "1").exit_code == 0
+    reg = write(tmp_path, "reg.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i / 3}\n" for i in range(8)))
+    r = run("finetune", tmp_path / "cls", "--train", reg, "--out", tmp_path / "reg", "--max-steps", "1")
+    assert r.exit_code == 0 and "has a fine-tuned classification head, which regression does not use: a new head " \
+        "for regression starts from scratch" in r.output, r.output

@@ -362,3 +362,5 @@ def test_multi_label_cells_of_a_table_take_a_json_list_as_labels():
     assert t.canonical("[]", "x") == ()                                  # no label, as in a .jsonl
     with pytest.raises(bertscope.DataError, match=r"x: '\[fun' starts as a JSON list but is not one"):
         t.canonical("[fun", "x")
+    with pytest.raises(bertscope.DataError, match=r"label 'a\|b' holds '\|', which separates labels"):
+        t.canonical(["a|b", "c"], "x")

@@ -156,6 +156,9 @@ def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, st
     if impossible and answers:
         raise DataError(f"{path} {where}: is_impossible is true but it has {len(answers)} answers; SQuAD v2.0 keeps "
                         "those of an unanswerable question in 'plausible_answers'")
+    if answered and "is_impossible" in qa and not impossible and not answers:
+        raise DataError(f"{path} {where}: is_impossible is false but it has no answers; give its answer, or mark it "
+                        "is_impossible: true")
     return Question(qid, text, context, answers, impossible)
 
 

@@ -387,7 +387,13 @@ def save_pretrained(model: Model, folder, max_shard_size: int | str | None = Non
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         write_text(folder / "model.safetensors.index.json", json.dumps(index, indent=2) + "\n")
         stale = [folder / "model.safetensors"]
-    for f in stale + [folder / "pytorch_model.bin"]:  # an older format left beside would shadow or confuse
+    written = {f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)} \
+        if len(shards) > 1 else set()
+    stale += [f for f in folder.glob("model-*-of-*.safetensors")          # shards of an earlier save
+              if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", f.name) and f.name not in written]
+    stale += [f for f in folder.glob("pytorch_model*.bin*") if re.fullmatch(
+        r"pytorch_model(-\d{5}-of-\d{5})?\.bin(\.index\.json)?", f.name)]
+    for f in stale:                                   # an older save or format left beside would shadow or confuse
         if f.exists():
             f.unlink()
     write_text(folder / "config.json", config.to_json_string())

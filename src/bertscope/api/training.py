@@ -186,6 +186,10 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         from ..checkpoint import from_pretrained
         from ..config import Config
         keep = t.fit_head(Config.from_json(source), saved_head, train_ex, new_head)
+        if not keep and not new_head and saved_head in ("classification", "token-classification",
+                                                        "question-answering") and on_event:
+            on_event({"event": "notice", "message": f"{source} has a fine-tuned {saved_head} head, which {t.name} "
+                                                    f"does not use: a new head for {t.name} starts from scratch"})
         net = from_pretrained(source, head=t.head) if keep else \
             from_pretrained(source, head=t.head, num_labels=len(t.labels), reinit_head=True)
     else:                                      # a Model given: its own head must be the one this task trains

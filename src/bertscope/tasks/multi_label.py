@@ -49,6 +49,9 @@ class MultiLabel(SequenceClassification):
         names = [str(x).strip() for x in names]
         if any(not x for x in names):
             raise DataError(f"{where}: an empty label name in {value!r}")
+        if isinstance(value, list) and any("|" in x for x in names):     # predictions write a|b: it would read as two
+            raise DataError(f"{where}: label {next(x for x in names if '|' in x)!r} holds '|', which separates "
+                            "labels (a|b is two labels); rename the class")
         return tuple(sorted(set(names)))
 
     def training_labels(self, ex):
