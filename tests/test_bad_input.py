@@ -1152,3 +1152,25 @@ def test_a_fine_tuned_head_that_another_task_does_not_use_is_said(tiny, tmp_path
     r = run("finetune", tmp_path / "cls", "--train", reg, "--out", tmp_path / "reg", "--max-steps", "1")
     assert r.exit_code == 0 and "has a fine-tuned classification head, which regression does not use: a new head " \
         "for regression starts from scratch" in r.output, r.output
+
+
+def test_training_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
+    data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
+    api = bertscope.api
+    for call, words in (
+            (lambda: api.finetune(tiny, [data], tmp_path / "o"), "got a list; give one file"),
+            (lambda: api.finetune(tiny, data, None), "out=None: expected a path"),
+            (lambda: api.finetune(tiny, data, tmp_path / "o", tokenizer=5), "tokenizer=5: expected a path"),
+            (lambda: api.pretrain(data, tmp_path / "p", tokenizer=tiny, family="bert", max_length="32"),
+             "max_length='32': expected a whole number, got a str"),
+            (lambda: api.pretrain(data, tmp_path / "p", init=bertscope.from_pretrained(tiny)),
+             "init=<a Model>: expected a path (str or pathlib.Path), got a Model; give its checkpoint folder"),
+            (lambda: api.train_tokenizer(None, tmp_path / "t", family="bert"), "corpus=None: expected a path"),
+            (lambda: api.train_tokenizer(data, tmp_path / "t", family="bert", min_frequency=0),
+             "--min-frequency 0: expected at least 1"),
+            (lambda: api.resume(tmp_path / "o", foo=1), "unknown option 'foo'; a resume may change"),
+            (lambda: api.resume(tmp_path / "o", kind="foo"), "kind='foo': expected 'finetune', 'pretrain' or None")):
+        with pytest.raises(bertscope.UsageError) as e:
+            call()
+        assert words in str(e.value), str(e.value)
+    assert listing(tmp_path) == ["t.tsv"]

@@ -44,6 +44,28 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
+def path_arg(name: str, value, optional: bool = False):
+    """A file or folder argument of the Python API: a str or a path (None where optional); anything else, such as
+    a list or a Model object, is refused by name."""
+    import os
+    if (value is None and optional) or (isinstance(value, (str, os.PathLike)) and str(value)):
+        return value
+    kind = type(value).__name__
+    hint = "; give its checkpoint folder (bertscope.save_pretrained(model, folder) writes one)" \
+        if kind == "Model" else "; give one file" if isinstance(value, (list, tuple)) else ""
+    said = repr(value) if len(repr(value)) <= 60 else f"<a {kind}>"
+    raise UsageError(f"{name}={said}: expected a path (str or pathlib.Path), got a {kind}{hint}")
+
+
+def number_arg(name: str, value, whole: bool = False):
+    """A numeric argument of the Python API: an int (or, unless whole, a float), never a str or a bool."""
+    ok = (isinstance(value, int) or (not whole and isinstance(value, float))) and not isinstance(value, bool)
+    if not ok:
+        raise UsageError(f"{name}={value!r}: expected {'a whole number' if whole else 'a number'}, got a "
+                         f"{type(value).__name__}")
+    return value
+
+
 def bf16_for(device, asked: bool, on_event=None) -> bool:
     """Whether to run in bfloat16: as asked, except on a CPU where bf16 does not pay (said in one notice)."""
     if not asked or device.type != "cpu":

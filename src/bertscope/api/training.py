@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, TokenizerError, UsageError
 from ..machine import available_memory, usable_cpus
-from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
-    truncation_notice
+from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, number_arg, path_arg, \
+    pick_device, set_threads, truncation_notice
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 
@@ -137,6 +137,11 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     from ..io import check_flag
     for name, value in (("new_head", new_head), ("overwrite", overwrite), ("skip_bad_rows", skip_bad_rows)):
         check_flag(name, value)
+    path_arg("train", train), path_arg("out", out), path_arg("eval", eval, optional=True)
+    if not hasattr(tokenizer, "backend"):                 # (a Tokenizer object is taken as it is)
+        path_arg("tokenizer", tokenizer, optional=True)
+    if max_length is not None:
+        number_arg("max_length", max_length, whole=True)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
     s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
                                      "skip_bad_rows", "device", "threads", "on_event", "stop_after"))
@@ -243,7 +248,13 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     from ..io import FolderLock
     from ..tokenize import load_tokenizer
     from ..train import RESUME_MAY_CHANGE, Settings, distributed, state
-    out = Path(out)
+    if kind not in (None, "finetune", "pretrain"):
+        raise UsageError(f"kind={kind!r}: expected 'finetune', 'pretrain' or None")
+    unknown = sorted(set(changes) - {f.name for f in fields(Settings)})
+    if unknown:
+        raise UsageError(f"unknown option {unknown[0]!r}; a resume may change {', '.join(RESUME_MAY_CHANGE)} "
+                         "(and threads, device); the rest are the run's own")
+    out = Path(path_arg("out", out))
     FolderLock(out, "training run").check_free()          # a run still going: say so, not what its files look like
     saved = state.read_state(out)
     run = saved["run"]
@@ -327,6 +338,10 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     set_threads(threads)
     check_stop_after(stop_after)
     check_name(start)
+    path_arg("out", out), path_arg("init", init, optional=True), path_arg("eval", eval, optional=True)
+    for f in ([corpus] if isinstance(corpus, (str, Path)) else corpus if isinstance(corpus, (list, tuple)) else [None]):
+        path_arg("corpus", f)
+    number_arg("max_length", max_length, whole=True), number_arg("mlm_probability", mlm_probability)
     if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
                          "a checkpoint's own weights: give one of the two")
