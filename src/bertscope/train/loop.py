@@ -351,7 +351,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     finished = stopped_by is None
     if finished:
         settle()                                             # (a loss that is not a number stops the run here)
-        _check_last_update(model, task, batch, autocast, step, s, out)
+        _check_last_update(model, task, batch, autocast, step, s, out, dist, device)
         if not history or not any(k.startswith("eval_") for k in history[-1]):
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
@@ -383,7 +383,7 @@ def fills_a_batch(task, data, s, world: int = 1) -> list:
     return batches
 
 
-def _check_last_update(model, task, batch, autocast, step: int, s, out) -> None:
+def _check_last_update(model, task, batch, autocast, step: int, s, out, dist=None, device=None) -> None:
     """The last step's update is checked by no later loss: the weights it left, and their loss on its last batch
     (without dropout), must be numbers before the model is written."""
     what = None
@@ -401,6 +401,10 @@ def _check_last_update(model, task, batch, autocast, step: int, s, out) -> None:
             what = None if math.isfinite(loss) else f"the loss on the last batch is {loss}"
         finally:
             model.train(was)
+    if dist is not None:                     # every process stops, or the others would wait for it at the end
+        flag = torch.tensor([float(what is not None)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        what = what or ("the loss in another process is not a number" if flag.item() else None)
     if what is not None:
         raise _diverged(f"after the last update, {what}", step, s, out)
 
