@@ -152,9 +152,8 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     from ..data import source_name
     t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
-    if skip_bad_rows and t.name in ("token-classification", "question-answering"):
-        raise UsageError(f"--skip-bad-rows skips rows of .tsv/.csv/.jsonl tables of sentences; {t.name} reads "
-                         "sentences and questions that must all be right (the first bad one is named)")
+    from ..tasks import check_skip_bad_rows
+    check_skip_bad_rows(t.name, skip_bad_rows)
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)
         if _wants_int8(loaded, int8):

@@ -131,7 +131,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     from ..model import Model
     from ..data import check_columns_apply
     from ..train import Settings, check_stop_after, settings_from, state
-    from ..tasks import check_options, guess
+    from ..tasks import check_options, check_skip_bad_rows, guess
     set_threads(threads)
     check_stop_after(stop_after)
     from ..io import check_flag
@@ -155,9 +155,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         if on_event:
             on_event({"event": "notice", "message": f"--task {task} ({why}; pass --task to choose another)"})
     check_options(task, task_options)
-    if skip_bad_rows and task in ("token-classification", "question-answering"):
-        raise UsageError(f"--skip-bad-rows skips rows of .tsv/.csv/.jsonl tables of sentences; {task} reads "
-                         "sentences and questions that must all be right (the first bad one is named)")
+    check_skip_bad_rows(task, skip_bad_rows)
     t = _task(task, **task_options)
     if isinstance(model, Model):
         if tokenizer is None:

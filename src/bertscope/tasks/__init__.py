@@ -57,6 +57,13 @@ def check_options(name: str, options: dict) -> None:
                          "with --doc-stride")
 
 
+def check_skip_bad_rows(name: str, skip_bad_rows: bool) -> None:
+    """--skip-bad-rows skips rows of sentence tables; word tags and QA stop at their first bad item anyway."""
+    if skip_bad_rows and name in ("token-classification", "question-answering"):
+        raise UsageError(f"--skip-bad-rows skips rows of .tsv/.csv/.jsonl tables of sentences; {name} reads "
+                         "sentences and questions that must all be right (the first bad one is named)")
+
+
 def restore(state: dict, tok):
     """A task as a run stored it (run.json / the checkpoint), for resume."""
     name = state["task"]
