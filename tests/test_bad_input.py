@@ -1174,3 +1174,10 @@ def test_training_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
             call()
         assert words in str(e.value), str(e.value)
     assert listing(tmp_path) == ["t.tsv"]
+
+
+def test_a_resume_that_starts_at_the_last_step_finishes_the_run(tiny, sst, tmp_path):
+    out = tmp_path / "o"                                          # stopped right at its last step (Ctrl-C there)
+    assert not bertscope.api.finetune(tiny, sst, out, max_steps=2, batch_size=2, stop_after=2, device="cpu").finished
+    r = bertscope.api.resume(out)
+    assert r.finished and r.steps == 2 and (out / "model.safetensors").exists()

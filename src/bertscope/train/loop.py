@@ -351,7 +351,8 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     finished = stopped_by is None
     if finished:
         settle()                                             # (a loss that is not a number stops the run here)
-        _check_last_update(model, task, batch, autocast, step, s, out, dist, device)
+        # (a resume that starts at the last step ran no batch here: the weights alone are checked)
+        _check_last_update(model, task, locals().get("batch"), autocast, step, s, out, dist, device)
         if not history or not any(k.startswith("eval_") for k in history[-1]):
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
@@ -391,7 +392,7 @@ def _check_last_update(model, task, batch, autocast, step: int, s, out, dist=Non
         if not bool(torch.isfinite(p.detach()).all()):
             what = f"{name} holds {float(p.detach()[~torch.isfinite(p.detach())].flatten()[0])}"
             break
-    if what is None:
+    if what is None and batch is not None:
         was = model.training
         model.eval()
         try:
