@@ -223,10 +223,11 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     recorded = model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
     if family is not None and recorded in FAMILIES and family_record(recorded) is not family_record(family):
         asked, own = family_record(family), family_record(recorded)
+        a = "an" if asked.title[0] in "AEIOU" else "a"
         raise TokenizerError(f"{folder} holds a {own.title} tokenizer (its "
                              f"{'config.json' if model_cfg.get('model_type') else 'tokenizer_config.json'} says so), "
-                             f"but a {asked.title} one was asked for: their special tokens and pair templates "
-                             f"differ. Train a {asked.title} tokenizer (bertscope tokenizer train --family "
+                             f"but {a} {asked.title} one was asked for: their special tokens and pair templates "
+                             f"differ. Train {a} {asked.title} tokenizer (bertscope tokenizer train --family "
                              f"{asked.name}), or leave the family out")
     family = family or recorded
     if family is None:

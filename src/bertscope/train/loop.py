@@ -191,6 +191,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
         emit({"event": "notice", "message": f"--warmup {s.warmup:g}: {warm} warm-up steps in a run of {total}, so the "
                                             f"learning rate never reaches --lr {s.lr:g}"})
     step, epoch, position, best, history = 0, 0, 0, None, []
+    batch = None                                         # the last batch a step ran (none in a resume at the end)
     window = {"losses": [], "sizes": [], "tokens": 0, "stats": {}}
     if resume is not None:
         opt.load_state_dict(resume["optimizer"])
@@ -351,8 +352,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     finished = stopped_by is None
     if finished:
         settle()                                             # (a loss that is not a number stops the run here)
-        # (a resume that starts at the last step ran no batch here: the weights alone are checked)
-        _check_last_update(model, task, locals().get("batch"), autocast, step, s, out, dist, device)
+        _check_last_update(model, task, batch, autocast, step, s, out, dist, device)
         if not history or not any(k.startswith("eval_") for k in history[-1]):
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
