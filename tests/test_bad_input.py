@@ -4,6 +4,7 @@ line, field or option and what was expected, no traceback, and nothing of theirs
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -485,10 +486,6 @@ def test_options_that_would_do_nothing_are_refused(tiny, tmp_path):
     texts = write(tmp_path, "t.txt", "a great film\n")
     refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "word", "--pooling", "cls"),
             "--pooling cls", "--level word")
-    refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "token", "--no-normalize"),
-            "--no-normalize applies to sentence embeddings; --level token")
-    refused(run("embed", tiny, texts, "--out", tmp_path / "w.jsonl", "--level", "word", "--normalize"),
-            "--normalize applies to sentence embeddings")
     squad = write(tmp_path, "s.json", json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [
         {"context": "The tower is in Paris.", "qas": [{"id": "q", "question": "Where?", "answers": [
             {"text": "Paris", "answer_start": 16}]}]}]}]}))
@@ -719,12 +716,48 @@ def test_resume_refuses_options_other_than_the_runs_and_takes_its_own_again(tiny
     refused(run("finetune", "--resume", out, "--out", tmp_path / "elsewhere"), f"--out {tmp_path / 'elsewhere'} "
             f"(the run has {out})")
     refused(run("finetune", "--resume", out, "--threshold", "0.3"), "--threshold 0.3 (the run has none)")
-    refused(run("finetune", "--resume", out, "--overwrite"), "--overwrite starts a run again; --resume continues one")
-    refused(run("finetune", "--resume", out, "--new-head"), "--new-head makes a head at the start of a run")
-    r = run("finetune", tiny, "--resume", out, "--train", sst, "--out", out, "--max-length", "32", "--task",
-            "classification", "--tokenizer", tiny)                   # the first command again, with --resume
+    refused(run("finetune", "--resume", out, "--new-head"), "--new-head on (the run has off)")
+    named = tmp_path / "n"                                            # a typed default is compared too
+    rows = write(tmp_path, "n.tsv", "sentence\tsentiment\na great film\tpos\na dull mess\tneg\n")
+    bertscope.api.finetune(tiny, rows, named, label_column="sentiment", save_every=1, stop_after=1, max_steps=2,
+                           batch_size=1, device="cpu")
+    refused(run("finetune", "--resume", named, "--label-column", "label"), "--label-column label (the run has "
+            "sentiment)")
+    link = tmp_path / "link.tsv"
+    link.symlink_to(sst)
+    spelt = Path(os.path.relpath(sst, tmp_path / "o"))                # ../ from inside the run's folder
+    r = run("finetune", tiny, "--resume", out, "--train", link, "--out", out, "--max-length", "32", "--task",
+            "classification", "--tokenizer", tiny, "--overwrite")    # the first command again, with --resume
     assert r.exit_code == 0, r.output
     assert "not read: --tokenizer" in r.output and "MODEL" not in r.output
+    assert "--overwrite is not read by --resume" in r.output
+    with_head = tmp_path / "h"                                          # a run started with --new-head
+    bertscope.api.finetune(tiny, sst, with_head, new_head=True, save_every=1, stop_after=1, max_steps=2,
+                           batch_size=2, device="cpu")
+    cwd = os.getcwd()
+    try:
+        os.chdir(out)
+        r = run("finetune", tiny, "--train", spelt, "--out", with_head, "--new-head", "--max-steps", "2",
+                "--batch-size", "2", "--resume", with_head)
+    finally:
+        os.chdir(cwd)
+    assert r.exit_code == 0 and "done: 2 steps" in r.output, r.output
+
+
+def test_pretrain_resume_compares_the_options_typed_again_defaults_included(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "a great film with a fine cast\na dull mess of a film\n" * 4)
+    out = tmp_path / "p"
+    assert not bertscope.api.pretrain(corpus, out, tokenizer=tiny, family="bert", objective="mlm", max_length=32,
+                                      static_masks=True, max_steps=2, batch_size=2, save_every=1, stop_after=1,
+                                      device="cpu").finished
+    refused(run("pretrain", "--resume", out, "--dynamic-masks"), "--static-masks off (the run has on)")
+    refused(run("pretrain", "--resume", out, "--max-length", "128"), "--max-length 128 (the run has 32)")
+    refused(run("pretrain", "--resume", out, "--mlm-probability", "0.15", "--start", "local"),
+            "--start local (the run has standard)")
+    refused(run("pretrain", "--resume", out, "--objective", "mlm+nsp"), "--objective mlm+nsp (the run has mlm)")
+    r = run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--out", out, "--objective",
+            "mlm", "--max-length", "32", "--static-masks", "--mlm-probability", "0.15", "--resume", out)
+    assert r.exit_code == 0 and "done: 2 steps" in r.output, r.output
 
 
 def test_pair_objectives_say_how_much_of_a_long_lined_corpus_they_use(tiny, tmp_path):
@@ -953,6 +986,9 @@ def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classif
             "<stdin> line 1 looks like a .tsv row, a text and its label ('positive' after the last tab)")
     r = run("predict", classifier, "-", "--format", "jsonl", input="a fine film\tand a fine cast too\n")
     assert r.exit_code == 0 and r.output.count("\"text\"") == 1, r.output    # a tab inside a text is text
+    r = run("predict", classifier, "-", "--format", "jsonl", input="今天天气很好\t我们去公园\n")
+    assert r.exit_code == 0 and r.output.count("\"text\"") == 1, r.output    # so in a script without spaces
+    refused(run("predict", classifier, "-", input="\n\ntext\tlabel\n"), "<stdin> line 3 looks like a .tsv header")
     refused(run("predict", classifier, "-", input='{"text": "a fine film", "label": 1}\n'),
             "<stdin> line 1 is a JSON object")
     r = run("predict", classifier, "-", input="\n{curly braces} and plain words\n")
@@ -1054,7 +1090,8 @@ def test_a_conll_file_whose_lines_have_different_columns_is_refused(tiny, tmp_pa
 def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_are_refused(tiny, tmp_path):
     data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
     refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "o", "--max-steps", "1", "--batch-size", "2",
-                "--lr", "1e10"), "step 1: after the last update, the loss on the last batch is nan")
+                "--lr", "1e10"), "step 1: after the last update, the loss on the last batch is nan",
+            f"start again with a lower --lr (the same command: {tmp_path / 'o'}, made for this run, is removed)")
     assert not (tmp_path / "o").exists()                            # nothing written from it: the folder it made goes
     assert run("finetune", tiny, "--train", data, "--out", tmp_path / "ok", "--max-steps", "1").exit_code == 0
     from safetensors.torch import load_file, save_file
@@ -1062,7 +1099,7 @@ def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_ar
     name = next(k for k in weights if k.endswith("intermediate.dense.weight"))
     weights[name][0, 0] = float("nan")
     save_file(weights, tmp_path / "ok" / "model.safetensors", metadata={"format": "pt"})
-    refused(run("predict", tmp_path / "ok", data), "outputs for texts 1..2 are not numbers",
+    refused(run("predict", tmp_path / "ok", data), "outputs for texts 1, 2 are not numbers",
             "encoder.layers.0.intermediate.weight holds nan")
     refused(run("evaluate", tmp_path / "ok", data), "are not numbers")
 
@@ -1165,7 +1202,10 @@ def test_training_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
              "max_length='32': expected a whole number, got a str"),
             (lambda: api.pretrain(data, tmp_path / "p", init=bertscope.from_pretrained(tiny)),
              "init=<a Model>: expected a path (str or pathlib.Path), got a Model; give its checkpoint folder"),
-            (lambda: api.train_tokenizer(None, tmp_path / "t", family="bert"), "corpus=None: expected a path"),
+            (lambda: api.train_tokenizer(None, tmp_path / "t", family="bert"),
+             "corpus: expected a path or a list of paths; got a NoneType"),
+            (lambda: api.pretrain({data}, tmp_path / "p", tokenizer=tiny, family="bert"),
+             "corpus: expected a path or a list of paths; a set has no order"),
             (lambda: api.train_tokenizer(data, tmp_path / "t", family="bert", min_frequency=0),
              "--min-frequency 0: expected at least 1"),
             (lambda: api.resume(tmp_path / "o", foo=1), "unknown option 'foo'; a resume may change"),
@@ -1174,6 +1214,19 @@ def test_training_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
             call()
         assert words in str(e.value), str(e.value)
     assert listing(tmp_path) == ["t.tsv"]
+
+
+def test_training_api_takes_a_generator_of_files_and_numpy_numbers(tiny, tmp_path):
+    import numpy as np
+    data = write(tmp_path, "c.txt", "a great film with a fine cast\na dull mess of a film\n" * 4)
+    out = tmp_path / "p"
+    r = bertscope.api.pretrain((f for f in [data]), out, tokenizer=tiny, family="bert", objective="mlm",
+                               max_length=np.int64(32), mlm_probability=np.float32(0.25), max_steps=np.int64(1),
+                               batch_size=np.int32(2), device="cpu")
+    assert r.finished and r.steps == 1
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))   # written as plain numbers
+    assert run["task"]["max_length"] == 32 and run["task"]["mlm_probability"] == 0.25
+    assert run["settings"]["batch_size"] == 2 and [f["path"] for f in run["data"]["train"]] == [str(data)]
 
 
 def test_a_resume_that_starts_at_the_last_step_finishes_the_run(tiny, sst, tmp_path):

@@ -149,5 +149,9 @@ def test_a_roberta_tokenizer_keeps_case_unless_asked_to_lower_it(tmp_path):
     assert "".join(lowered.tokenize("Current Town")).replace("Ġ", " ") == "current town"
     again = bertscope.load_tokenizer(tmp_path / "low")                 # the step is in its tokenizer.json
     assert again.tokenize("Current Town") == lowered.tokenize("Current Town")
+    for folder, tok in (("kept", kept), ("low", lowered)):              # and in tokenizer_config.json, for
+        (tmp_path / folder / "tokenizer.json").unlink()                 # a reader of vocab.json + merges.txt alone
+        files = bertscope.load_tokenizer(tmp_path / folder)
+        assert files.tokenize("Current Town") == tok.tokenize("Current Town"), folder
     with pytest.raises(bertscope.TokenizerError, match="holds a RoBERTa tokenizer .* but a BERT one was asked for"):
         bertscope.load_tokenizer(tmp_path / "low", family="bert")

@@ -146,6 +146,26 @@ def test_word_vectors_average_the_pieces_of_each_word():
     assert torch.allclose(words[2], tokens[w == 2].mean(0), atol=1e-6)
 
 
+
+def test_token_and_word_vectors_are_written_raw_unless_normalize_is_asked(tiny_folder, tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("a great film\nnot good at all\n", encoding="utf-8")
+    loaded = api.load(tiny_folder)
+    written = {}
+    for level in ("token", "word"):
+        for normalize in (None, True):
+            out = tmp_path / f"{level}{normalize}.jsonl"
+            api.embed(loaded, texts, out, level=level, normalize=normalize)
+            written[level, normalize] = [torch.tensor(json.loads(line)["vectors"])
+                                         for line in out.read_text(encoding="utf-8").splitlines()]
+    for level in ("token", "word"):
+        for raw, unit in zip(written[level, None], written[level, True]):
+            norms = raw.norm(dim=-1)
+            assert not torch.allclose(norms, torch.ones_like(norms), atol=1e-2)   # the last layer's vectors ...
+            assert torch.allclose(unit.norm(dim=-1), torch.ones_like(norms), atol=1e-5)   # ... and of length 1
+            assert torch.allclose(unit, raw / norms[:, None], atol=1e-5)
+
+
 # ---- bad input: each names the file, the line and the field -------------------------------------------------------
 
 def write(tmp_path, name, text, mode="w"):
@@ -386,3 +406,28 @@ def test_resume_keeps_the_cpu_product_its_run_chose(tiny, tmp_path, monkeypatch)
     monkeypatch.setattr(kernels, "pin_products", lambda record: None)        # without the record: torch's product
     unpinned = api.resume(tmp_path / "c", device="cpu")
     assert kernels._ONEDNN_CPU is False and unpinned.history != whole.history
+
+
+def test_each_logged_step_carries_the_rate_it_was_taken_at(tiny_folder, tmp_path):
+    data = tmp_path / "t.tsv"
+    data.write_text("sentence\tlabel\n" + "a great film\tpos\na dull mess\tneg\n" * 4, encoding="utf-8")
+    r = api.finetune(tiny_folder, data, tmp_path / "o", max_steps=4, warmup=2, lr=1e-3, log_every=1,
+                     batch_size=2, device="cpu")
+    logged = [h for h in r.history if "loss" in h and "eval_loss" not in h]
+    assert [h["step"] for h in logged] == [1, 2, 3, 4]                 # warm-up over 2 steps, then linear decay to 0
+    assert [h["lr"] for h in logged] == pytest.approx([5e-4, 1e-3, 1e-3, 5e-4])
+
+
+def test_a_config_bigger_than_the_memory_left_is_refused_before_anything_is_made(tiny_folder, tmp_path, monkeypatch):
+    import bertscope.api.training as training
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a great film\n" * 8, encoding="utf-8")
+    monkeypatch.setattr(training, "available_memory", lambda: (2**20, "available under a test's limit"))
+    with pytest.raises(bertscope.UsageError, match="need about 0 GiB to train .* but this machine has 0 GiB "
+                                                   "available under a test's limit; choose a smaller --config"):
+        api.pretrain(corpus, tmp_path / "p", tokenizer=tiny_folder, family="bert", config="tiny", max_steps=1)
+    assert not (tmp_path / "p").exists()
+    monkeypatch.setattr(training, "available_memory", lambda: (2**40, "available"))
+    assert api.pretrain(corpus, tmp_path / "p", tokenizer=tiny_folder, family="bert", config="tiny", max_steps=1,
+                        batch_size=2, objective="mlm", max_length=16, device="cpu").finished
+

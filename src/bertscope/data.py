@@ -215,15 +215,20 @@ NOT_TEXTS = {".json": "a .json file is SQuAD-style questions, read by --task que
                                                        ".pickle", ".npy", ".npz", ".pt", ".safetensors")}}
 
 
-def _plain_stdin(line: str) -> None:
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")         # a column name as tables spell them (ASCII)
+_LABEL = re.compile(r"[A-Za-z0-9_.+-]{1,12}")                # a label as tables spell them: 1, pos, B-PER, 0.75
+
+
+def _plain_stdin(n: int, line: str) -> None:
     """Standard input is read as one text a line; a first line that is a table row or a JSON object would be read
-    as text, column names and labels included."""
+    as text, column names and labels included. Only what tables spell (ASCII names, short labels) is taken for
+    one: a text in another script holding a tab is a text."""
     kind = None
-    if "\t" in line:                   # a text may hold a tab; a header, or a text and its label, is a table's row
+    if "\t" in line:                  # a text may hold a tab; a header, or a text and its label, is a table's row
         fields = [f.strip() for f in line.split("\t")]
-        if all(f and len(f) <= 40 and not any(c.isspace() for c in f) for f in fields):
+        if all(_NAME.fullmatch(f) for f in fields):
             kind = "looks like a .tsv header (" + ", ".join(fields[:4]) + ("..." if len(fields) > 4 else "") + ")"
-        elif fields[-1] and len(fields[-1]) <= 12 and not any(c.isspace() for c in fields[-1]):
+        elif _LABEL.fullmatch(fields[-1]):
             kind = f"looks like a .tsv row, a text and its label ({fields[-1]!r} after the last tab)"
     if kind is None and line.lstrip().startswith("{"):
         try:
@@ -231,7 +236,7 @@ def _plain_stdin(line: str) -> None:
         except ValueError:
             pass
     if kind:
-        raise DataError(f"<stdin> line 1 {kind}, but standard input is read as one text a line, so its columns and "
+        raise DataError(f"<stdin> line {n} {kind}, but standard input is read as one text a line, so its columns and "
                         "labels would be read as text: give the table as a file (.tsv, .csv or .jsonl)")
 
 
@@ -261,7 +266,7 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         for n, line in lines(source):
             if line.strip():
                 if first and str(source) == STDIN:
-                    _plain_stdin(line)
+                    _plain_stdin(n, line)
                 first = False
                 yield n, line.strip(), None, None
         return

@@ -189,7 +189,7 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
             else:
                 batch = to_device(batch, device)
                 out = model(**batch, first_only=first_only, last_rows=last)
-            _check_finite(model, out, index)
+            _check_finite(model, out, index, enc)
             for i, value in zip(index, fn(out, batch, index)):
                 results[i] = value
             del out, batch
@@ -200,9 +200,10 @@ def run(model: Model, enc: Encoded, batch_size: int = 32, max_tokens: int | None
     return results
 
 
-def _check_finite(model, out, index) -> None:
+def _check_finite(model, out, index, enc) -> None:
     """A model whose outputs are not numbers (weights that blew up in a diverged run) would give class 0 and NaN
-    scores for every text: refused, with the largest weight, at the first batch it shows in."""
+    scores for every text: refused, with the largest weight, at the first batch it shows in (named by the input
+    texts its rows, windows included, come from)."""
     value = next((v for v in (out.logits, out.start_logits, out.last_hidden_state) if v is not None), None)
     if value is None or bool(torch.isfinite(value).all()):
         return
@@ -212,7 +213,13 @@ def _check_finite(model, out, index) -> None:
     else:
         name, p = max(model.named_parameters(), key=lambda kv: float(kv[1].detach().abs().max()))
         weights = f"the largest, in {name}, is {float(p.detach().abs().max()):.3g}"
-    texts = f"text {index[0] + 1}" if len(index) == 1 else f"texts {min(index) + 1}..{max(index) + 1}"
+    windows = enc.extra.get("windows")                       # a window's text or question (--windows, NER, QA)
+    of_text = [w.question for w in windows] if windows is not None else \
+        enc.extra.get("text") or enc.extra.get("sentence")
+    what = "question" if windows is not None else "text"
+    numbers = sorted({(of_text[i] if of_text is not None else i) + 1 for i in index})
+    texts = f"{what} {numbers[0]}" if len(numbers) == 1 else f"{what}s " + ", ".join(map(str, numbers[:3])) + \
+        (f" and {len(numbers) - 3} more" if len(numbers) > 3 else "")
     raise CheckpointError(f"this model's outputs for {texts} are not numbers (NaN or infinite): its weights are "
                           f"broken ({weights}), as a training run that diverged leaves them. Train it again with a "
                           "lower --lr")

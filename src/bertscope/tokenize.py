@@ -168,8 +168,10 @@ class Tokenizer:
         atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
         # tokenizer_class: transformers reads tokenizer.json as it is (its BertTokenizer would rebuild the
         # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary).
+        # do_lower_case: what tokenizer.json does, for readers of the vocabulary files alone (load_tokenizer's own)
+        lowers = self.backend.normalizer is not None and self.backend.normalizer.normalize_str("A") == "a"
         cfg = {"model_max_length": self.max_length, "bertscope_family": self.family.name,
-               "tokenizer_class": "PreTrainedTokenizerFast",
+               "tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": lowers,
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
@@ -253,7 +255,8 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     elif (folder / "vocab.txt").exists():
         backend = _wordpiece(folder / "vocab.txt", specials, tok_cfg)
     elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
-        backend = _byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials)
+        backend = _byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials,
+                                  tok_cfg.get("do_lower_case") is True)
     else:
         raise TokenizerError(f"{folder}: no tokenizer found; expected tokenizer.json, vocab.txt (WordPiece) or "
                              "vocab.json + merges.txt (byte-level BPE)")
@@ -296,12 +299,14 @@ def _wordpiece(vocab_path: Path, s: dict, tok_cfg: dict) -> Backend:
     return backend
 
 
-def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict) -> Backend:
+def _byte_level_bpe(vocab_path: Path, merges_path: Path, s: dict, lowercase: bool = False) -> Backend:
     try:
         bpe = models.BPE.from_file(str(vocab_path), str(merges_path))
     except Exception as e:
         raise TokenizerError(f"{vocab_path} / {merges_path}: not a byte-level BPE vocabulary ({e})") from None
     backend = Backend(bpe)
+    if lowercase:                               # (a RoBERTa vocabulary trained lower-cased: tokenizer_config.json)
+        backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     # As the reference: "<mask>" absorbs the space before it, so "The <mask> sat" masks the word " sat"'s slot.

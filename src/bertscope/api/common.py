@@ -57,13 +57,30 @@ def path_arg(name: str, value, optional: bool = False):
     raise UsageError(f"{name}={said}: expected a path (str or pathlib.Path), got a {kind}{hint}")
 
 
+def paths_arg(name: str, value) -> list:
+    """One or more files of the Python API: a path, or a list, tuple or other ordered iterable (a generator) of
+    paths, returned as a list. A set is refused: its order is not the one written, and the order sets the data."""
+    import os
+    if isinstance(value, (str, os.PathLike)):
+        return [path_arg(name, value)]
+    if isinstance(value, (set, frozenset, dict)) or not hasattr(value, "__iter__"):
+        kind = type(value).__name__
+        why = ("a set has no order, and the files' order is the data's" if isinstance(value, (set, frozenset))
+               else f"got a {kind}")
+        raise UsageError(f"{name}: expected a path or a list of paths; {why}")
+    return [path_arg(name, v) for v in value]
+
+
 def number_arg(name: str, value, whole: bool = False):
-    """A numeric argument of the Python API: an int (or, unless whole, a float), never a str or a bool."""
-    ok = (isinstance(value, int) or (not whole and isinstance(value, float))) and not isinstance(value, bool)
+    """A numeric argument of the Python API: an int (or, unless whole, a float), numpy's included, never a str or a
+    bool. Returned as Python's own int or float (run.json is written from it)."""
+    import numbers
+    ok = (isinstance(value, numbers.Integral) or (not whole and isinstance(value, numbers.Real))) \
+        and not isinstance(value, bool) and type(value).__name__ != "bool_"
     if not ok:
         raise UsageError(f"{name}={value!r}: expected {'a whole number' if whole else 'a number'}, got a "
                          f"{type(value).__name__}")
-    return value
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def bf16_for(device, asked: bool, on_event=None) -> bool:

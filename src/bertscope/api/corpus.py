@@ -38,13 +38,12 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
-    from .common import number_arg, path_arg
-    for f in ([corpus] if isinstance(corpus, (str, Path)) else corpus if isinstance(corpus, (list, tuple)) else [None]):
-        path_arg("corpus", f)
+    from .common import number_arg, path_arg, paths_arg
+    corpus = [Path(p) for p in paths_arg("corpus", corpus)]
     path_arg("out", out), path_arg("held_out", held_out, optional=True)
-    if number_arg("min_frequency", min_frequency, whole=True) < 1:
+    min_frequency = number_arg("min_frequency", min_frequency, whole=True)
+    if min_frequency < 1:
         raise UsageError(f"--min-frequency {min_frequency}: expected at least 1 (how often a merge must be seen)")
-    corpus = [Path(p) for p in ([corpus] if isinstance(corpus, (str, Path)) else corpus)]
     if not corpus:
         raise UsageError("give at least one corpus file to train the tokenizer on")
     if not 0 <= max_unk_rate < 1:

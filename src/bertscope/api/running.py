@@ -201,9 +201,12 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
           windows: int | None = None, int8: bool | None = None, overwrite: bool = False, on_event=None) -> dict:
     """Sentence embeddings (.npy or .jsonl), or per-token / per-word vectors (.jsonl), written chunk by chunk to a
     temporary file that replaces `out` only when everything is written. An existing `out` is refused unless
-    `overwrite`. Sentence embeddings are L2-normalised unless normalize=False (other levels take no normalize)."""
+    `overwrite`. Sentence embeddings are L2-normalised unless normalize=False; token and word vectors are written
+    as the model's last layer has them unless normalize=True (each vector then has length 1)."""
     expect_loaded(loaded, "embed")
     import json
+
+    import torch
 
     from .. import infer
     from ..data import check_columns_apply, count_rows, iter_rows, source_name
@@ -212,10 +215,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError(f"--level {level!r}: use sentence, token or word")
     if pooling not in ("mean", "cls"):
         raise UsageError(f"--pooling {pooling!r}: use mean or cls")
-    if normalize is not None and level != "sentence":
-        raise UsageError(f"--{'' if normalize else 'no-'}normalize applies to sentence embeddings; --level {level} "
-                         f"writes each {level}'s vector as the model's last layer has it (leave it out)")
-    normalize = True if normalize is None else normalize
+    normalize = level == "sentence" if normalize is None else normalize
     check_columns_apply([source], text_column=text_column)
     if pooling != "mean" and level != "sentence":
         raise UsageError(f"--pooling {pooling} makes sentence embeddings; --level {level} writes a vector per "
@@ -256,6 +256,8 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
                 per = infer.token_embeddings(model, enc, batch_size) if level == "token" else \
                     infer.word_embeddings(model, enc, batch_size)
                 for i, (t, v) in enumerate(zip(texts, per)):
+                    if normalize:
+                        v = torch.nn.functional.normalize(v.float(), dim=-1)
                     rec = {"text": t}
                     if level == "token":
                         rec["tokens"] = [tok.backend.id_to_token(x) for x in enc.ids[i]]

@@ -7,10 +7,10 @@ import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from ..errors import CheckpointError, DataError, TokenizerError, UsageError
+from ..errors import CheckpointError, DataError, TokenizerError, TrainingDiverged, UsageError
 from ..machine import available_memory, usable_cpus
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, number_arg, path_arg, \
-    pick_device, set_threads, truncation_notice
+    paths_arg, pick_device, set_threads, truncation_notice
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 
@@ -30,35 +30,47 @@ def _shown(value) -> str:
     return str(value)
 
 
-NOT_ON_RESUME = {"overwrite": "--overwrite starts a run again; --resume continues one",
-                 "new_head": "--new-head makes a head at the start of a run; a resumed run trains the one it has"}
 NOT_COMPARED = ("tokenizer", "config", "init")      # the run's own are in its checkpoint: said, not compared
+
+
+def _same_path(given, recorded) -> bool:
+    """Whether a path given again names the recorded one: the same file or folder however spelt (../, a symlink)."""
+    import os
+    try:
+        return os.path.samefile(given, recorded)
+    except OSError:                                      # one of them is gone: compare the spellings, resolved
+        return Path(given).resolve() == Path(recorded).resolve()
 
 
 def check_resume_options(folder, **given) -> list[str]:
     """The options a command line gives again with --resume (MODEL, --out, the task's and the data's options), checked
     against the run in `folder`: the same value as the run's passes, another is refused (a resumed run continues as
-    it was set up), and one that means nothing for a resume (--overwrite, --new-head) is refused. Returns the ones
-    that cannot be compared (NOT_COMPARED: the run reads its own from its checkpoint), for a note."""
+    it was set up). Returns notes for the ones a resume does not read: NOT_COMPARED (the run reads its own from its
+    checkpoint) and --overwrite (a resume continues in place)."""
     from ..train import state
     run = state.read_run(folder)
     task = run.get("task", {})
     recorded = {**task, "skip_bad_rows": run.get("skip_bad_rows", False), "start": run.get("start", "standard"),
+                "new_head": run.get("new_head"),
                 "static_masks": not task.get("dynamic", True) if "dynamic" in task else None}
-    different, unused = [], []
+    different, unused, notes = [], [], []
     for name, value in given.items():
         if value is None or value == []:
             continue
         option = "MODEL" if name == "model" else "--" + name.replace("_", "-")
-        if name in NOT_ON_RESUME:
-            raise UsageError(f"{NOT_ON_RESUME[name]}: leave it out (or start a new run with another --out)")
         if name in NOT_COMPARED:
             unused.append(option)
             continue
+        if name == "overwrite":
+            if value:
+                notes.append("--overwrite is not read by --resume: the run continues in its folder, and what it "
+                             "saved is kept")
+            continue
         if name == "out":
-            same, had = Path(value).resolve() == Path(folder).resolve(), str(folder)
+            same, had = _same_path(value, folder), str(folder)
         elif name == "model":
-            same, had = run.get("model") is not None and str(Path(value).resolve()) == run["model"], run.get("model")
+            had = run.get("model")
+            same = had is not None and _same_path(value, had)
         elif name == "whole_word":
             from ..masking import whole_word_unit
             had = task.get("whole_word")
@@ -68,6 +80,8 @@ def check_resume_options(folder, **given) -> list[str]:
             from ..config import Config
             had = Config.from_json(state.checkpoint_dir(folder)).family.name
             same = value == had
+        elif name == "new_head" and recorded["new_head"] is None:     # a run.json of before it was recorded
+            continue
         else:
             had = recorded.get("task" if name == "task" else name)
             same = had is not None and (value == had or isinstance(had, float) and value == float(had))
@@ -76,7 +90,10 @@ def check_resume_options(folder, **given) -> list[str]:
     if different:
         raise UsageError(f"--resume {folder} continues the run as it was set up: {'; '.join(different)}. Leave these "
                          "out, or start a new run with another --out")
-    return unused
+    if unused:
+        notes.insert(0, "--resume continues the run with the tokenizer and model of its checkpoint; not read: "
+                     + ", ".join(unused))
+    return notes
 
 
 def _check_same_files(out, run: dict, given: dict):
@@ -85,7 +102,7 @@ def _check_same_files(out, run: dict, given: dict):
         if not paths:
             continue
         recorded = [f["path"] for f in run.get("data", {}).get(role, [])]
-        if [str(Path(p).absolute()) for p in paths] != recorded:
+        if len(paths) != len(recorded) or not all(_same_path(p, r) for p, r in zip(paths, recorded)):
             option = {"train": "--train" if run.get("kind") == "finetune" else "--corpus", "eval": "--eval"}[role]
             verb = "trains on" if role == "train" else "evaluates on"
             has = f"{verb} {', '.join(recorded)}" if recorded else f"has no {option} file"
@@ -141,7 +158,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     if not hasattr(tokenizer, "backend"):                 # (a Tokenizer object is taken as it is)
         path_arg("tokenizer", tokenizer, optional=True)
     if max_length is not None:
-        number_arg("max_length", max_length, whole=True)
+        max_length = number_arg("max_length", max_length, whole=True)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
     s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
                                      "skip_bad_rows", "device", "threads", "on_event", "stop_after"))
@@ -225,7 +242,8 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     freezable(net, s.freeze)                             # said before --out is made, as everything above
     fills_a_batch(t, data, s)
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
-           "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "threads": torch.get_num_threads(),
+           "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "new_head": new_head,
+           "threads": torch.get_num_threads(),
            **_products(where),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
     with _run_folder(out, "fine-tuning run"):
@@ -337,9 +355,9 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     check_stop_after(stop_after)
     check_name(start)
     path_arg("out", out), path_arg("init", init, optional=True), path_arg("eval", eval, optional=True)
-    for f in ([corpus] if isinstance(corpus, (str, Path)) else corpus if isinstance(corpus, (list, tuple)) else [None]):
-        path_arg("corpus", f)
-    number_arg("max_length", max_length, whole=True), number_arg("mlm_probability", mlm_probability)
+    corpus = paths_arg("corpus", corpus)
+    max_length = number_arg("max_length", max_length, whole=True)
+    mlm_probability = number_arg("mlm_probability", mlm_probability)
     if init is not None and start != "standard":
         raise UsageError(f"--start {start} sets the first weights of a model from scratch; --init {init} continues "
                          "a checkpoint's own weights: give one of the two")
@@ -358,7 +376,6 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     use_cuda = device == "auto" and torch.cuda.is_available()
     distributed.init_from_env(use_cuda)
     _, rank, world = distributed.current()
-    corpus = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     if not corpus:
         raise UsageError("--corpus: give at least one plain-text file")
     if any(str(f) == "-" for f in [*corpus, *([eval] if eval is not None else [])]):
@@ -464,7 +481,8 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     from ..infer import check_all
     check_all(model.config, data)
     if on_event:
-        on_event({"event": "data", "documents": len(docs), "sequences": len(data), "objective": t.objective,
+        on_event({"event": "data", "documents": len(docs), "sequences": len(data), "max_length": t.max_length,
+                  "objective": t.objective,
                   "whole_word": t.whole_word, "parameters": model.num_parameters,
                   "global_batch": s.batch_size * world * s.grad_accum, "batch_size": s.batch_size,
                   "processes": world, "grad_accum": s.grad_accum, "start": None if init else start,
@@ -499,10 +517,14 @@ def _run_folder(out, what: str, rank0: bool = True):
     try:
         with FolderLock(out, what) if rank0 else _NoLock():
             yield
-    except BaseException:
+    except BaseException as e:
         saved = any((Path(out) / name).exists() for name in ("checkpoint", "model.safetensors"))
-        if rank0 and not existed and not saved:
+        removed = rank0 and not existed and not saved
+        if removed:
             shutil.rmtree(out, ignore_errors=True)
+        if isinstance(e, TrainingDiverged) and len(e.args) == 1:    # the next command: the same, or with --overwrite
+            e.args = (e.args[0] + (f" (the same command: {out}, made for this run, is removed)" if removed else
+                                   f" (and --overwrite: {out} is kept as it was)"),)
         raise
 
 

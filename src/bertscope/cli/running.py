@@ -217,7 +217,8 @@ def embed(
     pooling: str = typer.Option("mean", help="mean | cls"),
     level: str = typer.Option("sentence", help="sentence | token | word"),
     normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize",
-                                             help="L2-normalise sentence embeddings [default: normalize]"),
+                                             help="L2-normalise each vector [default: normalize sentence embeddings, "
+                                                  "not token or word vectors]"),
     text_column: Optional[str] = typer.Option(None), batch_size: int = typer.Option(32),
     chunk: int = CHUNK, max_length: Optional[int] = MAX_LENGTH, windows: Optional[int] = WINDOWS,
     int8: Optional[bool] = INT8,

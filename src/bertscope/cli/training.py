@@ -76,12 +76,11 @@ def _given(**options) -> dict:
 
 def _given_on_resume(folder, **given) -> None:
     """--resume runs as the run was set up: options given again must be the run's (api.check_resume_options); the
-    settings it may change are api.resume's to check. A note names those it reads from the checkpoint instead."""
+    settings it may change are api.resume's to check. Notes name those it does not read. Every value but None was
+    typed (flags not given are passed as None, so that a typed --dynamic-masks, a False, is compared too)."""
     from .. import api
-    unused = api.check_resume_options(folder, **_given(**given))
-    if unused:
-        note("--resume continues the run with the tokenizer and model of its checkpoint; not read: "
-             + ", ".join(unused))
+    for line in api.check_resume_options(folder, **{k: v for k, v in given.items() if v is not None}):
+        note(line)
 
 
 def _finish(result, out: Path, command_name: str, what: str):
@@ -116,7 +115,7 @@ def finetune(
     out: Optional[Path] = typer.Option(None, help="output folder (the best model, metrics, curves)"),
     text_column: Optional[str] = typer.Option(None, help="default: 'text', 'sentence', or the one column that is "
                                                      "not the label, the pair or an id"),
-    label_column: str = typer.Option("label"),
+    label_column: Optional[str] = typer.Option(None, help="[default: label]"),
     pair_column: Optional[str] = typer.Option(None, help="second segment, for sentence-pair tasks"),
     tokenizer: Optional[Path] = typer.Option(None, help="tokenizer folder (default: the model folder)"),
     epochs: Optional[int] = EPOCHS, lr: Optional[float] = LR, batch_size: Optional[int] = BATCH,
@@ -151,10 +150,10 @@ def finetune(
     with Reporter("fine-tuning", _classification_log, _classification_eval) as report:
         if resume is not None:
             _given_on_resume(resume, model=model, out=out, task=task, text_column=text_column,
-                               label_column=None if label_column == "label" else label_column,
-                               pair_column=pair_column, tokenizer=tokenizer, max_length=max_length,
-                               new_head=new_head, overwrite=overwrite, skip_bad_rows=skip_bad_rows, windows=windows,
-                               label_all_pieces=label_all_pieces, doc_stride=doc_stride, threshold=threshold)
+                             label_column=label_column, pair_column=pair_column, tokenizer=tokenizer,
+                             max_length=max_length, new_head=new_head or None, overwrite=overwrite or None,
+                             skip_bad_rows=skip_bad_rows or None, windows=windows,
+                             label_all_pieces=label_all_pieces or None, doc_stride=doc_stride, threshold=threshold)
             result = api.resume(resume, device=device, threads=threads, on_event=report, kind="finetune",
                                 data={"train": [train] if train else [], "eval": [eval_file] if eval_file else []},
                                 **settings)
@@ -201,11 +200,12 @@ def pretrain(
     out: Optional[Path] = typer.Option(None),
     objective: Optional[str] = typer.Option(None, help="mlm | mlm+nsp | mlm+sop (default: the family's own)"),
     whole_word: Optional[str] = WHOLE_WORD,
-    mlm_probability: float = typer.Option(0.15, help="share of tokens masked"),
+    mlm_probability: Optional[float] = typer.Option(None, help="share of tokens masked [default: 0.15]"),
     static_masks: Optional[bool] = typer.Option(None, "--static-masks/--dynamic-masks",
                                                 help="one fixed set of masks (BERT's recipe) or new masks every "
                                                      "epoch (RoBERTa's) [default: the family's recipe]"),
-    max_length: int = typer.Option(128, min=8), batch_size: Optional[int] = BATCH,
+    max_length: Optional[int] = typer.Option(None, min=8, help="tokens per sequence [default: 128]"),
+    batch_size: Optional[int] = BATCH,
     grad_accum: Optional[int] = ACCUM,
     steps: Optional[int] = typer.Option(None, min=1, help="optimizer steps [default: 1000]"),
     lr: Optional[float] = LR, warmup: Optional[float] = WARMUP, seed: Optional[int] = SEED,
@@ -213,10 +213,10 @@ def pretrain(
     eval_every: Optional[int] = typer.Option(None, help="steps between evaluations [default: 200]"),
     save_every: Optional[int] = SAVE, keep_checkpoint: bool = KEEP, overwrite: bool = OVERWRITE,
     init: Optional[Path] = typer.Option(None, help="continue training this checkpoint instead of random weights"),
-    start: str = typer.Option("standard", help="how a model from scratch starts: standard (BERT's random weights) "
+    start: Optional[str] = typer.Option(None, help="how a model from scratch starts: standard (BERT's random weights) "
                                                "or local (order in the position table, kept fixed, and first-layer "
                                                "heads that read their neighbours: leaves the no-context floor sooner "
-                                               "on a small corpus)"),
+                                               "on a small corpus) [default: standard]"),
     freeze: Optional[List[str]] = typer.Option(None, help="keep these parameters fixed (bertscope's names or "
                                                           "prefixes, e.g. --freeze embeddings --freeze encoder: "
                                                           "train a checkpoint's fresh MLM head alone first)"),
@@ -238,7 +238,7 @@ def pretrain(
 
     def on_data(e):
         if e.get("event") == "data" and rank0:
-            say(f"{e['documents']} documents -> {e['sequences']} sequences of up to {max_length} tokens; "
+            say(f"{e['documents']} documents -> {e['sequences']} sequences of up to {e['max_length']} tokens; "
                 f"{e['objective']}{_whole_words(e['whole_word'])}; {e['parameters'] / 1e6:.1f}M "
                 f"parameters; global batch {e['global_batch']} = {e['batch_size']} × {e['processes']} process(es) "
                 f"× {e['grad_accum']}" + (f"; start {e['start']}" if e.get("start") else "") +
@@ -249,11 +249,10 @@ def pretrain(
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
             if rank0:
-                _given_on_resume(resume, family=family, config=config, tokenizer=tokenizer,
-                                   out=out, objective=objective, whole_word=whole_word,
-                                   mlm_probability=None if mlm_probability == 0.15 else mlm_probability,
-                                   static_masks=static_masks, max_length=None if max_length == 128 else max_length,
-                                   init=init, start=None if start == "standard" else start, overwrite=overwrite)
+                _given_on_resume(resume, family=family, config=config, tokenizer=tokenizer, out=out,
+                                 objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
+                                 static_masks=static_masks, max_length=max_length, init=init, start=start,
+                                 overwrite=overwrite or None)
             result = api.resume(resume, device=device, threads=threads, on_event=on_data, kind="pretrain",
                                 data={"train": list(corpus or []), "eval": [eval_file] if eval_file else []},
                                 **settings)
@@ -266,10 +265,11 @@ def pretrain(
                 raise UsageError(f"missing {', '.join(missing)}: give --family (or --init CHECKPOINT), "
                                          "--corpus, --tokenizer (default with --init: its own) and --out (or "
                                          "--resume DIR)")
+            typed = _given(mlm_probability=mlm_probability, max_length=max_length, start=start)  # else api's own
             result = api.pretrain(corpus, out, tokenizer=tokenizer, family=family, config=config, eval=eval_file,
-                                  objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
-                                  static_masks=static_masks, max_length=max_length, init=init, start=start,
-                                  overwrite=overwrite, device=device, threads=threads, on_event=on_data, **settings)
+                                  objective=objective, whole_word=whole_word, static_masks=static_masks, init=init,
+                                  overwrite=overwrite, device=device, threads=threads, on_event=on_data, **typed,
+                                  **settings)
     if rank0:
         _finish(result, out, "pretrain", "")
 

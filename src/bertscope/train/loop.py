@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import signal
 import threading
 import time
@@ -76,6 +77,12 @@ class Settings:
     freeze: tuple = ()                # parameters kept fixed: names or prefixes ("embeddings.position")
 
     def __post_init__(self):
+        for f in dataclasses.fields(self):              # numpy's numbers (a grid search's np.int64) as Python's own
+            value = getattr(self, f.name)
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)) \
+                    and type(value).__name__ != "bool_":
+                object.__setattr__(self, f.name, int(value) if isinstance(value, numbers.Integral) else float(value))
+
         def need(ok, option, value, expected):
             if not ok:              # a str from Python ("2") is said as one: it looks like the number it is not
                 said = f"{value!r} (a str)" if isinstance(value, str) else value
@@ -415,7 +422,7 @@ def _diverged(what: str, step: int, s, out, since: bool = False) -> TrainingDive
     return TrainingDiverged(
         f"{when}: {what}, not a finite number, so training stopped there; nothing in {out} comes from it. "
         f"Usually the learning rate is too high (--lr {s.lr:g}) or a batch holds extreme values: start again with "
-        "a lower --lr (and --overwrite)")
+        "a lower --lr")                  # (the caller says what became of the folder: api.training._run_folder)
 
 
 def _freeze(model, names: tuple[str, ...]) -> list:
