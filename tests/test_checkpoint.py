@@ -2,6 +2,7 @@
 head mismatches, and the errors a broken folder gives."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -275,3 +276,14 @@ def test_a_classifier_from_an_mlm_only_checkpoint_starts_its_pooler_fresh(tmp_pa
     assert any("pooler" in n for n in m.load_report.reinitialised)
     with pytest.raises(Exception, match="pooler"):
         bertscope.from_pretrained(tmp_path / "mlm", head="classification", num_labels=2)
+
+
+def test_from_pretrained_names_a_keyword_it_does_not_take():
+    need_shared()
+    for kw, words in (({"num_label": 3}, "unknown keyword num_label=3; did you mean num_labels?"),
+                      ({"torch_dtype": torch.bfloat16}, "bertscope's spelling is dtype="),
+                      ({"trust_remote_code": True}, "reads a local folder as it is"),
+                      ({"colour": "red"}, "expected head, num_labels, reinit_head or dtype")):
+        with pytest.raises(bertscope.UsageError, match=re.escape(words)):
+            bertscope.from_pretrained(TINY / "bert", **kw)
+

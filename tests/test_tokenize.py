@@ -155,3 +155,19 @@ def test_a_roberta_tokenizer_keeps_case_unless_asked_to_lower_it(tmp_path):
         assert files.tokenize("Current Town") == tok.tokenize("Current Town"), folder
     with pytest.raises(bertscope.TokenizerError, match="holds a RoBERTa tokenizer .* but a BERT one was asked for"):
         bertscope.load_tokenizer(tmp_path / "low", family="bert")
+
+
+def test_a_tokenizer_trained_over_another_leaves_none_of_its_files(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Current Designs of the Old Town\nthe current design of a new town\n" * 30, encoding="utf-8")
+    from bertscope import api
+    out = tmp_path / "tok"
+    api.train_tokenizer([corpus], out, family="bert", vocab_size=300)
+    assert (out / "vocab.txt").exists()
+    (out / "special_tokens_map.json").write_text('{"cls_token": "[CLS]"}', encoding="utf-8")   # as HF writes one
+    api.train_tokenizer([corpus], out, family="roberta", vocab_size=300, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["merges.txt", "tokenizer.json", "tokenizer_config.json",
+                                                     "vocab.json"]
+    (out / "tokenizer.json").unlink()                                  # the classic files are the RoBERTa ones
+    assert bertscope.load_tokenizer(out).family.name == "roberta"
+

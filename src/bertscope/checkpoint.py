@@ -275,10 +275,28 @@ def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
     return state
 
 
+# Keyword arguments of transformers' from_pretrained that have a bertscope spelling, or no meaning here
+HF_KEYWORDS = {"torch_dtype": "dtype=", "ignore_mismatched_sizes": "reinit_head=True (a head of another width starts "
+               "from scratch)", "problem_type": "the task's own (bertscope.api.finetune(..., task=...))"}
+HUB_ONLY = ("local_files_only", "trust_remote_code", "cache_dir", "revision", "token", "use_auth_token",
+            "force_download", "proxies", "subfolder", "device_map", "low_cpu_mem_usage", "attn_implementation")
+
+
 def from_pretrained(folder, head: str | None = None, num_labels: int | None = None, reinit_head: bool = False,
-                    dtype: torch.dtype | None = None) -> Model:
+                    dtype: torch.dtype | None = None, **unknown) -> Model:
     """Load a Hugging Face checkpoint folder. The head comes from config.json's `architectures` unless given;
     `num_labels` resizes a classifier (with reinit_head=True when the checkpoint's classifier has another width)."""
+    if unknown:
+        name = next(iter(unknown))
+        if name in HF_KEYWORDS:
+            hint = f"bertscope's spelling is {HF_KEYWORDS[name]}"
+        elif name in HUB_ONLY:
+            hint = "bertscope reads a local folder as it is (no hub, no remote code, no device map): leave it out"
+        else:
+            import difflib
+            near = difflib.get_close_matches(name, ["head", "num_labels", "reinit_head", "dtype"], n=1)
+            hint = f"did you mean {near[0]}?" if near else "expected head, num_labels, reinit_head or dtype"
+        raise UsageError(f"from_pretrained: unknown keyword {name}={unknown[name]!r}; {hint}")
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: " + ("is a file" if folder.exists() else "no such folder") +

@@ -7,6 +7,7 @@ Sources, in order of preference: `tokenizer.json`; WordPiece `vocab.txt` (BERT);
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -175,6 +176,9 @@ class Tokenizer:
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
+        for name in OTHER_TOKENIZER_FILES:      # another tokenizer's, left by an --overwrite: readers of the
+            with contextlib.suppress(FileNotFoundError):      # classic files would take them for this one's
+                (folder / name).unlink()
         return folder
 
     def check_fits(self, config, where: str = "the tokenizer") -> None:
@@ -434,6 +438,11 @@ def unknown_tokens(tok: Tokenizer, texts, top: int = 10) -> dict:
                     where[text[a:b]] += 1
     return {"texts": len(texts), "tokens": n, "unknown": unknown, "rate": unknown / n if n else 0.0,
             "top": where.most_common(top)}
+
+
+# Files a folder's earlier tokenizer may have left; Tokenizer.save removes them (save_vocab_files writes this one's)
+OTHER_TOKENIZER_FILES = ("special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model",
+                         "sentencepiece.bpe.model")
 
 
 def save_vocab_files(tok: Tokenizer, folder) -> None:
