@@ -423,8 +423,8 @@ def test_a_config_bigger_than_the_memory_left_is_refused_before_anything_is_made
     corpus = tmp_path / "c.txt"
     corpus.write_text("a great film\n" * 8, encoding="utf-8")
     monkeypatch.setattr(training, "available_memory", lambda: (2**20, "available under a test's limit"))
-    with pytest.raises(bertscope.UsageError, match="need about 0 GiB to train .* but this machine has 0 GiB "
-                                                   "available under a test's limit; choose a smaller --config"):
+    with pytest.raises(bertscope.UsageError, match=r"need about 0\.\d\d GiB to train .* but this machine has 0\.00 "
+                                                   "GiB available under a test's limit; choose a smaller --config"):
         api.pretrain(corpus, tmp_path / "p", tokenizer=tiny_folder, family="bert", config="tiny", max_steps=1)
     assert not (tmp_path / "p").exists()
     monkeypatch.setattr(training, "available_memory", lambda: (2**40, "available"))

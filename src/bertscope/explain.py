@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import Config
 from .inputs import input_problems
-from .machine import available_memory
+from .machine import available_memory, fmt_gib
 from .model import Model, Output, SelfAttention
 
 Shape = tuple
@@ -328,9 +328,6 @@ def estimate_flops(model: Model, B: int, L: int) -> dict[str, int]:
 
 # ---- memory: what a forward pass takes, and what this machine has ------------------------------------------------
 
-GiB = 1024 ** 3
-
-
 def estimate_memory(model_or_config, batch: int, length: int, head: str | None = None, attentions: bool = False,
                     dtype: torch.dtype | None = None) -> dict[str, int]:
     """Bytes one inference forward pass of a (batch, length) input takes at its peak, from the dims alone (nothing
@@ -383,10 +380,6 @@ def memory_message(parts: dict[str, int], batch: int, length: int, heads: int, r
     return (f"{doing} needs about {fmt_gib(parts['total'])} (inputs, activations and the ({batch}, {heads}, "
             f"{length}, {length}) attention scores) but this machine has {fmt_gib(room)} {what}")
 
-
-def fmt_gib(n: int) -> str:
-    gib = n / GiB
-    return f"{gib:.2f} GiB" if gib < 10 else f"{gib:,.0f} GiB"
 
 
 def guard_memory(model: Model, batch: int, length: int, attentions: bool = False, factor: int = 1,

@@ -67,3 +67,9 @@ def available_memory() -> tuple[int, str]:
     if limit is not None and (room is None or limit < room):
         room, what = limit, "available under this process's memory limit (cgroup)"
     return (room if room is not None else 1 << 62), what
+
+
+def fmt_gib(n: int) -> str:
+    """A size in bytes as the messages about memory say it: 0.05 GiB, 3.20 GiB, 24 GiB."""
+    gib = n / 1024 ** 3
+    return f"{gib:.2f} GiB" if gib < 10 else f"{gib:,.0f} GiB"

@@ -8,7 +8,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..errors import CheckpointError, DataError, TokenizerError, TrainingDiverged, UsageError
-from ..machine import available_memory, usable_cpus
+from ..machine import available_memory, fmt_gib, usable_cpus
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, number_arg, path_arg, \
     paths_arg, pick_device, set_threads, truncation_notice
 
@@ -565,8 +565,8 @@ def _check_size(c) -> None:
     need = params * 4 * 4                                   # weights, gradients and AdamW's two moments, fp32
     room, where = available_memory()
     if need > room:
-        raise UsageError(f"this config has about {params / 1e9:.1f}B parameters, which need about {need / 2**30:.0f} "
-                         f"GiB to train (weights, gradients and AdamW state in fp32), but this machine has "
-                         f"{room / 2**30:.0f} GiB {where}; choose a smaller --config")
+        raise UsageError(f"this config has about {params / 1e9:.1f}B parameters, which need about {fmt_gib(need)} "
+                         f"to train (weights, gradients and AdamW state in fp32), but this machine has "
+                         f"{fmt_gib(room)} {where}; choose a smaller --config")
 
 

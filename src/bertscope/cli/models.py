@@ -117,7 +117,8 @@ def check(
 ):
     """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
     from .. import api
-    from ..explain import available_memory, estimate_memory, fmt_gib
+    from ..explain import estimate_memory
+    from ..machine import available_memory, fmt_gib
     c, head, problems = api.check(model, length, batch, pairs, ids_file, data, label_column, num_labels)
     say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
         f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
