@@ -3,6 +3,7 @@ line, field or option and what was expected, no traceback, and nothing of theirs
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -989,6 +990,8 @@ def test_tables_on_standard_input_and_files_that_hold_no_texts_are_named(classif
     r = run("predict", classifier, "-", "--format", "jsonl", input="今天天气很好\t我们去公园\n")
     assert r.exit_code == 0 and r.output.count("\"text\"") == 1, r.output    # so in a script without spaces
     refused(run("predict", classifier, "-", input="\n\ntext\tlabel\n"), "<stdin> line 3 looks like a .tsv header")
+    for first in ("news text\tSci/Tech", "a film\tpos|neg", "phrase\tétiquette", "文本\t标签"):
+        refused(run("predict", classifier, "-", input=first + "\n"), "<stdin> line 1 looks like a .tsv")
     refused(run("predict", classifier, "-", input='{"text": "a fine film", "label": 1}\n'),
             "<stdin> line 1 is a JSON object")
     r = run("predict", classifier, "-", input="\n{curly braces} and plain words\n")
@@ -1221,11 +1224,11 @@ def test_training_api_takes_a_generator_of_files_and_numpy_numbers(tiny, tmp_pat
     data = write(tmp_path, "c.txt", "a great film with a fine cast\na dull mess of a film\n" * 4)
     out = tmp_path / "p"
     r = bertscope.api.pretrain((f for f in [data]), out, tokenizer=tiny, family="bert", objective="mlm",
-                               max_length=np.int64(32), mlm_probability=np.float32(0.25), max_steps=np.int64(1),
+                               max_length=np.int64(32), mlm_probability=np.float32(0.15), max_steps=np.int64(1),
                                batch_size=np.int32(2), device="cpu")
     assert r.finished and r.steps == 1
     run = json.loads((out / "run.json").read_text(encoding="utf-8"))   # written as plain numbers
-    assert run["task"]["max_length"] == 32 and run["task"]["mlm_probability"] == 0.25
+    assert run["task"]["max_length"] == 32 and run["task"]["mlm_probability"] == 0.15
     assert run["settings"]["batch_size"] == 2 and [f["path"] for f in run["data"]["train"]] == [str(data)]
 
 
@@ -1234,3 +1237,48 @@ def test_a_resume_that_starts_at_the_last_step_finishes_the_run(tiny, sst, tmp_p
     assert not bertscope.api.finetune(tiny, sst, out, max_steps=2, batch_size=2, stop_after=2, device="cpu").finished
     r = bertscope.api.resume(out)
     assert r.finished and r.steps == 2 and (out / "model.safetensors").exists()
+
+
+def test_first_commands_with_resume_added_run_for_bf16_starts_init_and_word_files(tiny, sst, tmp_path, monkeypatch):
+    import bertscope.kernels
+    monkeypatch.setattr(bertscope.kernels, "bf16_on_cpu", lambda: (False, "no bf16 here (a test)"))
+    out = tmp_path / "b"                                   # --bf16 where it does not pay: the run records fp32
+    bertscope.api.finetune(tiny, sst, out, bf16=True, save_every=1, stop_after=1, max_steps=2, batch_size=2,
+                           device="cpu")
+    r = run("finetune", tiny, "--train", sst, "--out", out, "--bf16", "--max-steps", "2", "--batch-size", "2",
+            "--resume", out)
+    assert r.exit_code == 0 and "done: 2 steps" in r.output, r.output
+    corpus = write(tmp_path, "c.txt", "a great film with a fine cast\na dull mess of a film\n" * 4)
+    words = write(tmp_path, "w.txt", "a great film with a fine cast\na dull mess of a film\n")
+    base = ["pretrain", "--tokenizer", tiny, "--corpus", corpus, "--objective", "mlm", "--steps", "2",
+            "--batch-size", "2", "--max-length", "32"]
+    for name, api_args, typed in (
+            ("local", dict(family="bert", start="local", freeze=("encoder.layers.0",)),
+             ["--family", "bert", "--start", "local", "--freeze", "encoder.layers.0"]),
+            ("init", dict(init=tiny, start="standard"), ["--init", tiny, "--start", "standard"]),
+            ("words", dict(family="bert", whole_word=f"words:{words}"),
+             ["--family", "bert", "--whole-word", f"words:{tmp_path / 'sub' / '..' / 'w.txt'}"])):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        p = tmp_path / name
+        assert not bertscope.api.pretrain(corpus, p, tokenizer=tiny, objective="mlm", max_steps=2, batch_size=2,
+                                          max_length=32, save_every=1, stop_after=1, device="cpu",
+                                          **api_args).finished
+        r = run(*base, *typed, "--out", p, "--resume", p)
+        assert r.exit_code == 0 and "done: 2 steps" in r.output, (name, r.output)
+    other = tmp_path / "other"
+    shutil.copytree(tiny, other)
+    refused(run("pretrain", "--init", other, "--resume", tmp_path / "init"), "--init")
+
+
+def test_a_diverged_run_says_what_its_folder_holds_and_what_to_run_next(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    assert run("finetune", tiny, "--train", sst, "--out", out, "--max-steps", "1").exit_code == 0
+    refused(run("finetune", tiny, "--train", sst, "--out", out, "--overwrite", "--max-steps", "2", "--lr", "1e10"),
+            f"({out} holds this run's run.json and what it saved: add --overwrite, or choose another --out)")
+    p = tmp_path / "p"
+    rows = write(tmp_path, "r.tsv", "sentence\tlabel\n" + "a great film\tpos\na dull mess\tneg\n" * 4)
+    bertscope.api.finetune(tiny, rows, p, save_every=1, stop_after=1, max_steps=3, batch_size=2, lr=1e9,
+                           device="cpu")                   # step 1 saved; step 2 diverges, on the resume
+    refused(run("finetune", "--resume", p), "step 2: the gradient's norm is nan",
+            "(a resumed run keeps its --lr: start the run again with --overwrite, or choose another --out)")
+

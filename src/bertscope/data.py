@@ -215,8 +215,9 @@ NOT_TEXTS = {".json": "a .json file is SQuAD-style questions, read by --task que
                                                        ".pickle", ".npy", ".npz", ".pt", ".safetensors")}}
 
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")         # a column name as tables spell them (ASCII)
-_LABEL = re.compile(r"[A-Za-z0-9_.+-]{1,12}")                # a label as tables spell them: 1, pos, B-PER, 0.75
+_NAME = re.compile("[A-Za-z_\u00C0-\u024F][A-Za-z0-9_.\u00C0-\u024F-]{0,39}")   # a column name (Latin letters)
+_LABEL = re.compile(r"[A-Za-z0-9_.+/|,:-]{1,24}")            # a label: 1, pos, B-PER, 0.75, Sci/Tech, pos|neg
+_SHORT = re.compile(r"[^\W\d_][\w/|-]{0,3}")                   # a name or label in another script: 标签, étiq
 
 
 def _plain_stdin(n: int, line: str) -> None:
@@ -226,9 +227,9 @@ def _plain_stdin(n: int, line: str) -> None:
     kind = None
     if "\t" in line:                  # a text may hold a tab; a header, or a text and its label, is a table's row
         fields = [f.strip() for f in line.split("\t")]
-        if all(_NAME.fullmatch(f) for f in fields):
+        if all(_NAME.fullmatch(f) or _SHORT.fullmatch(f) for f in fields):
             kind = "looks like a .tsv header (" + ", ".join(fields[:4]) + ("..." if len(fields) > 4 else "") + ")"
-        elif _LABEL.fullmatch(fields[-1]):
+        elif _LABEL.fullmatch(fields[-1]) or _SHORT.fullmatch(fields[-1]):
             kind = f"looks like a .tsv row, a text and its label ({fields[-1]!r} after the last tab)"
     if kind is None and line.lstrip().startswith("{"):
         try:

@@ -30,7 +30,7 @@ def _shown(value) -> str:
     return str(value)
 
 
-NOT_COMPARED = ("tokenizer", "config", "init")      # the run's own are in its checkpoint: said, not compared
+NOT_COMPARED = ("tokenizer", "config")      # the run's own are in its checkpoint: said, not compared
 
 
 def _same_path(given, recorded) -> bool:
@@ -72,18 +72,28 @@ def check_resume_options(folder, **given) -> list[str]:
             had = run.get("model")
             same = had is not None and _same_path(value, had)
         elif name == "whole_word":
-            from ..masking import whole_word_unit
             had = task.get("whole_word")
-            same = (None if value == "none" else value) == had or (str(value).startswith("words:") and
-                                                                    whole_word_unit(value) == had)
+            had = None if had is False else "pieces" if had is True else had     # (older runs: a bool)
+            same = (None if value == "none" else value) == had or (
+                str(value).startswith("words:") and str(had).startswith("words:")
+                and _same_path(str(value)[len("words:"):], str(had)[len("words:"):]))
+        elif name == "init":
+            had = run.get("model")
+            same = had is not None and _same_path(value, had)
+        elif name == "start" and run.get("start") is None and run.get("model") is not None:
+            had, same = "standard", value == "standard"             # an --init run starts from its checkpoint
+        elif name in ("text_column", "label_column", "pair_column") and name not in task:
+            continue                               # a task that reads no such column (CoNLL, SQuAD): nothing to compare
         elif name == "family":
             from ..config import Config
             had = Config.from_json(state.checkpoint_dir(folder)).family.name
             same = value == had
         elif name == "new_head" and recorded["new_head"] is None:     # a run.json of before it was recorded
+            notes.append("--new-head: this run's run.json does not say whether it started with a new head; the "
+                         "resume trains the head its checkpoint has")
             continue
         else:
-            had = recorded.get("task" if name == "task" else name)
+            had = recorded.get(name)
             same = had is not None and (value == had or isinstance(had, float) and value == float(had))
         if not same:
             different.append(f"{option} {_shown(value)} (the run has {_shown(had)})")
@@ -291,6 +301,11 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     else:
         where = pick_device(device)
     s = Settings(**run["settings"])
+    if changes.get("bf16") is True and not s.bf16:       # asked again where the run found bf16 does not pay
+        changes["bf16"] = bf16_for(where, True)
+    if changes.get("freeze") is not None and run.get("start") not in (None, "standard"):
+        from ..starts import FIXED                         # a start's own fixed parameters are the run's, not typed
+        changes["freeze"] = tuple(dict.fromkeys((*changes["freeze"], *FIXED)))
     different = {k: v for k, v in changes.items() if v is not None and getattr(s, k, None) != v}
     refused = sorted(k for k in different if k not in RESUME_MAY_CHANGE)
     if refused:
@@ -324,8 +339,13 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     with (FolderLock(out, "training run") if rank == 0 else _NoLock()):
         model.to(where)
         from ..train import train as engine
-        return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, resume=saved, on_event=on_event,
-                      stop_after=stop_after)
+        try:
+            return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, resume=saved,
+                          on_event=on_event, stop_after=stop_after)
+        except TrainingDiverged as e:
+            _next_after_divergence(e, "a resumed run keeps its --lr: start the run again with --overwrite, or "
+                                      "choose another --out")
+            raise
 
 
 # ---- pretraining ---------------------------------------------------------------------------------------------------
@@ -522,10 +542,16 @@ def _run_folder(out, what: str, rank0: bool = True):
         removed = rank0 and not existed and not saved
         if removed:
             shutil.rmtree(out, ignore_errors=True)
-        if isinstance(e, TrainingDiverged) and len(e.args) == 1:    # the next command: the same, or with --overwrite
-            e.args = (e.args[0] + (f" (the same command: {out}, made for this run, is removed)" if removed else
-                                   f" (and --overwrite: {out} is kept as it was)"),)
+        _next_after_divergence(e, f"the same command runs again: {out}, made for this run, is removed" if removed
+                               else f"{out} holds this run's run.json and what it saved: add --overwrite, or choose "
+                               "another --out")
         raise
+
+
+def _next_after_divergence(e: BaseException, said: str) -> None:
+    """A diverged run's message ends with what the next command is (the engine does not know what its folder is)."""
+    if isinstance(e, TrainingDiverged) and len(e.args) == 1:
+        e.args = (f"{e.args[0]} ({said})",)
 
 
 def _folder(tokenizer):

@@ -79,9 +79,9 @@ class Settings:
     def __post_init__(self):
         for f in dataclasses.fields(self):              # numpy's numbers (a grid search's np.int64) as Python's own
             value = getattr(self, f.name)
-            if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)) \
-                    and type(value).__name__ != "bool_":
-                object.__setattr__(self, f.name, int(value) if isinstance(value, numbers.Integral) else float(value))
+            if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+                object.__setattr__(self, f.name, int(value) if isinstance(value, numbers.Integral) else
+                                   float(str(value)) if getattr(value, "itemsize", 8) < 8 else float(value))
 
         def need(ok, option, value, expected):
             if not ok:              # a str from Python ("2") is said as one: it looks like the number it is not
