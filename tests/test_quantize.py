@@ -2,6 +2,8 @@
 on every text, and a folder written by `bertscope quantize` reloads int8. Nothing here times anything: whether
 int8 pays on a CPU is a measurement of kernels.py, not of the tests."""
 
+import json
+
 import pytest
 import torch
 from conftest import DATA, MINILM, need_shared
@@ -64,3 +66,20 @@ def test_a_quantized_folder_reloads_int8_and_says_how_close_it_is(classifier, tm
         assert torch.allclose(plain(**b).logits, again(**b).logits, atol=1e-5)
     r = CliRunner().invoke(app, ["predict", str(tmp_path / "q"), str(DATA / "sst2" / "dev.tsv"), "--format", "jsonl"])
     assert r.exit_code == 0 and r.output.count('"label"') == 6735
+
+
+def test_a_quantized_fine_tuned_model_keeps_its_runs_columns_and_length(tiny_folder, tmp_path):
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("premise\thypothesis\tlabel\n" + "a great film\tit is good\tyes\na dull mess\tit is good\tno\n" * 10,
+                     encoding="utf-8")
+    ft = tmp_path / "ft"
+    api.finetune(tiny_folder, pairs, ft, text_column="premise", pair_column="hypothesis", max_length=24,
+                 max_steps=2, batch_size=4, device="cpu")
+    q = tmp_path / "q"
+    api.quantize(api.load(ft), pairs, q, column="premise")
+    run = json.loads((q / "run.json").read_text(encoding="utf-8"))
+    assert run["kind"] == "quantized" and run["task"]["pair_column"] == "hypothesis" and run["task"]["max_length"] == 24
+    r = CliRunner().invoke(app, ["predict", str(q), str(pairs), "--format", "jsonl"])   # pairs read as ft reads them
+    assert r.exit_code == 0 and r.output.count('"label"') == 20, r.output
+    api.quantize(api.load(tiny_folder), pairs, ft, column="premise", overwrite=True)    # over a run: its run.json goes
+    assert not (ft / "run.json").exists()

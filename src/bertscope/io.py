@@ -25,7 +25,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "merges.txt")
 # what each kind of command may write to its --out folder (check_output_folder's `writes`)
 TRAINING_WRITES = MODEL_FILES + RUN_FILES + TOKENIZER_FILES + ("curves.png",)
-QUANTIZE_WRITES = MODEL_FILES + TOKENIZER_FILES + ("int8.safetensors",)
+QUANTIZE_WRITES = MODEL_FILES + TOKENIZER_FILES + ("int8.safetensors", "run.json")
 LOCK = ".bertscope.lock"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, TokenizerError, UsageError
-from .common import Loaded, expect_loaded, max_length_for, task_for
+from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ def _trained_task(loaded: Loaded) -> dict:
         return {}
     try:
         run = json.loads((Path(loaded.folder) / "run.json").read_text(encoding="utf-8"))
-        task = run["task"] if run.get("kind") == "finetune" else {}
+        task = run["task"] if run.get("kind") in ("finetune", "quantized") else {}
     except (ValueError, KeyError, TypeError, OSError):
         return {}
     return task if isinstance(task, dict) else {}
@@ -293,7 +293,7 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     from .. import quantize as q
     from ..checkpoint import save_pretrained
     from ..data import read_texts
-    from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder
+    from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder, write_json
     from ..kernels import bf16_beats_int8, int8_on_cpu
     check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False,
                         inputs=[calibration] if isinstance(calibration, (str, Path)) else [], writes=QUANTIZE_WRITES)
@@ -321,8 +321,14 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     pays, why = int8_on_cpu()
     parity["pays_here"], parity["why_not"], parity["bf16_faster"] = pays, why, bf16_beats_int8()
     create_output_folder(out)
+    task = _trained_task(loaded)                 # a fine-tuned model's columns, pairs and length go along
     with FolderLock(out, "quantize"):
         save_pretrained(fp32, out)
         tok.save(out)
         q.save(int8, out)
+        if task:
+            write_json(Path(out) / "run.json", {"kind": "quantized", "bertscope": VERSION, "task": task,
+                                                "model": str(Path(loaded.folder).resolve())})
+        else:                                    # another model's run.json, left by an --overwrite, would be read
+            (Path(out) / "run.json").unlink(missing_ok=True)
     return parity
