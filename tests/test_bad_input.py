@@ -780,7 +780,9 @@ def test_shards_take_a_size_as_hugging_face_writes_it(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(bertscope.UsageError, match="max_shard_size='lots'"):
         bertscope.save_pretrained(model, tmp_path / "n", max_shard_size="lots")
-    bertscope.save_pretrained(model, tmp_path / "m")                    # one file again: the shards go
+    with pytest.raises(bertscope.errors.OutputError, match="already holds a model .* pass overwrite=True"):
+        bertscope.save_pretrained(model, tmp_path / "m")                 # another model's folder is not replaced
+    bertscope.save_pretrained(model, tmp_path / "m", overwrite=True)    # one file again: the shards go
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
 
 
@@ -891,7 +893,7 @@ def test_a_special_token_missing_from_the_vocabulary_is_named_with_its_file(tiny
     config["pad_token"], config["mask_token"] = "[PAD]", "<mask>"
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     model = bertscope.from_pretrained(tiny, head="mlm", reinit_head=True)
-    bertscope.save_pretrained(model, folder)
+    bertscope.save_pretrained(model, folder, overwrite=True)
     refused(run("fill-mask", folder, "hello [MASK]"), "mask token '<mask>' is not in its vocabulary")
 
 
@@ -1094,7 +1096,7 @@ def test_a_last_update_that_breaks_the_model_stops_the_run_and_broken_weights_ar
     data = write(tmp_path, "t.tsv", "sentence\tlabel\na great film\tpos\na dull mess\tneg\n")
     refused(run("finetune", tiny, "--train", data, "--out", tmp_path / "o", "--max-steps", "1", "--batch-size", "2",
                 "--lr", "1e10"), "step 1: after the last update, the loss on the last batch is nan",
-            f"start again with a lower --lr (the same command: {tmp_path / 'o'}, made for this run, is removed)")
+            f"start again with a lower --lr (the same command runs again: {tmp_path / 'o'}, made for this run, is removed)")
     assert not (tmp_path / "o").exists()                            # nothing written from it: the folder it made goes
     assert run("finetune", tiny, "--train", data, "--out", tmp_path / "ok", "--max-steps", "1").exit_code == 0
     from safetensors.torch import load_file, save_file
