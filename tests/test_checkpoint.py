@@ -100,6 +100,26 @@ def test_sharded_save_reloads(tmp_path):
     assert max_diff(again(**model_inputs(ref)).logits, ref["prediction_logits"]) <= TOL
 
 
+def test_a_sharded_checkpoint_reads_each_tensor_from_the_shard_its_index_names(tmp_path):
+    from safetensors.torch import load_file, save_file
+    ref = load_reference("albert")
+    folder = tmp_path / "s"
+    bertscope.save_pretrained(bertscope.from_pretrained(TINY / "albert"), folder, max_shard_size=100_000)
+    index_path = folder / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    name, home = next(iter(index["weight_map"].items()))
+    other = next(s for s in sorted(set(index["weight_map"].values())) if s != home)
+    tensors = load_file(folder / other)
+    tensors[name] = torch.zeros_like(load_file(folder / home)[name])     # a stray zeroed copy in another shard
+    save_file(tensors, folder / other, metadata={"format": "pt"})
+    again = bertscope.from_pretrained(folder)
+    assert max_diff(again(**model_inputs(ref)).logits, ref["prediction_logits"]) <= TOL
+    for bad in ([1, 2], {"weight_map": ["a"]}, {"weight_map": {name: None}}, {"weight_map": {name: "../x"}}):
+        index_path.write_text(json.dumps(bad))
+        with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
+            bertscope.from_pretrained(folder)
+
+
 def test_pytorch_model_bin_is_read_weights_only(tmp_path):
     ref = load_reference("roberta")
     folder = copy_fixture("roberta", tmp_path)

@@ -258,16 +258,30 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
+    """The tensors of a sharded checkpoint, each from the shard its index names (a copy of a tensor in another shard
+    is not read: the index decides, as in the reference)."""
     try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{index_path}: not a shard index with a 'weight_map' ({e})") from None
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index_path}: not a shard index ({e})") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                   for k, v in weight_map.items()):
+        raise CheckpointError(f"{index_path}: not a shard index: expected {{\"weight_map\": {{tensor name: shard file "
+                              "name, ...}}}}")
+    folder = index_path.parent.resolve()
+    by_shard: dict[str, list[str]] = {}
+    for name, shard in weight_map.items():
+        by_shard.setdefault(shard, []).append(name)
     state = {}
-    for shard in sorted(set(weight_map.values())):
+    for shard in sorted(by_shard):
         shard_path = index_path.parent / shard
-        if not shard_path.exists():
+        if shard_path.resolve().parent != folder:
+            raise CheckpointError(f"{index_path} lists shard {shard!r}, which is not a file of {index_path.parent}")
+        if not shard_path.is_file():
             raise CheckpointError(f"{index_path} lists shard {shard}, which is not in {index_path.parent}")
-        state.update(read(shard_path))
+        tensors = read(shard_path)
+        state.update({k: v for k, v in tensors.items() if weight_map.get(k, shard) == shard})
     missing = sorted(set(weight_map) - set(state))
     if missing:
         raise CheckpointError(f"{index_path}: tensors listed in the index are absent from their shards: "
