@@ -171,3 +171,21 @@ def test_a_tokenizer_trained_over_another_leaves_none_of_its_files(tmp_path):
     (out / "tokenizer.json").unlink()                                  # the classic files are the RoBERTa ones
     assert bertscope.load_tokenizer(out).family.name == "roberta"
 
+
+
+def test_a_vocab_txt_that_is_not_text_and_a_model_type_that_is_not_a_name_are_said(tmp_path):
+    (tmp_path / "vocab.txt").write_bytes(b"[PAD]\n[UNK]\n\xff\xfe token\n")
+    with pytest.raises(TokenizerError, match="vocab.txt: not UTF-8 text"):
+        bertscope.load_tokenizer(tmp_path)
+    (tmp_path / "vocab.txt").unlink()
+    (tmp_path / "vocab.txt").mkdir()
+    with pytest.raises(TokenizerError, match="vocab.txt: is a folder"):
+        bertscope.load_tokenizer(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": ["bert"]}', encoding="utf-8")
+    with pytest.raises(TokenizerError, match=r"model_type \['bert'\] .* is not a family name"):
+        bertscope.load_tokenizer(tmp_path)
+    with pytest.raises(bertscope.ConfigError, match=r"model_type \['bert'\] is not supported"):
+        bertscope.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "distilbert", "dim": 768}', encoding="utf-8")
+    with pytest.raises(bertscope.ConfigError, match="model_type 'distilbert' is not supported"):
+        bertscope.from_pretrained(tmp_path)

@@ -202,6 +202,11 @@ class Config:
     # ---- Hugging Face config.json ---------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> "Config":
+        if "model_type" in d:                  # another architecture (DistilBERT, GPT-2) is said as one first
+            try:
+                family_record(d["model_type"])
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
         missing = [k for k in REQUIRED if k not in d]
         if missing:
             raise ConfigError(f"{source}: missing required key(s) {', '.join(missing)}; a BERT-family config.json "

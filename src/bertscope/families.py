@@ -153,6 +153,6 @@ def family(name) -> Family:
     if isinstance(name, Family):
         return name
     from .errors import ConfigError
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise ConfigError(f"model_type {name!r} is not supported; bertscope reads {', '.join(FAMILIES)}")
     return FAMILIES[name]

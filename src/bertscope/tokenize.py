@@ -227,6 +227,9 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     model_cfg = _read_json(folder / "config.json")
     recorded = model_cfg.get("model_type") or tok_cfg.get("bertscope_family")
+    if recorded is not None and not isinstance(recorded, str):
+        raise TokenizerError(f"{folder}: model_type {recorded!r} (config.json or tokenizer_config.json) is not a "
+                             f"family name; expected one of {', '.join(FAMILIES)}")
     if family is not None and recorded in FAMILIES and family_record(recorded) is not family_record(family):
         asked, own = family_record(family), family_record(recorded)
         a = "an" if asked.title[0] in "AEIOU" else "a"
@@ -285,12 +288,18 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
 
 def _wordpiece(vocab_path: Path, s: dict, tok_cfg: dict) -> Backend:
     vocab = {}
-    with open(vocab_path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            token = line.rstrip("\n")
-            if token in vocab:
-                continue
-            vocab[token] = i
+    try:
+        with open(vocab_path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                token = line.rstrip("\n")
+                if token in vocab:
+                    continue
+                vocab[token] = i
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"{vocab_path}: not UTF-8 text (byte {e.start}); a WordPiece vocab.txt holds one token "
+                             "a line, in UTF-8") from None
+    except IsADirectoryError:
+        raise TokenizerError(f"{vocab_path}: is a folder; expected the WordPiece vocabulary file") from None
     if s["unk"] not in vocab:
         raise TokenizerError(f"{vocab_path}: no {s['unk']} token in the vocabulary")
     backend = Backend(models.WordPiece(vocab, unk_token=s["unk"], max_input_chars_per_word=100))
