@@ -1284,3 +1284,15 @@ def test_a_diverged_run_says_what_its_folder_holds_and_what_to_run_next(tiny, ss
     refused(run("finetune", "--resume", p), "step 2: the gradient's norm is nan",
             "(a resumed run keeps its --lr: start the run again with --overwrite, or choose another --out)")
 
+
+
+def test_a_multi_output_regression_head_is_named_not_a_traceback(tiny, tmp_path):
+    folder = tmp_path / "reg3"
+    model = bertscope.from_pretrained(tiny, head="classification", num_labels=3, reinit_head=True)
+    model.config = model.config.replace(problem_type="regression")
+    bertscope.save_pretrained(model, folder)
+    bertscope.load_tokenizer(tiny).save(folder)
+    rows = write(tmp_path, "r.tsv", "sentence\tlabel\na great film\t0.5\na dull mess\t-1.5\n")
+    for command in ("evaluate", "predict"):
+        refused(run(command, folder, rows), "problem_type 'regression' with 3 outputs; bertscope's regression reads "
+                "one number a row")

@@ -204,7 +204,7 @@ def task_for(loaded: Loaded, task: str | None, **options):
     c = loaded.model.config
     if task and t.head == "classification":          # one head, three readings of it: the one it was trained for
         natural = for_model(c, loaded.model.head)
-        if (c.problem_type is not None and name != natural) or (name == "regression" and c.num_labels != 1):
+        if name != natural and (c.problem_type is not None or (name == "regression" and c.num_labels != 1)):
             raise CheckpointError(
                 f"{loaded.description}: its head was fine-tuned for {natural} ({c.num_labels} output"
                 f"{'s' if c.num_labels != 1 else ''}" + (f", problem_type {c.problem_type}" if c.problem_type else "")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import infer, scoring
-from ..errors import DataError
+from ..errors import CheckpointError, DataError
 from .base import Batch
 from .classification import SequenceClassification
 
@@ -46,6 +46,11 @@ class Regression(SequenceClassification):
         return keep
 
     def use_model_labels(self, config):
+        if config.num_labels != 1:                     # Hugging Face's multi-output regression: one target a row here
+            raise CheckpointError(f"this model's config.json has problem_type {config.problem_type!r} with "
+                                  f"{config.num_labels} outputs; bertscope's regression reads one number a row, so "
+                                  "it scores and predicts models with num_labels 1 (fine-tune one: bertscope "
+                                  "finetune --task regression --new-head)")
         self.labels, self.mapping = list(config.labels), {}
 
     def targets(self, ex) -> torch.Tensor:
