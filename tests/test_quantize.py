@@ -83,3 +83,21 @@ def test_a_quantized_fine_tuned_model_keeps_its_runs_columns_and_length(tiny_fol
     assert r.exit_code == 0 and r.output.count('"label"') == 20, r.output
     api.quantize(api.load(tiny_folder), pairs, ft, column="premise", overwrite=True)    # over a run: its run.json goes
     assert not (ft / "run.json").exists()
+
+
+def test_an_int8_file_of_another_model_or_damaged_is_named(tiny_folder, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    texts = tmp_path / "t.txt"
+    texts.write_text("a great film\na dull mess\n" * 10, encoding="utf-8")
+    q = tmp_path / "q"
+    api.quantize(api.load(tiny_folder), texts, q)
+    with safe_open(str(q / "int8.safetensors"), "pt") as f:
+        smooth, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    name = sorted(smooth)[0]
+    for damaged, words in (({**smooth, name: smooth[name][:3]}, "has shape (3,)"),
+                           ({**smooth, name: smooth[name] * float("nan")}, "not positive finite numbers"),
+                           ({"embeddings.norm": smooth[name]}, "embeddings.norm is not a Linear layer")):
+        save_file(damaged, q / "int8.safetensors", metadata=meta)
+        r = CliRunner().invoke(app, ["embed", str(q), str(texts), "--out", str(tmp_path / "e.npy")])
+        assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output

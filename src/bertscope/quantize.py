@@ -154,6 +154,18 @@ def load(model, folder):
     if missing:
         raise CheckpointError(f"{path}: names layers this model does not have ({', '.join(missing[:3])}); it belongs "
                               "to another model")
+    for name, v in smooth.items():                  # each a Linear's input smoothing: positive, one per input
+        layer = modules[name]
+        width = getattr(layer, "in_features", None)
+        if "." not in name or width is None:
+            raise CheckpointError(f"{path}: {name} is not a Linear layer of this model; the file belongs to another "
+                                  "model: run bertscope quantize again")
+        if v.dim() != 1 or v.numel() != width or not v.is_floating_point() or not bool(torch.isfinite(v).all()) \
+                or not bool((v > 0).all()):
+            raise CheckpointError(f"{path}: the vector of {name} has shape {tuple(v.shape)}"
+                                  + ("" if v.dim() != 1 or v.numel() != width else " and values that are not positive "
+                                     "finite numbers") + f", where the layer takes {width} inputs: the file belongs "
+                                  "to another model or is damaged; run bertscope quantize again")
     apply(model, smooth)
     model.int8_smoothing, model.int8_alpha = smooth, info["alpha"]
     return model
