@@ -1296,3 +1296,15 @@ def test_a_multi_output_regression_head_is_named_not_a_traceback(tiny, tmp_path)
     for command in ("evaluate", "predict"):
         refused(run(command, folder, rows), "problem_type 'regression' with 3 outputs; bertscope's regression reads "
                 "one number a row")
+
+
+def test_pair_labels_of_the_other_objective_are_refused():
+    need_shared()
+    for name, right, wrong in (("bert", "next_sentence_label", "sentence_order_label"),
+                               ("albert", "sentence_order_label", "next_sentence_label")):
+        model = bertscope.from_pretrained(TINY / name, head="pretraining")
+        ids, pairs = torch.randint(5, 90, (2, 6)), torch.tensor([0, 1])
+        assert torch.isfinite(model(input_ids=ids, **{right: pairs}).pair_loss)
+        for given in ({wrong: pairs}, {right: pairs, wrong: pairs}):
+            with pytest.raises(bertscope.InputError, match=f"{wrong}: this .* pretraining head is trained with {right}"):
+                model(input_ids=ids, **given)

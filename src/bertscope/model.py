@@ -610,7 +610,14 @@ class Model(nn.Module):
                                                ignore_index=-100)
         if self.pair is not None:
             out.pair_logits = self.pair(out.pooler_output)            # (B, 2)
-            pair_labels = next_sentence_label if next_sentence_label is not None else sentence_order_label
+            given = {k: v for k, v in (("next_sentence_label", next_sentence_label),
+                                       ("sentence_order_label", sentence_order_label)) if v is not None}
+            wrong = sorted(set(given) - {c.family.pair_label})
+            if wrong:                   # BERT's head predicts sentence order no more than ALBERT's predicts NSP
+                raise InputError(f"{wrong[0]}: this {c.family.title} pretraining head is trained with "
+                                 f"{c.family.pair_label} ({c.family.pair_objective.upper()}); pass the pair labels "
+                                 "under that name")
+            pair_labels = given.get(c.family.pair_label)
             if pair_labels is not None:
                 check_pair_labels(c.family.pair_label, pair_labels, out.pair_logits.shape[0])
                 out.pair_loss = F.cross_entropy(out.pair_logits.float(), pair_labels)
