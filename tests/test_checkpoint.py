@@ -307,3 +307,13 @@ def test_from_pretrained_names_a_keyword_it_does_not_take():
         with pytest.raises(bertscope.UsageError, match=re.escape(words)):
             bertscope.from_pretrained(TINY / "bert", **kw)
 
+
+
+def test_a_config_too_big_for_this_machine_is_named_before_anything_is_allocated(tmp_path):
+    folder = copy_fixture("bert", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["num_hidden_layers"] = 10 ** 7
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config.json: a model of these sizes .* num_hidden_layers 10000000.* "
+                                              r"but this machine has"):
+        bertscope.from_pretrained(folder)

@@ -323,6 +323,15 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise UsageError(f"dtype={dtype!r}: expected a floating torch dtype, e.g. torch.bfloat16")
     config = Config.from_json(folder / "config.json")
+    from .machine import available_memory, fmt_gib
+    need, (room, where) = config.approx_parameters * 4, available_memory()    # float32, before anything is made
+    if need > room:
+        raise CheckpointError(f"{folder / 'config.json'}: a model of these sizes (vocab_size {config.vocab_size}, "
+                              f"hidden_size {config.hidden_size}, num_hidden_layers {config.num_hidden_layers}, "
+                              f"intermediate_size {config.intermediate_size}) holds about "
+                              f"{config.approx_parameters / 1e9:,.1f}B parameters, {fmt_gib(need)} in float32, but "
+                              f"this machine has {fmt_gib(room)} {where}: the config is wrong, or the model is too "
+                              "big for this machine")
     state, source = read_weights(folder)
     if head is None:
         head = _head_from(config, state)

@@ -173,6 +173,13 @@ class Config:
             return self.num_hidden_layers
         return self.num_hidden_groups * self.inner_group_num
 
+    @property
+    def approx_parameters(self) -> int:
+        """About how many parameters a model of this config holds (embeddings and layers; heads and norms left out):
+        enough to tell, before anything is allocated, that it cannot fit this machine."""
+        return self.vocab_size * self.embedding_dim + self.num_unique_layers * (
+            4 * self.hidden_size ** 2 + 2 * self.hidden_size * self.intermediate_size)
+
     def layer_plan(self) -> list[int]:
         """Which weight-owning layer runs at each step, exactly as the reference shares ALBERT's groups.
 

@@ -586,8 +586,7 @@ class _NoLock:
 
 def _check_size(c) -> None:
     """Refuse a model that cannot fit the memory this process has before anything is allocated."""
-    params = c.vocab_size * c.embedding_dim + c.num_unique_layers * (
-        4 * c.hidden_size ** 2 + 2 * c.hidden_size * c.intermediate_size)
+    params = c.approx_parameters
     need = params * 4 * 4                                   # weights, gradients and AdamW's two moments, fp32
     room, where = available_memory()
     if need > room:
