@@ -317,3 +317,20 @@ def test_a_config_too_big_for_this_machine_is_named_before_anything_is_allocated
     with pytest.raises(CheckpointError, match=r"config.json: a model of these sizes .* num_hidden_layers 10000000.* "
                                               r"but this machine has"):
         bertscope.from_pretrained(folder)
+
+
+def test_loading_functions_name_arguments_of_the_wrong_kind():
+    need_shared()
+    model = bertscope.from_pretrained(TINY / "bert")
+    for call, words in ((lambda: bertscope.from_pretrained(None), "expected a checkpoint folder"),
+                        (lambda: bertscope.from_pretrained(model), "a Model is loaded already"),
+                        (lambda: bertscope.from_pretrained(TINY / "bert", reinit_head="no"),
+                         "reinit_head='no': expected True or False"),
+                        (lambda: bertscope.from_pretrained(TINY / "bert", head="base", num_labels=7),
+                         "num_labels=7: head 'base' has no labels"),
+                        (lambda: bertscope.load_tokenizer(None), "load_tokenizer: expected a folder"),
+                        (lambda: bertscope.load_tokenizer(TINY / "bert", max_length="64"),
+                         "max_length='64': expected a whole number"),
+                        (lambda: bertscope.api.load(model), "a Model is loaded already")):
+        with pytest.raises(bertscope.UsageError, match=re.escape(words)):
+            call()

@@ -311,6 +311,15 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
             near = difflib.get_close_matches(name, ["head", "num_labels", "reinit_head", "dtype"], n=1)
             hint = f"did you mean {near[0]}?" if near else "expected head, num_labels, reinit_head or dtype"
         raise UsageError(f"from_pretrained: unknown keyword {name}={unknown[name]!r}; {hint}")
+    import os
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+        raise UsageError(f"from_pretrained: expected a checkpoint folder (str or pathlib.Path), got "
+                         f"{type(folder).__name__}" + (" (a Model is loaded already)" if isinstance(folder, Model)
+                                                       else ""))
+    if not isinstance(reinit_head, bool):       # "no" is true in Python: it would throw the trained head away
+        raise UsageError(f"reinit_head={reinit_head!r}: expected True or False")
+    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+        raise UsageError(f"num_labels={num_labels!r}: expected a whole number of outputs, at least 1")
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: " + ("is a file" if folder.exists() else "no such folder") +
@@ -337,6 +346,9 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
         head = _head_from(config, state)
     elif head not in HEADS:
         raise CheckpointError(f"head {head!r} is not one of {', '.join(HEADS)}")
+    if num_labels is not None and head in ("base", "mlm", "pretraining") and num_labels != config.num_labels:
+        raise UsageError(f"num_labels={num_labels}: head {head!r} has no labels (num_labels sizes a "
+                         "classification, token-classification or question-answering head)")
     if num_labels is not None and num_labels != config.num_labels:
         config = config.replace(num_labels=num_labels, id2label=None)
     pooler = None

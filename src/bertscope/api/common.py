@@ -118,7 +118,10 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
     from ..config import NAMED, named_config
     from ..model import Model
     from ..tokenize import load_tokenizer
-    path = Path(str(source))
+    if isinstance(source, Model):
+        raise UsageError("api.load takes a checkpoint folder or a built-in shape's name; a Model is loaded already "
+                         "(save it with bertscope.save_pretrained and load that folder)")
+    path = Path(str(path_arg("source", source)))
     if path.is_dir():
         model = checkpoint.from_pretrained(path, head=head)
         desc = f"{path} ({model.config.family.name}, head {model.head})"
