@@ -222,6 +222,12 @@ def test_an_all_zero_attention_mask_row_is_refused():
     model = bertscope.from_config("bert-base", num_hidden_layers=1)
     with pytest.raises(bertscope.InputError, match="attention_mask row 1 is all zeros"):
         model(torch.ones(2, 4, dtype=torch.long), attention_mask=torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
+    square = torch.ones(2, 4, 4)
+    square[0, 2:] = 0                                                  # padding queries of a (B, L, L) mask: fine
+    assert torch.isfinite(model(torch.ones(2, 4, dtype=torch.long), attention_mask=square).last_hidden_state).all()
+    square[1] = 0                                                      # a whole sequence of them is not
+    with pytest.raises(bertscope.InputError, match="attention_mask row 1 is all zeros"):
+        model(torch.ones(2, 4, dtype=torch.long), attention_mask=square)
 
 
 # ---- no traceback for a user mistake -------------------------------------------------------------------------------

@@ -181,12 +181,12 @@ def _check_mask_values(config, input_ids, attention_mask, *_):
         if odd.any():
             raise InputError(f"attention_mask {_where(odd)} is {values[odd][0].item()}; expected 0/1 values "
                              "(1 = attend, 0 = ignore). An additive mask of 0 / -inf is built inside the model.")
-    if attention_mask.dim() == 2:           # (B, L, L) masks may hold all-zero rows for padding queries
-        empty = ~attention_mask.bool().any(-1)                       # (B,)
-        if empty.any():
-            row = int(empty.nonzero()[0])
-            raise InputError(f"attention_mask row {row} is all zeros: that sequence has no token to attend to, so "
-                             "its outputs would mean nothing. Drop the row, or mark its real tokens with 1.")
+    # (B, L, L) masks may hold all-zero rows for padding queries, but not a whole sequence of them
+    empty = ~attention_mask.bool().flatten(1).any(-1)                     # (B,)
+    if empty.any():
+        row = int(empty.nonzero()[0])
+        raise InputError(f"attention_mask row {row} is all zeros: that sequence has no token to attend to, so "
+                         "its outputs would mean nothing. Drop the row, or mark its real tokens with 1.")
 
 
 def _check_types(config, input_ids, attention_mask, token_type_ids, *_):
