@@ -1084,9 +1084,14 @@ def test_finetune_refuses_options_its_task_would_not_read(tiny, tmp_path):
             f"--text-column word: names a column of .tsv, .csv or .jsonl files, but {conll} has no columns (a CoNLL "
             "file of words and tags)")
     refused(run("finetune", tiny, "--train", conll, *common, "--skip-bad-rows"), "--skip-bad-rows skips rows of")
+    assert run("finetune", tiny, "--train", conll, "--out", tmp_path / "ner", "--max-steps", "1").exit_code == 0
+    for command, option in (("predict", "--pair-column"), ("evaluate", "--pair-column"),
+                            ("evaluate", "--label-column")):   # the column options of tables, on a CoNLL file
+        refused(run(command, tmp_path / "ner", conll, option, "tag"), f"{option} tag: names a column of .tsv")
+    assert run("evaluate", tmp_path / "ner", conll, "--label-column", "label").exit_code == 0   # the default
     refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", data, "--out", tmp_path / "p",
                 "--steps", "1", "--eval-every", "5"), "--eval-every 5: evaluations read --eval FILE")
-    assert listing(tmp_path) == ["t.tsv", "w.conll"]
+    assert listing(tmp_path) == ["ner", "t.tsv", "w.conll"]
 
 
 def test_a_conll_file_whose_lines_have_different_columns_is_refused(tiny, tmp_path):

@@ -101,7 +101,9 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
     _check_batch(batch_size)
     _check_chunk(chunk)
-    check_columns_apply([source], text_column=options.get("text_column"))     # as given: run.json's apply to tables
+    check_columns_apply([source], **{k: options.get(k) for k in ("text_column", "pair_column")},   # as given:
+                        label_column=None if options.get("label_column") == "label" else options.get("label_column"))
+    # (run.json's columns apply to tables only; "label", the default, names no column of a file without any)
     trained = _trained_task(loaded)
     if task is None or task == trained.get("task"):  # the columns the model was fine-tuned on (a pair model reads
         for column in ("text_column", "label_column", "pair_column"):  # its pairs), unless others are named
