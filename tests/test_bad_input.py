@@ -1319,3 +1319,15 @@ def test_pair_labels_of_the_other_objective_are_refused():
         for given in ({wrong: pairs}, {right: pairs, wrong: pairs}):
             with pytest.raises(bertscope.InputError, match=f"{wrong}: this .* pretraining head is trained with {right}"):
                 model(input_ids=ids, **given)
+
+
+def test_encode_and_explain_refuse_options_their_input_does_not_read(tiny, tmp_path):
+    texts = write(tmp_path, "t.txt", "a great film\n")
+    refused(run("encode", tiny, "a great film", "--length", "5"), "--length 5 sizes the random ids")
+    refused(run("encode", tiny, "-f", texts, "--batch", "3"), "--batch 3 sizes the random ids")
+    refused(run("encode", tiny, "-f", texts, "--column", "text"), "--column text: names a column of .tsv")
+    refused(run("encode", tiny, "a great film", "--column", "text"), "--column text names a column of --file")
+    refused(run("explain", tiny, "--text", "a great film", "--batch", "5"), "--batch 5 sizes the random input")
+    refused(run("explain", tiny, "--text", ""), "--text is empty")
+    assert run("encode", tiny, "a great film").exit_code == 0
+    assert run("explain", tiny, "--length", "8", "--batch", "3").exit_code == 0

@@ -28,8 +28,9 @@ def encode(
     column: Optional[str] = typer.Option(None, help="text column of a .tsv/.csv or key of .jsonl (default: text, "
                                                     "sentence, or the one column that is not a label or an id)"),
     limit: Optional[int] = typer.Option(None, min=1, help="read at most this many texts from --file"),
-    batch: int = typer.Option(2, help="batch size of random ids when the model has no tokenizer"),
-    length: int = typer.Option(16, help="sequence length of random ids when the model has no tokenizer"),
+    batch: Optional[int] = typer.Option(None, help="batch size of random ids, when no texts are given [default: 2]"),
+    length: Optional[int] = typer.Option(None, help="sequence length of random ids, when no texts are given "
+                                                    "[default: 16]"),
     batch_size: int = typer.Option(32, help="texts per forward pass"),
     threads: Optional[int] = THREADS, device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE,
 ):
@@ -43,6 +44,16 @@ def encode(
         raise UsageError(f"texts and --file {file} both given: encode reads one or the other")
     if limit is not None and file is None:
         raise UsageError("--limit reads at most that many texts from --file; without --file it does nothing")
+    reads_texts = bool(texts) or file is not None
+    for option, value in (("--batch", batch), ("--length", length)):
+        if value is not None and reads_texts:
+            raise UsageError(f"{option} {value} sizes the random ids encoded when no texts are given; texts are "
+                             "encoded as they are (leave it out, or --batch-size for texts per forward pass)")
+    if column is not None:
+        if file is None:
+            raise UsageError(f"--column {column} names a column of --file; without --file it does nothing")
+        from ..data import check_columns_apply
+        check_columns_apply([file], column=column)
     if texts and not all(t.strip() for t in texts):
         raise UsageError(f"text {next(i for i, t in enumerate(texts, 1) if not t.strip())} is empty; give words to "
                          "encode")
@@ -57,7 +68,7 @@ def encode(
         f"{c.vocab_size}, {c.max_position_embeddings} positions, {net.num_parameters / 1e6:.1f}M parameters")
     if file is not None:
         texts = read_texts(file, column=column, limit=limit)
-    e = api.encode(loaded, net, texts, batch, length, batch_size)
+    e = api.encode(loaded, net, texts, 2 if batch is None else batch, 16 if length is None else length, batch_size)
     say(f"input      input_ids {_shape(e.first_input)}" +
         (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
     say(f"embeddings hidden_states[0] {_shape(e.hidden_states_0)}")
@@ -79,8 +90,9 @@ def encode(
 @command()
 def explain(
     model: str = MODEL,
-    batch: int = typer.Option(2, min=1, help="batch size B of the traced input"),
-    length: int = typer.Option(16, min=1, help="sequence length L of the traced input"),
+    batch: Optional[int] = typer.Option(None, min=1, help="batch size B of the traced random input [default: 2]"),
+    length: Optional[int] = typer.Option(None, min=1, help="sequence length L of the traced random input "
+                                                           "[default: 16]"),
     text: Optional[List[str]] = typer.Option(None, "--text", help="trace these texts instead (repeatable)"),
     head: Optional[str] = HEAD,
     fmt: str = typer.Option("text", "--format", help="text | markdown | json"),
@@ -96,7 +108,14 @@ def explain(
     from ..explain import render_text
     if fmt not in ("text", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: use text, markdown or json")
-    e = api.trace(api.load(model, head=head), text, batch, length, unfold)
+    for option, value in (("--batch", batch), ("--length", length)):
+        if value is not None and text:
+            raise UsageError(f"{option} {value} sizes the random input traced when no --text is given; --text is "
+                             "traced as it is (leave it out)")
+    if text and not all(t.strip() for t in text):
+        raise UsageError("--text is empty; give words to trace")
+    e = api.trace(api.load(model, head=head), text, 2 if batch is None else batch, 16 if length is None else length,
+                  unfold)
     if fmt == "json":
         print(json.dumps(e.to_dict(), indent=1))
     else:
