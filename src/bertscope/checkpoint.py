@@ -270,11 +270,8 @@ def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{index_path}: not a shard index: expected {{\"weight_map\": {{tensor name: shard file "
                               "name, ...}}}}")
     folder = index_path.parent.resolve()
-    by_shard: dict[str, list[str]] = {}
-    for name, shard in weight_map.items():
-        by_shard.setdefault(shard, []).append(name)
     state = {}
-    for shard in sorted(by_shard):
+    for shard in sorted(set(weight_map.values())):
         shard_path = index_path.parent / shard
         if shard_path.resolve().parent != folder:
             raise CheckpointError(f"{index_path} lists shard {shard!r}, which is not a file of {index_path.parent}")

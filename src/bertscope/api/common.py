@@ -80,13 +80,8 @@ def number_arg(name: str, value, whole: bool = False):
     if not ok:
         raise UsageError(f"{name}={value!r}: expected {'a whole number' if whole else 'a number'}, got a "
                          f"{type(value).__name__}")
-    return int(value) if isinstance(value, numbers.Integral) else as_float(value)
-
-
-def as_float(value) -> float:
-    """A float of Python's own; a narrower float (numpy's float32 0.15) as it prints, not as 0.15000000596..."""
-    return value if type(value) is float else float(str(value)) if getattr(value, "itemsize", 8) < 8 \
-        else float(value)
+    from ..train.loop import python_number
+    return python_number(value)
 
 
 def bf16_for(device, asked: bool, on_event=None) -> bool:

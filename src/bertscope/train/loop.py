@@ -80,8 +80,7 @@ class Settings:
         for f in dataclasses.fields(self):              # numpy's numbers (a grid search's np.int64) as Python's own
             value = getattr(self, f.name)
             if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
-                object.__setattr__(self, f.name, int(value) if isinstance(value, numbers.Integral) else
-                                   float(str(value)) if getattr(value, "itemsize", 8) < 8 else float(value))
+                object.__setattr__(self, f.name, python_number(value))
 
         def need(ok, option, value, expected):
             if not ok:              # a str from Python ("2") is said as one: it looks like the number it is not
@@ -119,6 +118,14 @@ class Settings:
 
     def changed(self, other: "Settings") -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+def python_number(value):
+    """A number as Python's own int or float (numpy's np.int64 or float32 from a grid search; run.json is written
+    from it); a narrower float as it prints (float32 0.15 is 0.15, not 0.15000000596...)."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(str(value)) if getattr(value, "itemsize", 8) < 8 else float(value)
 
 
 def _int(x) -> bool:
