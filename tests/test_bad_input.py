@@ -207,7 +207,9 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_caught_when_loaded(tmp_path):
     refused(run("predict", folder, texts), "30522 tokens", "1000 rows")
 
 
-def test_resume_refuses_new_settings_and_a_changed_file(tiny, sst, tmp_path):
+def test_resume_refuses_new_settings_and_a_changed_file(tiny, sst, tmp_path, monkeypatch):
+    import bertscope.kernels                           # a CPU where bf16 pays (where it does not, --bf16 is noted)
+    monkeypatch.setattr(bertscope.kernels, "bf16_on_cpu", lambda: (True, ""))
     out = tmp_path / "o"
     r = bertscope.api.finetune(tiny, sst, out, epochs=2, save_every=2, stop_after=2, device="cpu")
     assert not r.finished
