@@ -1333,3 +1333,149 @@ def test_encode_and_explain_refuse_options_their_input_does_not_read(tiny, tmp_p
     refused(run("explain", tiny, "--text", ""), "--text is empty")
     assert run("encode", tiny, "a great film").exit_code == 0
     assert run("explain", tiny, "--length", "8", "--batch", "3").exit_code == 0
+
+
+# ---- the model-side hunt's open list ------------------------------------------------------------------------------
+
+def test_model_side_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
+    loaded = bertscope.api.load(tiny)
+    texts = write(tmp_path, "t.txt", "".join(f"a line of text number {i}\n" for i in range(20)))
+    for call, words in ((lambda: bertscope.api.encode(loaded, loaded.model, batch="2"), "--batch '2'"),
+                        (lambda: bertscope.api.encode(loaded, loaded.model, ["a"], batch_size=2.5), "--batch-size 2.5"),
+                        (lambda: bertscope.api.check(str(tiny), length="5"), "--length '5'"),
+                        (lambda: bertscope.api.check(str(tiny), length=5, batch="5"), "--batch '5'"),
+                        (lambda: bertscope.api.fill_mask(loaded, "a [MASK] b", top_k="3"), "--top-k '3'"),
+                        (lambda: bertscope.api.fill_mask(loaded, ["a [MASK] b"]), "one text (a str)"),
+                        (lambda: bertscope.api.bench(loaded, loaded.model, "hello world"), "got one str"),
+                        (lambda: bertscope.api.quantize(loaded, texts, tmp_path / "q", alpha="0.5"), "alpha='0.5'"),
+                        (lambda: bertscope.api.quantize(loaded, ["a text"], tmp_path / "q"), "calibration=['a text']"),
+                        (lambda: loaded.model.prune_heads({"a": [1]}), "prune_heads takes {layer: [head, ...]}")):
+        with pytest.raises(bertscope.BertscopeError) as e:
+            call()
+        assert words in str(e.value)
+    assert not (tmp_path / "q").exists()
+    refused(run("encode", ""), "MODEL: the path is empty")
+
+
+def test_check_refuses_options_of_a_check_not_asked_for_and_checks_conll_tags(tiny, tmp_path):
+    need_shared()
+    conll = DATA / "wnut16" / "dev.conll"
+    refused(run("check", tiny, "--length", "16", "--num-labels", "3"), "--num-labels applies to the check of --data")
+    refused(run("check", tiny, "--ids-file", write(tmp_path, "i.txt", "101 102\n"), "--pairs"),
+            "--pairs applies to the check of --length")
+    refused(run("check", tiny, "--data", conll, "--batch", "4"), "--batch applies to the check of --length")
+    refused(run("check", tiny, "--length", "16", "--label-column", "y"), "--label-column applies")
+    # a token model's tags are read from a CoNLL file (it used to be 'unsupported file type')
+    folder = tmp_path / "tok3"
+    model = bertscope.from_pretrained(tiny, head="token-classification", num_labels=3, reinit_head=True)
+    bertscope.save_pretrained(model, folder)
+    r = run("check", folder, "--data", conll)
+    assert r.exit_code == 1 and "the data has 21 classes (B-company" in r.output and "the classifier has 3" in r.output
+    assert run("check", folder, "--data", conll, "--num-labels", "21").exit_code == 0
+    refused(run("check", folder, "--data", conll, "--label-column", "tag"), "holds a tag per word")
+    cls = tmp_path / "cls3"
+    bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="classification", num_labels=3,
+                                                        reinit_head=True), cls)
+    refused(run("check", cls, "--data", conll), "holds a tag per word, and this model labels whole texts")
+
+
+def test_a_config_pruning_heads_it_does_not_have_names_the_file(tmp_path):
+    need_shared()
+    for pruned, words in (({"0": [7]}, "pruned_heads names heads [7] of layer 0; it has heads 0..3"),
+                          ({"9": [1]}, "pruned_heads names layer 9; this model has layers 0..1"),
+                          ({"0": [0, 1, 2, 3]}, "pruned_heads removes every head of layer 0")):
+        folder = tmp_path / "p"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(TINY / "bert-cls", folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "pruned_heads": pruned}))
+        refused(run("encode", folder), f"{folder / 'config.json'}: {words}")
+
+
+def test_direct_calls_that_would_score_nothing_or_ignore_an_argument_are_refused():
+    need_shared()
+    mlm = bertscope.from_pretrained(TINY / "bert", head="mlm")
+    cls = bertscope.from_pretrained(TINY / "bert-cls")
+    ids = torch.randint(5, 100, (2, 6))
+    with pytest.raises(bertscope.InputError, match="masked_only=True .* give the labels"):
+        mlm(input_ids=ids, masked_only=True)
+    with pytest.raises(bertscope.InputError, match="head 'classification', with no masked-LM head"):
+        cls(input_ids=ids, masked_only=True)
+    with pytest.raises(bertscope.InputError, match=r"every one of the labels is -100 .* \(it would be NaN\)"):
+        mlm(input_ids=ids, labels=torch.full_like(ids, -100))
+    labels = torch.full_like(ids, -100)
+    labels[1, 2] = 7
+    assert torch.isfinite(mlm(input_ids=ids, labels=labels, masked_only=True).mlm_loss)
+    with pytest.raises(bertscope.InputError, match="the label of sequence 1 is 7"):
+        cls(input_ids=ids, labels=torch.tensor([0, 7]))
+    embeds = torch.randn(1, 200, cls.config.hidden_size)
+    with pytest.raises(bertscope.InputError, match="^inputs_embeds has 200 tokens"):
+        cls(inputs_embeds=embeds)
+
+
+def test_length_messages_name_what_was_given(tiny):
+    need_shared()
+    r = run("check", TINY / "bert-cls", "--length", "600")
+    assert r.exit_code == 1 and "a planned sequence has 600 tokens" in r.output and "input_ids" not in r.output
+    refused(run("encode", TINY / "bert-cls", "--length", "600"), "--length 600: this BERT model takes at most 128")
+
+
+def test_explain_and_draw_show_a_head_the_checkpoint_lacks_from_random_weights():
+    need_shared()
+    r = run("explain", TINY / "bert", "--head", "question-answering")
+    assert r.exit_code == 0 and "head question-answering" in r.output and "qa_outputs" in r.output
+    loaded = bertscope.api.load(TINY / "bert", head="question-answering", shapes_only=True)
+    assert "not in the checkpoint: random weights, shapes only" in loaded.description
+    with pytest.raises(bertscope.CheckpointError, match="missing from the checkpoint"):
+        bertscope.api.load(TINY / "bert", head="question-answering")       # to run it, it is still refused
+
+
+def test_damaged_tokenizer_and_weights_files_are_named(tmp_path):
+    need_shared()
+    folder = tmp_path / "bpe"
+    shutil.copytree(TINY / "bert-cls", folder)
+    (folder / "vocab.json").write_text('{"a": 0}')
+    refused(run("encode", folder, "hello"), "has vocab.json but no merges.txt")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    refused(run("encode", folder), "model.safetensors: a link to", "which does not exist")
+
+
+def test_check_reads_a_shard_index_and_names_a_missing_shard(tmp_path):
+    need_shared()
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    shutil.copy(TINY / "bert-cls" / "config.json", folder)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"bert.embeddings.word_embeddings.weight": "model-00001-of-00002.safetensors"}}))
+    refused(run("check", folder, "--length", "16"), "lists shard model-00001-of-00002.safetensors, which is not in")
+
+
+def test_the_cut_note_names_the_run_json_length_and_int8_notes_name_the_folder(classifier, tmp_path, monkeypatch):
+    long = write(tmp_path, "long.txt", "word " * 300 + "\nshort\n")
+    r = run("predict", classifier, long)
+    assert r.exit_code == 0
+    assert "1 texts were longer than the 128 tokens the model was fine-tuned at (its run.json" in r.output
+    assert "1 texts were longer than --max-length 64" in run("predict", classifier, long, "--max-length", "64").output
+    # a quantized folder runs int8 unasked: its notes do not speak of an --int8 the user did not give
+    from bertscope import kernels
+    calibration = write(tmp_path, "cal.txt", "".join(f"a line of text number {i}\n" for i in range(20)))
+    assert run("quantize", classifier, "--calibrate", calibration, "--out", tmp_path / "q").exit_code == 0
+    monkeypatch.setattr(kernels, "int8_on_cpu", lambda: (False, "this CPU has no VNNI"))
+    r = run("predict", tmp_path / "q", long)
+    assert r.exit_code == 0 and "this folder's int8 calibration (bertscope quantize): this CPU has no VNNI" in r.output
+    assert "--int8" not in r.output
+    assert "--int8: this CPU has no VNNI; running in fp32" in run("predict", classifier, long, "--int8").output
+
+
+def test_int8_calibrated_on_a_few_texts_of_the_input_warns(classifier, tmp_path, monkeypatch):
+    from bertscope import kernels
+    monkeypatch.setattr(kernels, "int8_on_cpu", lambda: (True, ""))
+    monkeypatch.setattr(kernels, "bf16_beats_int8", lambda: None)
+    texts = write(tmp_path, "t.txt", "".join(f"text number {i}\n" for i in range(4)))
+    r = run("predict", classifier, texts, "--int8", "--chunk", "1")
+    assert r.exit_code == 0, r.output
+    assert "warning: --int8: calibrated on the first 1 texts of the input" in r.output
+    assert "a --chunk of at least 16" in r.output
+    r = run("predict", classifier, write(tmp_path, "m.txt", "".join(f"text {i}\n" for i in range(20))), "--int8")
+    assert "calibrated on the first 20 texts" in r.output and "warning" not in r.output

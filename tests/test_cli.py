@@ -28,7 +28,8 @@ def test_too_long_input_is_a_message_not_a_traceback():
     need_shared()
     r = runner.invoke(app, ["encode", str(TINY / "roberta"), "--length", "200"])
     assert r.exit_code == 2
-    assert "130 position embeddings" in r.output and "Truncate to 128 tokens" in r.output
+    assert "takes at most 128 tokens a sequence (130 position embeddings, of which RoBERTa reserves the first 2); " \
+        "use --length 128 or less" in r.output
     assert "Traceback" not in r.output
 
 

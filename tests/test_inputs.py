@@ -110,7 +110,7 @@ def test_float_ids_and_wrong_rank(bert):
 
 
 def test_classification_label_beyond_num_labels(bert):
-    with pytest.raises(InputError, match=r"labels row 1|labels token 1 is 3 but this classifier has num_labels 3"):
+    with pytest.raises(InputError, match=r"the label of sequence 1 is 3 but this classifier has num_labels 3"):
         bert(input_ids=torch.ones(2, 4, dtype=torch.long), labels=torch.tensor([0, 3]))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,8 @@ def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     for f in (single, index, bin_single, bin_index):
         if f.is_dir():
             raise CheckpointError(f"{f}: is a folder; expected the weights file of that name")
+        if f.is_symlink() and not f.exists():
+            raise CheckpointError(f"{f}: a link to {os.readlink(f)}, which does not exist (moved or deleted?)")
     if single.exists():
         return _read_safetensors(single), str(single)
     if index.exists():
@@ -260,6 +263,20 @@ def _read_bin(path: Path) -> dict[str, torch.Tensor]:
 def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
     """The tensors of a sharded checkpoint, each from the shard its index names (a copy of a tensor in another shard
     is not read: the index decides, as in the reference)."""
+    weight_map = shard_map(index_path)
+    state = {}
+    for shard in sorted(set(weight_map.values())):
+        tensors = read(index_path.parent / shard)
+        state.update({k: v for k, v in tensors.items() if weight_map.get(k, shard) == shard})
+    missing = sorted(set(weight_map) - set(state))
+    if missing:
+        raise CheckpointError(f"{index_path}: tensors listed in the index are absent from their shards: "
+                              f"{_names(missing)}")
+    return state
+
+
+def shard_map(index_path: Path) -> dict[str, str]:
+    """A shard index's {tensor name: shard file}, checked: well formed, and every shard a file of its folder."""
     try:
         index = json.loads(index_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -270,20 +287,13 @@ def _read_sharded(index_path: Path, read) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{index_path}: not a shard index: expected {{\"weight_map\": {{tensor name: shard file "
                               "name, ...}}}}")
     folder = index_path.parent.resolve()
-    state = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index_path.parent / shard
         if shard_path.resolve().parent != folder:
             raise CheckpointError(f"{index_path} lists shard {shard!r}, which is not a file of {index_path.parent}")
         if not shard_path.is_file():
             raise CheckpointError(f"{index_path} lists shard {shard}, which is not in {index_path.parent}")
-        tensors = read(shard_path)
-        state.update({k: v for k, v in tensors.items() if weight_map.get(k, shard) == shard})
-    missing = sorted(set(weight_map) - set(state))
-    if missing:
-        raise CheckpointError(f"{index_path}: tensors listed in the index are absent from their shards: "
-                              f"{_names(missing)}")
-    return state
+    return weight_map
 
 
 # Keyword arguments of transformers' from_pretrained that have a bertscope spelling, or no meaning here

@@ -125,6 +125,15 @@ class Config:
         except (TypeError, ValueError):
             raise ConfigError(f"pruned_heads must map layer numbers to lists of head numbers, got "
                               f"{dict(self.pruned_heads)!r}") from None
+        layers = self.num_unique_layers
+        for layer, heads in pruned.items():
+            if not 0 <= layer < layers:
+                raise ConfigError(f"pruned_heads names layer {layer}; this model has layers 0..{layers - 1}")
+            if not all(0 <= h < self.num_attention_heads for h in heads):
+                raise ConfigError(f"pruned_heads names heads {list(heads)} of layer {layer}; it has heads "
+                                  f"0..{self.num_attention_heads - 1}")
+            if len(heads) >= self.num_attention_heads:
+                raise ConfigError(f"pruned_heads removes every head of layer {layer}; a layer keeps at least one")
         set_("pruned_heads", FrozenDict(pruned))
         _positive_int("num_labels", self.num_labels)
         if self.id2label:

@@ -12,6 +12,8 @@ The CLI renders both (text, markdown or JSON); nothing here prints.
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -431,7 +433,7 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
                 else:
                     types = torch.zeros(1, L, dtype=torch.long)
                     types[:, L // 2:] = 1
-            problems += [Problem(what, m.replace("row 0 of input_ids", "a planned sequence"))
+            problems += [Problem(what, re.sub(r"^(row 0 of )?input_ids has", "a planned sequence has", m))
                          for what, m in input_problems(config, planned, token_type_ids=types)]
             if L < length:
                 problems.append(Problem("length", _too_long(config, length)))
@@ -458,7 +460,7 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         classes = sorted({str(x) for x in labels})
         n = num_labels if num_labels is not None else config.num_labels
         listed = f"{len(classes)} classes ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})"
-        if head != "classification" and num_labels is None:
+        if head not in LABELLED_HEADS and num_labels is None:
             pass                        # fine-tuning makes a new classifier for the file's classes: nothing to fit
         elif num_labels is not None and len(classes) > num_labels:
             problems.append(Problem("labels", f"the data has {listed} but --num-labels {num_labels} plans a "
@@ -473,7 +475,7 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         else:
             known = set(config.labels)
             ints = all(x.lstrip("-").isdigit() for x in classes)
-            if head == "classification" and known and not set(classes) <= known and config.id2label and not (
+            if head in LABELLED_HEADS and n == config.num_labels and known and not set(classes) <= known and config.id2label and not (
                     ints and config.generic_labels):
                 # (a saved classifier maps labels by its class names; LABEL_i names take integers 0..n-1 alone)
                 unseen = sorted(set(classes) - known)
@@ -489,6 +491,7 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
     return problems
 
 
+LABELLED_HEADS = ("classification", "token-classification")    # heads whose width is the data's classes (or tags)
 ROW_CAP = 1 << 20            # the longest row made to check a length by: 8 MiB of ids
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -69,6 +70,24 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip().splitlines()[0] if text.strip() else ""
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """torch's ONNX exporter without its chatter (torchvision ops it skips, deprecations inside torch, axis names it
+    merges): a user sees what was written and how close it runs, as for every command. Errors still raise."""
+    import logging
+    import warnings
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length: int = 16) -> dict:
     """Write an ONNX graph with named inputs (input_ids, attention_mask, token_type_ids) and outputs, then run it in
     onnxruntime on a different batch and length (when dynamic) and compare with PyTorch. The graph is written to a
@@ -98,8 +117,10 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     def write(tmp):
         was_checking, model.check = model.check, False   # data-dependent checks do not belong in a graph
         try:
-            torch.onnx.export(wrapped, _sample(model, batch, length, seed=0), str(tmp), input_names=list(inputs),
-                              output_names=wrapped.names, dynamo=True, external_data=False, verbose=False, **kwargs)
+            with _quiet_exporter():
+                torch.onnx.export(wrapped, _sample(model, batch, length, seed=0), str(tmp), input_names=list(inputs),
+                                  output_names=wrapped.names, dynamo=True, external_data=False, verbose=False,
+                                  **kwargs)
         except Exception as e:
             raise ExportError(f"ONNX export failed: {type(e).__name__}: {_plain(str(e))}") from None
         finally:

@@ -13,11 +13,12 @@ from .config import Config
 from .errors import InputError
 
 
-def _where(mask: torch.Tensor) -> str:
-    """'row 1, position 7' for the first True entry of a (B, L) / (T,) bool tensor."""
+def _where(mask: torch.Tensor, one: str = "token") -> str:
+    """'row 1, position 7' for the first True entry of a (B, L) / (T,) bool tensor ('token 7' for (T,), or
+    'sequence 7' where one entry stands for a sequence)."""
     idx = mask.nonzero()[0].tolist()
     if len(idx) == 1:
-        return f"token {idx[0]}"
+        return f"{one} {idx[0]}"
     return f"row {idx[0]}, position {idx[1]}" + (f", key {idx[2]}" if len(idx) > 2 else "")
 
 
@@ -41,8 +42,8 @@ def default_position_ids(config: Config, input_ids: torch.Tensor) -> torch.Tenso
     return config.family.position_ids(input_ids, config.pad_token_id)
 
 
-def _too_long_message(config: Config, tokens: int, row: int | None) -> str:
-    where = f"row {row} of input_ids" if row is not None else "input_ids"
+def _too_long_message(config: Config, tokens: int, row: int | None, name: str = "input_ids") -> str:
+    where = f"row {row} of {name}" if row is not None else name
     P, limit = config.max_position_embeddings, config.max_tokens
     if config.position_offset:
         first_bad, last_bad = limit, tokens - 1
@@ -222,7 +223,8 @@ def _check_positions(config, input_ids, attention_mask, token_type_ids, position
         lengths = (cu_seqlens[1:] - cu_seqlens[:-1])
         longest = int(lengths.max())
         if longest > config.max_tokens:
-            raise InputError(_too_long_message(config, longest, int(lengths.argmax())))
+            raise InputError(_too_long_message(config, longest, int(lengths.argmax()),
+                                               "input_ids" if input_ids is not None else "inputs_embeds"))
     else:
         if input_ids is not None and config.family.positions_after_padding:
             real = (input_ids != config.pad_token_id).sum(-1)     # positions skip padding
@@ -230,7 +232,8 @@ def _check_positions(config, input_ids, attention_mask, token_type_ids, position
         else:
             longest, row = (input_ids if input_ids is not None else inputs_embeds).shape[1], None
         if longest > config.max_tokens:
-            raise InputError(_too_long_message(config, longest, row))
+            raise InputError(_too_long_message(config, longest, row,
+                                               "input_ids" if input_ids is not None else "inputs_embeds"))
 
 
 def _check_cu_seqlens(cu: torch.Tensor, total: int):
@@ -273,6 +276,9 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
         if bad.any():
             raise InputError(f"labels {_where(bad)} is {labels[bad][0].item()}; {kind} labels must be -100 "
                              f"(ignored) or {what} in 0..{limit - 1}")
+        if labels.numel() and (labels == -100).all():             # the loss would divide by no scored token: NaN
+            raise InputError(f"every one of the labels is -100 (not scored), so the {kind} loss has nothing to "
+                             f"score (it would be NaN); give {what} at the positions to predict")
     elif head == "classification":
         if labels.dim() == 0 or labels.shape[0] != num_seqs:
             raise InputError(f"labels has shape {_shape(labels)} for a batch of {num_seqs} sequences; expected one "
@@ -288,11 +294,12 @@ def check_labels(config: Config, head: str, labels, tokens_shape: tuple, num_seq
             _check_int("labels", labels, labels=True)                 # classes: long ids below num_labels
             bad = (labels < 0) | (labels >= config.num_labels)
             if bad.any():
+                where = "the label of " + _where(bad.reshape(-1), "sequence")
                 raise InputError(
-                    f"labels {_where(bad)} is {labels[bad][0].item()} but this classifier has num_labels "
+                    f"{where} is {labels[bad][0].item()} but this classifier has num_labels "
                     f"{config.num_labels} (classes 0..{config.num_labels - 1}). Load it with "
                     f"num_labels=<number of classes in your data> and reinit_head=True, or map the labels.",
-                    cli=f"labels {_where(bad)} is {labels[bad][0].item()} but this classifier has "
+                    cli=f"{where} is {labels[bad][0].item()} but this classifier has "
                         f"{config.num_labels} classes; train a new head with --new-head, or map the labels.")
     else:
         raise InputError(f"labels were given but this model has head {head!r}, which computes no loss from them; "

@@ -475,7 +475,9 @@ class Model(nn.Module):
         config.pruned_heads (a new Config), so that a saved model reloads pruned. For ALBERT, `layer` counts the
         weight-owning layers (group * inner + j)."""
         if not isinstance(heads_to_prune, dict) or not all(
-                hasattr(h, "__iter__") and not isinstance(h, (str, bytes, dict)) for h in heads_to_prune.values()):
+                hasattr(h, "__iter__") and not isinstance(h, (str, bytes, dict)) for h in heads_to_prune.values()) \
+                or not all(_whole(k) for k in heads_to_prune) \
+                or not all(_whole(h) for v in heads_to_prune.values() for h in v):
             raise InputError(f"prune_heads takes {{layer: [head, ...]}}, e.g. {{0: [1, 2]}}; got {heads_to_prune!r}")
         pruned = {k: set(v) for k, v in self.config.pruned_heads.items()}
         for layer, heads in heads_to_prune.items():
@@ -521,6 +523,10 @@ class Model(nn.Module):
                 if given is not None and head is None:       # an argument this head reads nothing from
                     raise InputError(f"{name} was given but this model has head {self.head!r}, which does not "
                                      "read it")
+            if masked_only and (self.mlm is None or (labels is None and mlm_positions is None)):
+                raise InputError("masked_only=True computes the masked-LM logits where labels are not -100: "
+                                 + ("give the labels (or mlm_positions)" if self.mlm is not None else
+                                    f"this model has head {self.head!r}, with no masked-LM head"))
             check_inputs(c, input_ids, attention_mask, token_type_ids, position_ids, cu_seqlens, inputs_embeds)
             n = tokens.shape[0] if cu_seqlens is None else cu_seqlens.shape[0] - 1
             check_labels(c, self.head, labels, tuple(tokens.shape), n)
@@ -653,6 +659,11 @@ class Model(nn.Module):
         if parts:
             out.loss = sum(parts)
         return out
+
+
+def _whole(n) -> bool:
+    """A layer or head number as prune_heads takes it: an int, or its digits (config.json's keys are strings)."""
+    return (isinstance(n, int) and not isinstance(n, bool)) or (isinstance(n, str) and n.isdigit())
 
 
 def compile_model(model: Model) -> Model:

@@ -269,6 +269,10 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     elif (folder / "vocab.json").exists() and (folder / "merges.txt").exists():
         backend = _byte_level_bpe(folder / "vocab.json", folder / "merges.txt", specials,
                                   tok_cfg.get("do_lower_case") is True)
+    elif (folder / "vocab.json").exists() or (folder / "merges.txt").exists():
+        has, lacks = ("vocab.json", "merges.txt") if (folder / "vocab.json").exists() else ("merges.txt", "vocab.json")
+        raise TokenizerError(f"{folder}: has {has} but no {lacks}; a byte-level BPE tokenizer needs both (copy "
+                             f"{lacks} from the model it came from), or give tokenizer.json")
     else:
         raise TokenizerError(f"{folder}: no tokenizer found; expected tokenizer.json, vocab.txt (WordPiece) or "
                              "vocab.json + merges.txt (byte-level BPE)")

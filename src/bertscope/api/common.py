@@ -50,6 +50,8 @@ def path_arg(name: str, value, optional: bool = False):
     import os
     if (value is None and optional) or (isinstance(value, (str, os.PathLike)) and str(value)):
         return value
+    if isinstance(value, (str, os.PathLike)):
+        raise UsageError(f"{name}: the path is empty; give a file or folder")
     kind = type(value).__name__
     hint = "; give its checkpoint folder (bertscope.save_pretrained(model, folder) writes one)" \
         if kind == "Model" else "; give one file" if isinstance(value, (list, tuple)) else ""
@@ -84,6 +86,16 @@ def number_arg(name: str, value, whole: bool = False):
     return python_number(value)
 
 
+def count_arg(option: str, value, least: int = 1, what: str = ""):
+    """A whole-number option of the API and the CLI (a batch, a length, a count): an int at least `least`, never a
+    str, float or bool; numpy's ints are taken as Python's."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        said = repr(value) if isinstance(value, str) else value
+        raise UsageError(f"{option} {said}: expected a whole number{' of ' + what if what else ''}, at least {least}")
+    return int(value)
+
+
 def bf16_for(device, asked: bool, on_event=None) -> bool:
     """Whether to run in bfloat16: as asked, except on a CPU where bf16 does not pay (said in one notice)."""
     if not asked or device.type != "cpu":
@@ -106,9 +118,11 @@ class Loaded:
     tokenizer_error: Exception | None = None      # why the folder's tokenizer files could not be read, if they could not
 
 
-def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool = False) -> Loaded:
+def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool = False,
+         shapes_only: bool = False) -> Loaded:
     """A checkpoint folder (with its tokenizer, if it has one) or a built-in shape with random weights. A tokenizer
-    given separately, or the folder's own, must fit the model's vocabulary."""
+    given separately, or the folder's own, must fit the model's vocabulary. shapes_only (explain, draw): a head the
+    checkpoint lacks starts from random weights, said in the description, instead of being refused."""
     from .. import checkpoint
     from ..config import NAMED, named_config
     from ..model import Model
@@ -116,10 +130,11 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
     if isinstance(source, Model):
         raise UsageError("api.load takes a checkpoint folder or a built-in shape's name; a Model is loaded already "
                          "(save it with bertscope.save_pretrained and load that folder)")
-    path = Path(str(path_arg("source", source)))
+    path = Path(str(path_arg("MODEL", source)))
     if path.is_dir():
-        model = checkpoint.from_pretrained(path, head=head)
-        desc = f"{path} ({model.config.family.name}, head {model.head})"
+        model = checkpoint.from_pretrained(path, head=head, reinit_head=shapes_only and head is not None)
+        desc = f"{path} ({model.config.family.name}, head {model.head}" + (
+            "; not in the checkpoint: random weights, shapes only)" if model.load_report.fresh else ")")
         folder = path
     elif str(source) in NAMED:
         model = Model(named_config(str(source)), head=head or "base").eval()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError, TokenizerError, UsageError
-from .common import Loaded, expect_loaded, max_length_for
+from .common import Loaded, count_arg, expect_loaded, max_length_for, path_arg
 
 
 @dataclass
@@ -42,9 +42,8 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
         raise TokenizerError(f"{loaded.description} has no tokenizer (a built-in shape, or a folder without "
                              "tokenizer.json / vocab files); encode random ids with --batch and --length, or pass a "
                              "checkpoint folder with its tokenizer")
-    for option, value in (("--batch", batch), ("--length", length), ("--batch-size", batch_size)):
-        if value < 1:
-            raise UsageError(f"{option} {value}: expected at least 1")
+    batch, length, batch_size = (count_arg(option, value) for option, value in
+                                 (("--batch", batch), ("--length", length), ("--batch-size", batch_size)))
     start = time.perf_counter()
     with torch.inference_mode():
         if texts:
@@ -54,6 +53,12 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
             n_tokens = sum(enc.lengths)
             first = {k: v.to(where) for k, v in tok(texts[:batch_size], max_length=limit).items()}
         else:
+            if length > c.max_tokens:
+                reserved = f", of which {c.family.title} reserves the first {c.position_offset}" \
+                    if c.position_offset else ""
+                raise UsageError(f"--length {length}: this {c.family.title} model takes at most {c.max_tokens} "
+                                 f"tokens a sequence ({c.max_position_embeddings} position embeddings{reserved}); "
+                                 f"use --length {c.max_tokens} or less")
             g = torch.Generator().manual_seed(0)
             low = min(5, c.vocab_size - 1)                                   # above most special tokens
             ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
@@ -73,9 +78,7 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
 def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length: int = 16, unfold: bool = False):
     """explain.explain on tokenized texts, or on random ids of (batch, length)."""
     expect_loaded(loaded, "trace")
-    for name, value in (("batch", batch), ("length", length)):
-        if not isinstance(value, int) or value < 1:
-            raise UsageError(f"--{name} {value}: expected a whole number, at least 1")
+    batch, length = count_arg("--batch", batch), count_arg("--length", length)
     from ..explain import explain
     ids = mask = types = None
     if texts:
@@ -86,19 +89,39 @@ def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length
     return explain(loaded.model, ids, mask, types, batch=batch, length=length, unfold=unfold)
 
 
-def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = False, ids_file=None, data=None,
-          label_column: str = "label", num_labels: int | None = None):
-    """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run."""
-    from ..checkpoint import saved_head
+def check(source: str, length: int | None = None, batch: int | None = None, pairs: bool = False, ids_file=None,
+          data=None, label_column: str | None = None, num_labels: int | None = None):
+    """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run. The data's
+    labels (a table's label column, or a CoNLL file's tags) are checked against the head's classes."""
+    from ..checkpoint import saved_head, shard_map
     from ..config import Config, named_config
-    from ..data import read_ids, read_labels
+    from ..data import is_conll, read_conll, read_ids, read_labels
     from ..explain import preflight
-    path = Path(source)
+    for option, given, needs, what in (("--pairs", pairs, length, "--length"), ("--batch", batch, length, "--length"),
+                                       ("--num-labels", num_labels, data, "--data"),
+                                       ("--label-column", label_column, data, "--data")):
+        if given and needs is None:                # an option of a check not asked for would pass unnoticed
+            raise UsageError(f"{option} applies to the check of {what}; give {what} too")
+    path = Path(path_arg("MODEL", source))
+    length = None if length is None else count_arg("--length", length, what="tokens")
+    batch = 1 if batch is None else count_arg("--batch", batch, what="sequences")
+    num_labels = None if num_labels is None else count_arg("--num-labels", num_labels, what="labels")
     config = Config.from_json(path) if path.is_dir() else named_config(source)
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if path.is_dir() and (path / index).is_file():
+            shard_map(path / index)                 # the weights it would load are all there (read, not loaded)
     head = saved_head(path) if path.is_dir() and ((path / "model.safetensors").exists() or
                                                   config.extra.get("architectures")) else "base"
     ids = read_ids(ids_file) if ids_file is not None else None      # a path, or "-" for standard input
-    labels = read_labels(data, label_column) if data is not None else None
+    tags = data is not None and (is_conll(data) or (head == "token-classification" and
+                                                    Path(data).suffix.lower() == ".jsonl"))
+    if tags and head == "classification":
+        raise UsageError(f"--data {data}: holds a tag per word, and this model labels whole texts (head "
+                         "classification); check it with a table of texts and labels, or check a token model")
+    if tags and label_column is not None:
+        raise UsageError(f"--label-column {label_column}: {data} holds a tag per word, in no named column")
+    labels = None if data is None else [t for sentence in read_conll(data).tags for t in sentence] if tags \
+        else read_labels(data, label_column or "label")
     if length is None and ids is None and labels is None:
         raise UsageError("nothing to check: give --length, --ids-file or --data")
     problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,
@@ -109,14 +132,15 @@ def check(source: str, length: int | None = None, batch: int = 1, pairs: bool = 
 def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
     """For every mask token in the text: its position and the top_k (token, probability, filled text)."""
     expect_loaded(loaded, "fill_mask")
+    top_k = count_arg("--top-k", top_k)
+    if not isinstance(text, str):
+        raise UsageError(f"fill_mask takes one text (a str) holding the mask token; got a {type(text).__name__}")
     import torch
     model, tok = loaded.model, loaded.tokenizer
     if model.mlm is None:
         raise CheckpointError(f"{loaded.description}: fill-mask needs a checkpoint that has its masked-LM head")
     if tok is None:
         raise TokenizerError(f"{loaded.description} has no tokenizer")
-    if top_k < 1:
-        raise UsageError(f"--top-k {top_k}: expected at least 1")
     if tok.mask_token_id is None:
         raise TokenizerError(f"{loaded.description}: the tokenizer's mask token {tok.mask_token!r} is not in its "
                              "vocabulary (tokenizer_config.json's mask_token?), so no text can hold a mask")
@@ -147,8 +171,13 @@ def bench(loaded: Loaded, model, texts: list[str], batch_size: int = 32, compile
     """Real tokens/s of padded batches in file order against length-sorted packed batches (and compiled), and the
     achieved FLOP/s against this machine's matmul rate in the model's dtype."""
     expect_loaded(loaded, "bench")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size {batch_size!r}: expected a whole number of texts, at least 1")
+    batch_size = count_arg("batch_size", batch_size, what="texts")
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        got = "one str" if isinstance(texts, str) else f"a {type(texts).__name__}"
+        raise UsageError(f"bench takes a list of texts (str); got {got}"
+                         + (" holding other things" if isinstance(texts, (list, tuple)) else ""))
+    if not texts:
+        raise UsageError("bench: no texts to time")
     import torch
 
     from .. import infer

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, TokenizerError, UsageError
-from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
+from .common import VERSION, Loaded, count_arg, expect_loaded, max_length_for, number_arg, path_arg, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 
@@ -60,29 +60,38 @@ def _int8(loaded: Loaded, enc, on_event, asked: bool | None = None) -> None:
                                                     "products take fp32 activations); running in bf16"})
         loaded.model.int8 = []                          # decided: not int8
         return
+    said = "--int8" if asked else "this folder's int8 calibration (bertscope quantize)"   # asked, or the folder's
     if weight.device.type != "cpu":
+        if not asked:
+            loaded.model.int8 = []                      # a quantized folder on a GPU runs as it is placed
+            return
         raise UsageError("--int8 runs on the CPU; on a GPU use --bf16")
     pays, why = int8_on_cpu()
     if not pays:
         if on_event:
-            on_event({"event": "notice", "message": f"--int8: {why}; running in fp32"})
+            on_event({"event": "notice", "message": f"{said}: {why}; running in fp32"})
         loaded.model.int8 = []                          # decided: fp32
         return
     faster = bf16_beats_int8()
     if faster and on_event:
-        on_event({"event": "notice", "message": f"--int8: bf16 products are {faster:.1f}× faster than int8 ones on "
-                                                "this CPU (a trial product) and closer to fp32; --bf16 instead of "
-                                                "--int8 is the faster choice here"})
+        on_event({"event": "notice", "message": f"{said}: bf16 products are {faster:.1f}× faster than int8 ones on "
+                                                "this CPU (a trial product) and closer to fp32; --bf16"
+                                                + (" instead of --int8" if asked else "") + " is the faster choice "
+                                                "here"})
     if quantize.has_calibration(loaded.folder):
         quantize.load(loaded.model, loaded.folder)
         return
     from .. import infer
     first = infer.Encoded(enc.ids[:256], enc.types[:256])
     report = quantize.quantize(loaded.model, first)
+    few = report.calibration_texts < FEW_CALIBRATION_TEXTS
     if on_event:
-        on_event({"event": "notice", "message": f"--int8: calibrated on the first {report.calibration_texts} texts of "
-                                                f"the input ({report.layers} layers int8, {report.kept} kept fp32); "
-                                                "bertscope quantize saves a calibration with the model"})
+        on_event({"event": "warning" if few else "notice",
+                  "message": f"--int8: calibrated on the first {report.calibration_texts} texts of the input "
+                             f"({report.layers} layers int8, {report.kept} kept fp32)" +
+                             (f"; so few that the ranges int8 is scaled to may not cover later texts: a --chunk "
+                              f"of at least {FEW_CALIBRATION_TEXTS} (the first chunk calibrates), or" if few else ";")
+                             + " bertscope quantize saves a calibration with the model"})
 
 
 def _total(t, source):
@@ -117,6 +126,8 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
                             ".tsv, .csv or .jsonl with those columns, or name yours with --text-column and "
                             "--pair-column; plain text is one text a line, with no pair")
     t = task_for(loaded, task, **options)
+    t.length_from = "asked" if max_length is not None else "run.json" if isinstance(trained.get("max_length"), int) \
+        else "model"                        # whose length texts are cut to, said with the count of cut texts
     if max_length is None:                  # the length the model was fine-tuned at, so that scores reproduce
         length = trained.get("max_length")
         max_length = length if isinstance(length, int) else (min(t.max_length, loaded.model.config.max_tokens)
@@ -174,7 +185,8 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
         why = f" ({len(skipped)} bad rows skipped; first: line {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{source_name(source)}: no examples{why}")
     metrics = t.score(_merge(preds), _merge(gold))
-    metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut, skipped_rows=len(skipped))
+    metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut, skipped_rows=len(skipped),
+                   max_length=t.max_length, max_length_from=t.length_from)
     return metrics
 
 
@@ -192,7 +204,8 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
         done += len(ex)
         if on_event:
-            on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0]})
+            on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0],
+                      "max_length": t.max_length, "max_length_from": t.length_from})
     if done == 0:                                     # as embed and evaluate: an empty input is a mistake, said
         from ..data import source_name
         raise DataError(f"{source_name(source)}: no texts found")
@@ -277,7 +290,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise
     writer.close()
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
-            "truncated": cut}
+            "truncated": cut, "max_length": limit}
 
 
 FEW_CALIBRATION_TEXTS = 16
@@ -297,12 +310,12 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     from ..data import read_texts
     from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder, write_json
     from ..kernels import bf16_beats_int8, int8_on_cpu
+    calibration = path_arg("calibration", calibration)          # a file of texts ("-" for standard input)
     check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False,
-                        inputs=[calibration] if isinstance(calibration, (str, Path)) else [], writes=QUANTIZE_WRITES)
-    if alpha is not None and not 0 < alpha <= 1:
+                        inputs=[calibration], writes=QUANTIZE_WRITES)
+    if alpha is not None and not 0 < number_arg("alpha", alpha) <= 1:
         raise UsageError(f"--alpha {alpha}: expected a number in (0, 1] (0.9 by default)")
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UsageError(f"--limit {limit!r}: expected a number of calibration texts, at least 1 (512 by default)")
+    limit = count_arg("--limit", limit, what="calibration texts")
     texts = read_texts(calibration, column=column, limit=limit)
     if len(texts) < FEW_CALIBRATION_TEXTS and on_event:
         on_event({"event": "warning", "message": f"calibrated on only {len(texts)} texts: the ranges int8 is scaled "

@@ -31,6 +31,10 @@ def note(message: str):
     err.print(escape(message), soft_wrap=True)
 
 
+def warn(message: str):
+    err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
 def fail(message: str, code: int = 2):
     err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, say
+from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, say, warn
 
 MODEL = typer.Argument(..., metavar="MODEL", help="checkpoint folder or built-in shape")
 HEAD = typer.Option(None, help="base | mlm | pretraining | classification | token-classification | "
@@ -114,7 +114,7 @@ def explain(
                              "traced as it is (leave it out)")
     if text and not all(t.strip() for t in text):
         raise UsageError("--text is empty; give words to trace")
-    e = api.trace(api.load(model, head=head), text, 2 if batch is None else batch, 16 if length is None else length,
+    e = api.trace(api.load(model, head=head, shapes_only=True), text, 2 if batch is None else batch, 16 if length is None else length,
                   unfold)
     if fmt == "json":
         print(json.dumps(e.to_dict(), indent=1))
@@ -127,11 +127,11 @@ def check(
     model: str = MODEL,
     length: Optional[int] = typer.Option(None, min=1,
                                          help="planned sequence length in tokens (special tokens included)"),
-    batch: int = typer.Option(1, min=1, help="planned batch size"),
+    batch: Optional[int] = typer.Option(None, min=1, help="planned batch size (1 by default)"),
     pairs: bool = typer.Option(False, help="inputs are sentence pairs (segment ids 0 and 1)"),
     ids_file: Optional[Path] = typer.Option(None, help="token ids, one sequence per line, separated by spaces"),
     data: Optional[Path] = typer.Option(None, help="a labelled .tsv/.csv/.jsonl to check against the classifier"),
-    label_column: str = typer.Option("label", help="label column of --data"),
+    label_column: Optional[str] = typer.Option(None, help="label column of --data (a table; 'label' by default)"),
     num_labels: Optional[int] = typer.Option(None, min=1, help="the classifier width you plan to train"),
 ):
     """Check a planned input against a model without running it. Exit 0 if it fits; 1 with a report if not."""
@@ -141,11 +141,11 @@ def check(
     c, head, problems = api.check(model, length, batch, pairs, ids_file, data, label_column, num_labels)
     say(f"model: {model} ({c.family.name}, head {head}); positions {c.max_position_embeddings} (at most "
         f"{c.max_tokens} tokens), vocab {c.vocab_size}, segments {c.type_vocab_size}" +
-        (f", num_labels {c.num_labels}" if head == "classification" else ""))
+        (f", num_labels {c.num_labels}" if head in ("classification", "token-classification") else ""))
     if length is not None and not any(p.what == "length" for p in problems):
         # from the dims alone, nothing of the batch's size made; not for a length that cannot run at all
-        need, (room, where) = estimate_memory(c, batch, length)["total"], available_memory()
-        say(f"memory: one forward pass of ({batch}, {length}) takes about {fmt_gib(need)} (inference, float32; "
+        need, (room, where) = estimate_memory(c, batch or 1, length)["total"], available_memory()
+        say(f"memory: one forward pass of ({batch or 1}, {length}) takes about {fmt_gib(need)} (inference, float32; "
             f"training needs several times more); {fmt_gib(room)} {where}")
     if not problems:
         console.print("[green]ok[/]: the planned input fits this model")
@@ -210,7 +210,7 @@ def draw(
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise UsageError(f"{out}: use a .png, .svg or .pdf file name")
     check_writable_file(out, "OUT", inputs=(model,), overwrite=overwrite)
-    loaded = api.load(model, head=head)
+    loaded = api.load(model, head=head, shapes_only=True)
     say(f"wrote {picture(loaded.model, out, batch=batch, length=length)} ({loaded.description})")
 
 
@@ -305,7 +305,7 @@ def quantize(
     from ..api.common import set_threads
     set_threads(threads)
     r = api.quantize(api.load(model, need_tokenizer=True), calibrate, out, column=column, limit=limit, alpha=alpha,
-                     overwrite=overwrite, on_event=lambda e: note(f"{e['event']}: {e['message']}"))
+                     overwrite=overwrite, on_event=lambda e: (warn if e["event"] == "warning" else note)(e["message"]))
     say(f"wrote {out}: {r['layers_int8']} Linear layers int8, {r['layers_fp32']} kept fp32 (the attention and feed-forward outputs), "
         f"alpha {r['alpha']}, calibrated on {r['texts']} texts of {calibrate}")
     line = f"int8 against fp32 on those texts: mean-pooled cosine min {r['min_cosine']:.4f}, mean {r['mean_cosine']:.4f}"

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..io import json_safe
-from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, progress_bar, say
+from . import BF16, COMPILE, DEVICE, THREADS, command, console, note, progress_bar, say, warn
 
 FORMATS = ("tsv", "jsonl", "json")
 SOURCE = typer.Argument(..., help="a .txt (one text a line), .tsv/.csv/.jsonl, or - for standard input")
@@ -52,17 +52,21 @@ INT8 = typer.Option(None, "--int8/--fp32", help="int8 products on the CPU (where
 def _progress(update):
     """Progress events to the bar; notices (--int8 calibrated, does not pay here) to stderr."""
     def on_event(e):
-        if e.get("event") == "notice":
-            note(e["message"])
+        if e.get("event") in ("notice", "warning"):
+            (note if e["event"] == "notice" else warn)(e["message"])
         else:
             update(e["done"])
     return on_event
 
 
-def _cut_note(cut: int, max_length: int | None, windows: bool = True) -> None:
-    """How many texts were cut, at whose limit, and (where windows apply) how to keep them whole."""
+def _cut_note(cut: int, max_length: int | None, windows: bool = True, source: str | None = None) -> None:
+    """How many texts were cut, at whose limit (source: "asked", "run.json" or "model"), and (where windows
+    apply) how to keep them whole."""
     if cut:
-        limit = f"--max-length {max_length}" if max_length else "what the model allows"
+        limit = {"run.json": f"the {max_length} tokens the model was fine-tuned at (its run.json; --max-length "
+                             "sets another)",
+                 "model": f"the {max_length} tokens the model allows" if max_length else "what the model allows",
+                 }.get(source, f"--max-length {max_length}" if max_length else "what the model allows")
         note(f"{cut} texts were longer than {limit} and were cut" + ("; --windows STRIDE keeps them" if windows
                                                                      else ""))
 
@@ -101,7 +105,7 @@ def evaluate(
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
                                          doc_stride=doc_stride))
-    _cut_note(m["truncated"], max_length)
+    _cut_note(m["truncated"], m["max_length"], source=m["max_length_from"])
     if fmt == "json":
         print(json.dumps(json_safe(m), indent=1))
         return
@@ -174,15 +178,16 @@ def predict(
     loaded = _load(model, None, device, bf16, compile_, threads, int8)
     name = task or for_model(loaded.model.config, loaded.model.head)
     labels = loaded.model.config.labels
-    start, n, cut = time.perf_counter(), 0, 0
+    start, n, cut, limit = time.perf_counter(), 0, 0, {}
     bar, update = progress_bar("predicting", None)
 
     def on_event(e):
         nonlocal cut
-        if e.get("event") == "notice":
-            note(e["message"])
+        if e.get("event") in ("notice", "warning"):
+            (note if e["event"] == "notice" else warn)(e["message"])
             return
         cut += e.get("truncated", 0)
+        limit.update(max_length=e.get("max_length"), source=e.get("max_length_from"))
         update(e["done"])
 
     header = _header(name, labels) if fmt == "tsv" else None    # printed with the first prediction, so that a
@@ -205,7 +210,7 @@ def predict(
     if fmt == "json":
         print(json.dumps(json_safe(records), ensure_ascii=False, indent=1))
     sys.stdout.flush()
-    _cut_note(cut, max_length)
+    _cut_note(cut, limit.get("max_length", max_length), source=limit.get("source"))
     elapsed = max(1e-9, time.perf_counter() - start)
     note(f"{n} predictions in {elapsed:.2f} s ({n / elapsed:.0f}/s)")
 
@@ -239,5 +244,6 @@ def embed(
         r = api.embed(loaded, file, out, level=level, pooling=pooling, normalize=normalize, text_column=text_column,
                       max_length=max_length, batch_size=batch_size, chunk=chunk, windows=windows, int8=int8,
                       overwrite=overwrite, on_event=_progress(update))
-    _cut_note(r["truncated"], max_length, windows=level == "sentence")
+    _cut_note(r["truncated"], r["max_length"], windows=level == "sentence",
+              source="asked" if max_length is not None else "model")
     say(f"wrote {out}: {r['shape']} ({level} level) · {r['texts'] / (time.perf_counter() - start):.0f} texts/s")

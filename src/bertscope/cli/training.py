@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
-from . import THREADS, app, command, err, note, say
+from . import THREADS, app, command, err, note, say, warn
 
 tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
 app.add_typer(tokenizer_app, name="tokenizer")
@@ -304,7 +303,7 @@ def tokenizer_train(
 
     def report(e):
         if e.get("event") == "warning":
-            err.print(f"[yellow]warning:[/] {escape(e['message'])}", soft_wrap=True)
+            warn(e["message"])
         else:
             note(e["message"])
     r = api.train_tokenizer(corpus, out, family=family, vocab_size=vocab_size,
