@@ -1479,3 +1479,18 @@ def test_int8_calibrated_on_a_few_texts_of_the_input_warns(classifier, tmp_path,
     assert "a --chunk of at least 16" in r.output
     r = run("predict", classifier, write(tmp_path, "m.txt", "".join(f"text {i}\n" for i in range(20))), "--int8")
     assert "calibrated on the first 20 texts" in r.output and "warning" not in r.output
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly_as_it_ends_cat(classifier, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    if not hasattr(signal, "SIGPIPE"):
+        pytest.skip("no SIGPIPE on this platform")
+    texts = write(tmp_path, "many.txt", "".join(f"line {i} is a text to label\n" for i in range(5000)))
+    p = subprocess.Popen([sys.executable, "-m", "bertscope.cli", "predict", str(classifier), str(texts)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline().startswith(b"label\t")      # `| head -1`: one line read, then the pipe closed
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == -signal.SIGPIPE and "Traceback" not in err and "error" not in err, err

@@ -3,7 +3,8 @@
 The command groups live in their own modules (models.py: look at a model; training.py: finetune, pretrain,
 tokenizers; running.py: evaluate, predict, embed). Nothing here imports torch at module level, so `bertscope --help`
 and a wrong option come back at once. A user's mistake (errors.BertscopeError) prints as one line and exits with 2;
-Ctrl-C outside training exits with 130, without a traceback.
+Ctrl-C outside training exits with 130, without a traceback; a reader of its output that goes away (`| head`)
+ends it as it ends `cat` (SIGPIPE, status 141).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ from . import models, running, training  # noqa: E402,F401  (the commands regist
 
 
 def main():
+    import signal
+    if hasattr(signal, "SIGPIPE"):      # a reader that stops early (`| head`) ends the command as it ends `cat`:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # quietly, with the shell's status 141 (not 1, check's "no")
     app()
 
 
