@@ -95,3 +95,22 @@ def test_a_config_is_a_value_two_models_built_from_it_stay_independent(tmp_path)
         assert again.config.pruned_heads == model.config.pruned_heads
         assert all(again.state_dict()[k].shape == v.shape for k, v in model.state_dict().items())
     assert bertscope.from_pretrained(tmp_path / "b").encoder.layers[0].attention.heads == 4
+
+
+def test_label_names_given_as_label2id_alone_are_read_and_a_family_contradiction_is_named(tmp_path):
+    need_shared()
+    config = json.loads((TINY / "bert-cls" / "config.json").read_text())
+    config.pop("id2label")
+    config["label2id"] = {"neg": 0, "pos": 1, "mid": 2}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    c = Config.from_json(tmp_path)
+    assert list(c.labels) == ["neg", "pos", "mid"] and c.num_labels == 3
+    config["label2id"] = {"neg": 0, "pos": 5}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="label2id .* must map class names to 0..n-1"):
+        Config.from_json(tmp_path)
+    roberta = json.loads((TINY / "roberta-cls" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**roberta, "model_type": "bert"}))
+    with pytest.raises(ConfigError, match="model_type 'bert', but architectures names "
+                                          "RobertaForSequenceClassification, a RoBERTa class"):
+        Config.from_json(tmp_path)

@@ -232,10 +232,24 @@ class Config:
             fam = family_record(d.pop("model_type"))
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+        from .families import FAMILIES
+        other = [(a, f) for a in d.get("architectures") or [] if isinstance(a, str)
+                 for f in FAMILIES.values() if f is not fam and a in f.architectures.values()]
+        if other:                         # RoBERTa's weights read with BERT's position rule would be silently wrong
+            a, f = other[0]
+            raise ConfigError(f"{source}: model_type {fam.name!r}, but architectures names {a}, a {f.title} class; "
+                              f"the file was edited or belongs to another model: set model_type {f.name!r} if the "
+                              f"weights are {f.title}'s, or architectures to a {fam.title} class")
         known = {f.name for f in dataclasses.fields(cls)} - {"family", "extra"}
         kwargs = dict(fam.config_defaults)
         kwargs.update({k: d.pop(k) for k in list(d) if k in known})
-        d.pop("label2id", None)  # derived from id2label on the way out
+        label2id = d.pop("label2id", None)  # derived from id2label on the way out; read where id2label is absent
+        if not kwargs.get("id2label") and isinstance(label2id, dict) and label2id:
+            ids = sorted(v for v in label2id.values() if isinstance(v, int) and not isinstance(v, bool))
+            if ids != list(range(len(label2id))):
+                raise ConfigError(f"{source}: label2id (with no id2label) must map class names to 0..n-1, got "
+                                  f"{dict(label2id)!r}")
+            kwargs["id2label"] = {i: str(name) for name, i in label2id.items()}
         if not fam.factorised_embeddings:
             kwargs.pop("embedding_size", None)
         try:
