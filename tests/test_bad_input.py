@@ -764,8 +764,15 @@ def test_pretrain_resume_compares_the_options_typed_again_defaults_included(tiny
     refused(run("pretrain", "--resume", out, "--mlm-probability", "0.15", "--start", "local"),
             "--start local (the run has standard)")
     refused(run("pretrain", "--resume", out, "--objective", "mlm+nsp"), "--objective mlm+nsp (the run has mlm)")
+    refused(run("pretrain", "--resume", out, "--config", "small"), "--config small (the run has a BERT model of "
+            "hidden_size 128, num_hidden_layers 2, num_attention_heads 2, intermediate_size 512)")
+    other = bertscope.Config.from_json(tiny)                          # a config.json of another shape
+    refused(run("pretrain", "--resume", out, "--config", tiny / "config.json"), "hidden_size 128",
+            f"--config {tiny / 'config.json'}")
+    assert other.hidden_size != 128
     r = run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--out", out, "--objective",
-            "mlm", "--max-length", "32", "--static-masks", "--mlm-probability", "0.15", "--resume", out)
+            "mlm", "--max-length", "32", "--static-masks", "--mlm-probability", "0.15", "--config", "tiny",
+            "--resume", out)
     assert r.exit_code == 0 and "done: 2 steps" in r.output, r.output
 
 

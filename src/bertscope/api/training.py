@@ -30,7 +30,21 @@ def _shown(value) -> str:
     return str(value)
 
 
-NOT_COMPARED = ("tokenizer", "config")      # the run's own are in its checkpoint: said, not compared
+NOT_COMPARED = ("tokenizer",)      # the run's own is in its checkpoint: said, not compared
+SHAPE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")   # what --config sizes
+
+
+def _same_config(value, checkpoint) -> tuple[bool, str]:
+    """Whether pretrain's --config (a built-in size, or a config.json) describes the model in a run's checkpoint,
+    and that model's sizes in words: its family and SHAPE (and, for a config.json, the vocabulary and positions)."""
+    from ..config import Config
+    from ..tasks.pretraining import SIZES
+    had = Config.from_json(checkpoint)
+    fields = SHAPE if str(value) in SIZES else SHAPE + ("vocab_size", "max_position_embeddings")
+    given = SIZES[str(value)] if str(value) in SIZES else Config.from_json(value).to_dict()
+    same = all(given.get(f) == getattr(had, f) for f in fields) and given.get("model_type", had.family.name) == \
+        had.family.name
+    return same, f"a {had.family.title} model of " + ", ".join(f"{f} {getattr(had, f)}" for f in fields)
 
 
 def _same_path(given, recorded) -> bool:
@@ -84,6 +98,8 @@ def check_resume_options(folder, **given) -> list[str]:
             had, same = "standard", value == "standard"             # an --init run starts from its checkpoint
         elif name in ("text_column", "label_column", "pair_column") and name not in task:
             continue                               # a task that reads no such column (CoNLL, SQuAD): nothing to compare
+        elif name == "config":
+            same, had = _same_config(value, state.checkpoint_dir(folder))
         elif name == "family":
             from ..config import Config
             had = Config.from_json(state.checkpoint_dir(folder)).family.name
@@ -101,7 +117,7 @@ def check_resume_options(folder, **given) -> list[str]:
         raise UsageError(f"--resume {folder} continues the run as it was set up: {'; '.join(different)}. Leave these "
                          "out, or start a new run with another --out")
     if unused:
-        notes.insert(0, "--resume continues the run with the tokenizer and model of its checkpoint; not read: "
+        notes.insert(0, "--resume continues the run with the tokenizer of its checkpoint; not read: "
                      + ", ".join(unused))
     return notes
 
