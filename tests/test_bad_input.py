@@ -601,7 +601,7 @@ def test_api_functions_given_a_folder_or_an_empty_batch_say_what_they_take():
     with pytest.raises(bertscope.UsageError, match="api.evaluate takes a model from api.load"):
         bertscope.api.evaluate(str(MINILM), DATA / "sst2" / "dev.tsv")
     loaded = bertscope.api.load(TINY / "bert")
-    with pytest.raises(bertscope.UsageError, match="batch_size 0: expected a whole number of texts, at least 1"):
+    with pytest.raises(bertscope.UsageError, match="batch_size=0: expected a whole number of texts, at least 1"):
         bertscope.api.bench(loaded, loaded.model, ["a b", "c"], batch_size=0)
     with pytest.raises(bertscope.UsageError, match="--batch -1: expected a whole number, at least 1"):
         bertscope.api.trace(loaded, batch=-1)

@@ -328,7 +328,7 @@ def test_loading_functions_name_arguments_of_the_wrong_kind():
                          "reinit_head='no': expected True or False"),
                         (lambda: bertscope.from_pretrained(TINY / "bert", head="base", num_labels=7),
                          "num_labels=7: head 'base' has no labels"),
-                        (lambda: bertscope.load_tokenizer(None), "load_tokenizer: expected a folder"),
+                        (lambda: bertscope.load_tokenizer(None), "folder=None: expected a folder"),
                         (lambda: bertscope.load_tokenizer(TINY / "bert", max_length="64"),
                          "max_length='64': expected a whole number"),
                         (lambda: bertscope.api.load(model), "a Model is loaded already")):

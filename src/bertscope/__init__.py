@@ -38,7 +38,7 @@ def save_pretrained(model, folder, *, overwrite: bool = False, max_shard_size=No
     from .errors import OutputError, UsageError
     from .io import MODEL_FILES, check_flag
     from .model import Model
-    from .api.common import path_arg
+    from .arguments import path_arg
     if not isinstance(model, Model):
         raise UsageError(f"save_pretrained: expected a bertscope Model first, got a {type(model).__name__}"
                          + (" (a folder: load it with bertscope.from_pretrained)" if isinstance(model, str) else ""))

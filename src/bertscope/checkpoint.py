@@ -19,6 +19,7 @@ import torch
 
 from .config import Config
 from .errors import CheckpointError, ConfigError, UsageError
+from .arguments import count_arg, path_arg
 from .families import FAMILIES, HEAD_OF_ARCHITECTURE, HEADS
 from .io import atomic_write, write_text
 from .model import Model
@@ -318,15 +319,10 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
             near = difflib.get_close_matches(name, ["head", "num_labels", "reinit_head", "dtype"], n=1)
             hint = f"did you mean {near[0]}?" if near else "expected head, num_labels, reinit_head or dtype"
         raise UsageError(f"from_pretrained: unknown keyword {name}={unknown[name]!r}; {hint}")
-    import os
-    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
-        raise UsageError(f"from_pretrained: expected a checkpoint folder (str or pathlib.Path), got "
-                         f"{type(folder).__name__}" + (" (a Model is loaded already)" if isinstance(folder, Model)
-                                                       else ""))
+    path_arg("folder", folder, what="a checkpoint folder")
     if not isinstance(reinit_head, bool):       # "no" is true in Python: it would throw the trained head away
         raise UsageError(f"reinit_head={reinit_head!r}: expected True or False")
-    if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
-        raise UsageError(f"num_labels={num_labels!r}: expected a whole number of outputs, at least 1")
+    num_labels = None if num_labels is None else count_arg("num_labels", num_labels, what="outputs")
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: " + ("is a file" if folder.exists() else "no such folder") +

@@ -16,6 +16,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from .arguments import count_arg, path_arg
 from .errors import BertscopeError, InputError, TokenizerError, UsageError
 from .families import FAMILIES, Family, family as family_record
 from .io import atomic_write, write_json
@@ -220,11 +221,8 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     """The tokenizer of a checkpoint folder. The family (special tokens, pair template) comes from config.json's
     model_type, or from which vocabulary files are present; max_length defaults to what the model's position table
     allows (512 for BERT, 512 of RoBERTa's 514 rows)."""
-    import os
-    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
-        raise UsageError(f"load_tokenizer: expected a folder (str or pathlib.Path), got {type(folder).__name__}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2):
-        raise UsageError(f"max_length={max_length!r}: expected a whole number of tokens, at least 2")
+    path_arg("folder", folder, what="a folder")
+    max_length = None if max_length is None else count_arg("max_length", max_length, least=2, what="tokens")
     folder = Path(folder)
     if not folder.is_dir():
         raise TokenizerError(f"{folder}: not a folder; expected a checkpoint folder with tokenizer.json, vocab.txt, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..arguments import path_arg
 from ..errors import CheckpointError, TokenizerError, UsageError
 from ..machine import usable_cpus
 
@@ -42,58 +43,6 @@ def set_threads(threads: int | None) -> None:
         raise UsageError(f"--threads {threads}: this process may use {usable_cpus()} CPUs; expected at most that")
     import torch
     torch.set_num_threads(threads)
-
-
-def path_arg(name: str, value, optional: bool = False):
-    """A file or folder argument of the Python API: a str or a path (None where optional); anything else, such as
-    a list or a Model object, is refused by name."""
-    import os
-    if (value is None and optional) or (isinstance(value, (str, os.PathLike)) and str(value)):
-        return value
-    if isinstance(value, (str, os.PathLike)):
-        raise UsageError(f"{name}: the path is empty; give a file or folder")
-    kind = type(value).__name__
-    hint = "; give its checkpoint folder (bertscope.save_pretrained(model, folder) writes one)" \
-        if kind == "Model" else "; give one file" if isinstance(value, (list, tuple)) else ""
-    said = repr(value) if len(repr(value)) <= 60 else f"<a {kind}>"
-    raise UsageError(f"{name}={said}: expected a path (str or pathlib.Path), got a {kind}{hint}")
-
-
-def paths_arg(name: str, value) -> list:
-    """One or more files of the Python API: a path, or a list, tuple or other ordered iterable (a generator) of
-    paths, returned as a list. A set is refused: its order is not the one written, and the order sets the data."""
-    import os
-    if isinstance(value, (str, os.PathLike)):
-        return [path_arg(name, value)]
-    if isinstance(value, (set, frozenset, dict)) or not hasattr(value, "__iter__"):
-        kind = type(value).__name__
-        why = ("a set has no order, and the files' order is the data's" if isinstance(value, (set, frozenset))
-               else f"got a {kind}")
-        raise UsageError(f"{name}: expected a path or a list of paths; {why}")
-    return [path_arg(name, v) for v in value]
-
-
-def number_arg(name: str, value, whole: bool = False):
-    """A numeric argument of the Python API: an int (or, unless whole, a float), numpy's included, never a str or a
-    bool. Returned as Python's own int or float (run.json is written from it)."""
-    import numbers
-    ok = (isinstance(value, numbers.Integral) or (not whole and isinstance(value, numbers.Real))) \
-        and not isinstance(value, bool)
-    if not ok:
-        raise UsageError(f"{name}={value!r}: expected {'a whole number' if whole else 'a number'}, got a "
-                         f"{type(value).__name__}")
-    from ..train.loop import python_number
-    return python_number(value)
-
-
-def count_arg(option: str, value, least: int = 1, what: str = ""):
-    """A whole-number option of the API and the CLI (a batch, a length, a count): an int at least `least`, never a
-    str, float or bool; numpy's ints are taken as Python's."""
-    import numbers
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
-        said = repr(value) if isinstance(value, str) else value
-        raise UsageError(f"{option} {said}: expected a whole number{' of ' + what if what else ''}, at least {least}")
-    return int(value)
 
 
 def bf16_for(device, asked: bool, on_event=None) -> bool:

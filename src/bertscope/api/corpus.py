@@ -38,7 +38,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
-    from .common import number_arg, path_arg, paths_arg
+    from ..arguments import number_arg, path_arg, paths_arg
     corpus = [Path(p) for p in paths_arg("corpus", corpus)]
     path_arg("out", out), path_arg("held_out", held_out, optional=True)
     min_frequency = number_arg("min_frequency", min_frequency, whole=True)

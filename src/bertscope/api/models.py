@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError, InputError, TokenizerError, UsageError
-from .common import Loaded, count_arg, expect_loaded, max_length_for, path_arg
+from ..arguments import count_arg, path_arg
+from .common import Loaded, expect_loaded, max_length_for
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError, TokenizerError, UsageError
-from .common import VERSION, Loaded, count_arg, expect_loaded, max_length_for, number_arg, path_arg, task_for
+from ..arguments import count_arg, number_arg, path_arg
+from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 

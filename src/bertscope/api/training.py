@@ -7,10 +7,11 @@ import shutil
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from ..arguments import number_arg, path_arg, paths_arg
 from ..errors import CheckpointError, DataError, TokenizerError, TrainingDiverged, UsageError
 from ..machine import available_memory, fmt_gib, usable_cpus
-from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, number_arg, path_arg, \
-    paths_arg, pick_device, set_threads, truncation_notice
+from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
+    truncation_notice
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..arguments import python_number
 from ..errors import TrainingDiverged, UsageError
 from ..kernels import trim_heap
 from . import distributed, optim, state as disk
@@ -118,14 +119,6 @@ class Settings:
 
     def changed(self, other: "Settings") -> list[str]:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
-
-
-def python_number(value):
-    """A number as Python's own int or float (numpy's np.int64 or float32 from a grid search; run.json is written
-    from it); a narrower float as it prints (float32 0.15 is 0.15, not 0.15000000596...)."""
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    return float(str(value)) if getattr(value, "itemsize", 8) < 8 else float(value)
 
 
 def _int(x) -> bool:
