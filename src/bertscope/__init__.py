@@ -32,19 +32,17 @@ def from_pretrained(folder, **kwargs):
 def save_pretrained(model, folder, *, overwrite: bool = False, max_shard_size=None):
     """Write config.json and model.safetensors with the reference's tensor names (transformers loads them). A folder
     that already holds a model is refused unless overwrite=True (its weights would be replaced)."""
-    from pathlib import Path
-
+    from .arguments import path_arg
     from .checkpoint import save_pretrained as save
     from .errors import OutputError, UsageError
-    from .io import MODEL_FILES, check_flag
+    from .io import check_flag, model_files
     from .model import Model
-    from .arguments import path_arg
     if not isinstance(model, Model):
         raise UsageError(f"save_pretrained: expected a bertscope Model first, got a {type(model).__name__}"
                          + (" (a folder: load it with bertscope.from_pretrained)" if isinstance(model, str) else ""))
     path_arg("folder", folder)
     check_flag("overwrite", overwrite)
-    present = [f for f in MODEL_FILES if (Path(folder) / f).exists()] if Path(folder).is_dir() else []
+    present = model_files(folder)
     if present and not overwrite:
         raise OutputError(f"{folder} already holds a model ({', '.join(present)}); save_pretrained would replace it: "
                           "choose another folder, or pass overwrite=True")

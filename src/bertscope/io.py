@@ -170,8 +170,14 @@ def cache_folder(*parts: str) -> Path:
     return Path(root, *parts)
 
 
+def model_files(folder) -> list[str]:
+    """The model files (MODEL_FILES) a folder holds: what writing a model there would replace."""
+    folder = Path(folder)
+    return [f for f in MODEL_FILES if (folder / f).exists()] if folder.is_dir() else []
+
+
 def holds_model(folder: Path) -> bool:
-    return any((folder / f).exists() for f in MODEL_FILES)
+    return bool(model_files(folder))
 
 
 def holds_run(folder: Path) -> bool:
@@ -210,7 +216,7 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
             raise OutputError(f"{option} {folder} already holds {kind}; {how}choose another folder, or pass "
                               "--overwrite to " + ("start again there" if resumable else "write there anyway"))
         if holds_model(folder):
-            raise OutputError(f"{option} {folder} already holds a model ({_present(folder)}); choose another folder "
+            raise OutputError(f"{option} {folder} already holds a model ({', '.join(model_files(folder))}); choose another folder "
                               "or pass --overwrite to replace it")
         mine = [f for f in writes if (folder / f).exists()]
         if mine:
@@ -237,10 +243,6 @@ def create_output_folder(folder, option: str = "--out") -> Path:
     except OSError as e:
         raise OutputError(f"{option} {folder}: cannot write there: {_describe(e)}") from None
     return folder
-
-
-def _present(folder: Path) -> str:
-    return ", ".join(f for f in MODEL_FILES if (folder / f).exists())
 
 
 class FolderLock:
