@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from .arguments import count_arg, path_arg
 from .config import Config
 from .errors import CheckpointError, ConfigError, UsageError
-from .arguments import count_arg, path_arg
 from .families import FAMILIES, HEAD_OF_ARCHITECTURE, HEADS
 from .io import atomic_write, write_text
 from .model import Model

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .families import Family, family as family_record
+from .families import FAMILIES, Family, family as family_record
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
@@ -232,7 +232,6 @@ class Config:
             fam = family_record(d.pop("model_type"))
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
-        from .families import FAMILIES
         other = [(a, f) for a in d.get("architectures") or [] if isinstance(a, str)
                  for f in FAMILIES.values() if f is not fam and a in f.architectures.values()]
         if other:                         # RoBERTa's weights read with BERT's position rule would be silently wrong

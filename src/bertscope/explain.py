@@ -12,9 +12,8 @@ The CLI renders both (text, markdown or JSON); nothing here prints.
 
 from __future__ import annotations
 
-import re
-
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -475,8 +474,8 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
         else:
             known = set(config.labels)
             ints = all(x.lstrip("-").isdigit() for x in classes)
-            if head in LABELLED_HEADS and n == config.num_labels and known and not set(classes) <= known and config.id2label and not (
-                    ints and config.generic_labels):
+            if head in LABELLED_HEADS and n == config.num_labels and known and not set(classes) <= known \
+                    and config.id2label and not (ints and config.generic_labels):
                 # (a saved classifier maps labels by its class names; LABEL_i names take integers 0..n-1 alone)
                 unseen = sorted(set(classes) - known)
                 problems.append(Problem("labels", f"labels {', '.join(unseen[:10])} are not among the model's "

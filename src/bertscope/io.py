@@ -216,8 +216,8 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
             raise OutputError(f"{option} {folder} already holds {kind}; {how}choose another folder, or pass "
                               "--overwrite to " + ("start again there" if resumable else "write there anyway"))
         if holds_model(folder):
-            raise OutputError(f"{option} {folder} already holds a model ({', '.join(model_files(folder))}); choose another folder "
-                              "or pass --overwrite to replace it")
+            raise OutputError(f"{option} {folder} already holds a model ({', '.join(model_files(folder))}); choose "
+                              "another folder or pass --overwrite to replace it")
         mine = [f for f in writes if (folder / f).exists()]
         if mine:
             raise OutputError(f"{option} {folder} already holds {', '.join(mine)}, which this command writes; choose "

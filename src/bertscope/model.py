@@ -663,7 +663,8 @@ class Model(nn.Module):
 
 def _whole(n) -> bool:
     """A layer or head number as prune_heads takes it: an int, or its digits (config.json's keys are strings)."""
-    return (isinstance(n, int) and not isinstance(n, bool)) or (isinstance(n, str) and n.isdigit())
+    import numbers
+    return (isinstance(n, numbers.Integral) and not isinstance(n, bool)) or (isinstance(n, str) and n.isdigit())
 
 
 def compile_model(model: Model) -> Model:

@@ -35,10 +35,10 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
+    from ..arguments import number_arg, path_arg, paths_arg
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
-    from ..arguments import number_arg, path_arg, paths_arg
     corpus = [Path(p) for p in paths_arg("corpus", corpus)]
     path_arg("out", out), path_arg("held_out", held_out, optional=True)
     min_frequency = number_arg("min_frequency", min_frequency, whole=True)

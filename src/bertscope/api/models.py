@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CheckpointError, InputError, TokenizerError, UsageError
 from ..arguments import count_arg, path_arg
+from ..errors import CheckpointError, InputError, TokenizerError, UsageError
 from .common import Loaded, expect_loaded, max_length_for
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import DataError, TokenizerError, UsageError
 from ..arguments import count_arg, number_arg, path_arg
+from ..errors import DataError, TokenizerError, UsageError
 from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------

@@ -114,8 +114,8 @@ def explain(
                              "traced as it is (leave it out)")
     if text and not all(t.strip() for t in text):
         raise UsageError("--text is empty; give words to trace")
-    e = api.trace(api.load(model, head=head, shapes_only=True), text, 2 if batch is None else batch, 16 if length is None else length,
-                  unfold)
+    e = api.trace(api.load(model, head=head, shapes_only=True), text, 2 if batch is None else batch,
+                  16 if length is None else length, unfold)
     if fmt == "json":
         print(json.dumps(e.to_dict(), indent=1))
     else:
