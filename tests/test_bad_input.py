@@ -2,6 +2,7 @@
 line, field or option and what was expected, no traceback, and nothing of theirs changed."""
 
 import json
+import re
 import os
 import shutil
 import stat
@@ -1501,3 +1502,60 @@ def test_a_reader_that_stops_early_ends_predict_quietly_as_it_ends_cat(classifie
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == -signal.SIGPIPE and "Traceback" not in err and "error" not in err, err
+
+
+# ---- the task-side hunt (this stop) -------------------------------------------------------------------------------
+
+def test_task_options_of_the_wrong_type_are_named_in_the_api(classifier, tiny, tmp_path):
+    loaded = bertscope.api.load(classifier)
+    texts = write(tmp_path, "t.txt", "a great film\n")
+    for kwargs, words in ((dict(threshold="0.5"), "threshold='0.5': expected a number"),
+                          (dict(windows="4"), "windows='4': expected a whole number"),
+                          (dict(max_answer_length=2.5), "max_answer_length=2.5: expected a whole number"),
+                          (dict(int8="no"), "int8='no': expected True or False"),
+                          (dict(max_length="64"), "max_length='64': expected a whole number")):
+        with pytest.raises(bertscope.UsageError, match=re.escape(words)):
+            list(bertscope.api.predict(loaded, texts, **kwargs))
+    with pytest.raises(bertscope.UsageError, match=re.escape("source=['x.tsv']: expected a path")):
+        bertscope.api.evaluate(loaded, ["x.tsv"])
+    with pytest.raises(bertscope.UsageError, match="skip_bad_rows='no': expected True or False"):
+        bertscope.api.evaluate(loaded, texts, skip_bad_rows="no")
+    conll = write(tmp_path, "t.conll", "John\tB-PER\nruns\tO\n")
+    for kwargs, words in ((dict(label_all_pieces="false"), "label_all_pieces='false': expected True or False"),
+                          (dict(doc_stride="16"), "doc_stride='16': expected a whole number")):
+        with pytest.raises(bertscope.UsageError, match=re.escape(words)):
+            bertscope.api.finetune(tiny, conll, tmp_path / "o", max_steps=1, device="cpu", **kwargs)
+    assert not (tmp_path / "o").exists()
+
+
+def test_pool_is_refused_for_word_tags_and_jsonl_tags_are_read_as_conll_tags(tiny, tmp_path):
+    conll = write(tmp_path, "t.conll", "John\tB-PER\nruns\tO\n\nMary\tB-PER\nsat\tO\n")
+    out = tmp_path / "ner"
+    assert run("finetune", tiny, "--train", conll, "--out", out, "--max-steps", "1").exit_code == 0
+    refused(run("predict", out, conll, "--windows", "4", "--pool", "max"), "--pool max", "most central")
+    tagged = write(tmp_path, "t.jsonl", '{"tokens": ["John", "runs"], "tags": ["B-PER ", "O"]}\n')
+    from bertscope.data import read_conll
+    assert read_conll(tagged).tags == [["B-PER", "O"]]
+    refused(run("finetune", tiny, "--train", write(tmp_path, "b.jsonl", '{"tokens": ["John", " "], "tags": '
+                                                   '["B-PER", "O"]}\n'), "--out", tmp_path / "b"),
+            "b.jsonl line 1", "a token is blank")
+
+
+def test_a_multi_label_model_predicts_at_its_runs_threshold_and_tsv_cells_are_escaped(tiny, tmp_path):
+    rows = write(tmp_path, "ml.tsv", "text\tlabels\n" + "".join(f"text number {i}\t{'a|b' if i % 2 else 'b'}\n"
+                                                                for i in range(8)))
+    out = tmp_path / "ml"
+    r = run("finetune", tiny, "--train", rows, "--label-column", "labels", "--out", out, "--max-steps", "1",
+            "--threshold", "0.99")
+    assert r.exit_code == 0, r.output
+    got = [json.loads(line) for line in run("predict", out, rows, "--format", "jsonl").stdout.splitlines()]
+    assert got and all(r["labels"] == [] for r in got)                   # no probability reaches 0.99
+    got = [json.loads(line) for line in run("predict", out, rows, "--format", "jsonl", "--threshold",
+                                            "0.01").stdout.splitlines()]
+    assert all(set(r["labels"]) == {"a", "b"} for r in got)
+    m = json.loads(run("evaluate", out, rows, "--format", "json").stdout)
+    assert m["micro_f1"] == 0
+    # words and labels holding a tab or a newline keep the TSV's columns
+    from bertscope.cli.running import _tsv
+    assert _tsv({"words": ["a\tb", "c"], "tags": ["O", "B-x\ny"]}, []) == "a\\tb\tO\nc\tB-x\\ny\n"
+    assert _tsv({"label": "po\ts", "probabilities": {"po\ts": 0.5}, "text": "t"}, ["po\ts"]) == "po\\ts\t0.5000\tt"

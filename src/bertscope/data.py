@@ -456,8 +456,11 @@ def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
         if isinstance(rec, DataError):
             raise rec
         words = rec.get("tokens", rec.get("words"))
-        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
-            raise DataError(f"{path} line {n}: expected \"tokens\": a non-empty list of strings")
+        if not isinstance(words, list) or not words or not all(isinstance(w, str) and w.strip() for w in words):
+            blank = isinstance(words, list) and any(isinstance(w, str) and not w.strip() for w in words)
+            raise DataError(f"{path} line {n}: expected \"tokens\": a non-empty list of strings"
+                            + ("; a token is blank (spaces only), and a blank word has no pieces to tag" if blank
+                               else ""))
         ex.words.append(words), ex.lines.append(n)
         if labelled:
             tags = rec.get("tags", rec.get("labels"))
@@ -471,6 +474,9 @@ def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
             if len(tags) != len(words):
                 raise DataError(f"{path} line {n}: {len(words)} tokens but {len(tags)} tags; give one tag per "
                                 "token")
+            tags = [t.strip() for t in tags]                  # as a CoNLL file's: "B-LOC " is B-LOC
+            if not all(tags):
+                raise DataError(f"{path} line {n}: tag {tags.index('') + 1} is blank; give a tag name")
             ex.tags.append(tags)
     if not ex.words:
         raise DataError(f"{path}: no sentences found")

@@ -38,6 +38,9 @@ TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool",
 def _wants_int8(loaded: Loaded, int8: bool | None) -> bool:
     """As asked; by default, a folder that `bertscope quantize` wrote runs int8."""
     from .. import quantize
+    from ..io import check_flag
+    if int8 is not None:
+        check_flag("int8", int8)                      # "no" is true in Python: it must not run int8
     return quantize.has_calibration(loaded.folder) if int8 is None else int8
 
 
@@ -109,6 +112,9 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
     if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
         raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
+    path_arg("source", source)
+    if max_length is not None:                        # its type; its range is max_length_for's (as --max-length)
+        max_length = number_arg("max_length", max_length, whole=True)
     _check_batch(batch_size)
     _check_chunk(chunk)
     check_columns_apply([source], **{k: options.get(k) for k in ("text_column", "pair_column")},   # as given:
@@ -119,6 +125,8 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
         for column in ("text_column", "label_column", "pair_column"):  # its pairs), unless others are named
             if options.get(column) is None and isinstance(trained.get(column), str):
                 options[column] = trained[column]
+        if options.get("threshold") is None and isinstance(trained.get("threshold"), float):
+            options["threshold"] = trained["threshold"]        # a multi-label run's: its scores reproduce
         pair = trained.get("pair_column")
         if options.get("pair_column") == pair and isinstance(pair, str) and not is_table(source):
             where = "" if loaded.folder is None else f" (its {Path(loaded.folder) / 'run.json'})"
@@ -166,7 +174,9 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     from ..data import source_name
     t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
+    from ..io import check_flag
     from ..tasks import check_skip_bad_rows
+    check_flag("skip_bad_rows", skip_bad_rows)
     check_skip_bad_rows(t.name, skip_bad_rows)
     for ex in t.chunks(source, chunk, skip_bad_rows):
         enc = t.encode(ex, tok)

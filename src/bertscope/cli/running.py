@@ -41,6 +41,8 @@ def _format(fmt: str) -> str:
 
 TASK = typer.Option(None, help="classification | regression | multi-label | token-classification | "
                                "question-answering [default: the task the model was fine-tuned for]")
+THRESHOLD = typer.Option(None, help="multi-label: probability from which a label is predicted [the fine-tuning "
+                                    "run's, else 0.5]")
 WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
                                   "tokens, instead of cutting them")
 POOL = typer.Option(None, help="with --windows: combine a text's window scores by mean or max [mean]")
@@ -86,6 +88,7 @@ def evaluate(
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
                                                         "[128, or a third of a shorter --max-length]"),
+    threshold: Optional[float] = THRESHOLD,
     fmt: str = typer.Option("text", "--format", help="text | json"), int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
@@ -104,7 +107,7 @@ def evaluate(
                          skip_bad_rows=skip_bad_rows, int8=int8, on_event=_progress(update),
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
-                                         doc_stride=doc_stride))
+                                         doc_stride=doc_stride, threshold=threshold))
     _cut_note(m["truncated"], m["max_length"], source=m["max_length_from"])
     if fmt == "json":
         print(json.dumps(json_safe(m), indent=1))
@@ -140,20 +143,21 @@ def _cell(text) -> str:
 def _tsv(r: dict, labels) -> str:
     """One prediction as a TSV line (the header is _header's)."""
     if "probabilities" in r and "label" in r:
-        return "\t".join([r["label"]] + [f"{r['probabilities'][x]:.4f}" for x in labels] + [_cell(r["text"])])
+        return "\t".join([_cell(r["label"])] + [f"{r['probabilities'][x]:.4f}" for x in labels]
+                         + [_cell(r["text"])])
     if "probabilities" in r:
-        return "\t".join(["|".join(r["labels"])] + [f"{r['probabilities'][x]:.4f}" for x in labels]
+        return "\t".join([_cell("|".join(r["labels"]))] + [f"{r['probabilities'][x]:.4f}" for x in labels]
                          + [_cell(r["text"])])
     if "score" in r and "id" not in r:
-        return f"{r['score']:.6f}\t{_cell(r['text'])}"
+        return f"{r['score']:.8g}\t{_cell(r['text'])}"
     if "tags" in r:
-        return "\n".join(f"{w}\t{t}" for w, t in zip(r["words"], r["tags"])) + "\n"
+        return "\n".join(f"{_cell(w)}\t{_cell(t)}" for w, t in zip(r["words"], r["tags"])) + "\n"
     return "\t".join(_cell(r[k]) for k in ("id", "answer", "start", "end", "score"))
 
 
 def _header(task: str, labels) -> str | None:
-    return {"classification": "\t".join(["label"] + [f"p_{x}" for x in labels] + ["text"]),
-            "multi-label": "\t".join(["labels"] + [f"p_{x}" for x in labels] + ["text"]),
+    return {"classification": "\t".join(["label"] + [_cell(f"p_{x}") for x in labels] + ["text"]),
+            "multi-label": "\t".join(["labels"] + [_cell(f"p_{x}") for x in labels] + ["text"]),
             "regression": "score\ttext", "question-answering": "id\tanswer\tstart\tend\tscore"}.get(task)
 
 
@@ -167,7 +171,7 @@ def predict(
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
                                                         "[128, or a third of a shorter --max-length]"),
     max_answer_length: Optional[int] = typer.Option(None, help="question answering: longest answer in tokens [15]"),
-    int8: Optional[bool] = INT8,
+    threshold: Optional[float] = THRESHOLD, int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Predictions for every input, in input order, streamed: labels and probabilities, numbers, word tags with
@@ -196,7 +200,8 @@ def predict(
         for r in api.predict(loaded, file, task=name, max_length=max_length, batch_size=batch_size, chunk=chunk,
                              int8=int8, on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
                                                                 windows=windows, pool=pool, doc_stride=doc_stride,
-                                                                max_answer_length=max_answer_length)):
+                                                                max_answer_length=max_answer_length,
+                                                                threshold=threshold)):
             n += 1
             if header:
                 print(header)

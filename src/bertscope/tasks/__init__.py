@@ -37,7 +37,18 @@ def make(name: str, **options):
 
 
 def check_options(name: str, options: dict) -> None:
-    """Refuse a task option the task `name` would not read (make() drops them): each said with where it applies."""
+    """Refuse a task option the task `name` would not read (make() drops them): each said with where it applies;
+    and one of the wrong type (the Python API's threshold="0.5", no_answer="no")."""
+    from ..arguments import number_arg
+    from ..io import check_flag
+    for flag in ("label_all_pieces", "no_answer"):
+        if options.get(flag) is not None:
+            check_flag(flag, options[flag])
+    if options.get("threshold") is not None:
+        number_arg("threshold", options["threshold"])
+    for count in ("doc_stride", "max_answer_length", "windows"):     # their types (their ranges: the tasks', as
+        if options.get(count) is not None:                            # the options say them)
+            number_arg(count, options[count], whole=True)
     given = {k: v for k, v in options.items() if v is not None and v is not False}
     if "threshold" in given and name != "multi-label":
         raise UsageError(f"--threshold applies to multi-label; this is {name}")
@@ -49,6 +60,10 @@ def check_options(name: str, options: dict) -> None:
     if "pool" in given and name == "question-answering":
         raise UsageError(f"--pool {given['pool']} combines the windows of a long text's label scores; question "
                          "answering takes the best answer span over all of a context's windows (leave --pool out)")
+    if "pool" in given and name == "token-classification":
+        raise UsageError(f"--pool {given['pool']} combines the windows of a long text's label scores; token "
+                         "classification takes each word's tags from the window where it is most central (leave "
+                         "--pool out)")
     if "pool" in given and "windows" not in given:
         raise UsageError(f"--pool {given['pool']} combines the windows of a long text; without --windows there is "
                          "one window a text, so it would do nothing")
