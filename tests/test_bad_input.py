@@ -1559,3 +1559,25 @@ def test_a_multi_label_model_predicts_at_its_runs_threshold_and_tsv_cells_are_es
     from bertscope.cli.running import _tsv
     assert _tsv({"words": ["a\tb", "c"], "tags": ["O", "B-x\ny"]}, []) == "a\\tb\tO\nc\tB-x\\ny\n"
     assert _tsv({"label": "po\ts", "probabilities": {"po\ts": 0.5}, "text": "t"}, ["po\ts"]) == "po\\ts\t0.5000\tt"
+
+
+def test_no_answer_is_the_files_or_the_runs_never_the_chunks(tiny, tmp_path):
+    context = "The quick brown fox jumps over the lazy dog. Paris is the capital of France."
+    qas = [{"id": "a", "question": "What jumps?", "answers": [{"text": "The quick brown fox", "answer_start": 0}]},
+           {"id": "b", "question": "Who won?", "answers": [], "is_impossible": True}]
+    v2 = write(tmp_path, "v2.json", json.dumps({"data": [{"paragraphs": [{"context": context, "qas": qas}]}]}))
+    new = write(tmp_path, "new.json", json.dumps({"data": [{"paragraphs": [{"context": context, "qas": [
+        {"id": "c", "question": "What is the capital?"}, {"id": "d", "question": "Who is there?"}]}]}]}))
+    out = tmp_path / "qa"
+    assert run("finetune", tiny, "--train", v2, "--out", out, "--max-steps", "1", "--max-length", "64").exit_code == 0
+    assert json.loads((out / "run.json").read_text())["task"]["no_answer"] is True    # trained on SQuAD v2.0
+    from bertscope.tasks.question_answering import QuestionAnswering
+    t = QuestionAnswering(max_length=64)
+    first = next(t.chunks(v2, 1, labelled=False))                     # a chunk holding only the answerable one
+    assert [q.id for q in first] == ["a"] and t.file_no_answer is True
+    def answers(*options):
+        r = run("predict", out, new, "--format", "jsonl", *options)
+        assert r.exit_code == 0, r.output
+        return [json.loads(line) for line in r.stdout.splitlines()]
+    assert answers() == answers("--chunk", "1") == answers("--no-answer")
+    assert all(a["answer"] for a in answers("--always-answer"))

@@ -127,6 +127,8 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
                 options[column] = trained[column]
         if options.get("threshold") is None and isinstance(trained.get("threshold"), float):
             options["threshold"] = trained["threshold"]        # a multi-label run's: its scores reproduce
+        if options.get("no_answer") is None and isinstance(trained.get("no_answer"), bool):
+            options["no_answer"] = trained["no_answer"]        # a QA run's --no-answer, where it was given
         pair = trained.get("pair_column")
         if options.get("pair_column") == pair and isinstance(pair, str) and not is_table(source):
             where = "" if loaded.folder is None else f" (its {Path(loaded.folder) / 'run.json'})"

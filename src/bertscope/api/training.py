@@ -218,6 +218,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         from ..checkpoint import saved_head as read_saved_head
         saved_head, net = read_saved_head(source), None
     train_ex = t.read(train, skip_bad_rows)
+    t.settle(train_ex)                              # what the training data decides (QA: "no answer" for SQuAD v2.0)
     eval_ex = t.read(eval, skip_bad_rows) if eval is not None else None
     columns = {k: task_options.get(k) for k in ("text_column", "label_column", "pair_column")}
     if columns["label_column"] == "label":             # the default: it names no column of a file without any

@@ -41,6 +41,9 @@ def _format(fmt: str) -> str:
 
 TASK = typer.Option(None, help="classification | regression | multi-label | token-classification | "
                                "question-answering [default: the task the model was fine-tuned for]")
+NO_ANSWER = typer.Option(None, "--no-answer/--always-answer", help="question answering: allow \"no answer\" "
+                                                                 "(SQuAD v2.0) [the fine-tuning run's, else where "
+                                                                 "the file marks a question is_impossible]")
 THRESHOLD = typer.Option(None, help="multi-label: probability from which a label is predicted [the fine-tuning "
                                     "run's, else 0.5]")
 WINDOWS = typer.Option(None, help="split texts longer than --max-length into windows overlapping by this many "
@@ -74,7 +77,8 @@ def _cut_note(cut: int, max_length: int | None, windows: bool = True, source: st
 
 
 def _task_options(**given) -> dict:
-    return {k: v for k, v in given.items() if v is not None and v is not False}
+    """The task options given: on/off flags when on, and --no-answer / --always-answer either way."""
+    return {k: v for k, v in given.items() if v is not None and (v is not False or k == "no_answer")}
 
 
 @command()
@@ -88,7 +92,7 @@ def evaluate(
     windows: Optional[int] = WINDOWS, pool: Optional[str] = POOL,
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
                                                         "[128, or a third of a shorter --max-length]"),
-    threshold: Optional[float] = THRESHOLD,
+    threshold: Optional[float] = THRESHOLD, no_answer: Optional[bool] = NO_ANSWER,
     fmt: str = typer.Option("text", "--format", help="text | json"), int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
@@ -107,7 +111,7 @@ def evaluate(
                          skip_bad_rows=skip_bad_rows, int8=int8, on_event=_progress(update),
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
-                                         doc_stride=doc_stride, threshold=threshold))
+                                         doc_stride=doc_stride, threshold=threshold, no_answer=no_answer))
     _cut_note(m["truncated"], m["max_length"], source=m["max_length_from"])
     if fmt == "json":
         print(json.dumps(json_safe(m), indent=1))
@@ -171,7 +175,7 @@ def predict(
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
                                                         "[128, or a third of a shorter --max-length]"),
     max_answer_length: Optional[int] = typer.Option(None, help="question answering: longest answer in tokens [15]"),
-    threshold: Optional[float] = THRESHOLD, int8: Optional[bool] = INT8,
+    threshold: Optional[float] = THRESHOLD, no_answer: Optional[bool] = NO_ANSWER, int8: Optional[bool] = INT8,
     device: str = DEVICE, bf16: bool = BF16, compile_: bool = COMPILE, threads: Optional[int] = THREADS,
 ):
     """Predictions for every input, in input order, streamed: labels and probabilities, numbers, word tags with
@@ -201,7 +205,7 @@ def predict(
                              int8=int8, on_event=on_event, **_task_options(text_column=text_column, pair_column=pair_column,
                                                                 windows=windows, pool=pool, doc_stride=doc_stride,
                                                                 max_answer_length=max_answer_length,
-                                                                threshold=threshold)):
+                                                                threshold=threshold, no_answer=no_answer)):
             n += 1
             if header:
                 print(header)

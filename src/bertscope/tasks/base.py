@@ -88,6 +88,10 @@ class Task:
         raise NotImplementedError
 
     # ---- what a checkpoint keeps of the task ------------------------------------------------------------------
+    def settle(self, train) -> None:
+        """Settings the training data decides where the user did not (stored by state(), read by evaluate and
+        predict): none for most tasks."""
+
     def state(self) -> dict:
         """JSON-able settings and label sets, stored with the run and compared on resume."""
         return {}

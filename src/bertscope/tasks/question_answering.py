@@ -42,6 +42,9 @@ class QuestionAnswering(Task):
 
     def chunks(self, source, size: int, skip_bad_rows: bool = False, labelled: bool = True):
         questions = self.read(source, skip_bad_rows, labelled)
+        # "no answer" is allowed for the whole file or not at all (never by chunk): as asked, else where the file
+        # is SQuAD v2.0 (a question marked is_impossible)
+        self.file_no_answer = any(q.impossible for q in questions)
         for a in range(0, len(questions), size):
             yield questions[a:a + size]
 
@@ -104,7 +107,8 @@ class QuestionAnswering(Task):
             out.start_logits.float().cpu().split((b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).tolist()),
             out.end_logits.float().cpu().split((b["cu_seqlens"][1:] - b["cu_seqlens"][:-1]).tolist()))))
         questions = data.extra["questions"]
-        impossible = self.no_answer if self.no_answer is not None else any(q.impossible for q in questions)
+        impossible = self.no_answer if self.no_answer is not None else getattr(
+            self, "file_no_answer", any(q.impossible for q in questions))
         best = answers.best_answers(questions, data.extra["windows"], [s for s, _ in per_window],
                                     [e for _, e in per_window], max_answer_len=self.max_answer_length,
                                     handle_impossible_answer=impossible)
@@ -119,6 +123,11 @@ class QuestionAnswering(Task):
     def decode(self, preds, data) -> list[dict]:
         return [{"id": p["id"], "answer": p["answer"], "start": p["start"], "end": p["end"], "score": p["score"]}
                 for p in preds]
+
+    def settle(self, train) -> None:
+        """A model trained on SQuAD v2.0 (questions marked is_impossible) says "no answer" on new questions too."""
+        if self.no_answer is None and any(q.impossible for q in train):
+            self.no_answer = True
 
     def state(self) -> dict:
         return {"task": self.name, "max_length": self.max_length, "doc_stride": self.doc_stride,
