@@ -1581,3 +1581,11 @@ def test_no_answer_is_the_files_or_the_runs_never_the_chunks(tiny, tmp_path):
         return [json.loads(line) for line in r.stdout.splitlines()]
     assert answers() == answers("--chunk", "1") == answers("--no-answer")
     assert all(a["answer"] for a in answers("--always-answer"))
+
+
+def test_json_lists_in_a_tsv_cell_are_guessed_as_multi_label(tmp_path):
+    from bertscope.tasks import guess
+    rows = write(tmp_path, "ml.tsv", 'text\tlabel\ngood fun film\t["good", "fun"]\nboring\t[]\nfun times\t["fun"]\n')
+    assert guess(rows)[0] == "multi-label"
+    plain = write(tmp_path, "c.tsv", "text\tlabel\ngood film\t[pos]\nbad\tneg\n")    # brackets, not a JSON list
+    assert guess(plain)[0] == "classification"
