@@ -105,10 +105,12 @@ def test_label_names_given_as_label2id_alone_are_read_and_a_family_contradiction
     (tmp_path / "config.json").write_text(json.dumps(config))
     c = Config.from_json(tmp_path)
     assert list(c.labels) == ["neg", "pos", "mid"] and c.num_labels == 3
-    config["label2id"] = {"neg": 0, "pos": 5}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="label2id .* must map class names to 0..n-1"):
-        Config.from_json(tmp_path)
+    for extra in ({"label2id": {"neg": 0, "pos": 5}}, {"label2id": {"neg": "0", "pos": "1"}},
+                  {"label2id": {"neg": 0, "pos": 1}, "num_labels": 3}):
+        (tmp_path / "config.json").write_text(json.dumps({**config, **extra}))
+        c = Config.from_json(tmp_path)          # not class names 0..num_labels-1: ignored, as the reference does
+        n = extra.get("num_labels", 2)
+        assert c.num_labels == n and list(c.labels) == [f"LABEL_{i}" for i in range(n)]
     roberta = json.loads((TINY / "roberta-cls" / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**roberta, "model_type": "bert"}))
     with pytest.raises(ConfigError, match="model_type 'bert', but architectures names "

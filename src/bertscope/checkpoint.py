@@ -210,25 +210,30 @@ def _check_family(c: Config, state: dict, source: str):
 
 # ---- reading ------------------------------------------------------------------------------------------------------
 
-def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """All tensors of a checkpoint folder, from whichever weight files it has."""
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
-    bin_single, bin_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
-    for f in (single, index, bin_single, bin_index):
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")                   # in the order the reference prefers them
+
+
+def weights_file(folder: Path) -> Path:
+    """The weights file a checkpoint folder is read from: the first of WEIGHT_FILES it holds. One of them that is a
+    folder, or a link to nothing, is named when it comes first (the files after it are not looked at)."""
+    for name in WEIGHT_FILES:
+        f = folder / name
         if f.is_dir():
             raise CheckpointError(f"{f}: is a folder; expected the weights file of that name")
         if f.is_symlink() and not f.exists():
             raise CheckpointError(f"{f}: a link to {os.readlink(f)}, which does not exist (moved or deleted?)")
-    if single.exists():
-        return _read_safetensors(single), str(single)
-    if index.exists():
-        return _read_sharded(index, _read_safetensors), str(index)
-    if bin_single.exists():
-        return _read_bin(bin_single), str(bin_single)
-    if bin_index.exists():
-        return _read_sharded(bin_index, _read_bin), str(bin_index)
+        if f.exists():
+            return f
     raise CheckpointError(f"{folder}: no weights found; expected model.safetensors, model.safetensors.index.json "
                           "(shards) or pytorch_model.bin")
+
+
+def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """All tensors of a checkpoint folder, from the weights file it is read from."""
+    f = weights_file(folder)
+    read = _read_safetensors if f.name.startswith("model.safetensors") else _read_bin
+    return (_read_sharded(f, read) if f.name.endswith(".index.json") else read(f)), str(f)
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

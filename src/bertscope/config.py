@@ -243,12 +243,11 @@ class Config:
         kwargs = dict(fam.config_defaults)
         kwargs.update({k: d.pop(k) for k in list(d) if k in known})
         label2id = d.pop("label2id", None)  # derived from id2label on the way out; read where id2label is absent
-        if not kwargs.get("id2label") and isinstance(label2id, dict) and label2id:
-            ids = sorted(v for v in label2id.values() if isinstance(v, int) and not isinstance(v, bool))
-            if ids != list(range(len(label2id))):
-                raise ConfigError(f"{source}: label2id (with no id2label) must map class names to 0..n-1, got "
-                                  f"{dict(label2id)!r}")
-            kwargs["id2label"] = {i: str(name) for name, i in label2id.items()}
+        ids = sorted(v for v in label2id.values() if isinstance(v, int) and not isinstance(v, bool)) \
+            if isinstance(label2id, dict) else []
+        if not kwargs.get("id2label") and label2id and ids == list(range(len(label2id))) \
+                and kwargs.get("num_labels", len(ids)) == len(ids):
+            kwargs["id2label"] = {i: str(name) for name, i in label2id.items()}   # else ignored, as the reference
         if not fam.factorised_embeddings:
             kwargs.pop("embedding_size", None)
         try:

@@ -94,7 +94,7 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
           data=None, label_column: str | None = None, num_labels: int | None = None):
     """(config, head, problems) for a planned input, from config.json alone: nothing is loaded or run. The data's
     labels (a table's label column, or a CoNLL file's tags) are checked against the head's classes."""
-    from ..checkpoint import saved_head, shard_map
+    from ..checkpoint import WEIGHT_FILES, saved_head, shard_map, weights_file
     from ..config import Config, named_config
     from ..data import is_conll, read_conll, read_ids, read_labels
     from ..explain import preflight
@@ -108,9 +108,10 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     batch = 1 if batch is None else count_arg("--batch", batch, what="sequences")
     num_labels = None if num_labels is None else count_arg("--num-labels", num_labels, what="labels")
     config = Config.from_json(path) if path.is_dir() else named_config(source)
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if path.is_dir() and (path / index).is_file():
-            shard_map(path / index)                 # the weights it would load are all there (read, not loaded)
+    if path.is_dir() and any((path / f).exists() or (path / f).is_symlink() for f in WEIGHT_FILES):
+        f = weights_file(path)                      # the file it would be read from is there: a shard index's
+        if f.name.endswith(".index.json"):          # shards too (listed, not loaded)
+            shard_map(f)
     head = saved_head(path) if path.is_dir() and ((path / "model.safetensors").exists() or
                                                   config.extra.get("architectures")) else "base"
     ids = read_ids(ids_file) if ids_file is not None else None      # a path, or "-" for standard input

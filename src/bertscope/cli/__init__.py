@@ -4,7 +4,7 @@ The command groups live in their own modules (models.py: look at a model; traini
 tokenizers; running.py: evaluate, predict, embed). Nothing here imports torch at module level, so `bertscope --help`
 and a wrong option come back at once. A user's mistake (errors.BertscopeError) prints as one line and exits with 2;
 Ctrl-C outside training exits with 130, without a traceback; a reader of its output that goes away (`| head`)
-ends it as it ends `cat` (SIGPIPE, status 141).
+ends it quietly with status 141, its cleanup done.
 """
 
 from __future__ import annotations
@@ -54,6 +54,11 @@ def command(group=None, name: str | None = None):
             except KeyboardInterrupt:
                 err.print("[yellow]interrupted[/]")
                 raise typer.Exit(130)
+            except BrokenPipeError:
+                # the reader of the output went away (`| head`): the work's own cleanup has run on the way here
+                # (a run's folder, its lock); stop quietly with the shell's status for it (not 1, check's "no")
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(141)
         return (group or app).command(name)(run)
     return register
 
@@ -83,9 +88,6 @@ from . import models, running, training  # noqa: E402,F401  (the commands regist
 
 
 def main():
-    import signal
-    if hasattr(signal, "SIGPIPE"):      # a reader that stops early (`| head`) ends the command as it ends `cat`:
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # quietly, with the shell's status 141 (not 1, check's "no")
     app()
 
 

@@ -49,14 +49,15 @@ def check_options(name: str, options: dict) -> None:
     for count in ("doc_stride", "max_answer_length", "windows"):     # their types (their ranges: the tasks', as
         if options.get(count) is not None:                            # the options say them)
             number_arg(count, options[count], whole=True)
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
+    given = {k: v for k, v in options.items() if v is not None and (v is not False or k == "no_answer")}
     if "threshold" in given and name != "multi-label":
         raise UsageError(f"--threshold applies to multi-label; this is {name}")
     if "label_all_pieces" in given and name != "token-classification":
         raise UsageError(f"--label-all-pieces applies to token classification (word tags); this is {name}")
     qa_only = [k for k in ("doc_stride", "max_answer_length", "no_answer") if k in given]
     if qa_only and name != "question-answering":
-        raise UsageError(f"--{qa_only[0].replace('_', '-')} applies to question answering; this is {name}")
+        said = "always-answer" if given[qa_only[0]] is False else qa_only[0].replace('_', '-')
+        raise UsageError(f"--{said} applies to question answering; this is {name}")
     if "pool" in given and name == "question-answering":
         raise UsageError(f"--pool {given['pool']} combines the windows of a long text's label scores; question "
                          "answering takes the best answer span over all of a context's windows (leave --pool out)")
