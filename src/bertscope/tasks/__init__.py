@@ -102,17 +102,6 @@ def for_model(config, head: str) -> str:
     raise UsageError(f"this model has head {head!r}, which predicts no task; fine-tune it first (bertscope finetune)")
 
 
-def _json_list(cell: str) -> bool:
-    """A table cell holding a JSON list (`["a", "b"]`, `[]`): several labels, as multi-label reads them."""
-    import json
-    if not cell.strip().startswith("["):
-        return False
-    try:
-        return isinstance(json.loads(cell), list)
-    except ValueError:
-        return False
-
-
 def guess(path, label_column: str = "label", text_column: str | None = None,
           pair_column: str | None = None) -> tuple[str, str]:
     """(task, why) from a training file: CoNLL -> token-classification, SQuAD JSON -> question-answering, and for a
@@ -147,7 +136,8 @@ def guess(path, label_column: str = "label", text_column: str | None = None,
         return "classification", "the default"
     if not labels:      # no row read (no such column): the real reading says what the rows hold
         return "classification", "the default"
-    if any(isinstance(x, list) or (isinstance(x, str) and ("|" in x or _json_list(x))) for x in labels):
+    from .multi_label import json_list
+    if any(isinstance(x, list) or (isinstance(x, str) and "|" in x) or json_list(x) is not None for x in labels):
         return "multi-label", f"the {label_column!r} column holds several labels per row"
     numbers = []
     for x in labels:

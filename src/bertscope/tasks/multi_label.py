@@ -18,6 +18,17 @@ from .base import Batch
 from .classification import SequenceClassification, label_order
 
 
+def json_list(cell) -> list | None:
+    """The list a table cell holds as JSON (`["a", "b"]`, `[]`), or None where the cell is not one."""
+    if not isinstance(cell, str) or not cell.strip().startswith("["):
+        return None
+    try:
+        value = json.loads(cell)
+    except ValueError:
+        return None
+    return value if isinstance(value, list) else None
+
+
 class MultiLabel(SequenceClassification):
     name = "multi-label"
     metric = "micro_f1"
@@ -31,11 +42,10 @@ class MultiLabel(SequenceClassification):
 
     def canonical(self, value, where: str):
         if isinstance(value, str) and value.strip().startswith("["):     # a JSON list in a .tsv / .csv cell
-            try:
-                value = json.loads(value)
-            except ValueError:
+            if json_list(value) is None:
                 raise DataError(f"{where}: {value!r} starts as a JSON list but is not one; write labels as "
-                                '["a", "b"] or a|b') from None
+                                '["a", "b"] or a|b')
+            value = json_list(value)
         if isinstance(value, list):
             names = value
         elif isinstance(value, str):
