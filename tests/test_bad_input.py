@@ -725,7 +725,8 @@ def test_resume_refuses_options_other_than_the_runs_and_takes_its_own_again(tiny
             "--max-length 64 (the run has 32)")
     refused(run("finetune", "--resume", out, "--out", tmp_path / "elsewhere"), f"--out {tmp_path / 'elsewhere'} "
             f"(the run has {out})")
-    refused(run("finetune", "--resume", out, "--threshold", "0.3"), "--threshold 0.3 (the run has none)")
+    refused(run("finetune", "--resume", out, "--threshold", "0.3"),      # one the run's task does not read: said so
+            "--threshold applies to multi-label; this is classification")
     refused(run("finetune", "--resume", out, "--new-head"), "--new-head on (the run has off)")
     named = tmp_path / "n"                                            # a typed default is compared too
     rows = write(tmp_path, "n.tsv", "sentence\tsentiment\na great film\tpos\na dull mess\tneg\n")
@@ -1365,6 +1366,34 @@ def test_model_side_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
     refused(run("encode", ""), "MODEL: the path is empty")
 
 
+def test_numpy_whole_numbers_are_taken_everywhere_and_strs_named(tiny, classifier, tmp_path):
+    # a grid search's np.int64 was refused with 'expected at least 1' (which it is); each comes back as Python's int
+    import numpy as np
+    loaded = bertscope.api.load(tiny)
+    texts = write(tmp_path, "t.txt", "a great film\na dull mess of a film that goes on and on and on\n")
+    rows = list(bertscope.api.predict(bertscope.api.load(classifier), texts, max_length=np.int64(8),
+                                      batch_size=np.int64(1), chunk=np.int32(1)))
+    assert len(rows) == 2
+    info = bertscope.api.embed(loaded, texts, tmp_path / "e.jsonl", batch_size=np.int64(2), chunk=np.int64(1),
+                               max_length=np.int64(8), windows=np.int64(2))
+    assert info["max_length"] == 8 and type(info["max_length"]) is int and json.dumps(info)
+    threads = torch.get_num_threads()
+    bertscope.api.common.set_threads(np.int64(1))
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(threads)
+    encodings = loaded.tokenizer.encode_batch(["a great film with a fine cast"], max_length=np.int64(4))
+    assert len(encodings[0].ids) == 4
+    loaded = bertscope.api.load(classifier)
+    for call, words in ((lambda: list(bertscope.api.predict(loaded, texts, batch_size="2")), "--batch-size '2'"),
+                        (lambda: list(bertscope.api.predict(loaded, texts, chunk=2.0)), "--chunk 2.0"),
+                        (lambda: bertscope.api.common.set_threads("1"), "--threads '1'"),
+                        (lambda: list(bertscope.api.predict(loaded, texts, max_length=np.float64(8))),
+                         "expected a whole number, got a float64")):
+        with pytest.raises(bertscope.UsageError) as e:
+            call()
+        assert words in str(e.value), str(e.value)
+
+
 def test_check_refuses_options_of_a_check_not_asked_for_and_checks_conll_tags(tiny, tmp_path):
     need_shared()
     conll = DATA / "wnut16" / "dev.conll"
@@ -1594,3 +1623,44 @@ def test_json_lists_in_a_tsv_cell_are_guessed_as_multi_label(tmp_path):
     assert guess(rows)[0] == "multi-label"
     plain = write(tmp_path, "c.tsv", "text\tlabel\ngood film\t[pos]\nbad\tneg\n")    # brackets, not a JSON list
     assert guess(plain)[0] == "classification"
+
+
+# ---- the task-side hunt's open list -------------------------------------------------------------------------------
+
+def test_word_tags_are_read_from_what_holds_them_and_words_without_pieces_are_said(tiny, tmp_path):
+    # a word that becomes no token (a zero-width space) is neither learnt from nor seen: said, with its line
+    conll = write(tmp_path, "t.conll", "John\tB-PER\n\u200b\tB-LOC\nruns\tO\n\nMary\tB-PER\nsat\tO\n")
+    out = tmp_path / "ner"
+    r = run("finetune", tiny, "--train", conll, "--out", out, "--max-steps", "1")
+    assert r.exit_code == 0 and "1 word became no token at all (first: '\\u200b', line 2" in r.output, r.output
+    assert "no tag is learnt from it" in r.output
+    r = run("predict", out, conll, "--format", "jsonl")
+    assert r.exit_code == 0 and "tagged 'O' with score 0" in r.output, r.output
+    # a SQuAD .json or a CoNLL on standard input is not read as sentences, one a line
+    squad = write(tmp_path, "q.json", '{"data": []}\n')
+    refused(run("predict", out, squad), "q.json: a .json file is SQuAD-style questions")
+    refused(run("predict", out, "-", input="John\tB-PER\nruns\tO\n"), "<stdin> line 1",
+            "or words and their tags as a CoNLL file (.conll")
+    # W-NUT's own files are .txt: a word, a tab and a tag a line is guessed as word tags and read as such
+    txt = write(tmp_path, "wnut.txt", "John\tB-PER\nruns\tO\n\nMary\tB-PER\nsat\tO\n")
+    r = run("finetune", tiny, "--train", txt, "--out", tmp_path / "t2", "--max-steps", "1")
+    assert r.exit_code == 0 and "token-classification" in r.output and "a tab and a tag" in r.output, r.output
+    got = [json.loads(x) for x in run("predict", out, txt, "--format", "jsonl").stdout.splitlines()]
+    assert [g["words"] for g in got] == [["John", "runs"], ["Mary", "sat"]]
+    from bertscope.data import is_conll
+    assert not is_conll(write(tmp_path, "plain.txt", "a text\twith a tab in it\nand another line\n"))
+
+
+def test_a_one_column_table_without_a_header_is_not_read_a_text_short(classifier, tmp_path):
+    headless = write(tmp_path, "h.tsv", "a great film with a fine cast\na dull mess\n")
+    refused(run("predict", classifier, headless), "h.tsv line 1", "reads as a text", "add a header line")
+    named = write(tmp_path, "n.tsv", "review\na great film with a fine cast\na dull mess\n")
+    assert len(run("predict", classifier, named, "--format", "jsonl").stdout.splitlines()) == 2
+
+
+def test_a_question_without_an_id_is_named(tmp_path):
+    from bertscope.answers import read_squad
+    qa = write(tmp_path, "q.json", json.dumps({"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": " ", "question": "Where is Paris?"}]}]}]}))
+    with pytest.raises(bertscope.DataError, match=r"\.id: only spaces; give each question an id of its own"):
+        read_squad(qa)

@@ -106,8 +106,8 @@ def test_pruned_heads_match_reference():
 def test_pruning_in_two_steps_counts_heads_in_the_original_numbering():
     ref = load_reference("bert", "reference_pruned.safetensors")
     model = bertscope.from_pretrained(TINY / "bert")
-    model.prune_heads({0: [3]})
-    model.prune_heads({0: [1, 3], 1: [2]})   # 3 again is a no-op; 1 is still original head 1
+    model.prune_heads({0: torch.tensor([3])})                       # heads as a tensor, or numpy's ints, too
+    model.prune_heads({0: [1, 3], 1: [__import__("numpy").int64(2)]})   # 3 again is a no-op; 1 is still head 1
     out = model(**model_inputs(ref))
     assert max_diff(out.logits, ref["prediction_logits"]) <= TOL
     with pytest.raises(ValueError, match="every head"):

@@ -127,6 +127,9 @@ def _question(qa, context: str, path: Path, where: str, first_seen: dict[str, st
     if not isinstance(qa, dict):
         raise DataError(f"{path} {where}: expected an object with 'id', 'question' and 'answers', found {_kind(qa)}")
     qid = _field(qa, "id", str, path, where)
+    if not qid.strip():                               # the id names the question in every output and score
+        raise DataError(f"{path} {where}.id: " + ("empty" if not qid else "only spaces") + "; give each question "
+                        "an id of its own")
     if qid in first_seen:
         raise DataError(f"{path} {where}: question id {qid!r} is already used by {first_seen[qid]}; ids must be "
                         "unique in a file")

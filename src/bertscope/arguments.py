@@ -66,6 +66,14 @@ def number_arg(name: str, value, whole: bool = False):
     return python_number(value)
 
 
+def whole_number(value) -> int | None:
+    """value as Python's int where it is a whole number (numpy's np.int64 included, a bool not); None otherwise, for
+    the caller's own message (a range said as `--chunk 0: expected at least 1`)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
 def count_arg(name: str, value, least: int = 1, what: str = "") -> int:
     """A whole number of something (a batch, a length, labels): an int at least `least`, never a str, float or
     bool; numpy's ints are taken as Python's."""

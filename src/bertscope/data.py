@@ -201,6 +201,11 @@ def _columns(path, header, text_column, label_column, pair_column, not_text=()):
                             f"text ({', '.join(map(repr, left))}): name it with --text-column (--column in encode, "
                             "bench and quantize)")
         text_column = left[0] if left else header[0]
+        if len(header) == 1 and (len(text_column.split()) > 3 or len(text_column) > 40):
+            raise DataError(f"{path} line 1: {text_column[:40] + ('...' if len(text_column) > 40 else '')!r} would "
+                            "name the file's only column, but it reads as a text (a table's first line names its "
+                            "columns, and is not read as data): add a header line such as 'text', or give the texts "
+                            "one a line as a .txt file")
     _distinct(text_column, label_column, pair_column, chosen)
     for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
         if col and col not in header:
@@ -220,7 +225,7 @@ _LABEL = re.compile(r"[A-Za-z0-9_.+/|,:-]{1,24}")            # a label: 1, pos, 
 _SHORT = re.compile(r"[^\W\d_][\w/|-]{0,3}")                   # a name or label in another script: 标签, étiq
 
 
-def _plain_stdin(n: int, line: str) -> None:
+def _plain_stdin(n: int, line: str, hint: str = "") -> None:
     """Standard input is read as one text a line; a first line that is a table row or a JSON object would be read
     as text, column names and labels included. Only what tables spell (ASCII names, short labels) is taken for
     one: a text in another script holding a tab is a text."""
@@ -238,16 +243,17 @@ def _plain_stdin(n: int, line: str) -> None:
             pass
     if kind:
         raise DataError(f"<stdin> line {n} {kind}, but standard input is read as one text a line, so its columns and "
-                        "labels would be read as text: give the table as a file (.tsv, .csv or .jsonl)")
+                        f"labels would be read as text: give the table as a file (.tsv, .csv or .jsonl){hint}")
 
 
 def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
               pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None,
-              not_text=()):
+              not_text=(), stdin_hint: str = ""):
     """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
     default "text", "sentence", or the only column that is not the label's, the pair's, one of `not_text` (a
     label column not read, as in predict) or an id); any other file, or "-" for standard input, is one text a line
-    (blank lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why)."""
+    (blank lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why).
+    stdin_hint ends the message for a table given on standard input (what else the caller reads)."""
     name = source_name(source)
     if str(source) != STDIN:
         _check_file(Path(source))
@@ -267,7 +273,7 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         for n, line in lines(source):
             if line.strip():
                 if first and str(source) == STDIN:
-                    _plain_stdin(n, line)
+                    _plain_stdin(n, line, stdin_hint)
                 first = False
                 yield n, line.strip(), None, None
         return
@@ -484,7 +490,36 @@ def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
 
 
 def is_conll(source) -> bool:
-    return str(source) != STDIN and Path(source).suffix.lower() in (".conll", ".bio", ".iob", ".iob2", ".ner")
+    """A CoNLL file by its name, or a .txt whose first lines are each a word, a tab and a tag (W-NUT's own files
+    are named .txt): such lines read as texts would tag nothing and label nothing."""
+    if str(source) == STDIN:
+        return False
+    suffix = Path(source).suffix.lower()
+    return suffix in (".conll", ".bio", ".iob", ".iob2", ".ner") or (suffix == ".txt" and _tab_tagged(Path(source)))
+
+
+def _tab_tagged(path: Path, enough: int = 20) -> bool:
+    """The first `enough` token lines (blank lines and -DOCSTART- aside) all `word<TAB>...<TAB>tag`, with a word
+    of no spaces and a tag as tag sets spell them; at least two such lines."""
+    seen = 0
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip("\r\n")
+                if not line.strip() or line.startswith("-DOCSTART-"):
+                    if seen >= enough:
+                        break
+                    continue
+                parts = line.split("\t")
+                if len(parts) < 2 or not parts[0].strip() or " " in parts[0].strip() \
+                        or not _LABEL.fullmatch(parts[-1].strip()):
+                    return False
+                seen += 1
+                if seen >= enough:
+                    break
+    except OSError:
+        return False
+    return seen >= 2
 
 
 # ---- plain-text corpora for pretraining ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .arguments import count_arg
 from .errors import ExportError, UsageError, missing_extra
 from .io import atomic_write
 from .model import Model
@@ -94,9 +95,7 @@ def export_onnx(model: Model, path, dynamic: bool = True, batch: int = 2, length
     temporary file beside `path` and renamed to it only once that check has passed: a failed export leaves `path`
     as it was (an earlier file there untouched, none made)."""
     c = model.config
-    for option, value, least in (("--batch", batch, 1), ("--length", length, 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UsageError(f"{option} {value}: expected a whole number, at least {least}")
+    batch, length = count_arg("--batch", batch, 1), count_arg("--length", length, 2)
     check_length(c, length)
     shape = check_shape(c, batch, length, dynamic)
     try:

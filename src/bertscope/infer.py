@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .arguments import whole_number
 from .errors import CheckpointError
 from .inputs import check_inputs
 from .kernels import trim_heap
@@ -74,10 +75,10 @@ def _windows(tok, texts, pairs, limit: int, stride: int) -> Encoded:
     if pairs is not None:
         raise UsageError("--windows splits single texts; sentence pairs (--pair-column) are cut to --max-length")
     room = limit - tok.backend.num_special_tokens_to_add(is_pair=False)
-    if isinstance(stride, bool) or not isinstance(stride, int) or not 0 <= stride < room:
+    if whole_number(stride) is None or not 0 <= stride < room:
         raise UsageError(f"--windows {stride}: the overlap of two windows must be 0 or more and less than the "
                          f"{room} text tokens a window of --max-length {limit} holds")
-    encodings = tok.encode_batch(texts, max_length=limit, stride=stride)
+    encodings = tok.encode_batch(texts, max_length=limit, stride=int(stride))
     flat, text = [], []
     for i, e in enumerate(encodings):
         for part in (e, *e.overflowing):

@@ -662,9 +662,18 @@ class Model(nn.Module):
 
 
 def _whole(n) -> bool:
-    """A layer or head number as prune_heads takes it: an int, or its digits (config.json's keys are strings)."""
-    import numbers
-    return (isinstance(n, numbers.Integral) and not isinstance(n, bool)) or (isinstance(n, str) and n.isdigit())
+    """A layer or head number as prune_heads takes it: an int (numpy's, or an element of an integer tensor: whatever
+    has __index__), or its digits (config.json's keys are strings)."""
+    import operator
+    if isinstance(n, bool) or (isinstance(n, torch.Tensor) and (n.dim() or n.is_floating_point())):
+        return False
+    if isinstance(n, str):
+        return n.isdigit()
+    try:
+        operator.index(n)
+    except TypeError:
+        return False
+    return True
 
 
 def compile_model(model: Model) -> Model:

@@ -16,7 +16,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-from .arguments import count_arg, path_arg
+from .arguments import count_arg, path_arg, whole_number
 from .errors import BertscopeError, InputError, TokenizerError, UsageError
 from .families import FAMILIES, Family, family as family_record
 from .io import atomic_write, write_json
@@ -111,11 +111,11 @@ class Tokenizer:
             if not isinstance(t, str):
                 raise InputError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
         specials = self.backend.num_special_tokens_to_add(is_pair=pairs is not None)
-        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                       or max_length < specials):
+        if max_length is not None and (whole_number(max_length) is None or max_length < specials):
             # (below the special tokens' count the tokenizers library silently stops truncating)
             raise InputError(f"max_length {max_length!r}: expected an integer of at least {specials} (the special "
                              f"tokens of {'a pair' if pairs is not None else 'a text'} take {specials})")
+        max_length = None if max_length is None else int(max_length)
         if truncation:
             self.backend.enable_truncation(max_length or self.max_length, stride=stride, strategy="longest_first")
         try:

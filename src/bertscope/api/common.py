@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arguments import path_arg
+from ..arguments import path_arg, whole_number
 from ..errors import CheckpointError, TokenizerError, UsageError
 from ..machine import usable_cpus
 
@@ -37,8 +37,10 @@ def pick_device(name: str = "auto"):
 def set_threads(threads: int | None) -> None:
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise UsageError(f"--threads {threads}: expected at least 1 CPU thread")
+    n = whole_number(threads)
+    if n is None or n < 1:
+        raise UsageError(f"--threads {threads!r}: expected a whole number of CPU threads, at least 1")
+    threads = n
     if threads > usable_cpus():             # more threads than CPUs only slow each other down (and 10^5 crashes)
         raise UsageError(f"--threads {threads}: this process may use {usable_cpus()} CPUs; expected at most that")
     import torch
@@ -123,9 +125,11 @@ def max_length_for(config, tok, asked: int | None, option: str = "--max-length")
     limit = config.max_tokens
     if asked is None:
         return min(tok.max_length, limit)
-    if isinstance(asked, bool) or not isinstance(asked, int) or asked < 3:
-        raise UsageError(f"{option} {asked}: expected at least 3 tokens (the special tokens take 2, and a text "
-                         "needs at least 1)")
+    n = whole_number(asked)
+    if n is None or n < 3:
+        raise UsageError(f"{option} {asked!r}: expected a whole number of tokens, at least 3 (the special tokens "
+                         "take 2, and a text needs at least 1)")
+    asked = n
     if asked > limit:
         raise UsageError(f"{option} {asked} exceeds what this {config.family.title} model's position table allows "
                          f"({limit} tokens); use --max-length {limit} or less")

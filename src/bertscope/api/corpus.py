@@ -35,7 +35,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
-    from ..arguments import number_arg, path_arg, paths_arg
+    from ..arguments import number_arg, path_arg, paths_arg, whole_number
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
@@ -46,14 +46,15 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         raise UsageError(f"--min-frequency {min_frequency}: expected at least 1 (how often a merge must be seen)")
     if not corpus:
         raise UsageError("give at least one corpus file to train the tokenizer on")
-    if not 0 <= max_unk_rate < 1:
+    if not 0 <= number_arg("max_unk_rate", max_unk_rate) < 1:
         raise UsageError(f"--max-unk-rate {max_unk_rate}: expected a fraction of the tokens, such as 0.002")
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+    if whole_number(vocab_size) is None or vocab_size < 1:
         raise UsageError(f"--vocab-size {vocab_size!r}: expected a number of tokens, such as 30000 (the special "
                          "tokens and the characters of the corpus are kept whatever it is)")
     if vocab_size > MAX_VOCAB:
         raise UsageError(f"--vocab-size {vocab_size:,}: expected at most {MAX_VOCAB:,} tokens (BERT's is 30,522, "
                          "multilingual vocabularies 120,000-250,000)")
+    vocab_size, max_unk_rate = int(vocab_size), float(max_unk_rate)
     out = Path(out)
     check_output_folder(out, overwrite, resumable=False,
                         inputs=corpus + ([Path(held_out)] if held_out is not None else []), writes=TOKENIZER_FILES)

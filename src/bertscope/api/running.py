@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..arguments import count_arg, number_arg, path_arg
+from ..arguments import count_arg, number_arg, path_arg, whole_number
 from ..errors import DataError, TokenizerError, UsageError
 from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
 
@@ -21,14 +21,18 @@ def _chunks(items, size: int):
         yield block
 
 
-def _check_chunk(chunk: int):
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise UsageError(f"--chunk {chunk}: expected at least 1 text per chunk")
+def _check_chunk(chunk) -> int:
+    n = whole_number(chunk)
+    if n is None or n < 1:
+        raise UsageError(f"--chunk {chunk!r}: expected a whole number of texts per chunk, at least 1")
+    return n
 
 
-def _check_batch(batch_size: int, option: str = "--batch-size"):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"{option} {batch_size}: expected at least 1")
+def _check_batch(batch_size, option: str = "--batch-size") -> int:
+    n = whole_number(batch_size)
+    if n is None or n < 1:
+        raise UsageError(f"{option} {batch_size!r}: expected a whole number, at least 1")
+    return n
 
 
 TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool", "doc_stride", "max_answer_length",
@@ -106,7 +110,8 @@ def _total(t, source):
 
 
 def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options):
-    """The checked options and the task of evaluate / predict, with the length texts are cut to."""
+    """The checked options and the task of evaluate / predict, with the length texts are cut to; batch_size and
+    chunk as Python's ints."""
     from ..data import check_columns_apply, is_table, source_name
     unknown = sorted(set(options) - set(TASK_OPTIONS))
     if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
@@ -115,8 +120,7 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
     path_arg("source", source)
     if max_length is not None:                        # its type; its range is max_length_for's (as --max-length)
         max_length = number_arg("max_length", max_length, whole=True)
-    _check_batch(batch_size)
-    _check_chunk(chunk)
+    batch_size, chunk = _check_batch(batch_size), _check_chunk(chunk)
     check_columns_apply([source], **{k: options.get(k) for k in ("text_column", "pair_column")},   # as given:
                         label_column=None if options.get("label_column") == "label" else options.get("label_column"))
     # (run.json's columns apply to tables only; "label", the default, names no column of a file without any)
@@ -144,7 +148,7 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
         max_length = length if isinstance(length, int) else (min(t.max_length, loaded.model.config.max_tokens)
                                                              if t.name == "question-answering" else None)
     t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length)
-    return t, loaded.tokenizer
+    return t, loaded.tokenizer, batch_size, chunk
 
 
 def _trained_task(loaded: Loaded) -> dict:
@@ -174,8 +178,8 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     read, tokenized and run chunk by chunk."""
     expect_loaded(loaded, "evaluate")
     from ..data import source_name
-    t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
-    total, done, cut, preds, gold = _total(t, source), 0, 0, [], []
+    t, tok, batch_size, chunk = _setup(loaded, source, task, max_length, batch_size, chunk, options)
+    total, done, cut, preds, gold, pieceless = _total(t, source), 0, 0, [], [], []
     from ..io import check_flag
     from ..tasks import check_skip_bad_rows
     check_flag("skip_bad_rows", skip_bad_rows)
@@ -185,11 +189,14 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
         if _wants_int8(loaded, int8):
             _int8(loaded, enc, on_event, asked=int8)
         cut += enc.truncation()[0]
+        pieceless += enc.extra.get("pieceless", [])
         preds.append(t.predictions(loaded.model, enc, batch_size))
         gold.append(t.gold(enc))
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total})
+    if pieceless and on_event:
+        on_event({"event": "notice", "message": t.pieceless_notice(pieceless, source_name(source))})
     skipped = getattr(t, "skipped", None) or []       # --skip-bad-rows: said, as finetune says it
     if skipped and on_event:
         on_event({"event": "notice", "message": f"skipped {len(skipped)} bad rows of {source_name(source)} (first: "
@@ -208,20 +215,23 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
     question)."""
     expect_loaded(loaded, "predict")
-    t, tok = _setup(loaded, source, task, max_length, batch_size, chunk, options)
-    total, done = _total(t, source), 0
+    t, tok, batch_size, chunk = _setup(loaded, source, task, max_length, batch_size, chunk, options)
+    total, done, pieceless = _total(t, source), 0, []
     for ex in t.chunks(source, chunk, labelled=False):
         enc = t.encode(ex, tok, labelled=False)
         if _wants_int8(loaded, int8):
             _int8(loaded, enc, on_event, asked=int8)
+        pieceless += enc.extra.get("pieceless", [])
         yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0],
                       "max_length": t.max_length, "max_length_from": t.length_from})
+    from ..data import source_name
     if done == 0:                                     # as embed and evaluate: an empty input is a mistake, said
-        from ..data import source_name
         raise DataError(f"{source_name(source)}: no texts found")
+    if pieceless and on_event:
+        on_event({"event": "notice", "message": t.pieceless_notice(pieceless, source_name(source))})
 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool | None = None,
@@ -251,8 +261,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     out = Path(out)
     if out.suffix not in (".npy", ".jsonl") or (out.suffix == ".npy" and level != "sentence"):
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
-    _check_batch(batch_size)
-    _check_chunk(chunk)
+    batch_size, chunk = _check_batch(batch_size), _check_chunk(chunk)
     check_writable_file(out, inputs=((source,) if isinstance(source, (str, Path)) else ()) + (loaded.folder,),
                         overwrite=overwrite)
     if loaded.tokenizer is None:

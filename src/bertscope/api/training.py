@@ -68,6 +68,11 @@ def check_resume_options(folder, **given) -> list[str]:
     recorded = {**task, "skip_bad_rows": run.get("skip_bad_rows", False), "start": run.get("start", "standard"),
                 "new_head": run.get("new_head"),
                 "static_masks": not task.get("dynamic", True) if "dynamic" in task else None}
+    if isinstance(task.get("task"), str):           # an option the run's task does not read: said as such, not
+        from ..tasks import check_options          # as a difference from a value the run never had
+        check_options(task["task"], {k: v for k, v in given.items()
+                                     if k in ("threshold", "label_all_pieces", "doc_stride", "max_answer_length",
+                                              "pool")})
     different, unused, notes = [], [], []
     for name, value in given.items():
         if value is None or value == []:
@@ -261,6 +266,10 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     truncation_notice(data, str(train), t.max_length, on_event, getattr(t, "windows", None) is None)
     if eval_data is not None:
         truncation_notice(eval_data, str(eval), t.max_length, on_event, getattr(t, "windows", None) is None)
+    for file, d in ((train, data), (eval, eval_data)):
+        if d is not None and d.extra.get("pieceless") and on_event:      # tags the model is neither taught nor shown
+            on_event({"event": "notice", "message": t.pieceless_notice(d.extra["pieceless"], str(file),
+                                                                       training=d is data)})
     from ..infer import check_all
     check_all(net.config, data)
     if eval_data is not None:

@@ -108,8 +108,10 @@ def guess(path, label_column: str = "label", text_column: str | None = None,
     table, its labels: lists or `a|b` -> multi-label, real numbers -> regression, else classification."""
     p = Path(str(path))
     suffix = p.suffix.lower()
-    if suffix in (".conll", ".bio", ".iob", ".iob2", ".ner"):
-        return "token-classification", f"{p.name} is a CoNLL file"
+    from ..data import is_conll
+    if is_conll(p):
+        return "token-classification", f"{p.name} is a CoNLL file" + (
+            " (a word, a tab and a tag a line)" if suffix == ".txt" else "")
     if suffix == ".json":
         return "question-answering", f"{p.name} is a SQuAD-style JSON file"
     if not p.is_file() or suffix not in (".tsv", ".csv", ".jsonl"):

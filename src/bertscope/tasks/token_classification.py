@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import infer, scoring
-from ..data import TokenExamples, is_conll, is_table, iter_rows, lines, read_conll, source_name
+from ..data import TokenExamples, is_conll, iter_rows, read_conll, source_name
 from ..errors import DataError
 from .base import Batch, Task
 
@@ -91,9 +91,8 @@ class TokenClassification(Task):
     def _plain(self, path) -> TokenExamples:
         """Plain text, one sentence a line; its words are found by the tokenizer at encoding time."""
         ex = TokenExamples(source_name(path), [], None, [], [])
-        rows = ((n, text) for n, text, _, _ in iter_rows(path, self.text_column)) if is_table(path) else (
-            (n, line) for n, line in lines(path) if line.strip())             # a table's text column, or each line
-        for n, text in rows:
+        hint = ", or words and their tags as a CoNLL file (.conll: a word and its tag a line)"
+        for n, text, _, _ in iter_rows(path, self.text_column, stdin_hint=hint):    # a table's text column, or lines
             ex.words.append(None)
             ex.lines.append(n)
             ex.texts.append(text)
@@ -161,7 +160,8 @@ class TokenClassification(Task):
                              windows=self.windows)
         sentence = enc.extra.get("text") or list(range(len(texts)))
         enc.word_ids = [self._words(enc.offsets[k], enc.word_ids[k], spans[s]) for k, s in enumerate(sentence)]
-        enc.extra.update(sentence=sentence, spans=spans, texts=texts, words=ex.words)
+        enc.extra.update(sentence=sentence, spans=spans, texts=texts, words=ex.words,
+                         pieceless=self._pieceless(enc, sentence, ex))
         if labelled and ex.tags is not None:
             index = {t: i for i, t in enumerate(self.labels)}
             for i, tags in enumerate(ex.tags):
@@ -173,6 +173,30 @@ class TokenClassification(Task):
             enc.extra["labels"] = [self._labels(enc.word_ids[k], [index[t] for t in ex.tags[s]])
                                    for k, s in enumerate(sentence)]
         return enc
+
+    @staticmethod
+    def _pieceless(enc, sentence, ex) -> list[tuple[str, int]]:
+        """(word, line) of every word the tokenizer makes no piece of (a zero-width space, a lone control
+        character): the model never sees it, so it is tagged 'O' (the first tag where there is none) with score 0.
+        Words after a cut are not among them (the cut is counted as such)."""
+        seen, cut = [set() for _ in ex.words], [False] * len(ex.words)
+        for k, s in enumerate(sentence):
+            seen[s].update(w for w in enc.word_ids[k] if w >= 0)
+            cut[s] = cut[s] or bool(enc.cut[k])
+        out = []
+        for s, words in enumerate(ex.words):
+            last = max(seen[s], default=-1) if cut[s] else len(words)
+            out += [(words[w], ex.lines[s] + (w if ex.texts is None and not str(ex.path).endswith(".jsonl") else 0))
+                    for w in range(len(words)) if w not in seen[s] and w < last]
+        return out
+
+    def pieceless_notice(self, found: list[tuple[str, int]], name: str, training: bool = False) -> str:
+        fallback = "O" if "O" in (self.labels or []) else (self.labels or ["the first tag"])[0]
+        word, line = found[0]
+        them = "them" if len(found) > 1 else "it"
+        return (f"{name}: {len(found)} word{'s' if len(found) > 1 else ''} became no token at all (first: {word!r}, "
+                f"line {line}; the tokenizer drops such characters), so the model cannot see {them}: "
+                + (f"no tag is learnt from {them}" if training else f"tagged {fallback!r} with score 0"))
 
     @staticmethod
     def _words(offsets, pieces, spans) -> list[int]:

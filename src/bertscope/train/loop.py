@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..arguments import python_number
+from ..arguments import python_number, whole_number
 from ..errors import TrainingDiverged, UsageError
 from ..kernels import trim_heap
 from . import distributed, optim, state as disk
@@ -37,7 +37,7 @@ RESUME_MAY_CHANGE = ("log_every", "save_every", "keep_checkpoint", "eval_batch_s
 
 def check_stop_after(stop_after) -> None:
     """stop_after (a test's or a notebook's way to stop a run early) is a number of steps, at least 1."""
-    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1):
+    if stop_after is not None and (whole_number(stop_after) is None or stop_after < 1):
         raise UsageError(f"stop_after {stop_after!r}: expected a number of steps, at least 1")
 
 
