@@ -1414,6 +1414,11 @@ def test_check_refuses_options_of_a_check_not_asked_for_and_checks_conll_tags(ti
     bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="classification", num_labels=3,
                                                         reinit_head=True), cls)
     refused(run("check", cls, "--data", conll), "holds a tag per word, and this model labels whole texts")
+    table = write(tmp_path, "t.tsv", "text\tlabel\na good film\tpos\n")          # and the other way round
+    refused(run("check", folder, "--data", table), "read as a table of texts and labels, and this model tags words")
+    qa = tmp_path / "qa"
+    bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="question-answering", reinit_head=True), qa)
+    refused(run("check", qa, "--data", table), "a question-answering model has none")
 
 
 def test_a_config_pruning_heads_it_does_not_have_names_the_file(tmp_path):
@@ -1664,3 +1669,17 @@ def test_a_question_without_an_id_is_named(tmp_path):
         {"id": " ", "question": "Where is Paris?"}]}]}]}))
     with pytest.raises(bertscope.DataError, match=r"\.id: only spaces; give each question an id of its own"):
         read_squad(qa)
+
+
+def test_a_quantized_folder_off_the_cpu_says_it_runs_fp32(tiny):
+    # no GPU here: a model on the meta device stands in for one placed off the CPU (nothing is run)
+    from bertscope.api.common import Loaded
+    from bertscope.api.running import _int8
+    model = bertscope.from_pretrained(tiny).to("meta")
+    events = []
+    _int8(Loaded(model, None, "q", None), None, events.append, asked=None)
+    assert model.int8 == [] and len(events) == 1
+    assert "this folder's int8 calibration (bertscope quantize) is not used on a META" in events[0]["message"]
+    with pytest.raises(bertscope.UsageError, match="--int8 runs on the CPU"):
+        _int8(Loaded(bertscope.from_pretrained(tiny).to("meta"), None, "q", None), None, events.append,
+              asked=True)

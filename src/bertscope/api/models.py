@@ -120,6 +120,13 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     if tags and head == "classification":
         raise UsageError(f"--data {data}: holds a tag per word, and this model labels whole texts (head "
                          "classification); check it with a table of texts and labels, or check a token model")
+    if data is not None and not tags and head == "token-classification":
+        raise UsageError(f"--data {data}: read as a table of texts and labels, and this model tags words (head "
+                         "token-classification); check it with its tags: a CoNLL file (a word, a tab and a tag a "
+                         "line) or a .jsonl of tokens and tags")
+    if data is not None and head == "question-answering":
+        raise UsageError(f"--data {data}: checks labels against a model's classes or tags, and a question-answering "
+                         "model has none (it points at spans); check a planned length with --length")
     if tags and label_column is not None:
         raise UsageError(f"--label-column {label_column}: {data} holds a tag per word, in no named column")
     labels = None if data is None else [t for sentence in read_conll(data).tags for t in sentence] if tags \

@@ -72,6 +72,10 @@ def _int8(loaded: Loaded, enc, on_event, asked: bool | None = None) -> None:
     if weight.device.type != "cpu":
         if not asked:
             loaded.model.int8 = []                      # a quantized folder on a GPU runs as it is placed
+            if on_event:
+                on_event({"event": "notice", "message": f"{said} is not used on a {weight.device.type.upper()} "
+                                                        "(int8 products run on the CPU); running in fp32 (--bf16 "
+                                                        "is the faster choice there)"})
             return
         raise UsageError("--int8 runs on the CPU; on a GPU use --bf16")
     pays, why = int8_on_cpu()
