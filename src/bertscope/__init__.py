@@ -32,10 +32,10 @@ def from_pretrained(folder, **kwargs):
 def save_pretrained(model, folder, *, overwrite: bool = False, max_shard_size=None):
     """Write config.json and model.safetensors with the reference's tensor names (transformers loads them). A folder
     that already holds a model is refused unless overwrite=True (its weights would be replaced)."""
-    from .arguments import path_arg
+    from .arguments import check_flag, path_arg
     from .checkpoint import save_pretrained as save
     from .errors import OutputError, UsageError
-    from .io import check_flag, model_files
+    from .io import model_files
     from .model import Model
     if not isinstance(model, Model):
         raise UsageError(f"save_pretrained: expected a bertscope Model first, got a {type(model).__name__}"

@@ -1,4 +1,4 @@
-"""Arguments of the Python API checked by kind, with one form of message for all: paths, numbers and counts.
+"""Arguments of the Python API checked by kind, with one form of message for all: paths, numbers, counts and flags.
 
 The loaders (checkpoint, tokenize), the training settings and the api layer take their arguments through these, so
 that `from_pretrained(None)`, `embed(batch_size="32")` and `finetune(lr=np.float32(1e-4))` are each answered the
@@ -45,6 +45,12 @@ def paths_arg(name: str, value) -> list:
                else f"got a {kind}")
         raise UsageError(f"{name}: expected a path or a list of paths; {why}")
     return [path_arg(name, v) for v in value]
+
+
+def check_flag(name: str, value) -> None:
+    """A yes/no argument of the Python API is a bool: a string such as "no" (true in Python) is refused."""
+    if not isinstance(value, bool):
+        raise UsageError(f"{name}={value!r}: expected True or False")
 
 
 def python_number(value):

@@ -16,6 +16,7 @@ import socket
 import tempfile
 from pathlib import Path
 
+from .arguments import check_flag
 from .errors import OutputError, UsageError
 
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -97,12 +98,6 @@ def _remove(p):
         os.unlink(p)
     except OSError:
         pass
-
-
-def check_flag(name: str, value) -> None:
-    """A yes/no argument of the Python API is a bool: a string such as "no" (true in Python) is refused."""
-    if not isinstance(value, bool):
-        raise UsageError(f"{name}={value!r}: expected True or False")
 
 
 def _make_parents(path: Path) -> list[Path]:

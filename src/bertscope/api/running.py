@@ -42,7 +42,7 @@ TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool",
 def _wants_int8(loaded: Loaded, int8: bool | None) -> bool:
     """As asked; by default, a folder that `bertscope quantize` wrote runs int8."""
     from .. import quantize
-    from ..io import check_flag
+    from ..arguments import check_flag
     if int8 is not None:
         check_flag("int8", int8)                      # "no" is true in Python: it must not run int8
     return quantize.has_calibration(loaded.folder) if int8 is None else int8
@@ -184,7 +184,7 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
     from ..data import source_name
     t, tok, batch_size, chunk = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done, cut, preds, gold, pieceless = _total(t, source), 0, 0, [], [], []
-    from ..io import check_flag
+    from ..arguments import check_flag
     from ..tasks import check_skip_bad_rows
     check_flag("skip_bad_rows", skip_bad_rows)
     check_skip_bad_rows(t.name, skip_bad_rows)

@@ -183,7 +183,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     from ..tasks import check_options, check_skip_bad_rows, guess
     set_threads(threads)
     check_stop_after(stop_after)
-    from ..io import check_flag
+    from ..arguments import check_flag
     for name, value in (("new_head", new_head), ("overwrite", overwrite), ("skip_bad_rows", skip_bad_rows)):
         check_flag(name, value)
     path_arg("train", train), path_arg("out", out), path_arg("eval", eval, optional=True)

@@ -39,8 +39,7 @@ def make(name: str, **options):
 def check_options(name: str, options: dict) -> None:
     """Refuse a task option the task `name` would not read (make() drops them): each said with where it applies;
     and one of the wrong type (the Python API's threshold="0.5", no_answer="no")."""
-    from ..arguments import number_arg
-    from ..io import check_flag
+    from ..arguments import check_flag, number_arg
     for flag in ("label_all_pieces", "no_answer"):
         if options.get(flag) is not None:
             check_flag(flag, options[flag])
