@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import TINY, listing, need_shared, refused, run
+from conftest import MINILM, TINY, listing, need_shared, refused, run
 
 import bertscope
 from bertscope import explain as ex
@@ -75,9 +75,10 @@ def test_explain_refuses_a_batch_larger_than_memory_before_making_it(bert):
 def test_explain_refuses_a_length_beyond_the_positions_before_making_the_ids(bert):
     with little_address_space():
         r = run("explain", bert, "--length", 10 ** 11)
-    refused(r, f"{10 ** 11} tokens", "128 position embeddings", "at most 128 tokens fit")
-    r = run("explain", bert, "--length", 1000)                        # the message of the ids, as before
-    refused(r, "input_ids has 1000 tokens", "positions 128..999 do not exist")
+    refused(r, f"--length {10 ** 11}: this BERT model takes at most 128 tokens a sequence (128 position "
+               "embeddings)")
+    r = run("explain", bert, "--length", 1000)                        # said as every command says it
+    refused(r, "--length 1000: this BERT model takes at most 128 tokens", "use --length 128 or less")
 
 
 def test_the_guard_compares_with_this_machines_available_memory(monkeypatch):
@@ -224,9 +225,16 @@ def test_export_refuses_a_length_beyond_the_positions_before_exporting(tmp_path,
         raise AssertionError("exported although --length does not fit")
     monkeypatch.setattr(torch.onnx, "export", never)
     refused(run("export", TINY / "bert", tmp_path / "e.onnx", "--length", 1000), "--length 1000",
-            "position table allows (128 tokens)", "--length 128 or less")
+            "takes at most 128 tokens a sequence (128 position embeddings)", "--length 128 or less")
     refused(run("export", TINY / "roberta", tmp_path / "e.onnx", "--length", 129), "--length 129",
-            "(128 tokens: 130 position embeddings, the first 2 reserved)")
+            "(130 position embeddings, of which RoBERTa reserves the first 2)")
+    # every command says a length past the positions in these words, naming its own option
+    refused(run("explain", TINY / "roberta", "--length", 129),
+            "--length 129: this RoBERTa model takes at most 128 tokens a sequence")
+    texts = tmp_path / "t.txt"
+    texts.write_text("a text\n")
+    refused(run("embed", MINILM, texts, "--out", tmp_path / "e.npy", "--max-length", 600),
+            "--max-length 600: this BERT model takes at most 512 tokens a sequence", "use --max-length 512 or less")
     assert not (tmp_path / "e.onnx").exists()
 
 

@@ -44,16 +44,14 @@ def _sample(model: Model, batch: int, length: int, seed: int):
     return ids, mask, torch.zeros_like(ids)
 
 
-def check_length(c, length: int):
-    """A --length the model's position table has room for (UsageError naming it if not)."""
+def check_length(c, length: int, option: str = "--length"):
+    """A length (of --length, --max-length) the model's position table has room for; a UsageError naming the
+    option if not, in the one wording every command uses."""
     if length > c.max_tokens:
-        raise UsageError(f"--length {length} exceeds what this {c.family.title} model's position table allows "
-                         f"({c.max_tokens} tokens{_offset_note(c)}); use --length {c.max_tokens} or less")
-
-
-def _offset_note(c) -> str:
-    return (f": {c.max_position_embeddings} position embeddings, the first {c.position_offset} reserved"
-            if c.position_offset else "")
+        reserved = f", of which {c.family.title} reserves the first {c.position_offset}" if c.position_offset else ""
+        raise UsageError(f"{option} {length}: this {c.family.title} model takes at most {c.max_tokens} tokens a "
+                         f"sequence ({c.max_position_embeddings} position embeddings{reserved}); use {option} "
+                         f"{c.max_tokens} or less")
 
 
 def check_shape(c, batch: int, length: int, dynamic: bool) -> tuple[int, int]:

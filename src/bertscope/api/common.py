@@ -130,9 +130,8 @@ def max_length_for(config, tok, asked: int | None, option: str = "--max-length")
         raise UsageError(f"{option} {asked!r}: expected a whole number of tokens, at least 3 (the special tokens "
                          "take 2, and a text needs at least 1)")
     asked = n
-    if asked > limit:
-        raise UsageError(f"{option} {asked} exceeds what this {config.family.title} model's position table allows "
-                         f"({limit} tokens); use --max-length {limit} or less")
+    from ..export import check_length
+    check_length(config, asked, option)
     return asked
 
 

@@ -54,12 +54,8 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
             n_tokens = sum(enc.lengths)
             first = {k: v.to(where) for k, v in tok(texts[:batch_size], max_length=limit).items()}
         else:
-            if length > c.max_tokens:
-                reserved = f", of which {c.family.title} reserves the first {c.position_offset}" \
-                    if c.position_offset else ""
-                raise UsageError(f"--length {length}: this {c.family.title} model takes at most {c.max_tokens} "
-                                 f"tokens a sequence ({c.max_position_embeddings} position embeddings{reserved}); "
-                                 f"use --length {c.max_tokens} or less")
+            from ..export import check_length
+            check_length(c, length)                  # the one wording of a --length the positions cannot hold
             g = torch.Generator().manual_seed(0)
             low = min(5, c.vocab_size - 1)                                   # above most special tokens
             ids = torch.randint(low, c.vocab_size, (batch, length), generator=g)
@@ -81,7 +77,10 @@ def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length
     expect_loaded(loaded, "trace")
     batch, length = count_arg("--batch", batch), count_arg("--length", length)
     from ..explain import explain
+    from ..export import check_length
     ids = mask = types = None
+    if not texts:
+        check_length(loaded.model.config, length)
     if texts:
         if loaded.tokenizer is None:
             raise TokenizerError(f"{loaded.description} has no tokenizer; use --batch and --length instead of --text")
