@@ -519,7 +519,7 @@ def test_errors_found_before_the_output_folder_is_made(tiny, sst, tmp_path):
     out = tmp_path / "o"
     with pytest.raises(bertscope.UsageError, match="--freeze nope"):
         api.finetune(tiny, sst, out, max_steps=1, device="cpu", freeze=("nope",))
-    corpus = write(tmp_path, "c.txt", "".join(f"line {i} of a small corpus with a few words\n" for i in range(40)))
+    corpus = write(tmp_path, "c.txt", "".join(f"line {i} of a small corpus with a few words\n\n" for i in range(40)))
     with pytest.raises(bertscope.UsageError, match="does not fill one batch"):
         api.pretrain(corpus, out, tokenizer=tiny, family="bert", batch_size=100000, max_steps=1, device="cpu")
     with pytest.raises(bertscope.UsageError, match="needs at least 5 tokens"):
@@ -779,7 +779,7 @@ def test_pretrain_resume_compares_the_options_typed_again_defaults_included(tiny
 
 
 def test_pair_objectives_say_how_much_of_a_long_lined_corpus_they_use(tiny, tmp_path):
-    corpus = write(tmp_path, "long.txt", "\n".join(" ".join(f"word{i}" for i in range(300)) for _ in range(8)) + "\n")
+    corpus = write(tmp_path, "long.txt", "\n\n".join(" ".join(f"word{i}" for i in range(300)) for _ in range(8)) + "\n")
     r = run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--out", tmp_path / "p",
             "--steps", "1", "--batch-size", "2", "--max-length", "32")
     assert r.exit_code == 0, r.output
@@ -804,8 +804,8 @@ def test_shards_take_a_size_as_hugging_face_writes_it(tmp_path):
 
 
 def test_pretraining_options_a_user_gets_wrong_or_leaves_out(tiny, tmp_path):
-    corpus = write(tmp_path, "c.txt", "".join(f"sentence number {i} of the corpus . and another one here .\n"
-                                              for i in range(60)))
+    corpus = write(tmp_path, "c.txt", "".join(f"sentence number {i} of the corpus . and another one here .\n\n"
+                                              for i in range(60)))          # 60 documents (NSP draws across them)
     r = run("pretrain", "--init", tiny, "--corpus", corpus, "--out", tmp_path / "i", "--steps", "1", "--batch-size",
             "2", "--max-length", "32")                                    # --init brings its family and tokenizer
     assert r.exit_code == 0, r.output
@@ -1683,3 +1683,63 @@ def test_a_quantized_folder_off_the_cpu_says_it_runs_fp32(tiny):
     with pytest.raises(bertscope.UsageError, match="--int8 runs on the CPU"):
         _int8(Loaded(bertscope.from_pretrained(tiny).to("meta"), None, "q", None), None, events.append,
               asked=True)
+
+
+# ---- the hunt through pretraining, the tokenizer and embed (2026-12-05, evening) -----------------------------------
+
+def test_nsp_on_one_document_is_refused_and_blank_lines_make_documents(tiny, tmp_path):
+    lines = "".join(f"sentence number {i} of the corpus . and another one here .\n" for i in range(40))
+    one = write(tmp_path, "one.txt", lines)              # one sentence a line, no blank line: one document
+    common = ("--family", "bert", "--config", "tiny", "--tokenizer", tiny, "--steps", "1", "--batch-size", "2",
+              "--max-length", "32")
+    refused(run("pretrain", *common, "--corpus", one, "--out", tmp_path / "a"), "one.txt: one document",
+            "every pair would be a true one", "--objective mlm")
+    assert not (tmp_path / "a").exists()
+    assert run("pretrain", *common, "--corpus", one, "--out", tmp_path / "b", "--objective", "mlm").exit_code == 0
+    docs = write(tmp_path, "docs.txt", lines.replace("number 20 ", "number 20 .\n\n"))
+    r = run("pretrain", *common, "--corpus", docs, "--out", tmp_path / "c")
+    assert r.exit_code == 0 and "2 documents" in r.output, r.output
+
+
+def test_init_with_another_vocabulary_is_refused(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join(f"the cat number {i} sat on the mat\n\n" for i in range(30)))
+    assert run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "100", "--out",
+               tmp_path / "tok").exit_code == 0
+    refused(run("pretrain", "--init", tiny, "--tokenizer", tmp_path / "tok", "--corpus", corpus, "--out",
+                tmp_path / "p", "--steps", "1"), "is not the one of --init", "leave --tokenizer out")
+    assert not (tmp_path / "p").exists()
+
+
+def test_an_overwritten_run_stopped_early_leaves_no_earlier_model_and_says_how_to_go_on(tiny, sst, tmp_path):
+    out = tmp_path / "o"
+    assert bertscope.api.finetune(tiny, sst, out, max_steps=1, batch_size=2, device="cpu").finished
+    write(out, "int8.safetensors", b"an earlier quantization")
+    r = bertscope.api.finetune(tiny, sst, out, max_steps=4, batch_size=2, stop_after=1, save_every=1,
+                               overwrite=True, device="cpu")
+    assert not r.finished
+    assert not any((out / f).exists() for f in ("model.safetensors", "config.json", "int8.safetensors"))
+    assert json.loads((out / "run.json").read_text())["settings"]["max_steps"] == 4
+    for args in (("embed", out, sst, "--out", tmp_path / "e.npy"), ("predict", out, sst)):
+        refused(run(*args), "a training run that has not saved its model yet", f"{out / 'checkpoint'}",
+                f"bertscope finetune --resume {out}")
+    assert bertscope.api.resume(out).finished and (out / "model.safetensors").exists()
+
+
+def test_embed_says_blank_lines_and_quantize_refuses_a_column_of_plain_text(tiny, tmp_path):
+    texts = write(tmp_path, "b.txt", "hello world\n\nthe cat sat\n")
+    r = run("embed", tiny, texts, "--out", tmp_path / "e.npy")
+    assert r.exit_code == 0 and "1 blank line skipped (first: line 2), so row i of e.npy is the i-th non-blank " \
+        "line" in r.output, r.output
+    refused(run("quantize", tiny, "--calibrate", texts, "--column", "nope", "--out", tmp_path / "q"),
+            "--column nope: names a column", "b.txt is read as plain text")
+
+
+def test_an_output_folder_that_cannot_be_made_is_said_before_the_work(tmp_path, monkeypatch):
+    import errno
+
+    import bertscope.io
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(bertscope.io.tempfile, "mkdtemp", read_only)
+    with pytest.raises(bertscope.errors.OutputError, match="cannot write there"):
+        bertscope.io.check_output_folder(tmp_path / "new")

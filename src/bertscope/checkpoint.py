@@ -309,6 +309,23 @@ HUB_ONLY = ("local_files_only", "trust_remote_code", "cache_dir", "revision", "t
             "force_download", "proxies", "subfolder", "device_map", "low_cpu_mem_usage", "attn_implementation")
 
 
+def unfinished_run(folder: Path) -> str | None:
+    """What to say of a training run's folder that holds no model yet (stopped before it saved one), or None."""
+    if not (folder / "run.json").is_file() and not (folder / "checkpoint").is_dir():
+        return None
+    try:
+        kind = json.loads((folder / "run.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        kind = None
+    command = {"finetune": "finetune", "pretrain": "pretrain"}.get(kind, "finetune (or pretrain)")
+    if (folder / "checkpoint" / "config.json").is_file():
+        return (f"{folder}: a training run that has not saved its model yet (no config.json): its latest weights are "
+                f"in {folder / 'checkpoint'}; continue the run with bertscope {command} --resume {folder}, or read "
+                f"{folder / 'checkpoint'} as it is")
+    return (f"{folder}: a training run that saved neither a model nor a checkpoint (it stopped before its first); "
+            f"start it again with --overwrite")
+
+
 def from_pretrained(folder, head: str | None = None, num_labels: int | None = None, reinit_head: bool = False,
                     dtype: torch.dtype | None = None, **unknown) -> Model:
     """Load a Hugging Face checkpoint folder. The head comes from config.json's `architectures` unless given;
@@ -335,8 +352,9 @@ def from_pretrained(folder, head: str | None = None, num_labels: int | None = No
     if (folder / "config.json").is_dir():
         raise CheckpointError(f"{folder / 'config.json'}: is a folder; expected the model's JSON configuration file")
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder}: not a checkpoint folder (no config.json); a Hugging Face checkpoint "
-                              "folder holds config.json next to model.safetensors or pytorch_model.bin")
+        raise CheckpointError(unfinished_run(folder) or f"{folder}: not a checkpoint folder (no config.json); a "
+                              "Hugging Face checkpoint folder holds config.json next to model.safetensors or "
+                              "pytorch_model.bin")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise UsageError(f"dtype={dtype!r}: expected a floating torch dtype, e.g. torch.bfloat16")
     config = Config.from_json(folder / "config.json")

@@ -224,6 +224,10 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         raise OutputError(f"{option} {folder}: {existing} is a file, so no folder can be made there")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {folder}: cannot write there: permission denied in {existing}")
+    try:                        # what permissions do not show (root under /proc, a read-only mount): tried, undone
+        os.rmdir(tempfile.mkdtemp(prefix=".probe.", dir=existing))
+    except OSError as e:
+        raise OutputError(f"{option} {folder}: cannot write there: {_describe(e)}") from None
     return folder
 
 

@@ -251,7 +251,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     import torch
 
     from .. import infer
-    from ..data import check_columns_apply, count_rows, iter_rows, source_name
+    from ..data import check_columns_apply, count_rows, is_table, iter_rows, source_name
     from ..io import NpyWriter, StreamFile, check_writable_file
     if level not in ("sentence", "token", "word"):
         raise UsageError(f"--level {level!r}: use sentence, token or word")
@@ -276,9 +276,14 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     width = model.config.hidden_size
     writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
     total, done, cut = count_rows(source), 0, 0
+    blank, previous = [], 0                          # blank lines of plain text: skipped, so rows are not lines
     try:
         for block in _chunks(iter_rows(source, text_column), chunk):
             texts = [b[1] for b in block]
+            if not is_table(source):
+                for n, *_ in block:
+                    blank += range(previous + 1, n)
+                    previous = n
             if windows is not None and level != "sentence":
                 raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
                                  "long text are cut at --max-length")
@@ -315,8 +320,12 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         writer.discard()
         raise
     writer.close()
+    if blank and on_event:
+        on_event({"event": "notice", "message": f"{source_name(source)}: {len(blank)} blank line"
+                                                f"{'s' if len(blank) > 1 else ''} skipped (first: line {blank[0]}), "
+                                                f"so row i of {out.name} is the i-th non-blank line, not line i"})
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
-            "truncated": cut, "max_length": limit}
+            "truncated": cut, "max_length": limit, "blank_lines": len(blank)}
 
 
 FEW_CALIBRATION_TEXTS = 16
@@ -337,6 +346,10 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder, write_json
     from ..kernels import bf16_beats_int8, int8_on_cpu
     calibration = path_arg("calibration", calibration)          # a file of texts ("-" for standard input)
+    from ..data import is_table, source_name
+    if column is not None and not is_table(calibration):        # it would be ignored: the lines are the texts
+        raise UsageError(f"--column {column}: names a column of .tsv, .csv or .jsonl files, but "
+                         f"{source_name(calibration)} is read as plain text, one text a line: leave --column out")
     check_output_folder(out, overwrite, sources=[loaded.folder] if loaded.folder else [], resumable=False,
                         inputs=[calibration], writes=QUANTIZE_WRITES)
     if alpha is not None and not 0 < number_arg("alpha", alpha) <= 1:

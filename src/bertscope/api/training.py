@@ -440,15 +440,19 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
         check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
                             inputs=[*corpus,
                                     *([eval] if eval is not None else []), *([words] if words else [])])
+    if init is not None and not Path(str(init)).is_dir():
+        raise CheckpointError(f"--init {init}: " + ("is a file; expected a checkpoint folder" if Path(str(init)).exists()
+                                                    else "no such folder"))
+    if init is not None and not (Path(init) / "config.json").is_file():     # said before its tokenizer is asked for
+        from ..checkpoint import unfinished_run
+        raise CheckpointError("--init " + (unfinished_run(Path(init)) or f"{init}: not a checkpoint folder (no "
+                                           "config.json); give a folder with config.json and its weights"))
     if init is not None and family is not None and Path(init).is_dir():
         started = Config.from_json(init).family                     # the checkpoint decides; a different one is a slip
         if started is not family_record(family):
             raise UsageError(f"--family {family}, but --init {init} is a {started.title} checkpoint; leave --family "
                              "out (pretraining continues the checkpoint's own family) or --init a "
                              f"{family_record(family).title} one")
-    if init is not None and not Path(str(init)).is_dir():
-        raise CheckpointError(f"--init {init}: " + ("is a file; expected a checkpoint folder" if Path(str(init)).exists()
-                                                    else "no such folder"))
     if tokenizer is None and init is None:
         raise UsageError("--tokenizer: give the tokenizer folder to pretrain with (bertscope tokenizer train)")
     try:
@@ -460,6 +464,8 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     if init is not None:
         model = from_pretrained(init, head="pretraining" if (objective or tok.family.default_objective) != "mlm"
                                 else "mlm", reinit_head=True)
+        if tokenizer is not None:
+            _same_vocabulary(tok, tokenizer, init, model.config)
     else:
         if str(config) in SIZES:
             fam = family_record(family)
@@ -556,13 +562,17 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
 def _run_folder(out, what: str, rank0: bool = True):
     """Make the run's folder and hold its lock for the block. A run that ends by an exception before anything of it
     was saved (Ctrl-C before the first checkpoint, a diverged first steps) takes the folder it made along, so that
-    the same command can simply run again; a folder that existed before (--overwrite) is left as it is."""
+    the same command can simply run again. In a folder that existed before (--overwrite) the earlier model and run
+    are removed first (its weights, config.json, int8 calibration, checkpoint/ and metrics): a run stopped before it
+    saves must not leave the old model beside its new run.json, nor an old checkpoint for --resume to continue."""
     from ..io import FolderLock, create_output_folder
     existed = Path(out).exists()
     if rank0:
         create_output_folder(out)
     try:
         with FolderLock(out, what) if rank0 else _NoLock():
+            if rank0 and existed:
+                _clear_earlier_run(Path(out))
             yield
     except BaseException as e:
         saved = any((Path(out) / name).exists() for name in ("checkpoint", "model.safetensors"))
@@ -573,6 +583,45 @@ def _run_folder(out, what: str, rank0: bool = True):
                                else f"{out} holds this run's run.json and what it saved: add --overwrite, or choose "
                                "another --out")
         raise
+
+
+def _same_vocabulary(tok, tokenizer, init, config) -> None:
+    """--init's embeddings are rows of its own tokenizer's ids: another --tokenizer would read every text through the
+    wrong rows (silently: a smaller vocabulary's ids all have rows). Compared with the checkpoint's own tokenizer
+    where it has one, else by size."""
+    from ..tokenize import load_tokenizer
+    try:
+        own = load_tokenizer(init)
+    except TokenizerError:
+        own = None
+    if own is not None:
+        mine, theirs = tok.backend.get_vocab(), own.backend.get_vocab()
+        if mine != theirs:
+            differ = next((t for t, i in sorted(mine.items(), key=lambda x: x[1]) if theirs.get(t) != i), None)
+            example = f"; e.g. {differ!r} is id {mine[differ]} in it" + (
+                f" and {theirs[differ]} in the checkpoint's" if differ in theirs else ", and not in the checkpoint's") \
+                if differ is not None else ""
+            raise UsageError(f"--tokenizer {tokenizer}: its vocabulary ({len(mine):,} tokens) is not the one of "
+                             f"--init {init} ({len(theirs):,}){example}. The checkpoint's embeddings are rows of its "
+                             "own tokenizer's ids: leave --tokenizer out to pretrain with it, or start from scratch "
+                             "(--config) with this tokenizer")
+    elif tok.vocab_size != config.vocab_size:
+        raise UsageError(f"--tokenizer {tokenizer}: {tok.vocab_size:,} tokens, but --init {init} has "
+                         f"{config.vocab_size:,} embedding rows; its embeddings are rows of the tokenizer it was "
+                         "trained with: give that one, or start from scratch (--config) with this tokenizer")
+
+
+def _clear_earlier_run(out: Path) -> None:
+    from ..io import MODEL_FILES, RUN_FILES
+    from ..quantize import FILE as INT8_FILE
+    shards = [p.name for p in out.glob("model-*-of-*.safetensors")] + [p.name for p in
+                                                                       out.glob("pytorch_model-*-of-*.bin")]
+    for name in (*MODEL_FILES, *RUN_FILES, INT8_FILE, "curves.png", *shards):
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 def _next_after_divergence(e: BaseException, said: str) -> None:

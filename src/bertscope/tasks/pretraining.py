@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import infer
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..masking import Corrupted, Instance, build_instances, corrupt, segment_files, tokenize_documents, \
     whole_word_unit
 from .base import Batch, Task
@@ -59,7 +59,13 @@ class Pretraining(Task):
         (segmented once per file and cached: masking.segment_files)."""
         from ..data import read_documents
         paths = list(paths)
-        return read_documents(paths, words=segment_files(paths, self.whole_word, on_event))
+        docs = read_documents(paths, words=segment_files(paths, self.whole_word, on_event))
+        if self.objective == "mlm+nsp" and len(docs) == 1:        # every "not next" B comes from another document
+            raise DataError(f"{', '.join(map(str, paths))}: one document (documents are separated by blank lines, or "
+                            "begin at a WikiText ' = Title = ' line), and NSP takes each 'not next' segment from "
+                            "another document, so every pair would be a true one and its accuracy 1.0: put a blank "
+                            "line between documents, or use --objective mlm")
+        return docs
 
     def encode(self, documents: list[list], seed: int) -> infer.Encoded:
         docs = tokenize_documents(self.tok, documents)
