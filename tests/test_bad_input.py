@@ -1372,8 +1372,11 @@ def test_numpy_whole_numbers_are_taken_everywhere_and_strs_named(tiny, classifie
     loaded = bertscope.api.load(tiny)
     texts = write(tmp_path, "t.txt", "a great film\na dull mess of a film that goes on and on and on\n")
     rows = list(bertscope.api.predict(bertscope.api.load(classifier), texts, max_length=np.int64(8),
-                                      batch_size=np.int64(1), chunk=np.int32(1)))
+                                      batch_size=np.int64(1), chunk=np.int32(1), windows=np.int64(2)))
     assert len(rows) == 2
+    conll = write(tmp_path, "t.conll", "John\tB-PER\nruns\tO\n\nMary\tB-PER\nsat\tO\n")     # into run.json
+    bertscope.api.finetune(tiny, conll, tmp_path / "w", max_steps=1, windows=np.int64(2), device="cpu")
+    assert json.loads((tmp_path / "w" / "run.json").read_text())["task"]["windows"] == 2
     info = bertscope.api.embed(loaded, texts, tmp_path / "e.jsonl", batch_size=np.int64(2), chunk=np.int64(1),
                                max_length=np.int64(8), windows=np.int64(2))
     assert info["max_length"] == 8 and type(info["max_length"]) is int and json.dumps(info)
@@ -1415,7 +1418,8 @@ def test_check_refuses_options_of_a_check_not_asked_for_and_checks_conll_tags(ti
                                                         reinit_head=True), cls)
     refused(run("check", cls, "--data", conll), "holds a tag per word, and this model labels whole texts")
     table = write(tmp_path, "t.tsv", "text\tlabel\na good film\tpos\n")          # and the other way round
-    refused(run("check", folder, "--data", table), "read as a table of texts and labels, and this model tags words")
+    refused(run("check", folder, "--data", table), "not word tags, and this model tags words")
+    refused(run("check", folder, "--data", tmp_path / "typo.txt"), "typo.txt: no such file")
     qa = tmp_path / "qa"
     bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="question-answering", reinit_head=True), qa)
     refused(run("check", qa, "--data", table), "a question-answering model has none")
@@ -1654,11 +1658,14 @@ def test_word_tags_are_read_from_what_holds_them_and_words_without_pieces_are_sa
     assert [g["words"] for g in got] == [["John", "runs"], ["Mary", "sat"]]
     from bertscope.data import is_conll
     assert not is_conll(write(tmp_path, "plain.txt", "a text\twith a tab in it\nand another line\n"))
+    assert not is_conll(write(tmp_path, "lexicon.txt", "Paris\tFrance\nRome\tItaly\nthe\t52301\n"))  # no sentences
+    assert is_conll(write(tmp_path, "pos.txt", "his\tPRP$\ndog\tNN\n\n``\t``\nevent\tevent-attack/battle/war\n"))
 
 
 def test_a_one_column_table_without_a_header_is_not_read_a_text_short(classifier, tmp_path):
-    headless = write(tmp_path, "h.tsv", "a great film with a fine cast\na dull mess\n")
-    refused(run("predict", classifier, headless), "h.tsv line 1", "reads as a text", "add a header line")
+    headless = write(tmp_path, "h.tsv", "a great film with a fine cast and a plot\na dull mess\n")
+    refused(run("predict", classifier, headless), "h.tsv line 1", "reads as a text", "name it with --text-column",
+            "add a header line")
     named = write(tmp_path, "n.tsv", "review\na great film with a fine cast\na dull mess\n")
     assert len(run("predict", classifier, named, "--format", "jsonl").stdout.splitlines()) == 2
 
@@ -1679,7 +1686,7 @@ def test_a_quantized_folder_off_the_cpu_says_it_runs_fp32(tiny):
     events = []
     _int8(Loaded(model, None, "q", None), None, events.append, asked=None)
     assert model.int8 == [] and len(events) == 1
-    assert "this folder's int8 calibration (bertscope quantize) is not used on a META" in events[0]["message"]
+    assert "this folder's int8 calibration (bertscope quantize) is not used on the GPU (meta" in events[0]["message"]
     with pytest.raises(bertscope.UsageError, match="--int8 runs on the CPU"):
         _int8(Loaded(bertscope.from_pretrained(tiny).to("meta"), None, "q", None), None, events.append,
               asked=True)

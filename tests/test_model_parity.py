@@ -112,6 +112,9 @@ def test_pruning_in_two_steps_counts_heads_in_the_original_numbering():
     assert max_diff(out.logits, ref["prediction_logits"]) <= TOL
     with pytest.raises(ValueError, match="every head"):
         model.prune_heads({0: [0, 2]})
+    for mask in (torch.tensor([True, False, True, False]), torch.tensor(2)):      # a head mask, a 0-d value
+        with pytest.raises(ValueError, match="prune_heads takes"):
+            model.prune_heads({1: mask})
 
 
 def pack(ref):

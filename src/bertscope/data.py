@@ -201,11 +201,12 @@ def _columns(path, header, text_column, label_column, pair_column, not_text=()):
                             f"text ({', '.join(map(repr, left))}): name it with --text-column (--column in encode, "
                             "bench and quantize)")
         text_column = left[0] if left else header[0]
-        if len(header) == 1 and (len(text_column.split()) > 3 or len(text_column) > 40):
+        if len(header) == 1 and (len(text_column.split()) > 5 or len(text_column) > 60):
             raise DataError(f"{path} line 1: {text_column[:40] + ('...' if len(text_column) > 40 else '')!r} would "
-                            "name the file's only column, but it reads as a text (a table's first line names its "
-                            "columns, and is not read as data): add a header line such as 'text', or give the texts "
-                            "one a line as a .txt file")
+                            "name the file's only column, but it reads as a text, and a table's first line is its "
+                            "header, not data: if it is the column's name, name it with --text-column (--column in "
+                            "encode, bench and quantize); if it is a text, add a header line such as 'text' above "
+                            "it, or give the texts one a line as a .txt file")
     _distinct(text_column, label_column, pair_column, chosen)
     for role, col in (("text", text_column), ("label", label_column), ("pair", pair_column)):
         if col and col not in header:
@@ -267,7 +268,9 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         suffix = Path(str(source)).suffix.lower() if str(source) != STDIN else ""
         if suffix in NOT_TEXTS or is_conll(source):
             why = NOT_TEXTS.get(suffix) or "a CoNLL file holds a word and its tag a line, read by --task " \
-                                           "token-classification"
+                                           "token-classification" + (
+                " (this .txt is read as one: its lines are a word, a tab and a tag, with blank lines between "
+                "sentences; texts holding tabs go in a .tsv with a header)" if suffix == ".txt" else "")
             raise DataError(f"{name}: {why}; texts are read from .txt (one a line), .tsv, .csv or .jsonl")
         first = True
         for n, line in lines(source):
@@ -490,36 +493,44 @@ def _read_token_jsonl(path, labelled: bool) -> TokenExamples:
 
 
 def is_conll(source) -> bool:
-    """A CoNLL file by its name, or a .txt whose first lines are each a word, a tab and a tag (W-NUT's own files
-    are named .txt): such lines read as texts would tag nothing and label nothing."""
+    """A CoNLL file by its name, or a .txt whose first lines are each a word, a tab and a tag with blank lines
+    between sentences (W-NUT's own files are named .txt): such lines read as texts would tag nothing and label
+    nothing. Space-separated columns are not taken for CoNLL in a .txt (a text has spaces)."""
     if str(source) == STDIN:
         return False
     suffix = Path(source).suffix.lower()
     return suffix in (".conll", ".bio", ".iob", ".iob2", ".ner") or (suffix == ".txt" and _tab_tagged(Path(source)))
 
 
-def _tab_tagged(path: Path, enough: int = 20) -> bool:
-    """The first `enough` token lines (blank lines and -DOCSTART- aside) all `word<TAB>...<TAB>tag`, with a word
-    of no spaces and a tag as tag sets spell them; at least two such lines."""
-    seen = 0
+_TAG = re.compile(r"\S{1,64}")
+
+
+def _tab_tagged(path: Path, lines: int = 400) -> bool:
+    """Within the first `lines` lines: every non-blank one `word<TAB>...<TAB>tag` (a word and a tag without spaces;
+    -DOCSTART- aside), and a blank line between two sentences of them, as CoNLL separates sentences. A lexicon or a
+    frequency list (`Paris<TAB>France`, `the<TAB>52301`) has no blank lines, and a file of texts has spaces."""
+    seen, sentences, blank = 0, 0, False
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
+            for _ in range(lines):
+                line = f.readline(4096)                # bounded: a file without newlines is not read whole
+                if not line:
+                    break
                 line = line.strip("\r\n")
                 if not line.strip() or line.startswith("-DOCSTART-"):
-                    if seen >= enough:
-                        break
+                    blank = blank or seen > 0
                     continue
                 parts = line.split("\t")
-                if len(parts) < 2 or not parts[0].strip() or " " in parts[0].strip() \
-                        or not _LABEL.fullmatch(parts[-1].strip()):
+                if len(parts) < 2 or not _TAG.fullmatch(parts[0].strip()) or not _TAG.fullmatch(parts[-1].strip()):
                     return False
+                if blank:
+                    sentences, blank = sentences + 1, False
                 seen += 1
-                if seen >= enough:
+                if sentences >= 1 and seen >= 4:
                     break
     except OSError:
         return False
-    return seen >= 2
+    return sentences >= 1 and seen >= 2
 
 
 # ---- plain-text corpora for pretraining ---------------------------------------------------------------------------

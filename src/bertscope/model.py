@@ -475,7 +475,8 @@ class Model(nn.Module):
         config.pruned_heads (a new Config), so that a saved model reloads pruned. For ALBERT, `layer` counts the
         weight-owning layers (group * inner + j)."""
         if not isinstance(heads_to_prune, dict) or not all(
-                hasattr(h, "__iter__") and not isinstance(h, (str, bytes, dict)) for h in heads_to_prune.values()) \
+                hasattr(h, "__iter__") and not isinstance(h, (str, bytes, dict))
+                and not (isinstance(h, torch.Tensor) and h.dim() != 1) for h in heads_to_prune.values()) \
                 or not all(_whole(k) for k in heads_to_prune) \
                 or not all(_whole(h) for v in heads_to_prune.values() for h in v):
             raise InputError(f"prune_heads takes {{layer: [head, ...]}}, e.g. {{0: [1, 2]}}; got {heads_to_prune!r}")
@@ -665,8 +666,9 @@ def _whole(n) -> bool:
     """A layer or head number as prune_heads takes it: an int (numpy's, or an element of an integer tensor: whatever
     has __index__), or its digits (config.json's keys are strings)."""
     import operator
-    if isinstance(n, bool) or (isinstance(n, torch.Tensor) and (n.dim() or n.is_floating_point())):
-        return False
+    if isinstance(n, bool) or (isinstance(n, torch.Tensor) and (n.dim() or n.is_floating_point()
+                                                                or n.dtype == torch.bool)):   # (a head mask is not
+        return False                                                                          # a list of heads)
     if isinstance(n, str):
         return n.isdigit()
     try:

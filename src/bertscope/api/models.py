@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..arguments import count_arg, path_arg
-from ..errors import CheckpointError, InputError, TokenizerError, UsageError
+from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
 from .common import Loaded, expect_loaded, max_length_for
 
 
@@ -119,10 +119,13 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     if tags and head == "classification":
         raise UsageError(f"--data {data}: holds a tag per word, and this model labels whole texts (head "
                          "classification); check it with a table of texts and labels, or check a token model")
+    if data is not None and str(data) != "-" and not Path(data).is_file():
+        raise DataError(f"--data {data}: " + ("is a folder; expected a file" if Path(data).is_dir() else
+                                              "no such file"))
     if data is not None and not tags and head == "token-classification":
-        raise UsageError(f"--data {data}: read as a table of texts and labels, and this model tags words (head "
-                         "token-classification); check it with its tags: a CoNLL file (a word, a tab and a tag a "
-                         "line) or a .jsonl of tokens and tags")
+        raise UsageError(f"--data {data}: not word tags, and this model tags words (head token-classification); "
+                         "check it with its tags: a CoNLL file (.conll, or a .txt whose lines are a word, a tab and "
+                         "a tag, with blank lines between sentences) or a .jsonl of tokens and tags")
     if data is not None and head == "question-answering":
         raise UsageError(f"--data {data}: checks labels against a model's classes or tags, and a question-answering "
                          "model has none (it points at spans); check a planned length with --length")

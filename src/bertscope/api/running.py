@@ -73,8 +73,8 @@ def _int8(loaded: Loaded, enc, on_event, asked: bool | None = None) -> None:
         if not asked:
             loaded.model.int8 = []                      # a quantized folder on a GPU runs as it is placed
             if on_event:
-                on_event({"event": "notice", "message": f"{said} is not used on a {weight.device.type.upper()} "
-                                                        "(int8 products run on the CPU); running in fp32 (--bf16 "
+                on_event({"event": "notice", "message": f"{said} is not used on the GPU ({weight.device.type}: "
+                                                        "int8 products run on the CPU); running in fp32 (--bf16 "
                                                         "is the faster choice there)"})
             return
         raise UsageError("--int8 runs on the CPU; on a GPU use --bf16")
@@ -276,13 +276,14 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     width = model.config.hidden_size
     writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
     total, done, cut = count_rows(source), 0, 0
-    blank, previous = [], 0                          # blank lines of plain text: skipped, so rows are not lines
+    blank, first_blank, previous = 0, None, 0        # blank lines of plain text: skipped, so rows are not lines
     try:
         for block in _chunks(iter_rows(source, text_column), chunk):
             texts = [b[1] for b in block]
             if not is_table(source):
                 for n, *_ in block:
-                    blank += range(previous + 1, n)
+                    if n > previous + 1:
+                        blank, first_blank = blank + n - previous - 1, first_blank or previous + 1
                     previous = n
             if windows is not None and level != "sentence":
                 raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
@@ -321,11 +322,11 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise
     writer.close()
     if blank and on_event:
-        on_event({"event": "notice", "message": f"{source_name(source)}: {len(blank)} blank line"
-                                                f"{'s' if len(blank) > 1 else ''} skipped (first: line {blank[0]}), "
+        on_event({"event": "notice", "message": f"{source_name(source)}: {blank} blank line"
+                                                f"{'s' if blank > 1 else ''} skipped (first: line {first_blank}), "
                                                 f"so row i of {out.name} is the i-th non-blank line, not line i"})
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
-            "truncated": cut, "max_length": limit, "blank_lines": len(blank)}
+            "truncated": cut, "max_length": limit, "blank_lines": blank}
 
 
 FEW_CALIBRATION_TEXTS = 16

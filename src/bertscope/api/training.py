@@ -70,9 +70,10 @@ def check_resume_options(folder, **given) -> list[str]:
                 "static_masks": not task.get("dynamic", True) if "dynamic" in task else None}
     if isinstance(task.get("task"), str):           # an option the run's task does not read: said as such, not
         from ..tasks import check_options          # as a difference from a value the run never had
-        check_options(task["task"], {k: v for k, v in given.items()
-                                     if k in ("threshold", "label_all_pieces", "doc_stride", "max_answer_length",
-                                              "pool")})
+        check_options(task["task"], {**{k: v for k, v in given.items()
+                                        if k in ("threshold", "label_all_pieces", "doc_stride", "max_answer_length",
+                                                 "pool")},
+                                     "windows": given.get("windows") or task.get("windows")})   # pool needs it
     different, unused, notes = [], [], []
     for name, value in given.items():
         if value is None or value == []:

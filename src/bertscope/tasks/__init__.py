@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from pathlib import Path
 
 from ..errors import UsageError
@@ -33,7 +34,9 @@ def make(name: str, **options):
         from .question_answering import QuestionAnswering as cls
     else:
         raise UsageError(f"--task {name!r} is not one of {', '.join(TASKS)}")
-    return cls(**{k: v for k, v in options.items() if v is not None})
+    from ..arguments import python_number                # numpy's numbers as Python's: run.json is JSON
+    return cls(**{k: python_number(v) if isinstance(v, numbers.Real) and not isinstance(v, (bool, int, float)) else v
+                  for k, v in options.items() if v is not None})
 
 
 def check_options(name: str, options: dict) -> None:

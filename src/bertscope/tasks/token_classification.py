@@ -186,7 +186,8 @@ class TokenClassification(Task):
         out = []
         for s, words in enumerate(ex.words):
             last = max(seen[s], default=-1) if cut[s] else len(words)
-            out += [(words[w], ex.lines[s] + (w if ex.texts is None and not str(ex.path).endswith(".jsonl") else 0))
+            out += [(words[w], ex.lines[s] + (w if ex.texts is None and not str(ex.path).lower().endswith(".jsonl")
+                                              else 0))
                     for w in range(len(words)) if w not in seen[s] and w < last]
         return out
 
