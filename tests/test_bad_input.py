@@ -1750,3 +1750,20 @@ def test_an_output_folder_that_cannot_be_made_is_said_before_the_work(tmp_path, 
     monkeypatch.setattr(bertscope.io.tempfile, "mkdtemp", read_only)
     with pytest.raises(bertscope.errors.OutputError, match="cannot write there"):
         bertscope.io.check_output_folder(tmp_path / "new")
+
+
+def test_pretrain_takes_the_family_its_tokenizer_was_trained_for(tmp_path):
+    need_shared()
+    corpus = write(tmp_path, "c.txt", "".join(f"the cat number {i} sat on the mat . it was a good cat .\n\n"
+                                              for i in range(30)))
+    assert run("tokenizer", "train", corpus, "--family", "albert", "--vocab-size", "120", "--out",
+               tmp_path / "tok").exit_code == 0
+    r = run("pretrain", "--tokenizer", tmp_path / "tok", "--corpus", corpus, "--out", tmp_path / "p", "--steps", "1",
+            "--batch-size", "2", "--max-length", "32")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["model_type"] == "albert"
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(MINILM / "vocab.txt", bare / "vocab.txt")                  # names no family
+    refused(run("pretrain", "--tokenizer", bare, "--corpus", corpus, "--out", tmp_path / "q", "--steps", "1"),
+            "--family: say which model family", "the tokenizer folder names none")

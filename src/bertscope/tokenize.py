@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -215,6 +216,16 @@ def _read_json(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise TokenizerError(f"{path}: not valid JSON ({e})") from None
     return d if isinstance(d, dict) else {}
+
+
+def recorded_family(folder) -> str | None:
+    """The family a tokenizer folder names (config.json's model_type, or what `bertscope tokenizer train` recorded
+    in tokenizer_config.json), when it names one bertscope knows; None otherwise."""
+    if not isinstance(folder, (str, os.PathLike)) or not Path(folder).is_dir():
+        return None
+    named = _read_json(Path(folder) / "config.json").get("model_type") or \
+        _read_json(Path(folder) / "tokenizer_config.json").get("bertscope_family")
+    return named if isinstance(named, str) and named in FAMILIES else None
 
 
 def load_tokenizer(folder, family: str | None = None, max_length: int | None = None) -> Tokenizer:

@@ -433,7 +433,11 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                          "give one of the two")
     config = "tiny" if config is None else config
     if family is None and init is None and not str(config).endswith(".json"):
-        raise UsageError(f"--family: say which model family to pretrain ({', '.join(FAMILIES)})")
+        from ..tokenize import recorded_family           # the tokenizer's own (bertscope tokenizer train records it)
+        family = recorded_family(tokenizer)
+        if family is None:
+            raise UsageError(f"--family: say which model family to pretrain ({', '.join(FAMILIES)}); the tokenizer "
+                             "folder names none")
     if family is not None and family not in FAMILIES:
         raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
     if rank == 0:
