@@ -130,7 +130,7 @@ def check(
     batch: Optional[int] = typer.Option(None, min=1, help="planned batch size (1 by default)"),
     pairs: bool = typer.Option(False, help="inputs are sentence pairs (segment ids 0 and 1)"),
     ids_file: Optional[Path] = typer.Option(None, help="token ids, one sequence per line, separated by spaces"),
-    data: Optional[Path] = typer.Option(None, help="a labelled .tsv/.csv/.jsonl to check against the classifier"),
+    data: Optional[Path] = typer.Option(None, help="labelled data to check against the head: a .tsv/.csv/.jsonl of labels for a classifier, CoNLL (or a .jsonl of tokens and tags) for a token model"),
     label_column: Optional[str] = typer.Option(None, help="label column of --data (a table; 'label' by default)"),
     num_labels: Optional[int] = typer.Option(None, min=1, help="the classifier width you plan to train"),
 ):
