@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arguments import path_arg, whole_number
+from ..arguments import count_arg, path_arg, whole_number
 from ..errors import CheckpointError, TokenizerError, UsageError
 from ..machine import usable_cpus
 
@@ -37,10 +37,7 @@ def pick_device(name: str = "auto"):
 def set_threads(threads: int | None) -> None:
     if threads is None:
         return
-    n = whole_number(threads)
-    if n is None or n < 1:
-        raise UsageError(f"--threads {threads!r}: expected a whole number of CPU threads, at least 1")
-    threads = n
+    threads = count_arg("--threads", threads, what="CPU threads")
     if threads > usable_cpus():             # more threads than CPUs only slow each other down (and 10^5 crashes)
         raise UsageError(f"--threads {threads}: this process may use {usable_cpus()} CPUs; expected at most that")
     import torch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..arguments import count_arg, number_arg, path_arg, whole_number
+from ..arguments import count_arg, number_arg, path_arg
 from ..errors import DataError, TokenizerError, UsageError
 from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
 
@@ -19,20 +19,6 @@ def _chunks(items, size: int):
             block = []
     if block:
         yield block
-
-
-def _check_chunk(chunk) -> int:
-    n = whole_number(chunk)
-    if n is None or n < 1:
-        raise UsageError(f"--chunk {chunk!r}: expected a whole number of texts per chunk, at least 1")
-    return n
-
-
-def _check_batch(batch_size, option: str = "--batch-size") -> int:
-    n = whole_number(batch_size)
-    if n is None or n < 1:
-        raise UsageError(f"{option} {batch_size!r}: expected a whole number, at least 1")
-    return n
 
 
 TASK_OPTIONS = ("text_column", "label_column", "pair_column", "windows", "pool", "doc_stride", "max_answer_length",
@@ -124,7 +110,7 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
     path_arg("source", source)
     if max_length is not None:                        # its type; its range is max_length_for's (as --max-length)
         max_length = number_arg("max_length", max_length, whole=True)
-    batch_size, chunk = _check_batch(batch_size), _check_chunk(chunk)
+    batch_size, chunk = count_arg("--batch-size", batch_size), count_arg("--chunk", chunk, what="texts per chunk")
     check_columns_apply([source], **{k: options.get(k) for k in ("text_column", "pair_column")},   # as given:
                         label_column=None if options.get("label_column") == "label" else options.get("label_column"))
     # (run.json's columns apply to tables only; "label", the default, names no column of a file without any)
@@ -265,7 +251,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     out = Path(out)
     if out.suffix not in (".npy", ".jsonl") or (out.suffix == ".npy" and level != "sentence"):
         raise UsageError(f"--out {out}: write sentence embeddings to .npy or .jsonl, token and word vectors to .jsonl")
-    batch_size, chunk = _check_batch(batch_size), _check_chunk(chunk)
+    batch_size, chunk = count_arg("--batch-size", batch_size), count_arg("--chunk", chunk, what="texts per chunk")
     check_writable_file(out, inputs=((source,) if isinstance(source, (str, Path)) else ()) + (loaded.folder,),
                         overwrite=overwrite)
     if loaded.tokenizer is None:
