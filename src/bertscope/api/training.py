@@ -284,7 +284,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
            "threads": torch.get_num_threads(),
            **_products(where),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
-    with _run_folder(out, "fine-tuning run"):
+    with _run_folder(out, "fine-tuning run", overwrite=overwrite):
         state.write_run(Path(out), run)
         net.to(where)
         from ..train import train as engine
@@ -554,7 +554,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                     **({"words": _data_record([t.whole_word[len("words:"):]])}
                        if (t.whole_word or "").startswith("words:") else {})}}
     fills_a_batch(t, data, s, world)                     # said before --out is made
-    with _run_folder(out, "pretraining run", rank == 0):
+    with _run_folder(out, "pretraining run", rank == 0, overwrite=overwrite):
         if rank == 0:
             state.write_run(Path(out), run)
         model.to(where).train()
@@ -564,7 +564,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
 
 
 @contextlib.contextmanager
-def _run_folder(out, what: str, rank0: bool = True):
+def _run_folder(out, what: str, rank0: bool = True, overwrite: bool = False):
     """Make the run's folder and hold its lock for the block. A run that ends by an exception before anything of it
     was saved (Ctrl-C before the first checkpoint, a diverged first steps) takes the folder it made along, so that
     the same command can simply run again. In a folder that existed before (--overwrite) the earlier model and run
@@ -576,7 +576,7 @@ def _run_folder(out, what: str, rank0: bool = True):
         create_output_folder(out)
     try:
         with FolderLock(out, what) if rank0 else _NoLock():
-            if rank0 and existed:
+            if rank0 and existed and overwrite:      # (without it, check_output_folder found nothing to clear)
                 _clear_earlier_run(Path(out))
             yield
     except BaseException as e:
