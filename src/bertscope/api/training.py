@@ -508,9 +508,8 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
             s = Settings(**{**asdict(s), "freeze": tuple(dict.fromkeys(s.freeze + fixed))})
     freezable(model, s.freeze)                                    # a wrong --freeze is said before the corpus is read
     tok.check_fits(model.config)
-    if max_length > model.config.max_tokens:
-        raise UsageError(f"--max-length {max_length} exceeds the model's position table ({model.config.max_tokens} "
-                         "tokens)")
+    from ..export import check_length
+    check_length(model.config, max_length, "--max-length")
     if t.objective != "mlm" and model.config.family.segments and model.config.type_vocab_size < 2:
         raise UsageError(f"--objective {t.objective} puts its second segment in token type 1, but the model's config "
                          f"has type_vocab_size {model.config.type_vocab_size}; use --objective mlm, or a config with "
