@@ -3,6 +3,7 @@ them in one line (exit 2; check reports in its own ✗ list, exit 1) before a te
 checks its graph on lengths the model has positions for, and only a checked graph reaches the file named."""
 
 import contextlib
+import json
 import resource
 import time
 
@@ -235,6 +236,11 @@ def test_export_refuses_a_length_beyond_the_positions_before_exporting(tmp_path,
     texts.write_text("a text\n")
     refused(run("embed", MINILM, texts, "--out", tmp_path / "e.npy", "--max-length", 600),
             "--max-length 600: this BERT model takes at most 512 tokens a sequence", "use --max-length 512 or less")
+    config = json.loads((MINILM / "config.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**config, "max_position_embeddings": 64}))
+    refused(run("pretrain", "--config", tmp_path / "c.json", "--tokenizer", MINILM, "--corpus", texts, "--out",
+                tmp_path / "p", "--max-length", 100, "--objective", "mlm"),
+            "--max-length 100: this BERT model takes at most 64 tokens a sequence")
     assert not (tmp_path / "e.onnx").exists()
 
 
