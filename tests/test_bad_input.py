@@ -1732,10 +1732,17 @@ def test_an_overwritten_run_stopped_early_leaves_no_earlier_model_and_says_how_t
     assert bertscope.api.resume(out).finished and (out / "model.safetensors").exists()
 
 
+def test_predict_says_blank_lines_skipped(classifier, tmp_path):
+    texts = write(tmp_path, "b.txt", "good film\n\n\nbad film\n")
+    r = run("predict", classifier, texts, "--format", "jsonl")
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2, r.output
+    assert "b.txt: 2 blank lines skipped (first: line 2), so the predictions follow its non-blank lines" in r.output
+
+
 def test_embed_says_blank_lines_and_quantize_refuses_a_column_of_plain_text(tiny, tmp_path):
     texts = write(tmp_path, "b.txt", "hello world\n\nthe cat sat\n")
     r = run("embed", tiny, texts, "--out", tmp_path / "e.npy")
-    assert r.exit_code == 0 and "1 blank line skipped (first: line 2), so row i of e.npy is the i-th non-blank " \
+    assert r.exit_code == 0 and "1 blank line skipped (first: line 2), so the rows of e.npy follow its non-blank " \
         "line" in r.output, r.output
     refused(run("quantize", tiny, "--calibrate", texts, "--column", "nope", "--out", tmp_path / "q"),
             "--column nope: names a column", "b.txt is read as plain text")
@@ -1767,3 +1774,29 @@ def test_pretrain_takes_the_family_its_tokenizer_was_trained_for(tmp_path):
     shutil.copy(MINILM / "vocab.txt", bare / "vocab.txt")                  # names no family
     refused(run("pretrain", "--tokenizer", bare, "--corpus", corpus, "--out", tmp_path / "q", "--steps", "1"),
             "--family: say which model family", "the tokenizer folder names none")
+
+
+def test_fill_mask_keeps_the_other_masks_and_names_only_tokens_the_tokenizer_has(tmp_path):
+    need_shared()
+    corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
+    assert run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "900", "--out",
+               tmp_path / "tok").exit_code == 0
+    m = tmp_path / "m"                               # 1000 embedding rows, a tokenizer of 900 tokens
+    shutil.copytree(tmp_path / "tok", m)
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(TINY / "bert" / f, m / f)
+    loaded = bertscope.api.load(m)
+    masks = bertscope.api.fill_mask(loaded, "[MASK] hello [MASK] world", top_k=1000)
+    assert [len(x["candidates"]) for x in masks] == [loaded.tokenizer.vocab_size] * 2
+    first = masks[0]["candidates"][0]
+    assert first["text"] == f"{first['token']} hello [MASK] world"
+    assert all(c["text"].startswith("[MASK] hello") for c in masks[1]["candidates"])
+
+
+def test_a_table_is_not_a_pretraining_corpus(tiny, tmp_path):
+    table = write(tmp_path, "s.tsv", "sentence\tlabel\nhello world\t1\n")
+    refused(run("masks", table, "--tokenizer", tiny, "--out", tmp_path / "x.jsonl"), "s.tsv: a .tsv file is a table",
+            "a corpus is plain text")
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", table, "--out", tmp_path / "p",
+                "--steps", "1"), "s.tsv: a .tsv file is a table")
+    assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "p").exists()

@@ -571,6 +571,19 @@ def _sentences(text: str) -> list[tuple[int, str]]:
     return [(k, sent) for k, sent in out if sent.strip()]
 
 
+def check_corpus_file(source) -> None:
+    """A pretraining corpus is plain text: a table's header and labels, JSON's punctuation or CoNLL's tags would be
+    read as text (and masked) without a word of warning."""
+    if str(source) == STDIN:
+        return
+    suffix = Path(source).suffix.lower()
+    if suffix in TABLES or suffix in NOT_TEXTS or is_conll(source):
+        kind = f"a {suffix} file is a table" if suffix in TABLES else "a CoNLL file holds word tags" \
+            if is_conll(source) else NOT_TEXTS[suffix]
+        raise DataError(f"{source}: {kind}, and a corpus is plain text (a paragraph a line, blank lines between "
+                        "documents): write its text to a .txt")
+
+
 def read_documents(paths, limit: int | None = None, words: list | None = None) -> list[list]:
     """Documents as lists of sentences from plain text files: one paragraph per line, blank lines between
     documents; a WikiText ` = Title = ` heading also starts a new document (` = = Section = = ` does not).
@@ -582,6 +595,7 @@ def read_documents(paths, limit: int | None = None, words: list | None = None) -
     current: list = []
     for k, path in enumerate(map(Path, paths)):
         _check_file(path)
+        check_corpus_file(path)
         wiki = False
         line_words = words[k] if words is not None else None
         for n, line in lines(path):

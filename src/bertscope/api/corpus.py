@@ -128,7 +128,7 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
     sequences, cut (lines longer than max_length), tokens (non-special), chosen, mask, random, keep (in tokens),
     words (chosen units) and skipped (lines without a token). Refused, with nothing written: an `out` not named
     .jsonl, an existing `out` unless `overwrite`, and a `file` without a line of text."""
-    from ..data import Segmented, lines, source_name, word_starts
+    from ..data import Segmented, check_corpus_file, lines, source_name, word_starts
     from ..io import StreamFile, check_writable_file
     from ..masking import line_instances, segment_files
     from ..tasks.pretraining import Pretraining
@@ -140,6 +140,7 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
         raise UsageError(f"--max-length {max_length}: a sequence needs room for [CLS], a token and [SEP]")
     tok = load_tokenizer(tokenizer, family=family)
     task = Pretraining(tok, "mlm", whole_word, mlm_probability, dynamic=False, max_length=max_length)
+    check_corpus_file(file)                          # what pretraining would refuse to read
     numbered = [(n, line.strip()) for n, line in lines(file)]
     texts = [t for _, t in numbered]
     if not any(texts):                               # as embed and predict: an empty input is a mistake, said

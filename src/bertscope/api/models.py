@@ -165,15 +165,18 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
                          f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")
     with torch.inference_mode():
         probs = model(**b).logits[0].float().softmax(-1)                 # (L, V)
+    known = min(tok.vocab_size, probs.shape[-1])     # rows past the tokenizer's ids (a padded vocabulary) name no token
+    ids_in = b["input_ids"][0].tolist()
+    ends = (1 if ids_in[0] == tok.cls_token_id else 0, len(ids_in) - (1 if ids_in[-1] == tok.sep_token_id else 0))
     masks = []
     for pos in where:
-        p, ids = probs[pos].topk(min(top_k, probs.shape[-1]))
+        p, ids = probs[pos, :known].topk(min(top_k, known))
         rows = []
         for pi, i in zip(p.tolist(), ids.tolist()):
-            filled = b["input_ids"][0].clone()
-            filled[pos] = i
+            filled = list(ids_in)
+            filled[pos] = i                          # the other masks stay in the text, as masks
             rows.append({"token": tok.decode([i]).strip() or tok.backend.id_to_token(i), "probability": pi,
-                         "text": tok.decode(filled)})
+                         "text": tok.decode(filled[ends[0]:ends[1]], skip_special_tokens=False).strip()})
         masks.append({"position": pos, "candidates": rows})
     return masks
 

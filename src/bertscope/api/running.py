@@ -207,7 +207,16 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     expect_loaded(loaded, "predict")
     t, tok, batch_size, chunk = _setup(loaded, source, task, max_length, batch_size, chunk, options)
     total, done, pieceless = _total(t, source), 0, []
+    from ..data import is_conll, is_table
+    one_a_line = not is_table(source) and not is_conll(source) and not str(source).lower().endswith(".json") \
+        and t.name != "question-answering"
+    blank, first_blank, previous = 0, None, 0        # a text a line: blank lines are skipped, so rows are not lines
     for ex in t.chunks(source, chunk, labelled=False):
+        if one_a_line:
+            for n in ex.lines:
+                if n > previous + 1:
+                    blank, first_blank = blank + n - previous - 1, first_blank or previous + 1
+                previous = n
         enc = t.encode(ex, tok, labelled=False)
         if _wants_int8(loaded, int8):
             _int8(loaded, enc, on_event, asked=int8)
@@ -222,6 +231,14 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         raise DataError(f"{source_name(source)}: no texts found")
     if pieceless and on_event:
         on_event({"event": "notice", "message": t.pieceless_notice(pieceless, source_name(source))})
+    if blank and on_event:
+        on_event({"event": "notice", "message": blank_lines_notice(source_name(source), blank, first_blank,
+                                                                   "the predictions")})
+
+
+def blank_lines_notice(name: str, blank: int, first: int, rows: str) -> str:
+    return (f"{name}: {blank} blank line{'s' if blank > 1 else ''} skipped (first: line {first}), so {rows} "
+            "follow its non-blank lines, not its line numbers")
 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool | None = None,
@@ -308,9 +325,8 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise
     writer.close()
     if blank and on_event:
-        on_event({"event": "notice", "message": f"{source_name(source)}: {blank} blank line"
-                                                f"{'s' if blank > 1 else ''} skipped (first: line {first_blank}), "
-                                                f"so row i of {out.name} is the i-th non-blank line, not line i"})
+        on_event({"event": "notice", "message": blank_lines_notice(source_name(source), blank, first_blank,
+                                                                   f"the rows of {out.name}")})
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
             "truncated": cut, "max_length": limit, "blank_lines": blank}
 
