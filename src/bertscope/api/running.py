@@ -210,13 +210,10 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
     from ..data import is_conll, is_table
     one_a_line = not is_table(source) and not is_conll(source) and not str(source).lower().endswith(".json") \
         and t.name != "question-answering"
-    blank, first_blank, previous = 0, None, 0        # a text a line: blank lines are skipped, so rows are not lines
+    blank = _BlankLines()                            # a text a line: blank lines are skipped, so rows are not lines
     for ex in t.chunks(source, chunk, labelled=False):
         if one_a_line:
-            for n in ex.lines:
-                if n > previous + 1:
-                    blank, first_blank = blank + n - previous - 1, first_blank or previous + 1
-                previous = n
+            blank.see(ex.lines)
         enc = t.encode(ex, tok, labelled=False)
         if _wants_int8(loaded, int8):
             _int8(loaded, enc, on_event, asked=int8)
@@ -231,14 +228,28 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         raise DataError(f"{source_name(source)}: no texts found")
     if pieceless and on_event:
         on_event({"event": "notice", "message": t.pieceless_notice(pieceless, source_name(source))})
-    if blank and on_event:
-        on_event({"event": "notice", "message": blank_lines_notice(source_name(source), blank, first_blank,
-                                                                   "the predictions")})
+    blank.notice(source_name(source), "the predictions", on_event)
 
 
-def blank_lines_notice(name: str, blank: int, first: int, rows: str) -> str:
-    return (f"{name}: {blank} blank line{'s' if blank > 1 else ''} skipped (first: line {first}), so {rows} "
-            "follow its non-blank lines, not its line numbers")
+class _BlankLines:
+    """The blank lines a text-a-line file skipped, from the line numbers of the texts read (embed and predict say
+    them: their rows then follow the non-blank lines, not the file's line numbers)."""
+
+    def __init__(self):
+        self.count, self.first, self.previous = 0, None, 0
+
+    def see(self, line_numbers) -> None:
+        for n in line_numbers:
+            if n > self.previous + 1:
+                self.count += n - self.previous - 1
+                self.first = self.first or self.previous + 1
+            self.previous = n
+
+    def notice(self, name: str, rows: str, on_event) -> None:
+        if self.count and on_event:
+            on_event({"event": "notice", "message": f"{name}: {self.count} blank line{'s' if self.count > 1 else ''} "
+                                                    f"skipped (first: line {self.first}), so {rows} follow its "
+                                                    "non-blank lines, not its line numbers"})
 
 
 def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str = "mean", normalize: bool | None = None,
@@ -279,15 +290,12 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     width = model.config.hidden_size
     writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
     total, done, cut = count_rows(source), 0, 0
-    blank, first_blank, previous = 0, None, 0        # blank lines of plain text: skipped, so rows are not lines
+    blank = _BlankLines()
     try:
         for block in _chunks(iter_rows(source, text_column), chunk):
             texts = [b[1] for b in block]
             if not is_table(source):
-                for n, *_ in block:
-                    if n > previous + 1:
-                        blank, first_blank = blank + n - previous - 1, first_blank or previous + 1
-                    previous = n
+                blank.see(b[0] for b in block)
             if windows is not None and level != "sentence":
                 raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
                                  "long text are cut at --max-length")
@@ -324,11 +332,9 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         writer.discard()
         raise
     writer.close()
-    if blank and on_event:
-        on_event({"event": "notice", "message": blank_lines_notice(source_name(source), blank, first_blank,
-                                                                   f"the rows of {out.name}")})
+    blank.notice(source_name(source), f"the rows of {out.name}", on_event)
     return {"path": str(out), "texts": done, "shape": (done, width) if level == "sentence" else (done, "L", width),
-            "truncated": cut, "max_length": limit, "blank_lines": blank}
+            "truncated": cut, "max_length": limit, "blank_lines": blank.count}
 
 
 FEW_CALIBRATION_TEXTS = 16
