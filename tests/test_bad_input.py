@@ -529,10 +529,12 @@ def test_errors_found_before_the_output_folder_is_made(tiny, sst, tmp_path):
 
 def test_a_tokenizer_length_below_its_special_tokens_is_refused(tiny):
     tok = bertscope.load_tokenizer(tiny)
-    with pytest.raises(bertscope.InputError, match="max_length 1: expected an integer of at least 2"):
+    with pytest.raises(bertscope.InputError, match="max_length 1: expected an integer of at least 3"):
         tok(["word " * 100], max_length=1)
     with pytest.raises(bertscope.InputError, match="at least 3"):
-        tok(["word " * 10], ["other " * 10], max_length=2)
+        tok(["word " * 100], max_length=2)                  # the special tokens alone: no text left
+    with pytest.raises(bertscope.InputError, match="at least 5 .*each of its two texts"):
+        tok(["word " * 10], ["other " * 10], max_length=4)
     assert tok(["word " * 100], max_length=5)["input_ids"].shape == (1, 5)
     with pytest.raises(bertscope.InputError, match="expected str"):
         tok([None])
@@ -1355,7 +1357,7 @@ def test_model_side_api_arguments_of_the_wrong_type_are_named(tiny, tmp_path):
                         (lambda: bertscope.api.check(str(tiny), length=5, batch="5"), "--batch '5'"),
                         (lambda: bertscope.api.fill_mask(loaded, "a [MASK] b", top_k="3"), "--top-k '3'"),
                         (lambda: bertscope.api.fill_mask(loaded, ["a [MASK] b"]), "one text (a str)"),
-                        (lambda: bertscope.api.bench(loaded, loaded.model, "hello world"), "got one str"),
+                        (lambda: bertscope.api.bench(loaded, loaded.model, {"a": 1}), "got a dict"),
                         (lambda: bertscope.api.quantize(loaded, texts, tmp_path / "q", alpha="0.5"), "alpha='0.5'"),
                         (lambda: bertscope.api.quantize(loaded, ["a text"], tmp_path / "q"), "calibration=['a text']"),
                         (lambda: loaded.model.prune_heads({"a": [1]}), "prune_heads takes {layer: [head, ...]}")):
@@ -1800,3 +1802,192 @@ def test_a_table_is_not_a_pretraining_corpus(tiny, tmp_path):
     refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", table, "--out", tmp_path / "p",
                 "--steps", "1"), "s.tsv: a .tsv file is a table")
     assert not (tmp_path / "x.jsonl").exists() and not (tmp_path / "p").exists()
+
+
+# ---- the hunt through explain, check, windows, regression, multi-label and QA ---------------------------------
+
+def test_a_decoder_config_is_refused_not_read_as_an_encoder(tmp_path):
+    need_shared()
+    for key in ("is_decoder", "add_cross_attention"):
+        folder = tmp_path / key
+        shutil.copytree(TINY / "bert", folder)
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, key: True}))
+        refused(run("explain", folder), f"{key} is true", "describes a decoder", "two-way encoder")
+        with pytest.raises(bertscope.ConfigError, match="causal attention"):
+            bertscope.from_pretrained(folder)
+
+
+def test_yes_no_arguments_of_the_api_refuse_strings(tiny, tmp_path):
+    loaded = bertscope.api.load(tiny)
+    texts = write(tmp_path, "t.txt", "a line\nanother line\n")
+    for call, name in ((lambda: bertscope.api.embed(loaded, texts, tmp_path / "e.npy", normalize="no"), "normalize"),
+                       (lambda: bertscope.api.place(loaded, "cpu", bf16="no"), "bf16"),
+                       (lambda: bertscope.api.place(loaded, "cpu", compile="no"), "compile"),
+                       (lambda: bertscope.api.trace(loaded, unfold="no"), "unfold"),
+                       (lambda: bertscope.api.check(str(tiny), length=8, pairs="no"), "pairs"),
+                       (lambda: bertscope.api.load(tiny, need_tokenizer="no"), "need_tokenizer"),
+                       (lambda: bertscope.api.train_tokenizer(texts, tmp_path / "tok", family="bert", vocab_size=200,
+                                                              lowercase="no"), "lowercase")):
+        with pytest.raises(bertscope.UsageError, match=f"{name}='no': expected True or False"):
+            call()
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert listing(tmp_path) == ["t.txt"]
+
+
+def test_api_texts_and_paths_of_the_wrong_kind_are_named(tiny, tmp_path):
+    import numpy as np
+    loaded = bertscope.api.load(tiny)
+    texts = write(tmp_path, "t.txt", "a line\nanother line\n")
+    by_list = bertscope.api.encode(loaded, loaded.model, ["a line", "another"]).embeddings
+    assert torch.equal(bertscope.api.encode(loaded, loaded.model, np.array(["a line", "another"])).embeddings, by_list)
+    for call, words in ((lambda: bertscope.api.encode(loaded, loaded.model, {"a": 1}), "got a dict"),
+                        (lambda: bertscope.api.trace(loaded, ["a", 3]), "texts[1]: expected a text (str), got a int"),
+                        (lambda: bertscope.api.embed(loaded, ["a b"], tmp_path / "v.npy"), "source=['a b']"),
+                        (lambda: bertscope.api.embed(loaded, texts, None), "out=None"),
+                        (lambda: bertscope.api.quantize(loaded, texts, None), "out=None"),
+                        (lambda: bertscope.api.pick_device(None), "--device None"),
+                        (lambda: bertscope.api.masks(texts, tmp_path / "m.jsonl", tokenizer=tiny, seed="1"),
+                         "--seed '1': expected a whole number"),
+                        (lambda: bertscope.api.masks(texts, tmp_path / "m.jsonl", tokenizer=tiny, seed=1.5),
+                         "--seed 1.5")):
+        with pytest.raises(bertscope.BertscopeError, match=re.escape(words)):
+            call()
+    assert listing(tmp_path) == ["t.txt"]                    # no temporary file left behind
+
+
+@pytest.fixture(scope="module")
+def label_runs(tiny_folder, tmp_path_factory):
+    """One-step runs of each sentence task on tiny tables: classification, multi-label, regression, pairs."""
+    d = tmp_path_factory.mktemp("label_runs")
+    tables = {"cls": "text\tlabel\n" + "".join(f"text number {i}\t{i % 2}\n" for i in range(8)),
+              "ml": "text\tlabel\n" + "".join(f"text number {i}\t{['fun', 'sad', 'fun|long'][i % 3]}\n"
+                                               for i in range(9)),
+              "reg": "text\tlabel\n" + "".join(f"text number {i}\t{i / 4}\n" for i in range(8)),
+              "pair": "premise\thypothesis\tlabel\n" + "".join(f"a premise {i}\tits hypothesis\t{i % 2}\n"
+                                                               for i in range(8))}
+    runs = {}
+    for name, table in tables.items():
+        data = write(d, f"{name}.tsv", table)
+        extra = ("--text-column", "premise", "--pair-column", "hypothesis") if name == "pair" else ()
+        extra += ("--windows", "2", "--max-length", "8") if name == "cls" else ()
+        r = run("finetune", tiny_folder, "--train", data, "--out", d / name, "--max-steps", "1", "--batch-size", "4",
+                *extra)
+        assert r.exit_code == 0, r.output
+        runs[name] = (d / name, data)
+    return runs
+
+
+def test_check_reads_labels_as_the_models_task_does(label_runs, tmp_path):
+    for name in ("ml", "reg", "cls"):
+        folder, data = label_runs[name]
+        r = run("check", folder, "--data", data)
+        assert r.exit_code == 0 and "ok: the planned input fits" in r.output, r.output
+    numbers = write(tmp_path, "n.tsv", "text\tlabel\na\t0\nb\t1.0\n")            # 1.0 is class 1, as finetune reads it
+    assert run("check", label_runs["cls"][0], "--data", numbers).exit_code == 0
+    r = run("check", label_runs["reg"][0], "--data", label_runs["ml"][1])
+    assert r.exit_code == 1 and "ml.tsv line 2: a regression target must be a number" in r.output, r.output
+    r = run("check", label_runs["ml"][0], "--data", write(tmp_path, "u.tsv", "text\tlabel\na\tfun|other\n"))
+    assert r.exit_code == 1 and "other" in r.output and "fun|other" not in r.output, r.output
+
+
+def test_evaluate_and_predict_use_the_windows_the_run_was_trained_with(label_runs, tmp_path):
+    folder, _ = label_runs["cls"]
+    long = write(tmp_path, "long.tsv", "text\tlabel\n" + "".join(f"{'many words here ' * 5}{i}\t{i % 2}\n"
+                                                                 for i in range(4)))
+    m = bertscope.api.evaluate(bertscope.api.load(folder), long)
+    assert m["truncated"] == 0 and not m["windows_would_keep"]
+    r = run("evaluate", folder, long)
+    assert r.exit_code == 0 and "were cut" not in r.output, r.output
+
+
+def test_a_pair_length_that_keeps_no_text_is_refused_and_windows_are_not_offered_for_pairs(label_runs, tmp_path):
+    folder, data = label_runs["pair"]
+    for command in (("predict", folder, data), ("evaluate", folder, data)):
+        refused(run(*command, "--max-length", "4"), "--max-length 4: expected a whole number of tokens, at least 5",
+                "each of its two texts")
+    long = write(tmp_path, "p.tsv", "premise\thypothesis\tlabel\n" + f"{'word ' * 30}\t{'other ' * 30}\t1\n")
+    r = run("evaluate", folder, long, "--max-length", "16")
+    assert r.exit_code == 0 and "were cut" in r.output and "--windows" not in r.output, r.output
+
+
+def test_multi_label_rows_without_labels_are_read_as_predict_writes_them(label_runs, tmp_path):
+    folder, _ = label_runs["ml"]
+    out = tmp_path / "none.tsv"
+    r = run("predict", folder, write(tmp_path, "t.txt", "a text\n"), "--threshold", "0.999")
+    assert r.exit_code == 0, r.output
+    row = r.stdout.splitlines()[1].split("\t")
+    assert row[0] == "" and row[-1] == "a text"                  # no label passes 0.999: an empty cell
+    out.write_text("text\tlabel\na text\t\nfun stuff\tfun\n")
+    m = bertscope.api.evaluate(bertscope.api.load(folder), out)
+    assert m["examples"] == 2
+    refused(run("evaluate", label_runs["cls"][0], out), "line 2: empty label")
+
+
+def test_constant_regression_targets_say_why_the_correlations_are_nan(label_runs, tiny, tmp_path):
+    folder, data = label_runs["reg"]
+    same = write(tmp_path, "same.tsv", "text\tlabel\na\t2.5\nb\t2.5\nc\t2.5\n")
+    r = run("evaluate", folder, same)
+    assert r.exit_code == 0 and "every target is 2.5" in r.output and "pearson nan" in r.output, r.output
+    r = run("finetune", tiny, "--train", data, "--eval", same, "--out", tmp_path / "r", "--max-steps", "1")
+    assert r.exit_code == 0 and "none can be chosen as the best: the last model is kept" in r.output, r.output
+    for target in ("1_000", "３"):
+        refused(run("evaluate", folder, write(tmp_path, "b.tsv", f"text\tlabel\na\t{target}\nb\t2\n")),
+                "b.tsv line 2: a regression target must be a number written with the digits 0-9")
+
+
+def test_texts_that_become_no_token_are_said(label_runs, tmp_path):
+    folder, _ = label_runs["ml"]
+    data = write(tmp_path, "z.tsv", "text\tlabel\ngood\tfun\n\u200b\tsad\n\u0301\u0301\tfun\nbad\tsad\n")
+    r = run("evaluate", folder, data)
+    assert r.exit_code == 0 and "2 texts became no token at all (first: '\\u200b', line 3" in r.output, r.output
+    r = run("predict", folder, data)
+    assert r.exit_code == 0 and "became no token" in r.output, r.output
+
+
+def test_encode_and_explain_say_when_a_text_is_cut(tiny):
+    long = "word " * 600
+    r = run("encode", tiny, long)
+    assert r.exit_code == 0 and "1 of 1 texts are longer than 512 tokens and were cut" in r.output, r.output
+    r = run("explain", tiny, "--text", long)
+    assert r.exit_code == 0 and "--text: 1 of 1 texts are longer than 512 tokens" in r.output, r.output
+    refused(run("explain", tiny, "--format", "json", "--depth", "1"), "--depth 1", "--format json writes the whole")
+
+
+def test_question_answering_reads_standard_input_and_says_what_a_short_length_lacks(tiny, tmp_path):
+    squad = {"version": "v2.0", "data": [{"paragraphs": [{"context": "Paris is the capital of France.", "qas": [
+        {"id": "q1", "question": "What is the capital?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}]}
+    data = write(tmp_path, "qa.json", json.dumps(squad))
+    folder = tmp_path / "qa"
+    assert run("finetune", tiny, "--train", data, "--out", folder, "--max-steps", "1",
+               "--max-length", "32").exit_code == 0
+    r = run("predict", folder, "-", "--task", "question-answering", input=data.read_text())
+    assert r.exit_code == 0 and '"id": "q1"' in r.stdout or "q1\t" in r.stdout, r.output
+    refused(run("predict", folder, data, "--max-length", "3"), "--max-length 3: a window holds the special tokens")
+    refused(run("predict", folder, data, "--max-length", "32", "--doc-stride", "31"),
+            "--doc-stride 31 must be smaller than --max-length 32 less 2")
+    lines = write(tmp_path, "qa.jsonl", json.dumps({"id": "q1", "question": "q", "context": "c"}) + "\n" +
+                  json.dumps({"id": "q2", "question": "q", "context": "c"}) + "\n")
+    refused(run("predict", folder, lines, "--task", "question-answering"), "JSON lines, an object a line?")
+
+
+def test_check_names_a_folder_without_readable_weights_and_a_pair_too_short(tmp_path):
+    need_shared()
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(TINY / "bert" / "config.json", folder / "config.json")
+    r = run("check", folder, "--length", "8")
+    assert r.exit_code == 1 and "has no weights" in r.output, r.output
+    (folder / "model.safetensors").write_bytes(b"")
+    r = run("check", folder, "--length", "8")
+    assert r.exit_code == 1 and "not a readable safetensors file" in r.output, r.output
+    r = run("check", TINY / "roberta", "--length", "5", "--pairs")
+    assert r.exit_code == 1 and "a pair needs 4 special tokens and a token of each text, at least 6" in r.output
+
+
+def test_predict_checks_its_arguments_when_called(label_runs):
+    loaded = bertscope.api.load(label_runs["cls"][0])
+    with pytest.raises(bertscope.DataError, match="no such file"):
+        bertscope.api.predict(loaded, "/nonexistent/file.txt")          # raised here, not at the first next()
+    with pytest.raises(bertscope.UsageError, match="int8='no'"):
+        bertscope.api.predict(loaded, label_runs["cls"][1], int8="no")

@@ -81,16 +81,24 @@ def read_squad(path, answered: bool = False) -> list[Question]:
     `answers` list (empty for a v2.0 question with `is_impossible`: true); every answer a `text` found at
     `answer_start` in its context. An empty list means "no answer" (as in Hugging Face's squad_v2), except, with `answered` (files to train or score on),
     in a file whose "version" is 1.x: SQuAD v1.1 has no unanswerable questions, so there it is a missing answer."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    if str(path) == "-":                                    # standard input, read whole: one JSON document
+        import sys
+        path, raw = "<stdin>", sys.stdin.buffer.read()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: " + ("is a folder; expected a SQuAD .json file" if path.is_dir() else
+                                           "no such file"))
+        raw = path.read_bytes()
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8-sig"))
+        doc = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}); a SQuAD file is UTF-8 JSON") from None
     except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); expected a SQuAD "
-                        f"file, {SQUAD_SHAPE}") from None
+        lines = (" (JSON lines, an object a line? question answering reads one SQuAD JSON document)"
+                 if e.msg == "Extra data" and e.colno == 1 else "")
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}){lines}; expected a "
+                        f"SQuAD file, {SQUAD_SHAPE}") from None
     if not isinstance(doc, dict) or "data" not in doc:
         found = "an object without a 'data' field" if isinstance(doc, dict) else _kind(doc)
         raise DataError(f"{path}: not a SQuAD file: expected {SQUAD_SHAPE}, found {found}")
@@ -194,7 +202,7 @@ class Window:
 
 
 def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384,
-            doc_stride: int = 128) -> list[Window]:
+            doc_stride: int = 128, stride_given: bool = True) -> list[Window]:
     """Every question's windows, in order: question first, the context cut to fit (truncation "only_second"),
     overflowing windows sharing doc_stride tokens with the one before. Not padded.
 
@@ -202,10 +210,15 @@ def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384
     if not 0 <= doc_stride <= max_length:   # the pipeline's check; the tokenizer's (below) is stricter
         raise UsageError(f"--doc-stride {doc_stride} must lie between 0 and --max-length {max_length}")
     backend = tok.backend
-    single = backend.num_special_tokens_to_add(is_pair=False)
+    single, pair = backend.num_special_tokens_to_add(is_pair=False), backend.num_special_tokens_to_add(is_pair=True)
+    if max_length < pair + 2:
+        raise UsageError(f"--max-length {max_length}: a window holds the special tokens ({pair} around a question "
+                         "and its context) and at least a token of each; 384 is usual for question answering")
     if doc_stride >= max_length - single:              # the tokenizers library's own condition, said as ours
-        raise UsageError(f"--doc-stride {doc_stride} must be smaller than --max-length {max_length} less its {single} "
-                         "special tokens; lower --doc-stride")
+        said = f"--doc-stride {doc_stride}" if stride_given else \
+            f"the default --doc-stride ({doc_stride}, a third of --max-length up to 128)"
+        raise UsageError(f"{said} must be smaller than --max-length {max_length} less {single} (the special tokens "
+                         "of one text, as the tokenizers library counts the room a window needs); lower --doc-stride")
     truncation, padding = backend.truncation, backend.padding
     backend.no_truncation()
     backend.no_padding()

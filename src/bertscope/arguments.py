@@ -47,6 +47,23 @@ def paths_arg(name: str, value) -> list:
     return [path_arg(name, v) for v in value]
 
 
+def texts_arg(name: str, value, optional: bool = False) -> list | None:
+    """Texts given directly: a list or tuple of str (a numpy array of str too), or one str as one text; returned as
+    a list. Anything else (a dict, a set, a list holding other things) is refused by name, not iterated."""
+    if value is None and optional:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):      # np.array(["a", "b"]) of str
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise UsageError(f"{name}: expected a list of texts (str), got a {type(value).__name__}")
+    bad = next((i for i, t in enumerate(value) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise UsageError(f"{name}[{bad}]: expected a text (str), got a {type(value[bad]).__name__}")
+    return list(value)
+
+
 def check_flag(name: str, value) -> None:
     """A yes/no argument of the Python API is a bool: a string such as "no" (true in Python) is refused."""
     if not isinstance(value, bool):

@@ -107,6 +107,12 @@ class Config:
         if self.position_embedding_type != "absolute":
             raise ConfigError(f"position_embedding_type {self.position_embedding_type!r} is not supported; "
                               "bertscope implements the absolute position embeddings of BERT, RoBERTa and ALBERT")
+        decoder = [k for k in ("is_decoder", "add_cross_attention") if self.extra.get(k) is True]
+        if decoder:     # the reference's decoder attends causally (and to an encoder): read two-way, silently wrong
+            raise ConfigError(f"{decoder[0]} is true: this config describes a decoder (causal attention"
+                              + (", cross-attention to an encoder" if "add_cross_attention" in decoder else "")
+                              + "); bertscope implements the two-way encoder, whose outputs would differ. Use an "
+                              "encoder's config (is_decoder false)")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
         if self.num_hidden_groups > self.num_hidden_layers:

@@ -249,12 +249,13 @@ def _plain_stdin(n: int, line: str, hint: str = "") -> None:
 
 def iter_rows(source, text_column: str | None = None, label_column: str | None = None,
               pair_column: str | None = None, skip_bad_rows: bool = False, skipped: list | None = None,
-              not_text=(), stdin_hint: str = ""):
+              not_text=(), stdin_hint: str = "", empty_label: bool = False):
     """(line, text, pair, label) for every row, lazily. A .tsv / .csv / .jsonl reads the named columns (text by
     default "text", "sentence", or the only column that is not the label's, the pair's, one of `not_text` (a
     label column not read, as in predict) or an id); any other file, or "-" for standard input, is one text a line
     (blank lines skipped). Bad rows raise DataError, or with skip_bad_rows are appended to `skipped` as (line, why).
-    stdin_hint ends the message for a table given on standard input (what else the caller reads)."""
+    stdin_hint ends the message for a table given on standard input (what else the caller reads). empty_label:
+    an empty label cell is read as "" (multi-label: a row with none of the labels), not refused."""
     name = source_name(source)
     if str(source) != STDIN:
         _check_file(Path(source))
@@ -307,7 +308,7 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
                         raise DataError(f"{name} line {n}: field {c!r} (the {role}) is a {type(value).__name__}; "
                                         "expected a string")
                     value = (value or "").strip()
-                    if not value:
+                    if not value and not (role == "label" and empty_label):
                         raise DataError(f"{name} line {n}: empty {role} in field {c!r}")
                 values[role] = value
         except DataError as e:
@@ -334,8 +335,9 @@ def read_ids(source) -> list[list[int]]:
     return ids
 
 
-def read_labels(path, label_column: str = "label") -> list:
-    """The label column of a table alone (check --data: which text column holds the texts does not matter)."""
+def read_labels(path, label_column: str = "label") -> list[tuple[int, object]]:
+    """The label column of a table alone, with each row's line (check --data: which text column holds the texts
+    does not matter)."""
     name, labels = source_name(path), []
     _check_file(Path(path))
     for n, rec in _records(path):
@@ -348,19 +350,20 @@ def read_labels(path, label_column: str = "label") -> list:
             raise rec
         if label_column not in rec:
             raise DataError(f"{name} line {n}: no field {label_column!r} (the label)")
-        labels.append(rec[label_column].strip() if isinstance(rec[label_column], str) else rec[label_column])
+        labels.append((n, rec[label_column].strip() if isinstance(rec[label_column], str) else rec[label_column]))
     if not labels:
         raise DataError(f"{name}: no examples")
     return labels
 
 
 def read_examples(path, text_column: str | None = None, label_column: str | None = "label",
-                  pair_column: str | None = None, skip_bad_rows: bool = False, not_text=()) -> Examples:
+                  pair_column: str | None = None, skip_bad_rows: bool = False, not_text=(),
+                  empty_label: bool = False) -> Examples:
     """A labelled (label_column given) or unlabelled file, all rows in memory."""
     name = source_name(path)
     ex = Examples(name, [], [] if pair_column else None, [] if label_column else None, [])
     for n, text, pair, label in iter_rows(path, text_column, label_column, pair_column, skip_bad_rows, ex.skipped,
-                                          not_text):
+                                          not_text, empty_label=empty_label):
         ex.texts.append(text)
         ex.lines.append(n)
         if label_column:

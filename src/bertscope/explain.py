@@ -418,8 +418,12 @@ def preflight(config: Config, length: int | None = None, batch: int = 1, pairs: 
     the fix; an empty list means the input fits."""
     problems: list[Problem] = []
     if length is not None:
+        pair_specials = config.family.pair_special_tokens
         if length < 1:
             problems.append(Problem("length", f"length {length}: a sequence needs at least one token"))
+        elif pairs and length < pair_specials + 2:
+            problems.append(Problem("length", f"length {length}: a pair needs {pair_specials} special tokens and a "
+                                              f"token of each text, at least {pair_specials + 2}"))
         else:
             # every planned row is the same, so one row stands for the batch: nothing of the batch's size is built
             # (and for an absurd length, one of the tokens the model allows, the length said in words by _too_long)

@@ -57,6 +57,11 @@ class Family:
     def __str__(self):
         return self.name
 
+    @property
+    def pair_special_tokens(self) -> int:
+        """Special tokens around a pair: [CLS] A [SEP] B [SEP], or without segments <s> A </s></s> B </s>."""
+        return 3 if self.segments else 4
+
     # ---- positions ------------------------------------------------------------------------------------------------
     def position_offset(self, pad_token_id: int) -> int:
         """Rows of the position table no token can use: RoBERTa's positions start at pad_token_id + 1."""

@@ -111,11 +111,11 @@ class Tokenizer:
         for i, t in enumerate(texts + (pairs or [])):
             if not isinstance(t, str):
                 raise InputError(f"text {i % len(texts)} is a {type(t).__name__}; expected str")
-        specials = self.backend.num_special_tokens_to_add(is_pair=pairs is not None)
-        if max_length is not None and (whole_number(max_length) is None or max_length < specials):
-            # (below the special tokens' count the tokenizers library silently stops truncating)
-            raise InputError(f"max_length {max_length!r}: expected an integer of at least {specials} (the special "
-                             f"tokens of {'a pair' if pairs is not None else 'a text'} take {specials})")
+        least = self.least_length(pairs is not None)
+        if max_length is not None and (whole_number(max_length) is None or max_length < least):
+            # (below the special tokens' count the tokenizers library silently stops truncating; at it, no text)
+            raise InputError(f"max_length {max_length!r}: expected an integer of at least {least} ("
+                             + self.room_needed(pairs is not None) + ")")
         max_length = None if max_length is None else int(max_length)
         if truncation:
             self.backend.enable_truncation(max_length or self.max_length, stride=stride, strategy="longest_first")
@@ -123,6 +123,15 @@ class Tokenizer:
             return self.backend.encode_batch(inputs)
         finally:
             self.backend.no_truncation()
+
+    def least_length(self, pairs: bool = False) -> int:
+        """The shortest sequence that keeps some text: the special tokens, and a token of each text."""
+        return self.backend.num_special_tokens_to_add(is_pair=pairs) + (2 if pairs else 1)
+
+    def room_needed(self, pairs: bool = False) -> str:
+        specials = self.backend.num_special_tokens_to_add(is_pair=pairs)
+        return (f"the special tokens of a pair take {specials}, and each of its two texts needs at least one" if pairs
+                else f"the special tokens take {specials}, and a text needs at least one")
 
     def __call__(self, texts, pairs=None, *, max_length: int | None = None, truncation: bool = True,
                  padding: bool | str = True, return_tensors: str | None = "pt", return_word_ids: bool = False):

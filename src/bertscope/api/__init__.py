@@ -10,7 +10,7 @@ errors of errors.py for a user's mistake, and reports progress through `on_event
     common.py     devices, threads, bf16, loading a model with its tokenizer
     training.py   finetune, resume, pretrain (the one training engine, train/, with a task from tasks/)
     corpus.py     train_tokenizer (with its [UNK] rate on held-out text), masks (what pretraining masks, by line)
-    running.py    evaluate, predict, embed, streamed chunk by chunk
+    running.py    evaluate, predict, embed, streamed chunk by chunk; quantize (an int8 folder)
     models.py     encode, trace, check, fill_mask, bench, the built-in shapes
 """
 
@@ -21,4 +21,5 @@ from .running import embed, evaluate, predict, quantize
 from .training import check_resume_options, check_settings, finetune, pretrain, resume
 
 __all__ = ["Loaded", "bench", "builtin_shapes", "check", "check_resume_options", "check_settings", "embed", "encode", "evaluate", "fill_mask", "finetune",
-           "load", "masks", "pick_device", "place", "predict", "pretrain", "resume", "trace", "train_tokenizer"]
+           "load", "masks", "pick_device", "place", "predict", "pretrain", "quantize", "resume", "trace",
+           "train_tokenizer"]

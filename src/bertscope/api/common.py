@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arguments import count_arg, path_arg, whole_number
+from ..arguments import check_flag, count_arg, path_arg, whole_number
 from ..errors import CheckpointError, TokenizerError, UsageError
 from ..machine import usable_cpus
 
@@ -17,6 +17,10 @@ VERSION = "0.1.0"
 def pick_device(name: str = "auto"):
     """'auto' -> CUDA where there is one, else the CPU; anything else must name a device this machine has."""
     import torch
+    if isinstance(name, torch.device):
+        name = str(name)
+    if not isinstance(name, str):
+        raise UsageError(f"--device {name!r}: expected a device name (str), such as cpu, cuda, cuda:N, mps or auto")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -75,6 +79,7 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
     from ..config import NAMED, named_config
     from ..model import Model
     from ..tokenize import load_tokenizer
+    check_flag("need_tokenizer", need_tokenizer), check_flag("shapes_only", shapes_only)
     if isinstance(source, Model):
         raise UsageError("api.load takes a checkpoint folder or a built-in shape's name; a Model is loaded already "
                          "(save it with bertscope.save_pretrained and load that folder)")
@@ -117,19 +122,28 @@ def load(source, head: str | None = None, tokenizer=None, need_tokenizer: bool =
     return Loaded(model, tok, desc, folder, unreadable)
 
 
-def max_length_for(config, tok, asked: int | None, option: str = "--max-length") -> int:
-    """The length texts are cut to: what was asked, which must fit the model's position table."""
+def max_length_for(config, tok, asked: int | None, option: str = "--max-length", pairs: bool = False) -> int:
+    """The length texts (or pairs of texts) are cut to: what was asked, which must fit the model's position table
+    and keep some of every text."""
     limit = config.max_tokens
     if asked is None:
         return min(tok.max_length, limit)
     n = whole_number(asked)
-    if n is None or n < 3:
-        raise UsageError(f"{option} {asked!r}: expected a whole number of tokens, at least 3 (the special tokens "
-                         "take 2, and a text needs at least 1)")
+    least = tok.least_length(pairs) if tok is not None else 3
+    if n is None or n < least:
+        said = tok.room_needed(pairs) if tok is not None else "the special tokens take 2, and a text needs at least 1"
+        raise UsageError(f"{option} {asked!r}: expected a whole number of tokens, at least {least} ({said})")
     asked = n
     from ..export import check_length
     check_length(config, asked, option)
     return asked
+
+
+def windows_apply(t) -> bool:
+    """Whether --windows would keep the texts this task cut: single texts read without windows (pairs and QA
+    contexts have none; texts read in windows are not cut)."""
+    return getattr(t, "windows", None) is None and getattr(t, "pair_column", None) is None \
+        and t.name != "question-answering"
 
 
 def truncation_notice(enc, what: str, limit: int, on_event, windows_help: bool = True) -> None:
@@ -181,6 +195,7 @@ def place(loaded: Loaded, device: str = "auto", bf16: bool = False, compile: boo
     import torch
 
     from ..model import compile_model
+    check_flag("bf16", bf16), check_flag("compile", compile)
     where = pick_device(device)
     model = loaded.model.to(where)
     if bf16_for(where, bf16, on_event):

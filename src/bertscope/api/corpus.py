@@ -35,11 +35,14 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
     `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
-    from ..arguments import number_arg, path_arg, paths_arg, whole_number
+    from ..arguments import check_flag, number_arg, path_arg, paths_arg, whole_number
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
     corpus = [Path(p) for p in paths_arg("corpus", corpus)]
+    if lowercase is not None:
+        check_flag("lowercase", lowercase)
+    check_flag("overwrite", overwrite)
     path_arg("out", out), path_arg("held_out", held_out, optional=True)
     min_frequency = number_arg("min_frequency", min_frequency, whole=True)
     if min_frequency < 1:
@@ -128,11 +131,16 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
     sequences, cut (lines longer than max_length), tokens (non-special), chosen, mask, random, keep (in tokens),
     words (chosen units) and skipped (lines without a token). Refused, with nothing written: an `out` not named
     .jsonl, an existing `out` unless `overwrite`, and a `file` without a line of text."""
+    from ..arguments import check_flag, whole_number
     from ..data import Segmented, check_corpus_file, lines, source_name, word_starts
     from ..io import StreamFile, check_writable_file
     from ..masking import line_instances, segment_files
     from ..tasks.pretraining import Pretraining
     from ..tokenize import load_tokenizer
+    check_flag("overwrite", overwrite)
+    if whole_number(seed) is None:
+        raise UsageError(f"--seed {seed!r}: expected a whole number")
+    seed = int(seed)
     check_writable_file(out, "--out", inputs=(file, tokenizer), overwrite=overwrite)  # an input is named first
     if Path(out).suffix.lower() != ".jsonl":
         raise UsageError(f"--out {out}: masks writes JSON lines; name the file with .jsonl at the end")

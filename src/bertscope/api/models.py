@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..arguments import count_arg, path_arg
+from ..arguments import check_flag, count_arg, path_arg, texts_arg
 from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
-from .common import Loaded, expect_loaded, max_length_for
+from .common import Loaded, expect_loaded, max_length_for, truncation_notice
 
 
 @dataclass
@@ -26,10 +26,11 @@ class Encoding:
 
 
 def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2, length: int = 16,
-           batch_size: int = 32) -> Encoding:
+           batch_size: int = 32, on_event=None) -> Encoding:
     """Texts (all of them, length-sorted packed batches) or random ids of (batch, length) through the model; the
     first batch again, padded, with every hidden state, to show the shapes."""
     expect_loaded(loaded, "encode")
+    texts = texts_arg("texts", texts, optional=True)
     import torch
 
     from .. import infer
@@ -50,6 +51,7 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
         if texts:
             limit = max_length_for(c, tok, None)
             enc = infer.tokenize(tok, texts, max_length=limit)
+            truncation_notice(enc, "encode", limit, on_event, windows_help=False)
             emb = infer.sentence_embeddings(model, enc, batch_size=batch_size)
             n_tokens = sum(enc.lengths)
             first = {k: v.to(where) for k, v in tok(texts[:batch_size], max_length=limit).items()}
@@ -72,9 +74,12 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
                     emb, n_tokens, seconds, texts)
 
 
-def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length: int = 16, unfold: bool = False):
+def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length: int = 16, unfold: bool = False,
+          on_event=None):
     """explain.explain on tokenized texts, or on random ids of (batch, length)."""
     expect_loaded(loaded, "trace")
+    texts = texts_arg("texts", texts, optional=True)
+    check_flag("unfold", unfold)
     batch, length = count_arg("--batch", batch), count_arg("--length", length)
     from ..explain import explain
     from ..export import check_length
@@ -84,7 +89,11 @@ def trace(loaded: Loaded, texts: list[str] | None = None, batch: int = 2, length
     if texts:
         if loaded.tokenizer is None:
             raise TokenizerError(f"{loaded.description} has no tokenizer; use --batch and --length instead of --text")
-        b = loaded.tokenizer(texts)
+        from .. import infer
+        limit = max_length_for(loaded.model.config, loaded.tokenizer, None)
+        truncation_notice(infer.tokenize(loaded.tokenizer, texts, max_length=limit), "--text", limit, on_event,
+                          windows_help=False)
+        b = loaded.tokenizer(texts, max_length=limit)
         ids, mask, types = b["input_ids"], b["attention_mask"], b["token_type_ids"]
     return explain(loaded.model, ids, mask, types, batch=batch, length=length, unfold=unfold)
 
@@ -97,6 +106,7 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     from ..config import Config, named_config
     from ..data import is_conll, read_conll, read_ids, read_labels
     from ..explain import preflight
+    check_flag("pairs", pairs)
     for option, given, needs, what in (("--pairs", pairs, length, "--length"), ("--batch", batch, length, "--length"),
                                        ("--num-labels", num_labels, data, "--data"),
                                        ("--label-column", label_column, data, "--data")):
@@ -131,13 +141,64 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
                          "model has none (it points at spans); check a planned length with --length")
     if tags and label_column is not None:
         raise UsageError(f"--label-column {label_column}: {data} holds a tag per word, in no named column")
-    labels = None if data is None else [t for sentence in read_conll(data).tags for t in sentence] if tags \
-        else read_labels(data, label_column or "label")
+    wrong = None
+    if data is None:
+        labels = None
+    elif tags:
+        labels = [t for sentence in read_conll(data).tags for t in sentence]
+    else:
+        labels, wrong = _classes_of(read_labels(data, label_column or "label"), data, config, head,
+                                    label_column or "label")
     if length is None and ids is None and labels is None:
         raise UsageError("nothing to check: give --length, --ids-file or --data")
     problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,
                          head=head if labels is not None and head != "base" else None, num_labels=num_labels)
-    return config, head, problems
+    return config, head, problems + ([wrong] if wrong else []) + _weights_problems(path)
+
+
+def _weights_problems(path: Path) -> list:
+    """A checkpoint folder without weights, or whose safetensors file has no readable header: the config alone
+    would pass the check, and loading would fail."""
+    from ..checkpoint import WEIGHT_FILES, weights_file
+    from ..explain import Problem
+    if not path.is_dir():
+        return []
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        return [Problem("weights", f"{path} has no weights ({', '.join(WEIGHT_FILES)}): its config is checked, but "
+                                   "loading the model fails")]
+    f = weights_file(path)
+    if f.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+            with safe_open(str(f), "pt") as s:
+                s.keys()
+        except Exception as e:                  # a file cut short or of another kind: safetensors says how
+            return [Problem("weights", f"{f}: not a readable safetensors file ({e}); loading the model fails")]
+    return []
+
+
+def _classes_of(rows, data, config, head: str, label_column: str):
+    """The classes a table's labels name, read as fine-tuning this model would read them (classification: "1.0" is
+    class 1; multi-label: each name of a|b or a list; regression: numbers, which name no class), and the first
+    label it would refuse, as a problem (None if there is none)."""
+    from ..data import source_name
+    from ..explain import Problem
+    from ..tasks import for_model, guess, make
+    name = for_model(config, head) if head == "classification" else guess(data, label_column)[0]
+    if name not in ("classification", "multi-label", "regression"):
+        name = "classification"
+    task = make(name)
+    classes = []
+    for n, value in rows:
+        try:
+            label = task.canonical(value, f"{source_name(data)} line {n}")
+        except DataError as e:
+            return classes, Problem("labels", f"{e} (this model is {name})")
+        if name == "multi-label":
+            classes.extend(label)
+        elif name == "classification":
+            classes.append(label)
+    return classes, None
 
 
 def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
@@ -185,11 +246,9 @@ def bench(loaded: Loaded, model, texts: list[str], batch_size: int = 32, compile
     """Real tokens/s of padded batches in file order against length-sorted packed batches (and compiled), and the
     achieved FLOP/s against this machine's matmul rate in the model's dtype."""
     expect_loaded(loaded, "bench")
+    check_flag("compile", compile)
     batch_size = count_arg("batch_size", batch_size, what="texts")
-    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
-        got = "one str" if isinstance(texts, str) else f"a {type(texts).__name__}"
-        raise UsageError(f"bench takes a list of texts (str); got {got}"
-                         + (" holding other things" if isinstance(texts, (list, tuple)) else ""))
+    texts = texts_arg("texts", texts)
     if not texts:
         raise UsageError("bench: no texts to time")
     import torch

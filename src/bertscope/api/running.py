@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..arguments import count_arg, number_arg, path_arg
+from ..arguments import count_arg, number_arg, path_arg, whole_number
 from ..errors import DataError, TokenizerError, UsageError
-from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for
+from .common import VERSION, Loaded, expect_loaded, max_length_for, task_for, windows_apply
 
 # ---- evaluate, predict, embed: streamed in chunks ------------------------------------------------------------------
 
@@ -108,6 +108,8 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
         raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
     path_arg("source", source)
+    if str(source) != "-" and not Path(source).is_file():   # said when called (predict's rows come later)
+        raise DataError(f"{source}: " + ("is a folder; expected a file" if Path(source).is_dir() else "no such file"))
     if max_length is not None:                        # its type; its range is max_length_for's (as --max-length)
         max_length = number_arg("max_length", max_length, whole=True)
     batch_size, chunk = count_arg("--batch-size", batch_size), count_arg("--chunk", chunk, what="texts per chunk")
@@ -123,6 +125,11 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
             options["threshold"] = trained["threshold"]        # a multi-label run's: its scores reproduce
         if options.get("no_answer") is None and isinstance(trained.get("no_answer"), bool):
             options["no_answer"] = trained["no_answer"]        # a QA run's --no-answer, where it was given
+        for count in ("windows", "doc_stride", "max_answer_length"):   # its windows (and their pooling), its QA
+            if options.get(count) is None and whole_number(trained.get(count)) is not None:   # spans, as trained
+                options[count] = trained[count]
+        if options.get("windows") is not None and options.get("pool") is None and isinstance(trained.get("pool"), str):
+            options["pool"] = trained["pool"]
         pair = trained.get("pair_column")
         if options.get("pair_column") == pair and isinstance(pair, str) and not is_table(source):
             where = "" if loaded.folder is None else f" (its {Path(loaded.folder) / 'run.json'})"
@@ -137,7 +144,8 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
         length = trained.get("max_length")
         max_length = length if isinstance(length, int) else (min(t.max_length, loaded.model.config.max_tokens)
                                                              if t.name == "question-answering" else None)
-    t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length)
+    t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length,
+                                  pairs=getattr(t, "pair_column", None) is not None)
     return t, loaded.tokenizer, batch_size, chunk
 
 
@@ -195,18 +203,27 @@ def evaluate(loaded: Loaded, source, *, task: str | None = None, max_length: int
         why = f" ({len(skipped)} bad rows skipped; first: line {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DataError(f"{source_name(source)}: no examples{why}")
     metrics = t.score(_merge(preds), _merge(gold))
+    why = t.undefined_scores(_merge(gold), _merge(preds)) if hasattr(t, "undefined_scores") else None
+    if why and on_event:
+        on_event({"event": "notice", "message": f"{source_name(source)}: pearson and spearman are nan (not a "
+                                                f"number): {why}"})
     metrics.update(task=t.name, examples=done, labels=t.labels, truncated=cut, skipped_rows=len(skipped),
-                   max_length=t.max_length, max_length_from=t.length_from)
+                   max_length=t.max_length, max_length_from=t.length_from, windows_would_keep=windows_apply(t))
     return metrics
 
 
 def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int | None = None, batch_size: int = 64,
             chunk: int = 2048, int8: bool | None = None, on_event=None, **options):
     """Predictions for every input, in input order, yielded chunk by chunk (a dict per text, sentence or
-    question)."""
+    question). The arguments are checked here, before the first prediction is asked for."""
     expect_loaded(loaded, "predict")
     t, tok, batch_size, chunk = _setup(loaded, source, task, max_length, batch_size, chunk, options)
-    total, done, pieceless = _total(t, source), 0, []
+    _wants_int8(loaded, int8)
+    return _predictions(loaded, source, t, tok, batch_size, chunk, int8, on_event)
+
+
+def _predictions(loaded: Loaded, source, t, tok, batch_size: int, chunk: int, int8, on_event):
+    total, done, pieceless, wordless = _total(t, source), 0, [], []
     from ..data import is_conll, is_table
     one_a_line = not is_table(source) and not is_conll(source) and not str(source).lower().endswith(".json") \
         and t.name != "question-answering"
@@ -218,16 +235,28 @@ def predict(loaded: Loaded, source, *, task: str | None = None, max_length: int 
         if _wants_int8(loaded, int8):
             _int8(loaded, enc, on_event, asked=int8)
         pieceless += enc.extra.get("pieceless", [])
-        yield from t.decode(t.predictions(loaded.model, enc, batch_size), enc)
+        results = t.decode(t.predictions(loaded.model, enc, batch_size), enc)
+        if t.name == "token-classification":          # a text of which the tokenizer keeps no word
+            wordless += [(r.get("text"), n) for r, n in zip(results, ex.lines) if not r["words"]]
+        yield from results
         done += len(ex)
         if on_event:
             on_event({"event": "progress", "done": done, "total": total, "truncated": enc.truncation()[0],
-                      "max_length": t.max_length, "max_length_from": t.length_from})
+                      "max_length": t.max_length, "max_length_from": t.length_from,
+                      "windows_would_keep": windows_apply(t)})
     from ..data import source_name
     if done == 0:                                     # as embed and evaluate: an empty input is a mistake, said
         raise DataError(f"{source_name(source)}: no texts found")
     if pieceless and on_event:
         on_event({"event": "notice", "message": t.pieceless_notice(pieceless, source_name(source))})
+    if wordless and on_event:
+        (text, line), k = wordless[0], len(wordless)
+        on_event({"event": "notice", "message": f"{source_name(source)}: {k} text{'s' if k > 1 else ''} kept no word "
+                                                f"(first: {text!r}, line {line}; the tokenizer drops such "
+                                                "characters), predicted as sentences without words: word<TAB>tag "
+                                                "output (--format tsv) has no rows for them, so its sentences no "
+                                                "longer follow the input's lines; --format jsonl keeps one record "
+                                                "a line"})
     blank.notice(source_name(source), "the predictions", on_event)
 
 
@@ -265,12 +294,17 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     import torch
 
     from .. import infer
+    from ..arguments import check_flag
     from ..data import check_columns_apply, count_rows, is_table, iter_rows, source_name
     from ..io import NpyWriter, StreamFile, check_writable_file
     if level not in ("sentence", "token", "word"):
         raise UsageError(f"--level {level!r}: use sentence, token or word")
     if pooling not in ("mean", "cls"):
         raise UsageError(f"--pooling {pooling!r}: use mean or cls")
+    if normalize is not None:
+        check_flag("normalize", normalize)
+    check_flag("overwrite", overwrite)
+    path_arg("source", source, what="a text file"), path_arg("out", out)
     normalize = level == "sentence" if normalize is None else normalize
     check_columns_apply([source], text_column=text_column)
     if pooling != "mean" and level != "sentence":
@@ -288,17 +322,18 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     model, tok = loaded.model, loaded.tokenizer
     limit = max_length_for(model.config, tok, max_length)
     width = model.config.hidden_size
+    if windows is not None and level != "sentence":
+        raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
+                         "long text are cut at --max-length")
+    _wants_int8(loaded, int8)
+    total, done, cut = count_rows(source), 0, 0       # (a missing or unreadable source is said before out is made)
     writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
-    total, done, cut = count_rows(source), 0, 0
     blank = _BlankLines()
     try:
         for block in _chunks(iter_rows(source, text_column), chunk):
             texts = [b[1] for b in block]
             if not is_table(source):
                 blank.see(b[0] for b in block)
-            if windows is not None and level != "sentence":
-                raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
-                                 "long text are cut at --max-length")
             enc = infer.tokenize(tok, texts, max_length=limit, word_ids=level == "word", windows=windows)
             if _wants_int8(loaded, int8):
                 _int8(loaded, enc, on_event, asked=int8)
@@ -350,11 +385,13 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
 
     from .. import infer
     from .. import quantize as q
+    from ..arguments import check_flag
     from ..checkpoint import save_pretrained
     from ..data import read_texts
     from ..io import QUANTIZE_WRITES, FolderLock, check_output_folder, create_output_folder, write_json
     from ..kernels import bf16_beats_int8, int8_on_cpu
     calibration = path_arg("calibration", calibration)          # a file of texts ("-" for standard input)
+    path_arg("out", out, what="a folder"), check_flag("overwrite", overwrite)
     from ..data import is_table, source_name
     if column is not None and not is_table(calibration):        # it would be ignored: the lines are the texts
         raise UsageError(f"--column {column}: names a column of .tsv, .csv or .jsonl files, but "

@@ -11,7 +11,7 @@ from ..arguments import number_arg, path_arg, paths_arg
 from ..errors import CheckpointError, DataError, TokenizerError, TrainingDiverged, UsageError
 from ..machine import available_memory, fmt_gib, usable_cpus
 from .common import VERSION, bf16_for, load, make_task as _task, max_length_for, pick_device, set_threads, \
-    truncation_notice
+    truncation_notice, windows_apply
 
 # ---- fine-tuning ---------------------------------------------------------------------------------------------------
 
@@ -261,16 +261,23 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     tok.check_fits(net.config)
     # (a task's own default, QA's 384, is capped at what the model allows; a length asked for is checked)
     t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else
-                                  min(t.max_length, net.config.max_tokens))
+                                  min(t.max_length, net.config.max_tokens), pairs=getattr(t, "pair_column", None) is not None)
     data = t.encode(train_ex, tok)
     eval_data = t.encode(eval_ex, tok) if eval_ex is not None else None
-    truncation_notice(data, str(train), t.max_length, on_event, getattr(t, "windows", None) is None)
+    windows_help = windows_apply(t)
+    truncation_notice(data, str(train), t.max_length, on_event, windows_help)
     if eval_data is not None:
-        truncation_notice(eval_data, str(eval), t.max_length, on_event, getattr(t, "windows", None) is None)
+        truncation_notice(eval_data, str(eval), t.max_length, on_event, windows_help)
     for file, d in ((train, data), (eval, eval_data)):
         if d is not None and d.extra.get("pieceless") and on_event:      # tags the model is neither taught nor shown
             on_event({"event": "notice", "message": t.pieceless_notice(d.extra["pieceless"], str(file),
                                                                        training=d is data)})
+    why = t.undefined_scores(eval_data.extra["gold"]) if eval_data is not None and hasattr(t, "undefined_scores") \
+        else None
+    if why and on_event:                                  # every evaluation would score nan: none is the best
+        on_event({"event": "notice", "message": f"{eval}: {why}, so pearson and spearman are nan (not a number) "
+                                                "at every evaluation and none can be chosen as the best: the last "
+                                                "model is kept"})
     from ..infer import check_all
     check_all(net.config, data)
     if eval_data is not None:

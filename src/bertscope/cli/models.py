@@ -68,7 +68,8 @@ def encode(
         f"{c.vocab_size}, {c.max_position_embeddings} positions, {net.num_parameters / 1e6:.1f}M parameters")
     if file is not None:
         texts = read_texts(file, column=column, limit=limit)
-    e = api.encode(loaded, net, texts, 2 if batch is None else batch, 16 if length is None else length, batch_size)
+    e = api.encode(loaded, net, texts, 2 if batch is None else batch, 16 if length is None else length, batch_size,
+                   on_event=lambda e: note(e["message"]))
     say(f"input      input_ids {_shape(e.first_input)}" +
         (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
     say(f"embeddings hidden_states[0] {_shape(e.hidden_states_0)}")
@@ -108,6 +109,9 @@ def explain(
     from ..explain import render_text
     if fmt not in ("text", "markdown", "json"):
         raise UsageError(f"--format {fmt!r}: use text, markdown or json")
+    if fmt == "json" and depth is not None:              # the JSON is the whole tree, to be read by a program
+        raise UsageError(f"--depth {depth} shortens the text and markdown trees; --format json writes the whole tree "
+                         "(leave --depth out)")
     for option, value in (("--batch", batch), ("--length", length)):
         if value is not None and text:
             raise UsageError(f"{option} {value} sizes the random input traced when no --text is given; --text is "
@@ -115,7 +119,7 @@ def explain(
     if text and not all(t.strip() for t in text):
         raise UsageError("--text is empty; give words to trace")
     e = api.trace(api.load(model, head=head, shapes_only=True), text, 2 if batch is None else batch,
-                  16 if length is None else length, unfold)
+                  16 if length is None else length, unfold, on_event=lambda e: note(e["message"]))
     if fmt == "json":
         print(json.dumps(e.to_dict(), indent=1))
     else:

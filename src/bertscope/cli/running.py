@@ -112,7 +112,7 @@ def evaluate(
                          **_task_options(text_column=text_column, label_column=label_column,
                                          pair_column=pair_column, windows=windows, pool=pool,
                                          doc_stride=doc_stride, threshold=threshold, no_answer=no_answer))
-    _cut_note(m["truncated"], m["max_length"], source=m["max_length_from"])
+    _cut_note(m["truncated"], m["max_length"], windows=m["windows_would_keep"], source=m["max_length_from"])
     if fmt == "json":
         print(json.dumps(json_safe(m), indent=1))
         return
@@ -195,7 +195,8 @@ def predict(
             (note if e["event"] == "notice" else warn)(e["message"])
             return
         cut += e.get("truncated", 0)
-        limit.update(max_length=e.get("max_length"), source=e.get("max_length_from"))
+        limit.update(max_length=e.get("max_length"), source=e.get("max_length_from"),
+                     windows=e.get("windows_would_keep", True))
         update(e["done"])
 
     header = _header(name, labels) if fmt == "tsv" else None    # printed with the first prediction, so that a
@@ -219,7 +220,7 @@ def predict(
     if fmt == "json":
         print(json.dumps(json_safe(records), ensure_ascii=False, indent=1))
     sys.stdout.flush()
-    _cut_note(cut, limit.get("max_length", max_length), source=limit.get("source"))
+    _cut_note(cut, limit.get("max_length", max_length), windows=limit.get("windows", True), source=limit.get("source"))
     elapsed = max(1e-9, time.perf_counter() - start)
     note(f"{n} predictions in {elapsed:.2f} s ({n / elapsed:.0f}/s)")
 

@@ -60,6 +60,7 @@ class SequenceClassification(Task):
     head = "classification"
     metric = "accuracy"
     problem_type = "single_label_classification"
+    empty_label = False                         # an empty label cell is refused (multi-label: a row with none)
 
     def __init__(self, text_column: str | None = None, label_column: str = "label", pair_column: str | None = None,
                  labels: list[str] | None = None, max_length: int = 128, windows: int | None = None,
@@ -74,7 +75,8 @@ class SequenceClassification(Task):
     # ---- reading ------------------------------------------------------------------------------------------------
     def read(self, path, skip_bad_rows: bool = False, labelled: bool = True) -> Examples:
         ex = read_examples(path, self.text_column, self.label_column if labelled else None, self.pair_column,
-                           skip_bad_rows, not_text=(self.label_column,))   # unread labels are not the text
+                           skip_bad_rows, not_text=(self.label_column,),   # unread labels are not the text
+                           empty_label=self.empty_label)
         if labelled:
             rows = self._labelled([(ex.lines[i], ex.texts[i], ex.pairs[i] if ex.pairs is not None else None,
                                     ex.labels[i]) for i in range(len(ex))], ex.path, skip_bad_rows, ex.skipped)
@@ -104,7 +106,7 @@ class SequenceClassification(Task):
         block: list = []
         self.skipped: list = []                        # (line, why) of the rows skip_bad_rows left out
         rows = iter_rows(source, self.text_column, self.label_column if labelled else None, self.pair_column,
-                         skip_bad_rows, self.skipped, not_text=(self.label_column,))
+                         skip_bad_rows, self.skipped, not_text=(self.label_column,), empty_label=self.empty_label)
         for row in rows:
             if labelled:
                 row = next(iter(self._labelled([row], name, skip_bad_rows, self.skipped)), None)
@@ -188,12 +190,25 @@ class SequenceClassification(Task):
         (what training uses), extra["gold"] one per text (what scoring uses)."""
         enc = infer.tokenize(tok, ex.texts, ex.pairs, max_length=max_length or self.max_length, windows=self.windows)
         enc.extra["texts"] = ex.texts
+        specials = tok.backend.num_special_tokens_to_add(is_pair=ex.pairs is not None)
+        text = enc.extra.get("text")                  # with windows: the text of each window
+        enc.extra["pieceless"] = [(ex.texts[i], ex.lines[i]) for i in
+                                  (text[k] if text is not None else k for k, n in enumerate(enc.lengths)
+                                   if n == specials)]   # texts of which no token is left: special tokens alone
         if labelled and ex.labels is not None:
             gold = self.targets(ex)
             text = enc.extra.get("text")
             enc.extra["gold"] = gold
             enc.extra["labels"] = gold[torch.tensor(text)] if text is not None else gold
         return enc
+
+    def pieceless_notice(self, found: list[tuple[str, int]], name: str, training: bool = False) -> str:
+        """Texts that became no token (zero-width or control characters alone, which the tokenizer drops)."""
+        text, line = found[0]
+        them = "them" if len(found) > 1 else "it"
+        return (f"{name}: {len(found)} text{'s' if len(found) > 1 else ''} became no token at all (first: {text!r}, "
+                f"line {line}; the tokenizer drops such characters), so the model reads its special tokens alone for "
+                f"{them}" + (": its label is learnt from nothing" if training else ""))
 
     def collate(self, data, index, epoch, seed) -> Batch:
         inputs = infer.packed_batch(data, index)

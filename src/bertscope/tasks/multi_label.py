@@ -33,6 +33,7 @@ class MultiLabel(SequenceClassification):
     name = "multi-label"
     metric = "micro_f1"
     problem_type = "multi_label_classification"
+    empty_label = True                          # an empty cell, as [] in JSON: none of the labels (predict writes it)
 
     def __init__(self, *args, threshold: float = 0.5, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,7 +50,7 @@ class MultiLabel(SequenceClassification):
         if isinstance(value, list):
             names = value
         elif isinstance(value, str):
-            names = value.split("|")
+            names = value.split("|") if value.strip() else []
         else:
             raise DataError(f"{where}: multi-label rows hold a list of labels or `a|b`, got {value!r}")
         bad = [x for x in names if isinstance(x, (list, dict, bool)) or x is None

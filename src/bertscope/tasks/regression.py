@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,9 @@ from .base import Batch
 from .classification import SequenceClassification
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
 class Regression(SequenceClassification):
     name = "regression"
     metric = "pearson"
@@ -21,6 +25,12 @@ class Regression(SequenceClassification):
     def canonical(self, value, where: str):
         if isinstance(value, bool) or isinstance(value, list) or value is None:
             raise DataError(f"{where}: a regression target must be a number, got {value!r}")
+        if isinstance(value, str) and not _PLAIN_NUMBER.fullmatch(value.strip()) and \
+                value.strip().lower().lstrip("+-") not in ("nan", "inf", "infinity"):
+            # float() also reads "1_000" and other scripts' digits ("３", "١٢"): a number is written as 3.5 or 1e-3
+            raise DataError(f"{where}: a regression target must be a number written with the digits 0-9 (3.5, -2, 1e-3), "
+                            f"got {value!r}" + ("" if any(c.isdigit() for c in value) else
+                                                "; for class names use --task classification"))
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -72,6 +82,16 @@ class Regression(SequenceClassification):
         m = scoring.regression_scores(gold.tolist(), pred.squeeze(-1).tolist())
         m["loss"] = m["mse"]
         return m
+
+    def undefined_scores(self, gold, pred=None) -> str | None:
+        """Why Pearson and Spearman are nan (not a number) for these targets (and predictions), or None: a
+        correlation needs values that vary on both sides."""
+        gold = gold.tolist() if isinstance(gold, torch.Tensor) else list(gold)
+        if len(set(gold)) == 1:
+            return f"every target is {gold[0]:g}, and a correlation needs targets that differ"
+        if pred is not None and len(set(pred.reshape(-1).tolist())) == 1:
+            return "the model gives every text the same number, and a correlation needs predictions that differ"
+        return None
 
     def decode(self, pred: torch.Tensor, data=None) -> list[dict]:
         texts = data.extra["texts"] if data is not None else [None] * len(pred)
