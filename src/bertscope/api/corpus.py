@@ -34,7 +34,9 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     """Train the family's tokenizer on `corpus` (plain-text files, or the `text_column` of .tsv / .csv / .jsonl
     tables) and save it to the folder `out`. The share of [UNK] tokens is measured on `held_out` (a file read the
     same way) or, without one, on every 20th text of the corpus, which is then not trained on; a rate above
-    `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns."""
+    `max_unk_rate` comes back as a warning (also sent as a "warning" event) naming the most frequent unknowns.
+    Two trainings on the same corpus may differ in a few tokens: the `tokenizers` library breaks ties between
+    equally frequent merges in hash-map order (huggingface/tokenizers#1794); keep the folder it writes."""
     from ..arguments import check_flag, number_arg, path_arg, paths_arg, whole_number
     from ..data import check_columns_apply, iter_rows
     from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
