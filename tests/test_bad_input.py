@@ -1843,7 +1843,7 @@ def test_api_texts_and_paths_of_the_wrong_kind_are_named(tiny, tmp_path):
     assert torch.equal(bertscope.api.encode(loaded, loaded.model, np.array(["a line", "another"])).embeddings, by_list)
     for call, words in ((lambda: bertscope.api.encode(loaded, loaded.model, {"a": 1}), "got a dict"),
                         (lambda: bertscope.api.trace(loaded, ["a", 3]), "texts[1]: expected a text (str), got a int"),
-                        (lambda: bertscope.api.embed(loaded, ["a b"], tmp_path / "v.npy"), "source=['a b']"),
+                        (lambda: bertscope.api.embed(loaded, ["a b"], tmp_path / "v.npy"), "source=['a b']: expected a path"),
                         (lambda: bertscope.api.embed(loaded, texts, None), "out=None"),
                         (lambda: bertscope.api.quantize(loaded, texts, None), "out=None"),
                         (lambda: bertscope.api.pick_device(None), "--device None"),

@@ -193,7 +193,8 @@ def _classes_of(rows, data, config, head: str, label_column: str):
         try:
             label = task.canonical(value, f"{source_name(data)} line {n}")
         except DataError as e:
-            return classes, Problem("labels", f"{e} (this model is {name})")
+            model = f"this model is {name}" if head == "classification" else f"the file reads as {name}"
+            return classes, Problem("labels", f"{e} ({model})")
         if name == "multi-label":
             classes.extend(label)
         elif name == "classification":

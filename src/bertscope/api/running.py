@@ -107,9 +107,7 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
     if unknown:                                       # a typo (max_lenght=) must not pass unnoticed
         raise UsageError(f"unknown option {unknown[0]!r}; evaluate and predict take max_length, batch_size, chunk, "
                          f"int8 and the task options {', '.join(TASK_OPTIONS)}")
-    path_arg("source", source)
-    if str(source) != "-" and not Path(source).is_file():   # said when called (predict's rows come later)
-        raise DataError(f"{source}: " + ("is a folder; expected a file" if Path(source).is_dir() else "no such file"))
+    _check_source(source)                             # said when called (predict's rows come later)
     if max_length is not None:                        # its type; its range is max_length_for's (as --max-length)
         max_length = number_arg("max_length", max_length, whole=True)
     batch_size, chunk = count_arg("--batch-size", batch_size), count_arg("--chunk", chunk, what="texts per chunk")
@@ -147,6 +145,13 @@ def _setup(loaded: Loaded, source, task, max_length, batch_size, chunk, options)
     t.max_length = max_length_for(loaded.model.config, loaded.tokenizer, max_length,
                                   pairs=getattr(t, "pair_column", None) is not None)
     return t, loaded.tokenizer, batch_size, chunk
+
+
+def _check_source(source) -> None:
+    """An input file that is there (or "-" for standard input)."""
+    path_arg("source", source)
+    if str(source) != "-" and not Path(source).is_file():
+        raise DataError(f"{source}: " + ("is a folder; expected a file" if Path(source).is_dir() else "no such file"))
 
 
 def _trained_task(loaded: Loaded) -> dict:
@@ -304,7 +309,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
     if normalize is not None:
         check_flag("normalize", normalize)
     check_flag("overwrite", overwrite)
-    path_arg("source", source, what="a text file"), path_arg("out", out)
+    _check_source(source), path_arg("out", out)
     normalize = level == "sentence" if normalize is None else normalize
     check_columns_apply([source], text_column=text_column)
     if pooling != "mean" and level != "sentence":
@@ -326,7 +331,7 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
         raise UsageError("--windows combines windows into sentence embeddings; token and word vectors of a "
                          "long text are cut at --max-length")
     _wants_int8(loaded, int8)
-    total, done, cut = count_rows(source), 0, 0       # (a missing or unreadable source is said before out is made)
+    total, done, cut = count_rows(source), 0, 0
     writer = NpyWriter(out, width) if out.suffix == ".npy" else StreamFile(out)
     blank = _BlankLines()
     try:

@@ -261,7 +261,8 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     tok.check_fits(net.config)
     # (a task's own default, QA's 384, is capped at what the model allows; a length asked for is checked)
     t.max_length = max_length_for(net.config, tok, max_length if max_length is not None else
-                                  min(t.max_length, net.config.max_tokens), pairs=getattr(t, "pair_column", None) is not None)
+                                  min(t.max_length, net.config.max_tokens),
+                                  pairs=getattr(t, "pair_column", None) is not None)
     data = t.encode(train_ex, tok)
     eval_data = t.encode(eval_ex, tok) if eval_ex is not None else None
     windows_help = windows_apply(t)
