@@ -380,9 +380,6 @@ def embed(loaded: Loaded, source, out, *, level: str = "sentence", pooling: str 
 FEW_CALIBRATION_TEXTS = 16
 
 
-CLOSE_COSINE = 0.99    # int8 embeddings at least this close to fp32 on every calibration text, or a warning
-
-
 def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512, alpha: float | None = None,
              overwrite: bool = False, on_event=None) -> dict:
     """An int8 folder: the model and tokenizer as they are, plus the calibration from `limit` texts of the file
@@ -419,19 +416,20 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     enc = infer.tokenize(tok, texts)
     int8 = copy.deepcopy(fp32)
     report = q.quantize(int8, enc, **({"alpha": alpha} if alpha is not None else {}))
-    a, b = (infer.sentence_embeddings(m, enc) for m in (fp32, int8))
-    cos = (a * b).sum(-1)
-    parity = {"texts": len(texts), "layers_int8": report.layers, "layers_fp32": report.kept, "alpha": report.alpha,
+    int8, cos, restored = q.restore_for_cosine(fp32, int8, enc)   # layers back to fp32 until cosine ≥ 0.99
+    parity = {"texts": len(texts), "layers_int8": report.layers - len(restored),
+              "layers_fp32": report.kept + len(restored), "restored": restored, "alpha": report.alpha,
               "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
     if fp32.head == "classification":
         same = (infer.class_logits(fp32, enc).argmax(-1) == infer.class_logits(int8, enc).argmax(-1)).float()
         parity["same_prediction"] = float(same.mean())
-    if parity["min_cosine"] < CLOSE_COSINE and on_event:          # said, with the text that moved most
+    if parity["min_cosine"] < q.CLOSE_COSINE and on_event:        # said, with the text that moved most
         worst = int(cos.argmin())
         on_event({"event": "warning", "message": f"int8 moves some texts' embeddings: cosine to fp32 "
-                                                 f"{parity['min_cosine']:.4f} (under {CLOSE_COSINE}) on calibration "
-                                                 f"text {worst + 1} ({texts[worst][:60]!r}); where embeddings must "
-                                                 "stay close, run fp32 (or --bf16 where it pays)"})
+                                                 f"{parity['min_cosine']:.4f} (under {q.CLOSE_COSINE}, with "
+                                                 f"{len(restored)} layers back in fp32) on calibration text "
+                                                 f"{worst + 1} ({texts[worst][:60]!r}); where embeddings must stay "
+                                                 "close, run fp32 (or --bf16 where it pays)"})
     pays, why = int8_on_cpu()
     parity["pays_here"], parity["why_not"], parity["bf16_faster"] = pays, why, bf16_beats_int8()
     create_output_folder(out)

@@ -310,8 +310,9 @@ def quantize(
     set_threads(threads)
     r = api.quantize(api.load(model, need_tokenizer=True), calibrate, out, column=column, limit=limit, alpha=alpha,
                      overwrite=overwrite, on_event=lambda e: (warn if e["event"] == "warning" else note)(e["message"]))
-    say(f"wrote {out}: {r['layers_int8']} Linear layers int8, {r['layers_fp32']} kept fp32 (the attention and feed-forward outputs), "
-        f"alpha {r['alpha']}, calibrated on {r['texts']} texts of {calibrate}")
+    restored = f", and {', '.join(r['restored'])} for cosine ≥ 0.99" if r["restored"] else ""
+    say(f"wrote {out}: {r['layers_int8']} Linear layers int8, {r['layers_fp32']} kept fp32 (the attention and "
+        f"feed-forward outputs{restored}), alpha {r['alpha']}, calibrated on {r['texts']} texts of {calibrate}")
     line = f"int8 against fp32 on those texts: mean-pooled cosine min {r['min_cosine']:.4f}, mean {r['mean_cosine']:.4f}"
     if "same_prediction" in r:
         line += f"; the same predicted class for {100 * r['same_prediction']:.1f}% of them"
