@@ -54,7 +54,7 @@ def test_out_onto_a_model_folder_is_refused_and_the_folder_is_untouched(tiny, ss
 
 def test_out_onto_the_source_model_is_refused(tiny, sst):
     before = snapshot(tiny)
-    refused(run("finetune", tiny, "--train", sst, "--out", tiny), "folder of the model being read")
+    refused(run("finetune", tiny, "--train", sst, "--out", tiny), "is the folder of the model this run starts from")
     assert snapshot(tiny) == before
 
 
@@ -1991,3 +1991,62 @@ def test_predict_checks_its_arguments_when_called(label_runs):
         bertscope.api.predict(loaded, "/nonexistent/file.txt")          # raised here, not at the first next()
     with pytest.raises(bertscope.UsageError, match="int8='no'"):
         bertscope.api.predict(loaded, label_runs["cls"][1], int8="no")
+
+
+# ---- the hunt through the training commands --------------------------------------------------------------------
+
+def test_finetune_refuses_a_tokenizer_other_than_the_models_own(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
+    assert run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "900", "--out",
+               tmp_path / "tok").exit_code == 0
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(8)))
+    refused(run("finetune", tiny, "--tokenizer", tmp_path / "tok", "--train", train, "--out", tmp_path / "o",
+                "--max-steps", "1"), "is not the one of the model", "leave --tokenizer out")
+    assert not (tmp_path / "o").exists()
+
+
+def test_training_never_writes_into_the_model_it_starts_from(tiny, tmp_path):
+    model = tmp_path / "m"
+    shutil.copytree(tiny, model)
+    before = snapshot(model)
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(8)))
+    refused(run("finetune", model, "--train", train, "--out", model, "--overwrite", "--max-steps", "1"),
+            "is the folder of the model this run starts from (MODEL)")
+    assert snapshot(model) == before
+
+
+def test_eval_reads_the_training_files_text_column_and_notices_are_given(tiny, tmp_path):
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(8)))
+    both = write(tmp_path, "e.tsv", "text\tsentence\tlabel\n" + "".join(f"zzz\ttext {i}\t{i % 2}\n" for i in range(4)))
+    events = []
+    r = bertscope.api.finetune(tiny, train, tmp_path / "o", eval=both, max_steps=1, batch_size=100, grad_accum=4,
+                               device="cpu", on_event=events.append)
+    said = " ".join(e["message"] for e in events if e["event"] == "notice")
+    assert "its texts are read from its 'sentence' column, as the training file's" in said
+    assert "--batch-size 100: the training data has 8 sequences" in said
+    assert "--grad-accum 4: an epoch has 1 batches" in said
+    assert r.finished
+    events.clear()
+    bertscope.api.finetune(tiny, train, tmp_path / "o2", eval=train, max_steps=1, device="cpu",
+                           on_event=events.append)
+    assert any("is the training file" in e["message"] for e in events)
+    with pytest.raises(bertscope.UsageError, match="--eval-every 2: evaluations read --eval FILE"):
+        bertscope.api.finetune(tiny, train, tmp_path / "o3", eval_every=2, max_steps=1, device="cpu")
+    corpus = write(tmp_path, "c.txt", "a line of text\n" * 30)
+    refused(run("pretrain", "--family", "bert", "--tokenizer", tiny, "--corpus", corpus, "--corpus",
+                tmp_path / "." / "c.txt", "--out", tmp_path / "p", "--steps", "1"), "given twice")
+
+
+def test_a_resume_reads_the_eval_file_as_the_run_did(tiny, tmp_path):
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(16)))
+    bad = write(tmp_path, "e.tsv", "sentence\tlabel\na\t0\nb\t1\nbroken row\n")
+    first = bertscope.api.finetune(tiny, train, tmp_path / "o", eval=bad, skip_bad_rows=True, batch_size=4,
+                                   save_every=1, stop_after=2, device="cpu")
+    assert not first.finished
+    assert bertscope.api.resume(tmp_path / "o", device="cpu").finished
+
+
+def test_a_tokenizer_past_its_vocab_size_says_so(tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
+    r = run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "50", "--out", tmp_path / "tok")
+    assert r.exit_code == 0 and "more than --vocab-size 50" in r.output, r.output

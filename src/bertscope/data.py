@@ -189,6 +189,22 @@ def _distinct(text_column, label_column, pair_column, chosen: bool):
 NOT_TEXT = ("label", "labels", "id", "idx", "index", "", "unnamed: 0")
 
 
+def table_columns(path) -> list:
+    """A table's column names: a .tsv / .csv header, the keys of a .jsonl file's first object ([] for a file that
+    cannot be read: its reading says what is wrong)."""
+    try:
+        for _, rec in _records(path):
+            return list(rec) if isinstance(rec, (list, dict)) else []
+    except (DataError, OSError):
+        return []
+    return []
+
+
+def named_text_column(path) -> str | None:
+    """"text" or "sentence", the column a table's texts are read from by name when none is given, or None."""
+    return next((c for c in ("text", "sentence") if c in table_columns(path)), None)
+
+
 def _columns(path, header, text_column, label_column, pair_column, not_text=()):
     chosen = text_column is not None
     if text_column is None:                 # "text", "sentence", else the one column left that can hold text

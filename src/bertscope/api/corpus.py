@@ -108,6 +108,11 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     elif stats is None and on_event:
         on_event({"event": "notice", "message": f"the corpus has fewer than {HOLD_OUT_EVERY} texts, so none was "
                                                 "held out; pass --held-out FILE to measure the [UNK] rate"})
+    if tok.vocab_size > vocab_size and on_event:    # the trainer keeps every character (and its ## form) regardless
+        on_event({"event": "notice", "message": f"{tok.vocab_size:,} tokens, more than --vocab-size {vocab_size:,}: "
+                                                "the trainer keeps every character of the corpus (WordPiece also each "
+                                                "one's ## form) and the special tokens whatever the size asked; a "
+                                                f"model needs at least {tok.vocab_size:,} embedding rows for it"})
     for w in warnings:
         if on_event:
             on_event({"event": "warning", "message": w})

@@ -193,10 +193,13 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     if max_length is not None:
         max_length = number_arg("max_length", max_length, whole=True)
     task_options = {k: options.pop(k) for k in list(options) if k in TASK_OPTIONS}
+    if options.get("eval_every") is not None and eval is None:
+        raise UsageError(f"--eval-every {options['eval_every']}: evaluations read --eval FILE, and none was given")
     s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
                                      "skip_bad_rows", "device", "threads", "on_event", "stop_after"))
     where = pick_device(device)
     source = None if isinstance(model, Model) else Path(str(model))
+    _not_into_source(out, source, "MODEL")
     check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
                         inputs=[train] + ([eval] if eval is not None else []))
     if task is None:
@@ -221,11 +224,18 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
             if tokenizer is not None or "has no tokenizer" not in str(e):
                 raise
             raise TokenizerError(f"{e}; or name one with --tokenizer FOLDER") from None
+        if tokenizer is not None and not hasattr(tokenizer, "backend"):   # another tokenizer than the model's own
+            _same_vocabulary(tok, tokenizer, source, None, said=f"the model {source}",
+                             instead="leave --tokenizer out to fine-tune with it")
         from ..checkpoint import saved_head as read_saved_head
         saved_head, net = read_saved_head(source), None
+    if eval is not None and on_event and str(eval) != "-" and Path(eval).resolve() == Path(train).resolve():
+        on_event({"event": "notice", "message": f"--eval {eval} is the training file: its scores say how well the "
+                                                "model fits what it learnt, not how it does on new text, and the "
+                                                "best epoch is chosen by them"})
     train_ex = t.read(train, skip_bad_rows)
     t.settle(train_ex)                              # what the training data decides (QA: "no answer" for SQuAD v2.0)
-    eval_ex = t.read(eval, skip_bad_rows) if eval is not None else None
+    eval_ex = _read_eval(t, train, eval, skip_bad_rows, on_event) if eval is not None else None
     columns = {k: task_options.get(k) for k in ("text_column", "label_column", "pair_column")}
     if columns["label_column"] == "label":             # the default: it names no column of a file without any
         columns["label_column"] = None
@@ -286,7 +296,13 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     from ..train import fills_a_batch, freezable
     freezable(net, s.freeze)                             # said before --out is made, as everything above
-    fills_a_batch(t, data, s)
+    batches = fills_a_batch(t, data, s)
+    if on_event and s.batch_size > len(data):          # what was asked for is not what runs: said
+        on_event({"event": "notice", "message": f"--batch-size {s.batch_size}: the training data has {len(data)} "
+                                                "sequences, so every batch holds all of them"})
+    if on_event and s.grad_accum > len(batches):
+        on_event({"event": "notice", "message": f"--grad-accum {s.grad_accum}: an epoch has {len(batches)} batches, "
+                                                f"so a step adds up {len(batches)}, not {s.grad_accum}"})
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
            "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "new_head": new_head,
            "threads": torch.get_num_threads(),
@@ -366,7 +382,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     if run["kind"] == "finetune":
         t.use_model_labels(model.config)
         data = t.encode(t.read(run["data"]["train"][0]["path"], run.get("skip_bad_rows", False)), tok)
-        eval_data = t.encode(t.read(run["data"]["eval"][0]["path"]), tok) if "eval" in run["data"] else None
+        eval_data = t.encode(t.read(run["data"]["eval"][0]["path"], run.get("skip_bad_rows", False)), tok) \
+            if "eval" in run["data"] else None                    # read as the run read it
     else:
         data = t.encode(t.read([f["path"] for f in run["data"]["train"]], on_event), s.seed)
         eval_data = t.encode(t.read([f["path"] for f in run["data"]["eval"]], on_event), s.seed + 1) \
@@ -412,6 +429,12 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     check_name(start)
     path_arg("out", out), path_arg("init", init, optional=True), path_arg("eval", eval, optional=True)
     corpus = paths_arg("corpus", corpus)
+    seen: dict = {}
+    for p in corpus:                                  # one file twice would be trained on twice, without a word
+        key = Path(p).resolve() if str(p) != "-" else p
+        if key in seen:
+            raise UsageError(f"--corpus {p}: given twice (also as {seen[key]}); each file is read once, so name it once")
+        seen[key] = p
     max_length = number_arg("max_length", max_length, whole=True)
     mlm_probability = number_arg("mlm_probability", mlm_probability)
     if init is not None and start != "standard":
@@ -450,6 +473,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
         raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
     if rank == 0:
         words = (whole_word or "")[len("words:"):] if (whole_word or "").startswith("words:") else None
+        _not_into_source(out, init, "--init")
         check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
                             inputs=[*corpus,
                                     *([eval] if eval is not None else []), *([words] if words else [])])
@@ -534,6 +558,10 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
     eval_docs = t.read([eval], on_event) if eval is not None else None    # a bad --eval is said before the corpus
+    if eval is not None and on_event and any(str(eval) != "-" and Path(eval).resolve() == Path(p).resolve()
+                                             for p in corpus if str(p) != "-"):
+        on_event({"event": "notice", "message": f"--eval {eval} is also a --corpus file: its held-out loss is "
+                                                "measured on text the model trains on"})
     docs = t.read(corpus, on_event)
     data = t.encode(docs, s.seed)
     used, total = t.coverage
@@ -597,10 +625,44 @@ def _run_folder(out, what: str, rank0: bool = True, overwrite: bool = False):
         raise
 
 
-def _same_vocabulary(tok, tokenizer, init, config) -> None:
-    """--init's embeddings are rows of its own tokenizer's ids: another --tokenizer would read every text through the
-    wrong rows (silently: a smaller vocabulary's ids all have rows). Compared with the checkpoint's own tokenizer
-    where it has one, else by size."""
+def _read_eval(t, train, eval, skip_bad_rows: bool, on_event):
+    """The --eval file, its texts from the column training read them from where it has that one too (a file with
+    both 'text' and 'sentence' would otherwise be read from 'text' though training read 'sentence')."""
+    from ..data import is_table, named_text_column, table_columns
+    used = named_text_column(train) if getattr(t, "text_column", "given") is None and is_table(train) and \
+        is_table(eval) else None
+    if used is None or named_text_column(eval) == used:
+        return t.read(eval, skip_bad_rows)
+    if used not in table_columns(eval):
+        return t.read(eval, skip_bad_rows)
+    t.text_column = used                                  # for this file only: run.json keeps "none given"
+    try:
+        ex = t.read(eval, skip_bad_rows)
+    finally:
+        t.text_column = None
+    if on_event:
+        on_event({"event": "notice", "message": f"--eval {eval}: its texts are read from its {used!r} column, as "
+                                                f"the training file's (it has a {named_text_column(eval)!r} column "
+                                                "too; --text-column names one for both)"})
+    return ex
+
+
+def _not_into_source(out, source, option: str) -> None:
+    """A run never writes into the folder of the model it starts from, --overwrite or not: the old model would be
+    removed before the new one is saved, so a run stopped in between would leave neither."""
+    from ..errors import OutputError
+    if source is not None and Path(str(source)).is_dir() and Path(out).resolve() == Path(str(source)).resolve():
+        raise OutputError(f"--out {out} is the folder of the model this run starts from ({option}); training there "
+                          "would remove that model before the new one is saved, so a stopped run would leave neither. "
+                          "Write the run to another folder (and move it afterwards if you like)")
+
+
+def _same_vocabulary(tok, tokenizer, init, config, said: str | None = None, instead: str | None = None) -> None:
+    """--init's (or finetune's MODEL's) embeddings are rows of its own tokenizer's ids: another --tokenizer would
+    read every text through the wrong rows (silently: a smaller vocabulary's ids all have rows). Compared with the
+    checkpoint's own tokenizer where it has one, else by size (config None: not at all)."""
+    said = said or f"--init {init}"
+    instead = instead or "leave --tokenizer out to pretrain with it, or start from scratch (--config) with this tokenizer"
     from ..tokenize import load_tokenizer
     try:
         own = load_tokenizer(init)
@@ -614,10 +676,9 @@ def _same_vocabulary(tok, tokenizer, init, config) -> None:
                 f" and {theirs[differ]} in the checkpoint's" if differ in theirs else ", and not in the checkpoint's") \
                 if differ is not None else ""
             raise UsageError(f"--tokenizer {tokenizer}: its vocabulary ({len(mine):,} tokens) is not the one of "
-                             f"--init {init} ({len(theirs):,}){example}. The checkpoint's embeddings are rows of its "
-                             "own tokenizer's ids: leave --tokenizer out to pretrain with it, or start from scratch "
-                             "(--config) with this tokenizer")
-    elif tok.vocab_size != config.vocab_size:
+                             f"{said} ({len(theirs):,}){example}. The checkpoint's embeddings are rows of its "
+                             f"own tokenizer's ids: {instead}")
+    elif config is not None and tok.vocab_size != config.vocab_size:
         raise UsageError(f"--tokenizer {tokenizer}: {tok.vocab_size:,} tokens, but --init {init} has "
                          f"{config.vocab_size:,} embedding rows; its embeddings are rows of the tokenizer it was "
                          "trained with: give that one, or start from scratch (--config) with this tokenizer")
