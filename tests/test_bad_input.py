@@ -1963,6 +1963,8 @@ def test_question_answering_reads_standard_input_and_says_what_a_short_length_la
                "--max-length", "32").exit_code == 0
     r = run("predict", folder, "-", "--task", "question-answering", input=data.read_text())
     assert r.exit_code == 0 and '"id": "q1"' in r.stdout or "q1\t" in r.stdout, r.output
+    r = run("evaluate", folder, "-", input=data.read_text())
+    assert r.exit_code == 0 and r.output.startswith("<stdin>: 1 examples · question-answering"), r.output
     refused(run("predict", folder, data, "--max-length", "3"), "--max-length 3: a window holds the special tokens")
     refused(run("predict", folder, data, "--max-length", "32", "--doc-stride", "31"),
             "--doc-stride 31 must be smaller than --max-length 32 less 2")
@@ -1981,6 +1983,10 @@ def test_check_names_a_folder_without_readable_weights_and_a_pair_too_short(tmp_
     (folder / "model.safetensors").write_bytes(b"")
     r = run("check", folder, "--length", "8")
     assert r.exit_code == 1 and "not a readable safetensors file" in r.output, r.output
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"junk, not weights")
+    r = run("check", folder, "--length", "8")
+    assert r.exit_code == 1 and "not a file torch.save wrote" in r.output, r.output
     r = run("check", TINY / "roberta", "--length", "5", "--pairs")
     assert r.exit_code == 1 and "a pair needs 4 special tokens and a token of each text, at least 6" in r.output
 

@@ -174,6 +174,12 @@ def _weights_problems(path: Path) -> list:
                 s.keys()
         except Exception as e:                  # a file cut short or of another kind: safetensors says how
             return [Problem("weights", f"{f}: not a readable safetensors file ({e}); loading the model fails")]
+    elif f.suffix == ".bin":                    # torch.save writes a zip archive (older torch: a pickle)
+        with open(f, "rb") as b:
+            head = b.read(4)
+        if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            return [Problem("weights", f"{f}: not a file torch.save wrote (it starts {head!r}); loading the model "
+                                       "fails")]
     return []
 
 

@@ -121,10 +121,12 @@ def evaluate(
 
 def _print_metrics(file, m: dict, elapsed: float):
     from rich.table import Table
+
+    from ..data import source_name
     shown = [f"{k.replace('_', ' ')} {m[k]:.4f}" for k in ("accuracy", "macro_f1", "precision", "recall", "f1",
                                                             "exact", "micro_f1", "pearson", "spearman", "mse", "loss")
              if isinstance(m.get(k), float)]
-    say(f"{file}: {m['examples']} examples · {m['task']} · " + " · ".join(shown) +
+    say(f"{source_name(file)}: {m['examples']} examples · {m['task']} · " + " · ".join(shown) +
         f" · {m['examples'] / elapsed:.0f} examples/s")
     if "confusion" in m:
         table = Table("true \\ predicted", *m["labels"])
