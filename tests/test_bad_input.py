@@ -1987,6 +1987,12 @@ def test_check_names_a_folder_without_readable_weights_and_a_pair_too_short(tmp_
     (folder / "pytorch_model.bin").write_bytes(b"junk, not weights")
     r = run("check", folder, "--length", "8")
     assert r.exit_code == 1 and "not a file torch.save wrote" in r.output, r.output
+    shutil.copy(TINY / "bert" / "model.safetensors", folder / "model.safetensors")   # 128 position rows
+    config = json.loads((folder / "config.json").read_text())
+    del config["max_position_embeddings"]
+    (folder / "config.json").write_text(json.dumps(config))
+    r = run("check", folder, "--length", "8")
+    assert r.exit_code == 1 and "has no max_position_embeddings, so 512 (the default)" in r.output, r.output
     r = run("check", TINY / "roberta", "--length", "5", "--pairs")
     assert r.exit_code == 1 and "a pair needs 4 special tokens and a token of each text, at least 6" in r.output
 
@@ -2056,3 +2062,19 @@ def test_a_tokenizer_past_its_vocab_size_says_so(tmp_path):
     corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
     r = run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "50", "--out", tmp_path / "tok")
     assert r.exit_code == 0 and "more than --vocab-size 50" in r.output, r.output
+
+
+def test_a_run_json_edited_or_lost_is_written_again_from_the_checkpoint(tiny, tmp_path):
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(16)))
+    out = tmp_path / "o"
+    bertscope.api.finetune(tiny, train, out, batch_size=4, save_every=1, stop_after=2, device="cpu")
+    record = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**record, "settings": {**record["settings"], "lr": 1.0}}))
+    events = []
+    assert not bertscope.api.resume(out, device="cpu", stop_after=1, on_event=events.append).finished
+    assert any("settings.lr: 1.0 in run.json, 5e-05 in the checkpoint" in e["message"] for e in events)
+    assert json.loads((out / "run.json").read_text()) == record
+    (out / "run.json").unlink()
+    r = run("finetune", "--resume", out)                 # the checkpoint keeps the record: the run goes on
+    assert r.exit_code == 0 and "is missing or not JSON" in r.output, r.output
+    assert json.loads((out / "run.json").read_text())["settings"] == record["settings"]

@@ -153,12 +153,13 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
         raise UsageError("nothing to check: give --length, --ids-file or --data")
     problems = preflight(config, length=length, batch=batch, pairs=pairs, ids=ids, labels=labels,
                          head=head if labels is not None and head != "base" else None, num_labels=num_labels)
-    return config, head, problems + ([wrong] if wrong else []) + _weights_problems(path)
+    return config, head, problems + ([wrong] if wrong else []) + _weights_problems(path, config)
 
 
-def _weights_problems(path: Path) -> list:
-    """A checkpoint folder without weights, or whose safetensors file has no readable header: the config alone
-    would pass the check, and loading would fail."""
+def _weights_problems(path: Path, config) -> list:
+    """A checkpoint folder without weights, or whose safetensors file has no readable header or tables of other
+    sizes than config.json says (a config without max_position_embeddings is read as 512): the config alone would
+    pass the check, and loading would fail."""
     from ..checkpoint import WEIGHT_FILES, weights_file
     from ..explain import Problem
     if not path.is_dir():
@@ -171,9 +172,18 @@ def _weights_problems(path: Path) -> list:
         try:
             from safetensors import safe_open
             with safe_open(str(f), "pt") as s:
-                s.keys()
+                rows = {name.rsplit(".", 2)[-2]: s.get_slice(name).get_shape()[0] for name in s.keys()
+                        if name.endswith(("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"))}
         except Exception as e:                  # a file cut short or of another kind: safetensors says how
             return [Problem("weights", f"{f}: not a readable safetensors file ({e}); loading the model fails")]
+        import json
+        written = json.loads((path / "config.json").read_text(encoding="utf-8"))   # (read already: it parses)
+        for table, key in (("word_embeddings", "vocab_size"), ("position_embeddings", "max_position_embeddings")):
+            if table in rows and rows[table] != getattr(config, key):
+                given = f"gives {key} {getattr(config, key)}" if key in written else \
+                    f"has no {key}, so {getattr(config, key)} (the default)"
+                return [Problem("weights", f"{f}: its {table} table has {rows[table]} rows, but config.json {given}; "
+                                           f"loading the model fails: set {key} to {rows[table]}")]
     elif f.suffix == ".bin":                    # torch.save writes a zip archive (older torch: a pickle)
         with open(f, "rb") as b:
             head = b.read(4)

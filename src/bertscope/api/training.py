@@ -339,6 +339,11 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     if kind is not None and run.get("kind") != kind:
         raise UsageError(f"--resume {out}: this is a {run.get('kind')} run; continue it with bertscope "
                          f"{run.get('kind')} --resume {out}")
+    differs = state.restore_run_record(out, run)
+    if differs and on_event:
+        on_event({"event": "notice", "message": f"{out / 'run.json'} differed from the run's record in its "
+                                                f"checkpoint ({differs}): the run continues as its checkpoint says, "
+                                                "and run.json is written again from it"})
     recorded = run.get("threads")                          # the run's own, unless asked otherwise (at most the CPUs here)
     set_threads(threads if threads is not None else min(recorded, usable_cpus()) if isinstance(recorded, int) else None)
     from ..kernels import pin_products

@@ -112,4 +112,30 @@ def read_run(out) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        if any((Path(out) / f / STATE).exists() for f in ("checkpoint", ".checkpoint.old")):
+            return read_state(out)["run"]          # run.json lost or broken: the checkpoint keeps the run's record
         raise DataError(f"{out}: no run.json; not a folder written by bertscope finetune / pretrain") from None
+
+
+def restore_run_record(out, run: dict) -> str | None:
+    """Write run.json again from the checkpoint's record `run` where it differs (edited, broken or removed); returns
+    what differed first, for a notice (None if nothing did). The run continues as its checkpoint says."""
+    path = Path(out) / "run.json"
+    try:
+        on_disk = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        on_disk = None
+    kept = json.loads(json.dumps(json_safe(run)))
+    if on_disk == kept:
+        return None
+    said = "it is missing or not JSON" if on_disk is None else _first_difference(on_disk, kept)
+    write_run(Path(out), run)
+    return said
+
+
+def _first_difference(a, b, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+    return f"{where or 'the record'}: {json.dumps(a)} in run.json, {json.dumps(b)} in the checkpoint"
