@@ -742,7 +742,7 @@ def test_resume_refuses_options_other_than_the_runs_and_takes_its_own_again(tiny
     r = run("finetune", tiny, "--resume", out, "--train", link, "--out", out, "--max-length", "32", "--task",
             "classification", "--tokenizer", tiny, "--overwrite")    # the first command again, with --resume
     assert r.exit_code == 0, r.output
-    assert "not read: --tokenizer" in r.output and "MODEL" not in r.output
+    assert "--tokenizer" not in r.output and "MODEL" not in r.output   # the run's own vocabulary: nothing to say
     assert "--overwrite is not read by --resume" in r.output
     with_head = tmp_path / "h"                                          # a run started with --new-head
     bertscope.api.finetune(tiny, sst, with_head, new_head=True, save_every=1, stop_after=1, max_steps=2,
@@ -2078,3 +2078,14 @@ def test_a_run_json_edited_or_lost_is_written_again_from_the_checkpoint(tiny, tm
     r = run("finetune", "--resume", out)                 # the checkpoint keeps the record: the run goes on
     assert r.exit_code == 0 and "is missing or not JSON" in r.output, r.output
     assert json.loads((out / "run.json").read_text())["settings"] == record["settings"]
+
+
+def test_a_resume_refuses_a_tokenizer_of_another_vocabulary(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
+    assert run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "900", "--out",
+               tmp_path / "tok").exit_code == 0
+    train = write(tmp_path, "t.tsv", "sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(16)))
+    bertscope.api.finetune(tiny, train, tmp_path / "o", batch_size=4, save_every=1, stop_after=2, device="cpu")
+    refused(run("finetune", "--resume", tmp_path / "o", "--tokenizer", tmp_path / "tok"),
+            "its vocabulary", "is not the run's")
+

@@ -31,7 +31,7 @@ def _shown(value) -> str:
     return str(value)
 
 
-NOT_COMPARED = ("tokenizer",)      # the run's own is in its checkpoint: said, not compared
+NOT_COMPARED = ("tokenizer",)      # the run's own is in its checkpoint: compared by vocabulary, not by path
 SHAPE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")   # what --config sizes
 
 
@@ -60,8 +60,9 @@ def _same_path(given, recorded) -> bool:
 def check_resume_options(folder, **given) -> list[str]:
     """The options a command line gives again with --resume (MODEL, --out, the task's and the data's options), checked
     against the run in `folder`: the same value as the run's passes, another is refused (a resumed run continues as
-    it was set up). Returns notes for the ones a resume does not read: NOT_COMPARED (the run reads its own from its
-    checkpoint) and --overwrite (a resume continues in place)."""
+    it was set up; a --tokenizer passes with the vocabulary of the checkpoint's own). Returns notes for the ones a
+    resume does not read: a --tokenizer that cannot be read (the run reads its own from its checkpoint) and
+    --overwrite (a resume continues in place)."""
     from ..train import state
     run = state.read_run(folder)
     task = run.get("task", {})
@@ -79,8 +80,17 @@ def check_resume_options(folder, **given) -> list[str]:
         if value is None or value == []:
             continue
         option = "MODEL" if name == "model" else "--" + name.replace("_", "-")
-        if name in NOT_COMPARED:
-            unused.append(option)
+        if name in NOT_COMPARED:                  # the tokenizer: compared by vocabulary with the checkpoint's own
+            from ..tokenize import load_tokenizer
+            try:
+                mine = load_tokenizer(value).backend.get_vocab()
+                theirs = load_tokenizer(state.checkpoint_dir(folder)).backend.get_vocab()
+            except TokenizerError:
+                unused.append(option)               # one that cannot be read here: not read by the resume either
+                continue
+            if mine != theirs:
+                different.append(f"{option} {_shown(value)} (its vocabulary, {len(mine):,} tokens, is not the run's, "
+                                 f"{len(theirs):,})")
             continue
         if name == "overwrite":
             if value:
