@@ -202,7 +202,7 @@ class Window:
 
 
 def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384,
-            doc_stride: int = 128, stride_given: bool = True) -> list[Window]:
+            doc_stride: int = 128) -> list[Window]:
     """Every question's windows, in order: question first, the context cut to fit (truncation "only_second"),
     overflowing windows sharing doc_stride tokens with the one before. Not padded.
 
@@ -215,9 +215,7 @@ def windows(tok: Tokenizer, questions: Sequence[Question], max_length: int = 384
         raise UsageError(f"--max-length {max_length}: a window holds the special tokens ({pair} around a question "
                          "and its context) and at least a token of each; 384 is usual for question answering")
     if doc_stride >= max_length - single:              # the tokenizers library's own condition, said as ours
-        said = f"--doc-stride {doc_stride}" if stride_given else \
-            f"the default --doc-stride ({doc_stride}, a third of --max-length up to 128)"
-        raise UsageError(f"{said} must be smaller than --max-length {max_length} less {single} (the special tokens "
+        raise UsageError(f"--doc-stride {doc_stride} must be smaller than --max-length {max_length} less {single} (the special tokens "
                          "of one text, as the tokenizers library counts the room a window needs); lower --doc-stride")
     truncation, padding = backend.truncation, backend.padding
     backend.no_truncation()

@@ -189,6 +189,9 @@ def _distinct(text_column, label_column, pair_column, chosen: bool):
 NOT_TEXT = ("label", "labels", "id", "idx", "index", "", "unnamed: 0")
 
 
+NAMED_TEXT = ("text", "sentence")     # the columns texts are read from by name, in this order, when none is given
+
+
 def table_columns(path) -> list:
     """A table's column names: a .tsv / .csv header, the keys of a .jsonl file's first object ([] for a file that
     cannot be read: its reading says what is wrong)."""
@@ -202,13 +205,13 @@ def table_columns(path) -> list:
 
 def named_text_column(path) -> str | None:
     """"text" or "sentence", the column a table's texts are read from by name when none is given, or None."""
-    return next((c for c in ("text", "sentence") if c in table_columns(path)), None)
+    return next((c for c in NAMED_TEXT if c in table_columns(path)), None)
 
 
 def _columns(path, header, text_column, label_column, pair_column, not_text=()):
     chosen = text_column is not None
     if text_column is None:                 # "text", "sentence", else the one column left that can hold text
-        text_column = next((c for c in ("text", "sentence") if c in header), None)
+        text_column = next((c for c in NAMED_TEXT if c in header), None)
     if text_column is None:
         left = [c for c in header if c not in (label_column, pair_column, *not_text)
                 and c.strip().lower() not in NOT_TEXT]
@@ -305,7 +308,7 @@ def iter_rows(source, text_column: str | None = None, label_column: str | None =
         try:
             if isinstance(rec, DataError):
                 raise rec
-            col = text_col or text_column or ("text" if "text" in rec else "sentence")
+            col = text_col or text_column or next((c for c in NAMED_TEXT if c in rec), NAMED_TEXT[-1])
             if text_col is None and (text_column or col in rec):   # JSON lines: the text field is chosen once, by
                 _distinct(col, label_column, pair_column, text_column is not None)   # the first record that has one
                 text_col = col

@@ -147,14 +147,27 @@ def restore_for_cosine(fp32, int8, enc, target: float = CLOSE_COSINE, most: int 
     while float(cos.min()) < target and len(restored) < most and len(smooth) > 1:
         worst = cos.argsort()[:PROBE_TEXTS].tolist()
         probe = Encoded([enc.ids[i] for i in worst], [enc.types[i] for i in worst])
-        lows = {name: float((ref[worst] * sentence_embeddings(_built(fp32, _without(smooth, name), alpha), probe))
-                            .sum(-1).min()) for name in sorted(smooth)}
+        lows = {name: _lowest_with_fp32(int8, fp32, name, ref[worst], probe) for name in sorted(smooth)}
         name = max(lows, key=lows.get)
         smooth = _without(smooth, name)
         restored.append(name)
         int8 = _built(fp32, smooth, alpha)
         cos = (ref * sentence_embeddings(int8, enc)).sum(-1)
     return int8, cos, restored
+
+
+def _lowest_with_fp32(int8, fp32, name: str, ref, probe) -> float:
+    """The lowest cosine to `ref` on `probe` with layer `name` of int8 run by fp32's own Linear for the while (no
+    copy of the model, nothing quantized again: a candidate costs one pass over the probe texts)."""
+    from .infer import sentence_embeddings
+    parent, child = name.rsplit(".", 1)
+    holder = int8.get_submodule(parent)
+    quantized = getattr(holder, child)
+    setattr(holder, child, fp32.get_submodule(name))
+    try:
+        return float((ref * sentence_embeddings(int8, probe)).sum(-1).min())
+    finally:
+        setattr(holder, child, quantized)
 
 
 def _without(smooth: dict, name: str) -> dict:

@@ -63,7 +63,7 @@ class QuestionAnswering(Task):
     # ---- encoding and batches ---------------------------------------------------------------------------------
     def encode(self, questions, tok, max_length: int | None = None, labelled: bool = True) -> infer.Encoded:
         length = max_length or self.max_length
-        ws = answers.windows(tok, questions, length, self.stride(length), self.doc_stride is not None)
+        ws = answers.windows(tok, questions, length, self.stride(length))
         enc = infer.Encoded(ids=[w.input_ids for w in ws], types=[w.type_ids for w in ws],
                             extra={"windows": ws, "questions": questions})
         if labelled:

@@ -112,8 +112,10 @@ def read_run(out) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        if any((Path(out) / f / STATE).exists() for f in ("checkpoint", ".checkpoint.old")):
+        try:
             return read_state(out)["run"]          # run.json lost or broken: the checkpoint keeps the run's record
+        except DataError:                          # (no checkpoint either)
+            pass
         raise DataError(f"{out}: no run.json; not a folder written by bertscope finetune / pretrain") from None
 
 
