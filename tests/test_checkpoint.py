@@ -248,6 +248,53 @@ def test_mlm_decoder_is_tied_to_word_embeddings():
     assert torch.equal(model.mlm.decoder.weight[5], model.embeddings.word.weight[5])
 
 
+def test_an_untied_mlm_head_computes_with_the_decoder_bias_both_ways(tmp_path):
+    """Untied from the word embeddings, the reference (5.x) computes with cls.predictions.decoder.bias and leaves
+    cls.predictions.bias unused: that bias is read, and a saved folder holds it under both names."""
+    transformers = pytest.importorskip("transformers")
+    need_shared()
+    config = transformers.BertConfig.from_pretrained(TINY / "bert", tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        hf.cls.predictions.decoder.bias.normal_()             # trained: not the head's bias (zeros) any more
+    assert not torch.equal(hf.cls.predictions.decoder.bias, hf.cls.predictions.bias)
+    hf.save_pretrained(tmp_path / "hf")
+    ids = torch.tensor([[2, 17, 99, 301, 3]])
+    with torch.no_grad():
+        expected = hf(input_ids=ids).logits
+    ours = bertscope.from_pretrained(tmp_path / "hf")
+    assert max_diff(ours(input_ids=ids).logits, expected) <= TOL
+    bertscope.save_pretrained(ours, tmp_path / "ours")
+    again, info = transformers.BertForMaskedLM.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    with torch.no_grad():
+        assert max_diff(again.eval()(input_ids=ids).logits, expected) <= TOL
+
+
+def test_layer_norm_weights_under_their_old_names_gamma_and_beta_load(tmp_path):
+    from safetensors.torch import load_file, save_file
+    folder = copy_fixture("bert", tmp_path)
+    state = {re.sub(r"LayerNorm\.weight$", "LayerNorm.gamma", re.sub(r"LayerNorm\.bias$", "LayerNorm.beta", k)): v
+             for k, v in load_file(folder / "model.safetensors").items()}
+    assert sum(k.endswith((".gamma", ".beta")) for k in state) == 12
+    save_file(state, folder / "model.safetensors")
+    ref = load_reference("bert")
+    out = bertscope.from_pretrained(folder)(**model_inputs(ref))
+    assert max_diff(out.logits, ref["prediction_logits"]) <= TOL
+
+
+def test_the_dtype_config_json_records_is_the_one_saved(tmp_path):
+    need_shared()
+    model = bertscope.from_pretrained(TINY / "bert", dtype=torch.bfloat16)
+    bertscope.save_pretrained(model, tmp_path / "bf16")
+    assert json.loads((TINY / "bert" / "config.json").read_text())["dtype"] == "float32"
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    state, _ = read_weights(tmp_path / "bf16")
+    assert {t.dtype for t in state.values()} == {torch.bfloat16}
+    assert bertscope.from_pretrained(tmp_path / "bf16").embeddings.word.weight.dtype == torch.float32  # read as fp32
+
+
 def test_saved_pruned_model_reloads_pruned(tmp_path):
     ref = load_reference("bert", "reference_pruned.safetensors")
     model = bertscope.from_pretrained(TINY / "bert")

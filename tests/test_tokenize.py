@@ -87,6 +87,42 @@ def test_saved_tokenizer_reloads_identically(tok, tmp_path):
     assert torch.equal(tok(texts)["input_ids"], again(texts)["input_ids"])
 
 
+def test_a_saved_tokenizer_keeps_the_folders_settings_and_feeds_the_reference_segments(tmp_path):
+    """The reference reads tokenizer_config.json: a saved tokenizer keeps what the source folder set there (its
+    length, padding side, added special tokens), names token_type_ids among the model's inputs (without them a
+    PreTrainedTokenizerFast feeds BERT pairs as one segment), and tokenizer.json keeps its baked-in padding."""
+    transformers = pytest.importorskip("transformers")
+    from conftest import need_shared
+    need_shared()
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(MINILM / "tokenizer.json", source)
+    settings = json.loads((MINILM / "tokenizer_config.json").read_text())
+    settings.update(model_max_length=256, padding_side="left", additional_special_tokens=["[unused1]"],
+                    auto_map={"AutoTokenizer": ["x.Y", None]})
+    (source / "tokenizer_config.json").write_text(json.dumps(settings))
+    bertscope.load_tokenizer(source, family="bert").save(tmp_path / "saved")
+    before = transformers.AutoTokenizer.from_pretrained(MINILM)
+    after = transformers.AutoTokenizer.from_pretrained(tmp_path / "saved")
+    pair = ("a good film", "not bad at all")
+    assert after(*pair)["token_type_ids"] == before(*pair)["token_type_ids"] == [0] * 5 + [1] * 5
+    assert (after.model_max_length, after.padding_side) == (256, "left")
+    assert "[unused1]" in after.all_special_tokens
+    assert after(["a", "a b c"], padding=True)["input_ids"][0][:2] == [0, 0]          # padded on the left
+    written = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
+    assert "auto_map" not in written and written["tokenizer_class"] == "PreTrainedTokenizerFast"
+    baked = json.loads((MINILM / "tokenizer.json").read_text())
+    saved = json.loads((tmp_path / "saved" / "tokenizer.json").read_text())
+    assert saved["padding"] == baked["padding"] and saved["truncation"]["max_length"] == 128
+
+
+def test_a_folder_with_a_sentencepiece_model_alone_is_told_how_to_write_tokenizer_json(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "albert"}))
+    (tmp_path / "spiece.model").write_bytes(b"")
+    with pytest.raises(TokenizerError, match=r"spiece.model \(SentencePiece\).*save_pretrained"):
+        bertscope.load_tokenizer(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def bpe_folder(tmp_path_factory):
     """A byte-level BPE vocabulary trained on WikiText-2 and written as vocab.json + merges.txt, RoBERTa style."""

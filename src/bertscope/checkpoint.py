@@ -91,6 +91,11 @@ def to_reference(model: Model) -> dict[str, torch.Tensor]:
     for ours, theirs in name_table(model):
         for name, part in zip(theirs, params[ours].detach().chunk(len(theirs), dim=0)):
             out[name] = part.contiguous()
+    if model.mlm is not None and not model.config.tie_word_embeddings:
+        # Untied, the reference (5.x) computes with the decoder's own bias and leaves the head's unused (4.x ties the
+        # two): both names carry the one bias, so that either version reads what this model computes with
+        h = model.config.family.mlm_names
+        out[h["decoder"] + ".bias"] = out[h["bias"]].clone()
     if model.head == "base":  # the reference's bare encoder classes save without the family prefix
         p = model.config.family.prefix
         out = {k[len(p):] if k.startswith(p) else k: v for k, v in out.items()}
@@ -132,7 +137,10 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
     those of the head unless `reinit_head`, which keeps the head's fresh initialisation for them instead."""
     c, p = model.config, model.config.family.prefix
     report = LoadReport()
-    state = dict(state)
+    # LayerNorm's old names (gamma, beta; checkpoints converted from the original TensorFlow BERT), which the
+    # reference renames as it loads
+    state = {(k[:-6] + ".weight" if k.endswith(".gamma") else k[:-5] + ".bias" if k.endswith(".beta") else k): v
+             for k, v in state.items()}
     for k in list(state):
         if k.endswith(IGNORED_SUFFIXES):
             report.ignored.append(k)
@@ -142,11 +150,12 @@ def load_reference_state(model: Model, state: dict[str, torch.Tensor], reinit_he
     if not any(k.startswith(q) for q in prefixes for k in state):
         state = {(k if k.startswith(HEAD_PREFIXES) else p + k): v for k, v in state.items()}
     _check_family(c, state, source)
-    # Tied copies of the MLM decoder: the weight is the word-embedding matrix, the bias is the head's bias.
+    # Tied copies of the MLM decoder: the weight is the word-embedding matrix, the bias is the head's bias. Untied,
+    # the reference (5.x) computes with the decoder's own bias and leaves the head's unused, so that one is read.
     for k in list(state):
         if k.startswith(TIED_DECODER) and (c.tie_word_embeddings or k.endswith(".bias")):
             bias_name = k.replace("decoder.bias", "bias")
-            if k.endswith(".bias") and bias_name not in state:
+            if k.endswith(".bias") and (bias_name not in state or not c.tie_word_embeddings):
                 state[bias_name] = state[k]
             report.ignored.append(k)
             del state[k]
@@ -452,6 +461,11 @@ def save_pretrained(model: Model, folder, max_shard_size: int | str | None = Non
                               "it with quantize.save(model, folder) (bertscope quantize does both)")
     state = to_reference(model)
     config = model.config.with_extra(architectures=[architecture(model)])
+    # the dtype a config records is the one written here (a float16 folder loaded as float32 is saved as float32)
+    floats = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(floats) == 1:
+        written = str(floats.pop()).removeprefix("torch.")
+        config = config.with_extra(**{k: written for k in ("dtype", "torch_dtype") if k in config.extra})
     shards = _split(state, max_shard_size)
     if len(shards) == 1:
         atomic_write(folder / "model.safetensors", lambda p: save_file(shards[0], p, metadata={"format": "pt"}))

@@ -34,12 +34,18 @@ class Tokenizer:
     `<s> a </s></s> b </s>` with segment 0 throughout (RoBERTa, whose model has one segment).
     """
 
-    def __init__(self, backend: Backend, family: Family | str, max_length: int = 512, specials: dict | None = None):
+    def __init__(self, backend: Backend, family: Family | str, max_length: int = 512, specials: dict | None = None,
+                 settings: dict | None = None):
         self.backend = backend
         self.family = family = family_record(family)
         self.max_length = max_length
         self.specials = dict(specials or family.specials)
-        backend.no_padding()       # a tokenizer.json may bake in padding / truncation; we apply ours per call
+        # the folder's tokenizer_config.json, written back by save (for the reference: its model_max_length,
+        # padding side, bos/eos and added special tokens), and the padding / truncation tokenizer.json bakes in:
+        # we apply ours per call, and give theirs back to the saved file
+        self.settings = dict(settings or {})
+        self._baked = backend.padding, backend.truncation
+        backend.no_padding()
         backend.no_truncation()
         missing = [t for t in (self.specials["cls"], self.specials["sep"], self.specials["pad"])
                    if backend.token_to_id(t) is None]
@@ -177,13 +183,22 @@ class Tokenizer:
         """Write tokenizer.json and tokenizer_config.json (model_max_length, special tokens, and the class that makes
         transformers read tokenizer.json unchanged)."""
         folder = Path(folder)
-        atomic_write(folder / "tokenizer.json", lambda p: self.backend.save(p))
+        atomic_write(folder / "tokenizer.json", self._save_backend)
         # tokenizer_class: transformers reads tokenizer.json as it is (its BertTokenizer would rebuild the
-        # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary).
-        # do_lower_case: what tokenizer.json does, for readers of the vocabulary files alone (load_tokenizer's own)
+        # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary); that class feeds the model
+        # model_input_names alone, so they are named (token_type_ids where the family has segments).
+        # do_lower_case: what tokenizer.json does, for readers of the vocabulary files alone (load_tokenizer's own).
+        # The rest of the source folder's settings are kept; auto_map (a class of its own) and tokenizer_file (a
+        # path of the source) would not describe what is written here.
         lowers = self.backend.normalizer is not None and self.backend.normalizer.normalize_str("A") == "a"
-        cfg = {"model_max_length": self.max_length, "bertscope_family": self.family.name,
-               "tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": lowers,
+        kept = {k: v for k, v in self.settings.items() if k not in ("auto_map", "tokenizer_file")}
+        length = kept.get("model_max_length")
+        names = kept.get("model_input_names")
+        cfg = {**kept, "model_max_length": length if isinstance(length, int) else self.max_length,
+               "bertscope_family": self.family.name, "tokenizer_class": "PreTrainedTokenizerFast",
+               "do_lower_case": lowers, "model_input_names": names if isinstance(names, list) else
+               ["input_ids", "token_type_ids", "attention_mask"] if self.family.segments else
+               ["input_ids", "attention_mask"],
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
@@ -191,6 +206,19 @@ class Tokenizer:
             with contextlib.suppress(FileNotFoundError):      # classic files would take them for this one's
                 (folder / name).unlink()
         return folder
+
+    def _save_backend(self, path) -> None:
+        """tokenizer.json with the padding and truncation it was read with (none for ours)."""
+        padding, truncation = self._baked
+        try:
+            if padding:
+                self.backend.enable_padding(**padding)
+            if truncation:
+                self.backend.enable_truncation(**truncation)
+            self.backend.save(str(path))
+        finally:
+            self.backend.no_padding()
+            self.backend.no_truncation()
 
     def check_fits(self, config, where: str = "the tokenizer") -> None:
         """A tokenizer whose ids reach past the model's vocabulary is refused when the two are put together."""
@@ -291,6 +319,12 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
         has, lacks = ("vocab.json", "merges.txt") if (folder / "vocab.json").exists() else ("merges.txt", "vocab.json")
         raise TokenizerError(f"{folder}: has {has} but no {lacks}; a byte-level BPE tokenizer needs both (copy "
                              f"{lacks} from the model it came from), or give tokenizer.json")
+    elif piece := next((n for n in ("spiece.model", "sentencepiece.bpe.model") if (folder / n).exists()), None):
+        raise TokenizerError(f"{folder}: has {piece} (SentencePiece) but no tokenizer.json; bertscope reads "
+                             "tokenizer.json, vocab.txt or vocab.json + merges.txt. Write tokenizer.json from it once "
+                             "with the reference (pip install transformers sentencepiece): python -c \"from "
+                             f"transformers import AutoTokenizer as T; T.from_pretrained('{folder}')"
+                             f".save_pretrained('{folder}')\"")
     else:
         raise TokenizerError(f"{folder}: no tokenizer found; expected tokenizer.json, vocab.txt (WordPiece) or "
                              "vocab.json + merges.txt (byte-level BPE)")
@@ -305,7 +339,7 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
             if not isinstance(max_length, int) or max_length > 100_000:  # "very large" placeholders
                 max_length = 512
     try:
-        return Tokenizer(backend, family, max_length=max_length, specials=specials)
+        return Tokenizer(backend, family, max_length=max_length, specials=specials, settings=tok_cfg)
     except TokenizerError as e:                      # a special token that is not in the vocabulary: say whose
         named = [f"{k}_token" for k, v in specials.items() if tok_cfg.get(f"{k}_token") is not None
                  and backend.token_to_id(v) is None]
