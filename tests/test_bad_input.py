@@ -2089,3 +2089,54 @@ def test_a_resume_refuses_a_tokenizer_of_another_vocabulary(tiny, tmp_path):
     refused(run("finetune", "--resume", tmp_path / "o", "--tokenizer", tmp_path / "tok"),
             "its vocabulary", "is not the run's")
 
+
+
+def test_fill_mask_refuses_a_mask_past_the_cut_and_says_when_a_text_is_cut(tmp_path):
+    need_shared()
+    torch.manual_seed(0)
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=64,
+                                             max_position_embeddings=64), head="mlm")
+    bertscope.save_pretrained(model, tmp_path / "m")
+    bertscope.load_tokenizer(MINILM).save(tmp_path / "m")
+    long = " word" * 100
+    refused(run("fill-mask", tmp_path / "m", f"[MASK]{long} [MASK]"), "1 of the 2 mask tokens are past the first 64",
+            "(104 tokens)")
+    r = run("fill-mask", tmp_path / "m", f"[MASK]{long}", "--top-k", "1")
+    assert r.exit_code == 0 and "mask 1 of 1" in r.stdout
+    assert "the text is 103 tokens, longer than 64: the last 39 were cut" in r.stderr
+    assert "cut" not in run("fill-mask", tmp_path / "m", "a [MASK] b").stderr
+
+
+def test_a_path_the_system_refuses_is_named_in_one_line(tiny, tmp_path):
+    long = tmp_path / ("a" * 300)                                    # longer than a file name may be (255 bytes)
+    for args in (("encode", long), ("export", tiny, f"{long}.onnx"), ("fill-mask", long, "a [MASK]"),
+                 ("bench", tiny, f"{long}.txt")):
+        refused(run(*args), "aaaa", "File name too long")
+
+
+def test_bench_refuses_a_column_of_a_plain_text_file_before_loading(tiny, tmp_path):
+    texts = write(tmp_path, "two.txt", "hello world\nsecond line\n")
+    refused(run("bench", tiny, texts, "--column", "x"), "--column x", "has no columns")
+    refused(run("bench", tmp_path / "no-model", tmp_path / "none.txt"), "none.txt: no such file")
+
+
+def test_api_encode_and_bench_name_a_model_argument_of_the_wrong_kind(tiny):
+    loaded = bertscope.api.load(tiny)
+    with pytest.raises(bertscope.UsageError, match=r"api.encode\(loaded, model, ...\): model is what api.place"):
+        bertscope.api.encode(loaded, str(tiny), ["hi"])
+    with pytest.raises(bertscope.UsageError, match="got NoneType"):
+        bertscope.api.bench(loaded, None, ["hi"])
+    shape = bertscope.api.load("bert-base")
+    with pytest.raises(bertscope.TokenizerError, match="no tokenizer"):
+        bertscope.api.bench(shape, bertscope.api.place(shape), ["hi"])
+
+
+def test_a_trained_albert_tokenizer_gives_the_mask_the_space_before_it(tmp_path):
+    need_shared()
+    corpus = write(tmp_path, "c.txt", "".join((DATA / "wikitext2" / "valid.txt").read_text().splitlines(True)[:300]))
+    assert run("tokenizer", "train", corpus, "--family", "albert", "--vocab-size", "900", "--out",
+               tmp_path / "tok").exit_code == 0
+    tok = bertscope.load_tokenizer(tmp_path / "tok")
+    pieces = [tok.backend.id_to_token(i) for i in tok.encode("the [MASK] of", add_special_tokens=False)]
+    assert pieces == ["▁the", "[MASK]", "▁of"]                          # no lone "▁" before the mask

@@ -229,3 +229,12 @@ def test_draw_puts_the_real_dims_on_the_picture(tmp_path):
     assert "Linear 64→2" in svg and "[2, 2]" in svg and "shared" not in svg
     png = draw(bertscope.from_pretrained(TINY / "bert"), tmp_path / "bert.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pruned = bertscope.from_pretrained(TINY / "bert")
+    pruned.prune_heads({0: [1, 3]})
+    svg = draw(pruned, tmp_path / "pruned.svg").read_text()
+    assert "nh by layer: 2, 4" in svg and "4 heads" not in svg
+    # ALBERT with groups of two inner layers: the drawn block runs 2 × 2 times
+    c = bertscope.Config(family="albert", vocab_size=100, embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=64, inner_group_num=2)
+    svg = draw(bertscope.Model(c), tmp_path / "inner.svg", length=8).read_text()
+    assert "× 4 (2 layers × 2 inner), one shared group of 2 weight sets" in svg

@@ -168,8 +168,16 @@ def draw(model: Model, path, batch: int = 2, length: int | None = None) -> Path:
     blocks.append(("Embeddings", emb, "#d8e8f8", dims(B, L, E)))
     if fam.factorised_embeddings:
         blocks.append(("Projection E → H", f"Linear {E}→{H} (factorised embedding)", "#d8e8f8", dims(B, L, H)))
-    blocks.append(("Self-attention", f"Q, K, V {dims(B, nh, L, hd)} · scores {dims(B, nh, L, L)}\n"
-                   f"{nh} heads × {hd}, Linear {H}→{H}, add & LayerNorm", "#fde7c8", dims(B, L, H)))
+    per_layer = [layer.attention.heads for layer in model.encoder.layers]     # fewer where heads were pruned
+    if len(set(per_layer)) == 1:
+        nh = per_layer[0]
+        heads_line = f"{nh} heads × {hd}, Linear {nh * hd}→{H}, add & LayerNorm"
+    else:
+        nh = "nh"
+        heads_line = (f"nh heads × {hd} (pruned; nh by layer: {', '.join(map(str, per_layer))}), Linear nh·{hd}→{H}, "
+                      "add & LayerNorm")
+    blocks.append(("Self-attention", f"Q, K, V {dims(B, nh, L, hd)} · scores {dims(B, nh, L, L)}\n{heads_line}",
+                   "#fde7c8", dims(B, L, H)))
     blocks.append(("Feed-forward", f"Linear {H}→{I} {dims(B, L, I)}, {c.hidden_act}, Linear {I}→{H}\n"
                    "add & LayerNorm", "#fde7c8", dims(B, L, H)))
 
@@ -221,10 +229,15 @@ def draw(model: Model, path, batch: int = 2, length: int | None = None) -> Path:
     first, last = ys[-2], ys[-1]
     ax.add_patch(FancyBboxPatch((0.95, first - 0.15), 8.1, last - first + 1.1, boxstyle="round,pad=0.05",
                                 fc="none", ec="#c0392b", ls="--"))
-    label = f"× {c.num_hidden_layers}"
+    runs = len(c.layer_plan())                  # ALBERT: each of its N layers runs every inner layer of its group
+    label = f"× {runs}"
     if fam.shared_layers:
-        sets = c.num_unique_layers
-        label += f", {'one' if sets == 1 else sets} shared weight set{'s' if sets > 1 else ''}"
+        groups, inner = c.num_hidden_groups, c.inner_group_num
+        if inner == 1:
+            label += f", {'one' if groups == 1 else groups} shared weight set{'s' if groups > 1 else ''}"
+        else:
+            label += (f" ({c.num_hidden_layers} layers × {inner} inner), {'one' if groups == 1 else groups} shared "
+                      f"group{'s' if groups > 1 else ''} of {inner} weight sets")
     ax.text(0.6, (first + last) / 2 + 0.4, label, color="#c0392b", fontsize=10, rotation=90, va="center",
             ha="center")
     path = Path(path)

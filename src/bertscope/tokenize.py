@@ -470,8 +470,8 @@ def train_tokenizer_on(texts, family: Family | str, vocab_size: int, lowercase: 
         if more:
             vocab.update({t: len(vocab) + k for k, t in enumerate(more)})
             backend.model = models.WordPiece(vocab, unk_token=s["unk"], continuing_subword_prefix="##")
-    if family.tokenizer == "bpe":
-        backend.add_special_tokens([AddedToken(s["mask"], lstrip=True)])
+    if family.tokenizer != "wordpiece":   # the mask takes the space before it, as the reference's RoBERTa and ALBERT
+        backend.add_special_tokens([AddedToken(s["mask"], lstrip=True)])   # tokenizers: "a <mask>" -> "▁a", "<mask>"
     if not seen[0]:
         raise TokenizerError(f"{what}: no text to train a tokenizer on")
     return Tokenizer(backend, family, max_length=max_length)

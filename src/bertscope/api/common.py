@@ -167,6 +167,13 @@ def expect_loaded(loaded, name: str) -> None:
                          + (f" {str(loaded)!r}" if isinstance(loaded, (str, Path)) else ""))
 
 
+def expect_placed(model, name: str) -> None:
+    """The model argument after a Loaded is what api.place returned (the model on its device, maybe compiled)."""
+    if not callable(model) or not hasattr(model, "parameters") or not hasattr(model, "config"):
+        raise UsageError(f"api.{name}(loaded, model, ...): model is what api.place(loaded) returns; got "
+                         f"{type(model).__name__}" + (f" {str(model)!r}" if isinstance(model, (str, Path)) else ""))
+
+
 def task_for(loaded: Loaded, task: str | None, **options):
     """The task of evaluate / predict: as asked, else the one the model was fine-tuned for; it must match the head."""
     from ..tasks import check_options, for_model, make

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..arguments import check_flag, count_arg, path_arg, texts_arg
 from ..errors import CheckpointError, DataError, InputError, TokenizerError, UsageError
-from .common import Loaded, expect_loaded, max_length_for, truncation_notice
+from .common import Loaded, expect_loaded, expect_placed, max_length_for, truncation_notice
 
 
 @dataclass
@@ -30,6 +30,7 @@ def encode(loaded: Loaded, model, texts: list[str] | None = None, batch: int = 2
     """Texts (all of them, length-sorted packed batches) or random ids of (batch, length) through the model; the
     first batch again, padded, with every hidden state, to show the shapes."""
     expect_loaded(loaded, "encode")
+    expect_placed(model, "encode")
     texts = texts_arg("texts", texts, optional=True)
     import torch
 
@@ -218,8 +219,9 @@ def _classes_of(rows, data, config, head: str, label_column: str):
     return classes, None
 
 
-def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
-    """For every mask token in the text: its position and the top_k (token, probability, filled text)."""
+def fill_mask(loaded: Loaded, text: str, top_k: int = 5, on_event=None) -> list[dict]:
+    """For every mask token in the text: its position and the top_k (token, probability, filled text). A text
+    longer than the model is cut, and on_event hears so; a mask past the cut is refused."""
     expect_loaded(loaded, "fill_mask")
     top_k = count_arg("--top-k", top_k)
     if not isinstance(text, str):
@@ -235,9 +237,17 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5) -> list[dict]:
                              "vocabulary (tokenizer_config.json's mask_token?), so no text can hold a mask")
     b = tok([text])
     where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
-    if not where and tok.mask_token in text:
-        raise InputError(f"the mask token is past the first {b['input_ids'].shape[1]} tokens, where the text is cut "
-                         f"to fit this model ({model.config.max_tokens} positions); shorten the text before it")
+    whole = tok([text], truncation=False)["input_ids"][0]                    # (L_text,), before the cut
+    kept, masks_in_all = b["input_ids"].shape[1], int((whole == tok.mask_token_id).sum())
+    if len(where) < masks_in_all:
+        what = "the mask token is" if masks_in_all == 1 else \
+            f"{masks_in_all - len(where)} of the {masks_in_all} mask tokens are"
+        raise InputError(f"{what} past the first {kept} tokens, where the text ({len(whole)} tokens) is cut to fit "
+                         f"this model ({model.config.max_tokens} positions); shorten the text before "
+                         f"{'it' if masks_in_all == 1 else 'them'}")
+    if len(whole) > kept and on_event:
+        on_event({"event": "notice", "message": f"fill-mask: the text is {len(whole)} tokens, longer than {kept}: "
+                                                f"the last {len(whole) - kept} were cut"})
     if not where:
         raise InputError(f"no mask token in the text; this {model.config.family.title} model's mask token is "
                          f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")
@@ -263,11 +273,16 @@ def bench(loaded: Loaded, model, texts: list[str], batch_size: int = 32, compile
     """Real tokens/s of padded batches in file order against length-sorted packed batches (and compiled), and the
     achieved FLOP/s against this machine's matmul rate in the model's dtype."""
     expect_loaded(loaded, "bench")
+    expect_placed(model, "bench")
     check_flag("compile", compile)
     batch_size = count_arg("batch_size", batch_size, what="texts")
     texts = texts_arg("texts", texts)
     if not texts:
         raise UsageError("bench: no texts to time")
+    if loaded.tokenizer is None:
+        raise TokenizerError(f"{loaded.description} has no tokenizer (a built-in shape, or a folder without "
+                             "tokenizer.json / vocab files): bench times your texts, so it needs a checkpoint folder "
+                             "with its tokenizer")
     import torch
 
     from .. import infer

@@ -59,6 +59,12 @@ def command(group=None, name: str | None = None):
                 # (a run's folder, its lock); stop quietly with the shell's status for it (not 1, check's "no")
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise typer.Exit(141)
+            except OSError as e:
+                # what the system said of a path the user gave (a name too long, a full disk) where no check of
+                # ours saw it coming: that path and the system's words, as one line
+                if e.filename is None or not e.strerror:
+                    raise
+                fail(f"{e.filename}: {e.strerror}")
         return (group or app).command(name)(run)
     return register
 

@@ -57,6 +57,8 @@ def encode(
     if texts and not all(t.strip() for t in texts):
         raise UsageError(f"text {next(i for i, t in enumerate(texts, 1) if not t.strip())} is empty; give words to "
                          "encode")
+    if file is not None:
+        texts = read_texts(file, column=column, limit=limit)             # a bad file is said before the model loads
     set_threads(threads)
     loaded = api.load(model)
     net = api.place(loaded, device, bf16, compile_, on_event=lambda e: note(e["message"]))
@@ -66,12 +68,10 @@ def encode(
         f"{' · compiled' if compile_ else ''}")
     say(f"shape      {c.num_hidden_layers} layers, H={c.hidden_size}, {c.num_attention_heads} heads, vocab "
         f"{c.vocab_size}, {c.max_position_embeddings} positions, {net.num_parameters / 1e6:.1f}M parameters")
-    if file is not None:
-        texts = read_texts(file, column=column, limit=limit)
     e = api.encode(loaded, net, texts, 2 if batch is None else batch, 16 if length is None else length, batch_size,
                    on_event=lambda e: note(e["message"]))
     say(f"input      input_ids {_shape(e.first_input)}" +
-        (f" (first batch of {len(texts)} texts)" if texts else " (random ids)"))
+        (f" (first batch of {len(texts)} text{'s' if len(texts) != 1 else ''})" if texts else " (random ids)"))
     say(f"embeddings hidden_states[0] {_shape(e.hidden_states_0)}")
     say(f"encoder    {c.num_hidden_layers} × layer -> last_hidden_state {_shape(e.last_hidden_state)}")
     if e.pooler_output is not None:
@@ -246,7 +246,7 @@ def fill_mask(
         raise CheckpointError(f"{model} has no MLM head (its tensors are missing from the checkpoint), so it cannot "
                               "fill in masks; fill-mask needs a model saved with its MLM head (a pretrained one, "
                               "e.g. from bertscope pretrain)") from None
-    masks = api.fill_mask(loaded, text, top_k)
+    masks = api.fill_mask(loaded, text, top_k, on_event=lambda e: note(e["message"]))
     for n, m in enumerate(masks, 1):
         table = Table("#", "token", "probability", "text", title=f"mask {n} of {len(masks)} (token {m['position']})")
         for rank, r in enumerate(m["candidates"], 1):
@@ -270,9 +270,12 @@ def bench(
     from ..api.common import set_threads
     from ..data import read_texts
     set_threads(threads)
+    if column is not None:
+        from ..data import check_columns_apply
+        check_columns_apply([file], column=column)
+    texts = read_texts(file, column=column, limit=limit)                 # a bad file is said before the model loads
     loaded = api.load(model, need_tokenizer=True)
     net = api.place(loaded, device, bf16, on_event=lambda e: note(e["message"]))
-    texts = read_texts(file, column=column, limit=limit)
     r = api.bench(loaded, net, texts, batch_size, compile_)
     tps = r["tokens_per_s"]
     say(f"model   {loaded.description} · {r['device']} · {r['dtype']}\ntexts   {r['texts']} from {file}: "
@@ -284,8 +287,13 @@ def bench(
         say(f"the same, torch.compile           {tps['compiled']:10,.0f} real tokens/s   "
             f"({_speed(tps['compiled'] / tps['padded'])}; the first pass, compiling, took "
             f"{r['seconds']['compiling']:.0f} s)")
-    say(f"achieved {r['gflops']:,.0f} GFLOP/s of a measured {r['dtype']} matmul rate of {r['peak_gflops']:,.0f} "
-        f"GFLOP/s ({100 * r['gflops'] / r['peak_gflops']:.0f}%)")
+    share = 100 * r['gflops'] / r['peak_gflops']
+    say(f"achieved {_rate(r['gflops'])} GFLOP/s of a measured {r['dtype']} matmul rate of {_rate(r['peak_gflops'])} "
+        f"GFLOP/s ({share:.0f}%)".replace(f"({share:.0f}%)", f"({share:.0f}%)" if share >= 1 else f"({share:.2g}%)"))
+
+
+def _rate(gflops: float) -> str:
+    return f"{gflops:,.0f}" if gflops >= 10 else f"{gflops:.2g}"          # a tiny model's few: still a figure
 
 
 def _speed(ratio: float) -> str:
