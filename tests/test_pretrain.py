@@ -217,7 +217,8 @@ def test_two_processes_under_torchrun_equal_one_process_with_the_same_global_bat
     (tmp_path / "config.json").write_text(config.to_json_string())
     common = ["pretrain", "--family", "bert", "--config", str(tmp_path / "config.json"), "--corpus", str(VALID),
               "--tokenizer", str(tokenizers["bert"]), "--steps", "8", "--max-length", "64", "--lr", "1e-3",
-              "--save-every", "0", "--threads", "1"]
+              "--save-every", "0", "--threads", "1", "--eval", str(TEST), "--eval-every", "4", "--keep-checkpoint"]
+    # (the last step evaluates, and the run keeps its checkpoint: every process must agree on both)
     cli = [sys.executable, "-m", "bertscope.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run(cli + common + ["--out", str(tmp_path / "one"), "--batch-size", "8"], env=env,
@@ -233,7 +234,55 @@ def test_two_processes_under_torchrun_equal_one_process_with_the_same_global_bat
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
     h1 = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     h2 = [json.loads(x) for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(h1, h2))
+    assert len(h1) == len(h2) and all(abs(x["loss"] - y["loss"]) < 1e-5 for x, y in zip(h1, h2) if "loss" in x)
+    assert [x["step"] for x in h2 if "eval_mlm_loss" in x] == [4, 8] and (tmp_path / "two" / "checkpoint").is_dir()
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_equals_one_process_adding_up_as_many_batches(tmp_path):
+    """Two processes of batch 4 train as one process of batch 4 with --grad-accum 2 (each step adds up the same two
+    batches); a run resumes only under as many processes as it ran in."""
+    need_shared()
+    from conftest import MINILM
+    torch.manual_seed(0)
+    model = bertscope.Model(bertscope.Config(family="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    bertscope.save_pretrained(model, tmp_path / "m")
+    load_tokenizer(MINILM).save(tmp_path / "m")
+    rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "train.tsv").write_text("".join(rows[:161]), encoding="utf-8")
+    (tmp_path / "dev.tsv").write_text("".join((DATA / "sst2" / "dev.tsv").read_text().splitlines(True)[:41]))
+    common = ["finetune", str(tmp_path / "m"), "--train", str(tmp_path / "train.tsv"), "--eval",
+              str(tmp_path / "dev.tsv"), "--epochs", "2", "--max-length", "64", "--lr", "1e-3", "--threads", "1",
+              "--batch-size", "4"]
+    cli = [sys.executable, "-m", "bertscope.cli"]
+    two_processes = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                     "-m", "bertscope.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(cli + common + ["--out", str(tmp_path / "one"), "--grad-accum", "2"], env=env,
+                         capture_output=True, text=True)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(two_processes + common + ["--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("fine-tuning ") == 1 and two.stdout.count("done: 40 steps") == 1    # said once
+    a = bertscope.from_pretrained(tmp_path / "one").state_dict()
+    b = bertscope.from_pretrained(tmp_path / "two").state_dict()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    h1, h2 = ([json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two"))
+    assert [x["step"] for x in h1] == [x["step"] for x in h2]
+    assert all(abs(x.get("loss", 0) - y.get("loss", 0)) < 1e-5 for x, y in zip(h1, h2))
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+    # a run of one process, stopped, is not resumed by two (their batches would differ), nor one of two by one
+    stopped = bertscope.api.finetune(tmp_path / "m", tmp_path / "train.tsv", tmp_path / "alone",
+                                     eval=tmp_path / "dev.tsv", epochs=2, max_length=64, batch_size=4,
+                                     stop_after=5)
+    assert not stopped.finished
+    again = subprocess.run(two_processes + ["finetune", "--resume", str(tmp_path / "alone")], env=env,
+                           capture_output=True, text=True)
+    assert again.returncode != 0 and "ran in 1 process and this is 2" in again.stderr, again.stderr[-2000:]
+    assert "exitcode  : 2" in again.stderr and "[rank" not in again.stderr       # no process's own traceback
 
 
 def test_fill_mask_needs_a_mask_token(tokenizers, tmp_path):

@@ -71,3 +71,10 @@ class TrainingInterrupted(BertscopeError):
 def missing_extra(package: str, extra: str, what: str) -> CapabilityError:
     """The error for an optional package that is not installed."""
     return CapabilityError(f"{what} needs the optional package {package!r}: pip install 'bertscope[{extra}]'")
+
+
+class SaidElsewhere(BertscopeError):
+    """Under torchrun: a check only the first process makes (of the output folder, which only it writes) failed
+    there. The other processes stop with this error too, and the CLI prints nothing for it: the first one says why."""
+
+    quiet = True

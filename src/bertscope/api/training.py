@@ -190,7 +190,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     from ..io import check_output_folder
     from ..model import Model
     from ..data import check_columns_apply
-    from ..train import Settings, check_stop_after, settings_from, state
+    from ..train import Settings, check_stop_after, distributed, settings_from, state
     from ..tasks import check_options, check_skip_bad_rows, guess
     set_threads(threads)
     check_stop_after(stop_after)
@@ -207,11 +207,18 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
         raise UsageError(f"--eval-every {options['eval_every']}: evaluations read --eval FILE, and none was given")
     s = settings_from(options, also=(*TASK_OPTIONS, "eval", "task", "tokenizer", "max_length", "new_head", "overwrite",
                                      "skip_bad_rows", "device", "threads", "on_event", "stop_after"))
-    where = pick_device(device)
+    if distributed.world_from_env() > 1 and "-" in (str(train), str(eval)):
+        raise UsageError("'-' (standard input) is not read under torchrun, where every process reads the data: give "
+                         "the training and --eval data as files")
+    where, rank, world = _training_device(device)
+    on_event = on_event if rank == 0 else None           # notices once, from the first process
     source = None if isinstance(model, Model) else Path(str(model))
-    _not_into_source(out, source, "MODEL")
-    check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
-                        inputs=[train] + ([eval] if eval is not None else []))
+
+    def check_out():
+        _not_into_source(out, source, "MODEL")
+        check_output_folder(out, overwrite, sources=[source] if source else [], tokenizer=_folder(tokenizer),
+                            inputs=[train] + ([eval] if eval is not None else []))
+    distributed.on_first(check_out)
     if task is None:
         task, why = guess(train, task_options.get("label_column") or "label", task_options.get("text_column"),
                           task_options.get("pair_column"))
@@ -306,7 +313,7 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
     from ..train import fills_a_batch, freezable
     freezable(net, s.freeze)                             # said before --out is made, as everything above
-    batches = fills_a_batch(t, data, s)
+    batches = fills_a_batch(t, data, s, world)
     if on_event and s.batch_size > len(data):          # what was asked for is not what runs: said
         on_event({"event": "notice", "message": f"--batch-size {s.batch_size}: the training data has {len(data)} "
                                                 "sequences, so every batch holds all of them"})
@@ -315,11 +322,12 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
                                                 f"so a step adds up {len(batches)}, not {s.grad_accum}"})
     run = {"kind": "finetune", "bertscope": VERSION, "model": str(source.resolve()) if source else None,
            "task": t.state(), "settings": asdict(s), "skip_bad_rows": skip_bad_rows, "new_head": new_head,
-           "threads": torch.get_num_threads(),
-           **_products(where),
+           "threads": torch.get_num_threads(), "processes": world,
+           "global_batch": s.batch_size * world * s.grad_accum, **_products(where),
            "data": {"train": _data_record([train]), **({"eval": _data_record([eval])} if eval else {})}}
-    with _run_folder(out, "fine-tuning run", overwrite=overwrite):
-        state.write_run(Path(out), run)
+    with _run_folder(out, "fine-tuning run", rank == 0, overwrite=overwrite):
+        if rank == 0:
+            state.write_run(Path(out), run)
         net.to(where)
         from ..train import train as engine
         return engine(net, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
@@ -366,7 +374,16 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         distributed.init_from_env(use_cuda)
         where = torch.device("cuda" if use_cuda else "cpu")
     else:
-        where = pick_device(device)
+        where, _, _ = _training_device(device)
+    _, rank, world = distributed.current()
+    then = run.get("processes") or (len(saved["rng"]) if isinstance(saved["rng"], list) else 1)
+    if world != then:
+        how = "without torchrun (or with --nproc_per_node 1)" if then == 1 else \
+            f"under torchrun with {then} processes (--nproc_per_node {then} in all)"
+        raise UsageError(f"--resume {out}: the run ran in {then} process{'es' if then > 1 else ''} and this is "
+                         f"{world}; the processes share each step's batches, so another number of them would "
+                         f"train on other batches than the run did. Resume it {how}")
+    on_event = on_event if rank == 0 else None
     s = Settings(**run["settings"])
     if changes.get("bf16") is True and not s.bf16:       # asked again where the run found bf16 does not pay
         changes["bf16"] = bf16_for(where, True)
@@ -403,7 +420,6 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         data = t.encode(t.read([f["path"] for f in run["data"]["train"]], on_event), s.seed)
         eval_data = t.encode(t.read([f["path"] for f in run["data"]["eval"]], on_event), s.seed + 1) \
             if "eval" in run["data"] else None
-    _, rank, _ = distributed.current()
     with (FolderLock(out, "training run") if rank == 0 else _NoLock()):
         model.to(where)
         from ..train import train as engine
@@ -486,12 +502,15 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                              "folder names none")
     if family is not None and family not in FAMILIES:
         raise UsageError(f"--family {family!r}: use {', '.join(FAMILIES)}")
-    if rank == 0:
+    on_event = on_event if rank == 0 else None           # notices once, from the first process
+
+    def check_out():
         words = (whole_word or "")[len("words:"):] if (whole_word or "").startswith("words:") else None
         _not_into_source(out, init, "--init")
         check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
                             inputs=[*corpus,
                                     *([eval] if eval is not None else []), *([words] if words else [])])
+    distributed.on_first(check_out)
     if init is not None and not Path(str(init)).is_dir():
         raise CheckpointError(f"--init {init}: " + ("is a file; expected a checkpoint folder" if Path(str(init)).exists()
                                                     else "no such folder"))
@@ -611,6 +630,23 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
         from ..train import train as engine
         return engine(model, t, data, eval_data, out, s, tokenizer=tok, run=run, on_event=on_event,
                       stop_after=stop_after)
+
+
+def _training_device(device):
+    """The device a fine-tuning run trains on, and this process's (rank, world size). Under torchrun (WORLD_SIZE
+    above 1) every process joins the job first and trains on its own GPU (auto) or the CPU."""
+    import torch
+
+    from ..train import distributed
+    if distributed.world_from_env() <= 1:
+        return pick_device(device), 0, 1
+    if device not in ("auto", "cpu"):
+        raise UsageError(f"--device {device}: under torchrun, training takes cpu or auto (auto uses this process's "
+                         "GPU where there is one; pick GPUs with CUDA_VISIBLE_DEVICES)")
+    use_cuda = device == "auto" and torch.cuda.is_available()
+    distributed.init_from_env(use_cuda)
+    _, rank, world = distributed.current()
+    return torch.device("cuda" if use_cuda else "cpu"), rank, world
 
 
 @contextlib.contextmanager

@@ -50,6 +50,8 @@ def command(group=None, name: str | None = None):
             try:
                 return fn(*args, **kwargs)
             except BertscopeError as e:
+                if getattr(e, "quiet", False):           # said by torchrun's first process (errors.SaidElsewhere)
+                    raise typer.Exit(e.exit_code)
                 fail(e.for_cli(), e.exit_code)
             except KeyboardInterrupt:
                 err.print("[yellow]interrupted[/]")

@@ -82,7 +82,17 @@ def _given_on_resume(folder, **given) -> None:
         note(line)
 
 
+def _first_process() -> bool:
+    """Under torchrun, only the first process (RANK 0) prints; alone, this one."""
+    import os
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _finish(result, out: Path, command_name: str, what: str):
+    if not _first_process():
+        if not result.finished:
+            raise typer.Exit(130)
+        return
     if not result.finished:
         err.print(f"[yellow]interrupted:[/] stopped at step {result.steps} of {result.total_steps}; a checkpoint of "
                   f"this point is in {out / 'checkpoint'}. Continue with: bertscope {command_name} --resume {out}",
@@ -162,7 +172,12 @@ def finetune(
                 from ..errors import UsageError
                 raise UsageError("give MODEL, --train and --out (or --resume DIR to continue a run)")
             api.check_settings(**settings)           # a bad option is the only line printed
-            say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else ""))
+            import os
+            processes = int(os.environ.get("WORLD_SIZE", "1"))
+            if _first_process():
+                say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else "") +
+                    (f"; {processes} processes, each adding --grad-accum batches of --batch-size to every step"
+                     if processes > 1 else ""))
             options = _given(text_column=text_column, label_column=label_column, pair_column=pair_column,
                              windows=windows, label_all_pieces=label_all_pieces, doc_stride=doc_stride,
                              threshold=threshold)
@@ -269,8 +284,7 @@ def pretrain(
                                   objective=objective, whole_word=whole_word, static_masks=static_masks, init=init,
                                   overwrite=overwrite, device=device, threads=threads, on_event=on_data, **typed,
                                   **settings)
-    if rank0:
-        _finish(result, out, "pretrain", "")
+    _finish(result, out, "pretrain", "")
 
 
 @command(tokenizer_app, "train")

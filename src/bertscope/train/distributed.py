@@ -31,3 +31,25 @@ def current():
     if dist.is_available() and dist.is_initialized():
         return dist, dist.get_rank(), dist.get_world_size()
     return None, 0, 1
+
+
+def on_first(check) -> None:
+    """check() on the first process alone (it writes the run's folder, so it checks it); the others learn whether it
+    raised a user's mistake and stop as well (errors.SaidElsewhere), instead of waiting for it in the first
+    collective step and failing there with a connection error."""
+    from ..errors import BertscopeError, SaidElsewhere
+    dist, rank, _ = current()
+    if dist is None:
+        return check()
+    error = None
+    if rank == 0:
+        try:
+            check()
+        except BertscopeError as e:
+            error = e
+    said = [None if error is None else str(error)]
+    dist.broadcast_object_list(said, src=0)
+    if error is not None:
+        raise error
+    if said[0] is not None:
+        raise SaidElsewhere(f"the first process stopped: {said[0]}")

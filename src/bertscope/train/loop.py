@@ -209,6 +209,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
             torch.cuda.set_rng_state(resume["cuda_rng"][rank], device)
         p = resume["position"]
         step, epoch, position, best, window = p["step"], p["epoch"], p["position"], p["best"], p["window"]
+        window = window[rank] if isinstance(window, list) else window    # each process's own open window
         history = resume["history"]
         batches = epoch_batches(epoch)
     if s.compile:
@@ -246,9 +247,11 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
         settle()
         rngs = [torch.get_rng_state()]
         cuda = [torch.cuda.get_rng_state(device)] if device.type == "cuda" else None
-        if dist is not None:
-            rngs = [None] * world
+        windows = window
+        if dist is not None:                              # every process's own random state and open log window
+            rngs, windows = [None] * world, [None] * world
             dist.all_gather_object(rngs, torch.get_rng_state())
+            dist.all_gather_object(windows, window)
             if cuda is not None:
                 cuda = [None] * world
                 dist.all_gather_object(cuda, torch.cuda.get_rng_state(device).cpu())
@@ -256,16 +259,19 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
             disk.write_checkpoint(out, save_model, {
                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs, "cuda_rng": cuda,
                 "history": history, "run": run or {},
-                "position": {"step": step, "epoch": epoch, "position": position, "best": best, "window": window}})
+                "position": {"step": step, "epoch": epoch, "position": position, "best": best, "window": windows}})
             disk.write_metrics(out, history, task.name)
         if dist is not None:
             dist.barrier()
 
     spent = {"evaluation": 0.0}
+    # the step of the last evaluation, the same in every process (only the first one keeps eval records in history)
+    evaluated = {"step": next((r["step"] for r in reversed(history) if any(k.startswith("eval_") for k in r)), None)}
 
     def evaluate():
         nonlocal best
         settle()                                         # a diverged run stops here, before a "best" model is saved
+        evaluated["step"] = step
         started = time.perf_counter()
         if eval_data is not None and rank == 0:
             metrics = task.evaluate(model, eval_data, s.eval_batch_size, s.seed)
@@ -360,7 +366,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     if finished:
         settle()                                             # (a loss that is not a number stops the run here)
         _check_last_update(model, task, batch, autocast, step, s, out, dist, device)
-        if not history or not any(k.startswith("eval_") for k in history[-1]):
+        if evaluated["step"] != step:
             evaluate()                                       # a budget that ended mid-epoch, or between evaluations
         if rank == 0 and (task.metric is None or eval_data is None or best is None):
             save_model(out)                                  # nothing picks a best: the last model is kept
