@@ -2140,3 +2140,15 @@ def test_a_trained_albert_tokenizer_gives_the_mask_the_space_before_it(tmp_path)
     tok = bertscope.load_tokenizer(tmp_path / "tok")
     pieces = [tok.backend.id_to_token(i) for i in tok.encode("the [MASK] of", add_special_tokens=False)]
     assert pieces == ["▁the", "[MASK]", "▁of"]                          # no lone "▁" before the mask
+
+
+def test_a_resume_on_other_threads_says_the_weights_end_close_not_equal(tiny, sst, tmp_path):
+    stopped = bertscope.api.finetune(tiny, sst, tmp_path / "r", max_length=32, batch_size=16, threads=1,
+                                     stop_after=2)
+    assert not stopped.finished
+    said = []
+    bertscope.api.resume(tmp_path / "r", threads=2, on_event=said.append, stop_after=3)
+    assert any("2 CPU threads where the run had 1" in e.get("message", "") for e in said)
+    said.clear()
+    bertscope.api.resume(tmp_path / "r", on_event=said.append, stop_after=4)          # the run's own: nothing said
+    assert not any("CPU threads" in e.get("message", "") for e in said)

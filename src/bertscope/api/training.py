@@ -364,6 +364,11 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
                                                 "and run.json is written again from it"})
     recorded = run.get("threads")                          # the run's own, unless asked otherwise (at most the CPUs here)
     set_threads(threads if threads is not None else min(recorded, usable_cpus()) if isinstance(recorded, int) else None)
+    import torch
+    if on_event and isinstance(recorded, int) and torch.get_num_threads() != recorded:
+        on_event({"event": "notice", "message": f"{torch.get_num_threads()} CPU threads where the run had {recorded}: "
+                                                "sums split over threads round differently, so the weights end "
+                                                "close to, not bit for bit equal to, the uninterrupted run's"})
     from ..kernels import pin_products
     pin_products(run.get("products"))                      # the run's CPU product, on the machine that chose it
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
