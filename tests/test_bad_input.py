@@ -2152,3 +2152,8 @@ def test_a_resume_on_other_threads_says_the_weights_end_close_not_equal(tiny, ss
     said.clear()
     bertscope.api.resume(tmp_path / "r", on_event=said.append, stop_after=4)          # the run's own: nothing said
     assert not any("CPU threads" in e.get("message", "") for e in said)
+
+
+def test_encode_reads_standard_input_for_a_lone_dash(tiny):
+    r = run("encode", tiny, "-", input="hello world\nthe cat sat\n")
+    assert r.exit_code == 0 and "(first batch of 2 texts)" in r.stdout, r.stdout + r.stderr

@@ -42,6 +42,8 @@ def encode(
     from ..errors import UsageError
     if file is not None and texts:
         raise UsageError(f"texts and --file {file} both given: encode reads one or the other")
+    if texts == ["-"]:                                   # as predict and bench take it: standard input, a text a line
+        texts, file = None, Path("-")
     if limit is not None and file is None:
         raise UsageError("--limit reads at most that many texts from --file; without --file it does nothing")
     reads_texts = bool(texts) or file is not None
