@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "bertscope"
 # docs/architecture.md, bottom up. A package counts as one unit; its modules may import each other.
 LAYERS = [["errors"], ["arguments"], ["io", "families", "scoring", "speed", "machine"], ["config", "kernels", "packing"], ["inputs", "data"],
           ["model", "tokenize"], ["checkpoint", "masking", "answers", "starts"], ["infer", "export"], ["explain", "quantize"], ["tasks"],
-          ["train"], ["api"], ["cli"]]
+          ["train"], ["api"], ["cli"], ["__main__"]]
 LAYER = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 

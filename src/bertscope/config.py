@@ -276,8 +276,15 @@ class Config:
                 d[f.name] = getattr(self, f.name)
         if fam.factorised_embeddings:
             d["embedding_size"] = self.embedding_dim
-        d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
-        d["label2id"] = {name: i for i, name in enumerate(self.labels)}
+        # as the reference writes them: num_labels is id2label's length; two generic labels, no problem_type and
+        # absolute positions (the only kind there is) are its defaults, left out
+        d.pop("num_labels")
+        if not (self.num_labels == 2 and self.generic_labels):
+            d["id2label"] = {str(i): name for i, name in enumerate(self.labels)}
+            d["label2id"] = {name: i for i, name in enumerate(self.labels)}
+        for name, default in (("problem_type", None), ("position_embedding_type", "absolute")):
+            if d[name] == default:
+                d.pop(name)
         if self.pruned_heads:
             d["pruned_heads"] = {str(k): list(v) for k, v in sorted(self.pruned_heads.items())}
         return dict(sorted(d.items()))
