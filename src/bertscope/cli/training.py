@@ -94,8 +94,11 @@ def _finish(result, out: Path, command_name: str, what: str):
             raise typer.Exit(130)
         return
     if not result.finished:
+        import os
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        how = "bertscope" if processes == 1 else f"torchrun --nproc_per_node {processes} -m bertscope.cli"
         err.print(f"[yellow]interrupted:[/] stopped at step {result.steps} of {result.total_steps}; a checkpoint of "
-                  f"this point is in {out / 'checkpoint'}. Continue with: bertscope {command_name} --resume {out}",
+                  f"this point is in {out / 'checkpoint'}. Continue with: {how} {command_name} --resume {out}",
                   soft_wrap=True)
         raise typer.Exit(130)
     curves = " and curves.png" if (out / "curves.png").exists() else \
