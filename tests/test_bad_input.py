@@ -2100,7 +2100,7 @@ def test_fill_mask_refuses_a_mask_past_the_cut_and_says_when_a_text_is_cut(tmp_p
     bertscope.save_pretrained(model, tmp_path / "m")
     bertscope.load_tokenizer(MINILM).save(tmp_path / "m")
     long = " word" * 100
-    refused(run("fill-mask", tmp_path / "m", f"[MASK]{long} [MASK]"), "1 of the 2 mask tokens are past the first 64",
+    refused(run("fill-mask", tmp_path / "m", f"[MASK]{long} [MASK]"), "1 of the 2 mask tokens is past the first 64",
             "(104 tokens)")
     r = run("fill-mask", tmp_path / "m", f"[MASK]{long}", "--top-k", "1")
     assert r.exit_code == 0 and "mask 1 of 1" in r.stdout

@@ -283,6 +283,12 @@ def test_finetune_under_torchrun_equals_one_process_adding_up_as_many_batches(tm
                            capture_output=True, text=True)
     assert again.returncode != 0 and "ran in 1 process and this is 2" in again.stderr, again.stderr[-2000:]
     assert "exitcode  : 2" in again.stderr and "[rank" not in again.stderr       # no process's own traceback
+    assert again.stderr.count("error:") == 1                                      # said by the first process alone
+    # a mistake only the first process checks (it writes --out): it says so, the other stops quietly
+    into = subprocess.run(two_processes + common + ["--out", str(tmp_path / "m")], env=env, capture_output=True,
+                          text=True)
+    assert into.returncode != 0 and into.stderr.count("error:") == 1, into.stderr[-2000:]
+    assert "terminate called" not in into.stderr and "[rank" not in into.stderr, into.stderr[-2000:]
 
 
 def test_fill_mask_needs_a_mask_token(tokenizers, tmp_path):

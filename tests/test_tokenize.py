@@ -225,3 +225,25 @@ def test_a_vocab_txt_that_is_not_text_and_a_model_type_that_is_not_a_name_are_sa
     (tmp_path / "config.json").write_text('{"model_type": "distilbert", "dim": 768}', encoding="utf-8")
     with pytest.raises(bertscope.ConfigError, match="model_type 'distilbert' is not supported"):
         bertscope.from_pretrained(tmp_path)
+
+
+def test_a_saved_tokenizer_writes_a_real_length_and_the_segments_a_bert_pair_needs(tmp_path):
+    """A placeholder model_max_length (1e30) is not written back, a length asked for is, and a source whose
+    model_input_names leave token_type_ids out (or hold junk) still feeds BERT pairs their segments."""
+    from conftest import need_shared
+    need_shared()
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(MINILM / "tokenizer.json", source)
+    (source / "tokenizer_config.json").write_text(json.dumps({
+        "model_max_length": 1000000000000000019884624838656, "model_input_names": ["input_ids", "attention_mask"]}))
+    bertscope.load_tokenizer(source, family="bert").save(tmp_path / "a")
+    written = json.loads((tmp_path / "a" / "tokenizer_config.json").read_text())
+    assert written["model_max_length"] == 512
+    assert written["model_input_names"] == ["input_ids", "token_type_ids", "attention_mask"]
+    bertscope.load_tokenizer(source, family="bert", max_length=64).save(tmp_path / "b")
+    assert json.loads((tmp_path / "b" / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    (source / "tokenizer_config.json").write_text(json.dumps({"model_input_names": ["input_ids", 3]}))
+    bertscope.load_tokenizer(source, family="bert").save(tmp_path / "c")
+    written = json.loads((tmp_path / "c" / "tokenizer_config.json").read_text())
+    assert written["model_input_names"] == ["input_ids", "token_type_ids", "attention_mask"]

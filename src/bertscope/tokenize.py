@@ -192,13 +192,15 @@ class Tokenizer:
         # path of the source) would not describe what is written here.
         lowers = self.backend.normalizer is not None and self.backend.normalizer.normalize_str("A") == "a"
         kept = {k: v for k, v in self.settings.items() if k not in ("auto_map", "tokenizer_file")}
-        length = kept.get("model_max_length")
+        length = kept.get("model_max_length")                      # the source's own limit, not a placeholder
+        length = length if type(length) is int and 0 < length <= MAX_REAL_LENGTH else self.max_length
         names = kept.get("model_input_names")
-        cfg = {**kept, "model_max_length": length if isinstance(length, int) else self.max_length,
-               "bertscope_family": self.family.name, "tokenizer_class": "PreTrainedTokenizerFast",
-               "do_lower_case": lowers, "model_input_names": names if isinstance(names, list) else
-               ["input_ids", "token_type_ids", "attention_mask"] if self.family.segments else
-               ["input_ids", "attention_mask"],
+        if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+            names = ["input_ids", "attention_mask"]
+        if self.family.segments and "token_type_ids" not in names:       # a pair's second segment reaches the model
+            names = [names[0], "token_type_ids", *names[1:]]
+        cfg = {**kept, "model_max_length": length, "bertscope_family": self.family.name,
+               "tokenizer_class": "PreTrainedTokenizerFast", "do_lower_case": lowers, "model_input_names": names,
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
@@ -243,6 +245,10 @@ def _template(family: Family, s: dict, backend: Backend):
         return processors.RobertaProcessing(sep, cls, trim_offsets=True, add_prefix_space=False)
     return processors.TemplateProcessing(
         single=f"{cls[0]} $A {sep[0]}", pair=f"{cls[0]} $A {sep[0]} $B:1 {sep[0]}:1", special_tokens=[cls, sep])
+
+
+# A model_max_length above this is a placeholder for "no limit" (the reference writes 1e30 for some tokenizers)
+MAX_REAL_LENGTH = 100_000
 
 
 def _read_json(path: Path) -> dict:
@@ -336,8 +342,10 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
                                                                                       else 0)
         else:
             max_length = tok_cfg.get("model_max_length", 512)
-            if not isinstance(max_length, int) or max_length > 100_000:  # "very large" placeholders
+            if type(max_length) is not int or not 0 < max_length <= MAX_REAL_LENGTH:  # "very large" placeholders
                 max_length = 512
+    else:                                            # asked for: what a saved tokenizer_config.json says too
+        tok_cfg = {k: v for k, v in tok_cfg.items() if k != "model_max_length"}
     try:
         return Tokenizer(backend, family, max_length=max_length, specials=specials, settings=tok_cfg)
     except TokenizerError as e:                      # a special token that is not in the vocabulary: say whose

@@ -239,18 +239,19 @@ def fill_mask(loaded: Loaded, text: str, top_k: int = 5, on_event=None) -> list[
     where = (b["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
     whole = tok([text], truncation=False)["input_ids"][0]                    # (L_text,), before the cut
     kept, masks_in_all = b["input_ids"].shape[1], int((whole == tok.mask_token_id).sum())
+    if not masks_in_all:
+        raise InputError(f"no mask token in the text; this {model.config.family.title} model's mask token is "
+                         f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")
     if len(where) < masks_in_all:
+        lost = masks_in_all - len(where)
         what = "the mask token is" if masks_in_all == 1 else \
-            f"{masks_in_all - len(where)} of the {masks_in_all} mask tokens are"
+            f"{lost} of the {masks_in_all} mask tokens {'is' if lost == 1 else 'are'}"
         raise InputError(f"{what} past the first {kept} tokens, where the text ({len(whole)} tokens) is cut to fit "
                          f"this model ({model.config.max_tokens} positions); shorten the text before "
                          f"{'it' if masks_in_all == 1 else 'them'}")
     if len(whole) > kept and on_event:
         on_event({"event": "notice", "message": f"fill-mask: the text is {len(whole)} tokens, longer than {kept}: "
                                                 f"the last {len(whole) - kept} were cut"})
-    if not where:
-        raise InputError(f"no mask token in the text; this {model.config.family.title} model's mask token is "
-                         f"{tok.mask_token!r}, e.g. \"The {tok.mask_token} sat on the mat.\"")
     with torch.inference_mode():
         probs = model(**b).logits[0].float().softmax(-1)                 # (L, V)
     known = min(tok.vocab_size, probs.shape[-1])     # rows past the tokenizer's ids (a padded vocabulary) name no token

@@ -310,7 +310,8 @@ def finetune(model, train, out, *, eval=None, task: str | None = None, tokenizer
     check_all(net.config, data)
     if eval_data is not None:
         check_all(net.config, eval_data)
-    s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
+    # under torchrun the first process's choice (each one's own trial, taken at the same moment, could differ)
+    s = Settings(**{**asdict(s), "bf16": distributed.from_first(bf16_for(where, s.bf16, on_event))})
     from ..train import fills_a_batch, freezable
     freezable(net, s.freeze)                             # said before --out is made, as everything above
     batches = fills_a_batch(t, data, s, world)
@@ -358,17 +359,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         raise UsageError(f"--resume {out}: this is a {run.get('kind')} run; continue it with bertscope "
                          f"{run.get('kind')} --resume {out}")
     differs = state.restore_run_record(out, run)
-    if differs and on_event:
-        on_event({"event": "notice", "message": f"{out / 'run.json'} differed from the run's record in its "
-                                                f"checkpoint ({differs}): the run continues as its checkpoint says, "
-                                                "and run.json is written again from it"})
     recorded = run.get("threads")                          # the run's own, unless asked otherwise (at most the CPUs here)
     set_threads(threads if threads is not None else min(recorded, usable_cpus()) if isinstance(recorded, int) else None)
-    import torch
-    if on_event and isinstance(recorded, int) and torch.get_num_threads() != recorded:
-        on_event({"event": "notice", "message": f"{torch.get_num_threads()} CPU threads where the run had {recorded}: "
-                                                "sums split over threads round differently, so the weights end "
-                                                "close to, not bit for bit equal to, the uninterrupted run's"})
     from ..kernels import pin_products
     pin_products(run.get("products"))                      # the run's CPU product, on the machine that chose it
     if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
@@ -382,16 +374,28 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
         where, _, _ = _training_device(device)
     _, rank, world = distributed.current()
     then = run.get("processes") or (len(saved["rng"]) if isinstance(saved["rng"], list) else 1)
-    if world != then:
-        how = "without torchrun (or with --nproc_per_node 1)" if then == 1 else \
-            f"under torchrun with {then} processes (--nproc_per_node {then} in all)"
-        raise UsageError(f"--resume {out}: the run ran in {then} process{'es' if then > 1 else ''} and this is "
-                         f"{world}; the processes share each step's batches, so another number of them would "
-                         f"train on other batches than the run did. Resume it {how}")
-    on_event = on_event if rank == 0 else None
+
+    def same_processes():
+        if world != then:
+            how = "without torchrun (or with --nproc_per_node 1)" if then == 1 else \
+                f"under torchrun with {then} processes (--nproc_per_node {then} in all)"
+            raise UsageError(f"--resume {out}: the run ran in {then} process{'es' if then > 1 else ''} and this is "
+                             f"{world}; the processes share each step's batches, so another number of them would "
+                             f"train on other batches than the run did. Resume it {how}")
+    distributed.on_first(same_processes)                  # said once, by the first process
+    on_event = on_event if rank == 0 else None           # notices too
+    if differs and on_event:
+        on_event({"event": "notice", "message": f"{out / 'run.json'} differed from the run's record in its "
+                                                f"checkpoint ({differs}): the run continues as its checkpoint says, "
+                                                "and run.json is written again from it"})
+    import torch
+    if on_event and isinstance(recorded, int) and torch.get_num_threads() != recorded:
+        on_event({"event": "notice", "message": f"{torch.get_num_threads()} CPU threads where the run had {recorded}: "
+                                                "sums split over threads round differently, so the weights end "
+                                                "close to, not bit for bit equal to, the uninterrupted run's"})
     s = Settings(**run["settings"])
     if changes.get("bf16") is True and not s.bf16:       # asked again where the run found bf16 does not pay
-        changes["bf16"] = bf16_for(where, True)
+        changes["bf16"] = distributed.from_first(bf16_for(where, True))
     if changes.get("freeze") is not None and run.get("start") not in (None, "standard"):
         from ..starts import FIXED                         # a start's own fixed parameters are the run's, not typed
         changes["freeze"] = tuple(dict.fromkeys((*changes["freeze"], *FIXED)))
@@ -620,7 +624,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                   "processes": world, "grad_accum": s.grad_accum, "start": None if init else start,
                   "fixed": list(s.freeze)})
     where = torch.device("cuda") if use_cuda else torch.device("cpu")
-    s = Settings(**{**asdict(s), "bf16": bf16_for(where, s.bf16, on_event)})
+    s = Settings(**{**asdict(s), "bf16": distributed.from_first(bf16_for(where, s.bf16, on_event))})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
            "start": None if init else start, "task": t.state(), "settings": asdict(s),
            "threads": torch.get_num_threads(), **_products(where),
@@ -773,10 +777,7 @@ def _products(where) -> dict:
     from ..train import distributed
     record = products_record()
     if distributed.current()[2] > 1:
-        import torch.distributed as dist
-        shared = [record]
-        dist.broadcast_object_list(shared, src=0)
-        record = shared[0]
+        record = distributed.from_first(record)
         pin_products(record)
     return {"products": record}
 

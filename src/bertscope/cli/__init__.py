@@ -2,13 +2,15 @@
 
 The command groups live in their own modules (models.py: look at a model; training.py: finetune, pretrain,
 tokenizers; running.py: evaluate, predict, embed). Nothing here imports torch at module level, so `bertscope --help`
-and a wrong option come back at once. A user's mistake (errors.BertscopeError) prints as one line and exits with 2;
+and a wrong option come back at once. A user's mistake (errors.BertscopeError, or what the system says of a path they
+gave: a name too long, a full disk) prints as one line and exits with 2;
 Ctrl-C outside training exits with 130, without a traceback; a reader of its output that goes away (`| head`)
 ends it quietly with status 141, its cleanup done.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -62,13 +64,18 @@ def command(group=None, name: str | None = None):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 raise typer.Exit(141)
             except OSError as e:
-                # what the system said of a path the user gave (a name too long, a full disk) where no check of
-                # ours saw it coming: that path and the system's words, as one line
-                if e.filename is None or not e.strerror:
+                # what the system says of a path the user gave where no check of ours saw it coming (a name too
+                # long, a full disk, a read-only or forbidden place): that path and the system's words, as one
+                # line. Any other OSError is a bug, and keeps its traceback.
+                if e.filename is None or not e.strerror or e.errno not in USER_PATH_ERRORS:
                     raise
-                fail(f"{e.filename}: {e.strerror}")
+                fail(f"{e.filename}" + (f" -> {e.filename2}" if e.filename2 else "") + f": {e.strerror}")
         return (group or app).command(name)(run)
     return register
+
+
+USER_PATH_ERRORS = {errno.ENAMETOOLONG, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                    errno.EISDIR, errno.ENOTDIR, errno.ELOOP}
 
 
 def progress_bar(what: str, total: int | None):

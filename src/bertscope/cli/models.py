@@ -290,8 +290,9 @@ def bench(
             f"({_speed(tps['compiled'] / tps['padded'])}; the first pass, compiling, took "
             f"{r['seconds']['compiling']:.0f} s)")
     share = 100 * r['gflops'] / r['peak_gflops']
+    share = f"{share:.0f}%" if share >= 1 else f"{share:.2g}%"
     say(f"achieved {_rate(r['gflops'])} GFLOP/s of a measured {r['dtype']} matmul rate of {_rate(r['peak_gflops'])} "
-        f"GFLOP/s ({share:.0f}%)".replace(f"({share:.0f}%)", f"({share:.0f}%)" if share >= 1 else f"({share:.2g}%)"))
+        f"GFLOP/s ({share})")
 
 
 def _rate(gflops: float) -> str:

@@ -79,7 +79,8 @@ def _given_on_resume(folder, **given) -> None:
     typed (flags not given are passed as None, so that a typed --dynamic-masks, a False, is compared too)."""
     from .. import api
     for line in api.check_resume_options(folder, **{k: v for k, v in given.items() if v is not None}):
-        note(line)
+        if _first_process():                              # every process checks (a refusal stops them all)
+            note(line)
 
 
 def _first_process() -> bool:
@@ -150,7 +151,8 @@ def finetune(
     doc_stride: Optional[int] = typer.Option(None, help="question answering: overlap of context windows "
                                                         "[128, or a third of a shorter --max-length]"),
     threshold: Optional[float] = typer.Option(None, help="multi-label: probability from which a label is predicted"),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N, mps, or auto (under torchrun: cpu, or auto for "
+                                            "each process's own GPU)"),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the model first"),
 ):
     """Fine-tune for sentence labels, numbers, several labels, word tags (NER) or answers (QA); the best model is
@@ -245,10 +247,8 @@ def pretrain(
 ):
     """Pretrain (masked LM, + NSP for BERT, + SOP for ALBERT) on plain text. Runs as is on one CPU or GPU, and
     under `torchrun --nproc_per_node N` on several processes (gloo on CPU, nccl on GPU)."""
-    import os
-
     from .. import api
-    rank0 = int(os.environ.get("RANK", "0")) == 0
+    rank0 = _first_process()
     settings = _given(batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr, warmup=warmup,
                       seed=seed, bf16=bf16, eval_every=eval_every, save_every=save_every,
                       keep_checkpoint=keep_checkpoint, compile=compile_, freeze=tuple(freeze) if freeze else None)
@@ -265,11 +265,10 @@ def pretrain(
 
     with Reporter("pretraining", _pretrain_log, _pretrain_eval) as report:
         if resume is not None:
-            if rank0:
-                _given_on_resume(resume, family=family, config=config, tokenizer=tokenizer, out=out,
-                                 objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
-                                 static_masks=static_masks, max_length=max_length, init=init, start=start,
-                                 overwrite=overwrite or None)
+            _given_on_resume(resume, family=family, config=config, tokenizer=tokenizer, out=out,
+                             objective=objective, whole_word=whole_word, mlm_probability=mlm_probability,
+                             static_masks=static_masks, max_length=max_length, init=init, start=start,
+                             overwrite=overwrite or None)
             result = api.resume(resume, device=device, threads=threads, on_event=on_data, kind="pretrain",
                                 data={"train": list(corpus or []), "eval": [eval_file] if eval_file else []},
                                 **settings)

@@ -35,9 +35,9 @@ def current():
 
 def on_first(check) -> None:
     """check() on the first process alone (it writes the run's folder, so it checks it); the others learn whether it
-    raised a user's mistake and stop as well (errors.SaidElsewhere), instead of waiting for it in the first
-    collective step and failing there with a connection error."""
-    from ..errors import BertscopeError, SaidElsewhere
+    raised and stop as well (errors.SaidElsewhere, after leaving the job: a process that exits inside it aborts),
+    instead of waiting for it in the next collective step and failing there with a connection error."""
+    from ..errors import SaidElsewhere
     dist, rank, _ = current()
     if dist is None:
         return check()
@@ -45,11 +45,23 @@ def on_first(check) -> None:
     if rank == 0:
         try:
             check()
-        except BertscopeError as e:
+        except Exception as e:                       # a user's mistake, or anything else: the others must not wait
             error = e
-    said = [None if error is None else str(error)]
+    said = [None if error is None else f"{type(error).__name__}: {error}"]
     dist.broadcast_object_list(said, src=0)
+    if said[0] is not None:
+        dist.destroy_process_group()
     if error is not None:
         raise error
     if said[0] is not None:
         raise SaidElsewhere(f"the first process stopped: {said[0]}")
+
+
+def from_first(value):
+    """Rank 0's value in every process (a choice each process would otherwise make by its own measurement)."""
+    dist, _, world = current()
+    if dist is None or world == 1:
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
