@@ -359,3 +359,39 @@ def test_whole_word_mistakes_are_refused_with_the_fix(zh, tmp_path, monkeypatch)
     r = CliRunner().invoke(app, ["masks", str(corpus), "--whole-word", "jieba", *common])
     assert r.exit_code == 2 and "pip install 'bertscope[zh]'" in r.output
     assert not (tmp_path / "m.jsonl").exists()
+
+
+@pytest.mark.parametrize("family", ["albert", "roberta"])
+def test_pieces_of_chinese_text_are_characters_in_every_family(family, tmp_path):
+    """An ALBERT (Unigram) or RoBERTa (byte-level BPE) tokenizer keeps a run of Chinese characters as one word of
+    its pre-tokenizer; whole-word masking by pieces takes each character as a word, as BERT's WordPiece does, so
+    that 15% of the tokens are chosen (not whole lines), and no budget is overshot by more than one word's tokens."""
+    need_shared()
+    corpus = tmp_path / "news.txt"
+    corpus.write_text("\n".join(RAW.read_text(encoding="utf-8").splitlines()[:300]) + "\n", encoding="utf-8")
+    api.train_tokenizer([corpus], tmp_path / "tok", family=family, vocab_size=2000)
+    counts = api.masks(corpus, tmp_path / "m.jsonl", tokenizer=tmp_path / "tok", whole_word="pieces", seed=5)
+    rows = [json.loads(line) for line in (tmp_path / "m.jsonl").read_text(encoding="utf-8").splitlines()]
+    tokens = sum(len(r["tokens"]) - 2 for r in rows)
+    chosen = sum(a is not None for r in rows for a in r["actions"])
+    assert abs(chosen / tokens - 0.15) < 0.01 and counts["sequences"] >= 300
+    longest = 0
+    for r in rows:       # one token of Chinese text a unit at most (with a "▁" before it); RoBERTa: its bytes
+        for positions in units(r).values():
+            pieces = [r["tokens"][i] for i in positions]
+            assert sum(any("\u4e00" <= c <= "\u9fff" for c in p) for p in pieces) <= 1, pieces
+            longest = max(longest, len(positions))
+    assert longest <= 9            # a full-width Latin word in bytes (before: whole runs of characters, up to 126)
+
+
+def test_a_whole_word_longer_than_the_budget_is_skipped_for_shorter_ones(zh, tmp_path):
+    """BERT's rule: a word that would overshoot the 15% budget is passed over while shorter ones fill it."""
+    need_shared()
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("中华人民共和国的人\n", encoding="utf-8")               # 9 characters: a budget of 1
+    words = tmp_path / "w.txt"
+    words.write_text("中华人民共和国 的 人\n", encoding="utf-8")
+    for seed in range(20):
+        api.masks(corpus, tmp_path / f"m{seed}.jsonl", tokenizer=zh.folder, whole_word=f"words:{words}", seed=seed)
+        row = read_masks(tmp_path / f"m{seed}.jsonl", zh.tokenizer)[0]
+        assert sum(a is not None for a in row["actions"]) == 1, row["actions"]

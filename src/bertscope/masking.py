@@ -6,7 +6,7 @@ Whole-word masking (`whole_word`) masks the tokens of one word together, and dec
 words come from:
     None            no words: every token is masked on its own
     "pieces"        the tokenizer's own words (WordPiece `##` pieces, BPE / Unigram word starts), as BERT's
-                    whole-word masking for English; a Chinese vocabulary makes every character a word
+                    whole-word masking for English; a CJK character is a word of its own (in every family)
     "jieba"         the jieba segmenter (pip install 'bertscope[zh]'), run once per corpus file and cached
     "words:FILE"    gold words: FILE holds one sentence a line, words separated by spaces (as pfr1998's
                     *.words.txt); a corpus line takes the words of the FILE line that spells it
@@ -189,10 +189,22 @@ def _encode(tok, sentences: list) -> list[Sentence | None]:
             out.append(None)
         elif isinstance(s, Segmented):
             out.append(Sentence(e.ids, _segment_starts(e.offsets, s.starts)))
-        else:
-            words = e.word_ids
-            out.append(Sentence(e.ids, [i == 0 or words[i] != words[i - 1] for i in range(len(e.ids))]))
+        else:                # the tokenizer's words; a CJK character is a word of its own in every family
+            words, at = e.word_ids, e.offsets
+            cjk = [_has_cjk(s[a:b]) for a, b in at]
+            out.append(Sentence(e.ids, [i == 0 or words[i] != words[i - 1] or
+                                        ((cjk[i] or cjk[i - 1]) and at[i][0] >= at[i - 1][1])  # (bytes of one char:
+                                        for i in range(len(e.ids))]))                         # the same span)
     return out
+
+
+# CJK ideographs, as BERT's tokenizer puts each apart (its _is_chinese_char), and Extension G
+CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+              (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F), (0x30000, 0x3134F))
+
+
+def _has_cjk(text: str) -> bool:
+    return any(lo <= ord(c) <= hi for c in text for lo, hi in CJK_RANGES)
 
 
 def _segment_starts(offsets, word_starts: tuple[int, ...]) -> list[bool]:
@@ -369,13 +381,16 @@ def corrupt(inst: Instance, tok, probability: float, whole_word: str | None, g: 
         chosen = torch.randperm(len(units), generator=g)[:budget].tolist()
     else:
         chosen, size = [], 0
-        for u in torch.randperm(len(units), generator=g).tolist():
+        order = torch.randperm(len(units), generator=g).tolist()
+        for u in order:
             if size >= budget:
                 break
-            if size + len(units[u]) > budget and chosen:
+            if size + len(units[u]) > budget:              # would overshoot the budget: skipped, as BERT does
                 continue
             chosen.append(u)
             size += len(units[u])
+        if not chosen:                                     # every word longer than the budget: the shortest one
+            chosen = [min(order, key=lambda u: len(units[u]))]
     chosen.sort()                                           # by position: units do not interleave
     roll = torch.rand(len(chosen), generator=g).tolist()
     at = {"mask": [], "random": [], "keep": []}
