@@ -1415,6 +1415,9 @@ def test_check_refuses_options_of_a_check_not_asked_for_and_checks_conll_tags(ti
     assert r.exit_code == 1 and "the data has 21 classes (B-company" in r.output and "the classifier has 3" in r.output
     assert run("check", folder, "--data", conll, "--num-labels", "21").exit_code == 0
     refused(run("check", folder, "--data", conll, "--label-column", "tag"), "holds a tag per word")
+    bad = write(tmp_path, "bad.conll", "Zhang\tI-PER\nXiao\tI-PER\nin\tO\nJing\tB-LOC\n\n")   # an I- first
+    r = run("check", folder, "--data", bad, "--num-labels", "3")
+    assert r.exit_code == 1 and "bad.conll line 1: tag 'I-PER' of 'Zhang'" in r.output, r.output   # as finetune says
     cls = tmp_path / "cls3"
     bertscope.save_pretrained(bertscope.from_pretrained(tiny, head="classification", num_labels=3,
                                                         reinit_head=True), cls)
@@ -2157,3 +2160,15 @@ def test_a_resume_on_other_threads_says_the_weights_end_close_not_equal(tiny, ss
 def test_encode_reads_standard_input_for_a_lone_dash(tiny):
     r = run("encode", tiny, "-", input="hello world\nthe cat sat\n")
     assert r.exit_code == 0 and "(first batch of 2 texts)" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_stray_tag_in_a_word_segmentation_file_is_named_with_its_line(tiny, tmp_path):
+    need_shared()
+    sentences = (DATA / "pfr1998" / "dev.cws.conll").read_text(encoding="utf-8").split("\n\n")[:150]
+    lines = "\n\n".join(sentences).split("\n")
+    k = next(i for i, line in enumerate(lines) if i > 20 and line.endswith("\tS"))
+    lines[k] = lines[k][:-1] + "X"                                       # one typo among ~10,000 B/M/E/S tags
+    bad = write(tmp_path, "cws.conll", "\n".join(lines) + "\n")
+    refused(run("finetune", tiny, "--train", bad, "--out", tmp_path / "o", "--max-steps", "1"),
+            f"cws.conll line {k + 1}: tag 'X'", "B/M/E/S word-segmentation tags: expected B, M, E or S")
+    assert not (tmp_path / "o").exists()

@@ -332,6 +332,15 @@ def test_pretraining_with_gold_words_says_which_lines_had_none(zh, tmp_path):
     assert f"(whole words: words:{TRAIN_WORDS})" in r.output
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["task"]["whole_word"] == f"words:{TRAIN_WORDS}" and run["data"]["words"][0]["path"] == str(TRAIN_WORDS)
+    # held-out text that the gold words do not spell at all (reviews) is evaluated with the tokenizer's words
+    held = tmp_path / "held.txt"
+    held.write_text("\n".join(review_texts(HELD_REVIEWS, 20)) + "\n", encoding="utf-8")
+    r = CliRunner().invoke(app, ["pretrain", "--family", "bert", "--corpus", str(corpus), "--tokenizer",
+                                 str(zh.folder), "--out", str(tmp_path / "run2"), "--steps", "2", "--batch-size", "4",
+                                 "--max-length", "64", "--whole-word", f"words:{TRAIN_WORDS}", "--save-every", "0",
+                                 "--threads", "1", "--objective", "mlm", "--eval", str(held)])
+    assert r.exit_code == 0, r.output
+    assert f"20 of 20 lines of --eval {held} have no gold segmentation" in r.output
 
 
 # ---- mistakes ------------------------------------------------------------------------------------------------------

@@ -364,3 +364,15 @@ def test_multi_label_cells_of_a_table_take_a_json_list_as_labels():
         t.canonical("[fun", "x")
     with pytest.raises(bertscope.DataError, match=r"label 'a\|b' holds '\|', which separates labels"):
         t.canonical(["a|b", "c"], "x")
+
+
+def test_an_unknown_piece_is_a_word_of_its_own_as_in_the_reference_pipeline():
+    """The reference's token-classification pipeline takes an [UNK] (a rare character, an emoji) as a word of its
+    own, where a piece whose token is longer than its text ("##ing") continues the word before."""
+    need_shared()
+    from bertscope.tasks.token_classification import word_spans
+    tok = bertscope.load_tokenizer(MINILM)
+    text = "我爱㐀龘北京 playing"
+    encoding = tok.backend.encode(text)
+    assert encoding.tokens.count("[UNK]") == 3                                   # 爱, 㐀 and 龘 are not in MiniLM's
+    assert [text[a:b] for a, b in word_spans(tok, text, encoding)] == ["我", "爱", "㐀", "龘", "北", "京", "playing"]

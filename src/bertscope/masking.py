@@ -73,11 +73,12 @@ def whole_word_unit(value) -> str | None:
                      "separated by spaces)")
 
 
-def segment_files(paths, whole_word: str | None, on_event=None) -> list | None:
+def segment_files(paths, whole_word: str | None, on_event=None, held_out: bool = False) -> list | None:
     """What read_documents(words=...) takes for a segmenter's whole-word masking: for each file, the words of each
     of its lines (None for a line without them); None when the words come from the tokenizer (or there are none).
     Lines that the gold words do not spell are said in a notice; their tokens are grouped by the tokenizer's own
-    words."""
+    words. A corpus of which no line is spelled is refused (another corpus's words); held-out text (--eval) may
+    have none."""
     if whole_word is None or whole_word == "pieces":
         return None
     if whole_word == "jieba":
@@ -96,13 +97,14 @@ def segment_files(paths, whole_word: str | None, on_event=None) -> list | None:
                 missing += 1
                 first = first or n
         out.append(per_line)
-        if texts and missing == texts:       # not one line spelled: another corpus's words (a mistake, not a gap)
+        if texts and missing == texts and not held_out:   # not one line spelled: another corpus's words
             raise DataError(f"--whole-word words:{gold_file}: no line of {path} ({texts:,} with text) is spelled by "
                             f"a line of it (first: line {first}), so no word of the corpus would be masked whole; give "
                             "the segmentation of this corpus (its lines with spaces between the words)")
         if missing and on_event:
             on_event({"event": "notice", "message": f"--whole-word words:{gold_file}: {missing:,} of {texts:,} lines "
-                      f"of {path} have no gold segmentation there (no line of it spells them; first: line {first}); "
+                      f"of {'--eval ' if held_out else ''}{path} have no gold segmentation there (no line of it "
+                      f"spells them; first: line {first}); "
                       "their tokens are grouped by the tokenizer's own words instead (for a Chinese vocabulary: "
                       "each character alone)"})
     return out

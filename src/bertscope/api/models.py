@@ -146,7 +146,13 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     if data is None:
         labels = None
     elif tags:
+        from ..explain import Problem
+        from ..tasks import make
         labels = [t for sentence in read_conll(data).tags for t in sentence]
+        try:                                             # the tags as fine-tuning reads them (IOB2, B/M/E/S)
+            make("token-classification").read(data)
+        except DataError as e:
+            wrong = Problem("labels", f"{e} (fine-tuning and evaluating refuse the file)")
     else:
         labels, wrong = _classes_of(read_labels(data, label_column or "label"), data, config, head,
                                     label_column or "label")

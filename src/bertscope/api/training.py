@@ -427,7 +427,8 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
             if "eval" in run["data"] else None                    # read as the run read it
     else:
         data = t.encode(t.read([f["path"] for f in run["data"]["train"]], on_event), s.seed)
-        eval_data = t.encode(t.read([f["path"] for f in run["data"]["eval"]], on_event), s.seed + 1) \
+        eval_data = t.encode(t.read([f["path"] for f in run["data"]["eval"]], on_event, held_out=True),
+                             s.seed + 1) \
             if "eval" in run["data"] else None
     with (FolderLock(out, "training run") if rank == 0 else _NoLock()):
         model.to(where)
@@ -600,7 +601,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
             "and 135 steps, 7.3% after 87 steps without; BENCHMARKS.md)")})
     if on_event:
         on_event({"event": "notice", "message": f"reading {', '.join(map(str, corpus))}"})
-    eval_docs = t.read([eval], on_event) if eval is not None else None    # a bad --eval is said before the corpus
+    eval_docs = t.read([eval], on_event, held_out=True) if eval is not None else None   # said before the corpus
     if eval is not None and on_event and any(str(eval) != "-" and Path(eval).resolve() == Path(p).resolve()
                                              for p in corpus if str(p) != "-"):
         on_event({"event": "notice", "message": f"--eval {eval} is also a --corpus file: its held-out loss is "

@@ -54,12 +54,12 @@ class Pretraining(Task):
         self.head = "pretraining" if self.with_pairs else "mlm"
 
     # ---- data -------------------------------------------------------------------------------------------------
-    def read(self, paths, on_event=None) -> list[list]:
+    def read(self, paths, on_event=None, held_out: bool = False) -> list[list]:
         """Documents of plain-text files; with a segmenter's whole words, each line's words go with its sentences
-        (segmented once per file and cached: masking.segment_files)."""
+        (segmented once per file and cached: masking.segment_files; held-out text may lack gold words)."""
         from ..data import read_documents
         paths = list(paths)
-        docs = read_documents(paths, words=segment_files(paths, self.whole_word, on_event))
+        docs = read_documents(paths, words=segment_files(paths, self.whole_word, on_event, held_out))
         if self.objective == "mlm+nsp" and len(docs) == 1:        # every "not next" B comes from another document
             raise DataError(f"{', '.join(map(str, paths))}: one document (documents are separated by blank lines, or "
                             "begin at a WikiText ' = Title = ' line), and NSP takes each 'not next' segment from "

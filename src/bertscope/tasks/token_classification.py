@@ -20,12 +20,15 @@ from ..errors import DataError
 from .base import Batch, Task
 
 
+BMES = frozenset("BMES")                     # word segmentation: begins, middle, ends, a one-character word
+
+
 def scheme_of(tags) -> str:
     """"bio" for B-/I-/O tags, "bmes" for B/M/E/S segmentation tags, else "tags"."""
     unique = set(tags)
     if unique and all(t == "O" or t[:2] in ("B-", "I-") for t in unique) and unique != {"O"}:
         return "bio"
-    if unique and unique <= {"B", "M", "E", "S"}:
+    if unique and unique <= BMES:
         return "bmes"
     return "tags"
 
@@ -38,15 +41,17 @@ def tag_order(tags) -> list[str]:
 
 def word_spans(tok, text: str, encoding) -> list[tuple[int, int]]:
     """The words of a raw text as the reference token-classification pipeline groups pieces (aggregation "first"):
-    with a word-piece vocabulary a piece continues a word when its token is longer than its characters ("##ing"),
-    otherwise when no space separates it from the character before."""
+    with a word-piece vocabulary a piece continues a word when its token is longer than its characters ("##ing")
+    and is not the unknown token (a rare character or an emoji, a word of its own), otherwise when no space
+    separates it from the character before."""
     prefix = getattr(tok.backend.model, "continuing_subword_prefix", None)
+    unknown = tok.specials.get("unk")
     spans: list[list[int]] = []
     for token, (a, b) in zip(encoding.tokens, encoding.offsets):
         if a == b:
             continue                                                         # a special token
         if prefix:
-            continues = len(token) != len(text[a:b])
+            continues = len(token) != len(text[a:b]) and token != unknown
         else:
             continues = a > 0 and " " not in text[a - 1:a + 1]
         if continues and spans:
@@ -103,6 +108,19 @@ class TokenClassification(Task):
     def _check_tags(self, ex: TokenExamples):
         """IOB2 files are checked tag by tag. A file of B-/I- tags with a few others (a typo such as 0 for O, IOBES's
         E- and S-) is one too: without this, one odd tag would make it plain tags, unchecked and scored per token."""
+        counts: dict = {}
+        for tags in ex.tags:
+            for t in tags:
+                counts[t] = counts.get(t, 0) + 1
+        odd = {t for t in counts if t not in BMES}
+        if len(BMES & set(counts)) >= 3 and odd and all("-" not in t for t in odd) and \
+                sum(counts[t] for t in odd) < 0.01 * sum(counts.values()):
+            # a file of word-segmentation tags with a stray one (a typo): it would make a head that can predict
+            # it, and no word could be read from that prediction
+            i, k = next((i, k) for i, tags in enumerate(ex.tags) for k, t in enumerate(tags) if t in odd)
+            line = ex.lines[i] + k if not str(ex.path).endswith(".jsonl") else ex.lines[i]
+            raise DataError(f"{ex.path} line {line}: tag {ex.tags[i][k]!r} of {ex.words[i][k]!r} in a file of B/M/E/S "
+                            "word-segmentation tags: expected B, M, E or S")
         if not any(t[:2] in ("B-", "I-") for tags in ex.tags for t in tags):
             return
         for words, tags, first in zip(ex.words, ex.tags, ex.lines):
@@ -286,6 +304,7 @@ class TokenClassification(Task):
             m.update(scoring.entity_scores(gold, pred))
         elif scheme == "bmes":
             chars = [[c for w in ws for c in w] for ws in words]
+            pred = [[t if t in BMES else "S" for t in tags] for tags in pred]   # a head's other tag: a word alone
             m.update(scoring.cws_scores([scoring.bmes_to_words(c, t) for c, t in zip(chars, gold)],
                                         [scoring.bmes_to_words(c, t) for c, t in zip(chars, pred)]))
         else:
