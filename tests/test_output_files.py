@@ -147,3 +147,97 @@ def test_draw_refuses_an_existing_file_and_overwrite_replaces_it(tiny, tmp_path)
     r = run("draw", tiny, mine, "--overwrite", "--length", "8")
     assert r.exit_code == 0, r.output
     assert mine.read_text().startswith("<?xml") and listing(tmp_path) == ["mine.svg"]
+
+
+# ---- nothing of the user's is lost (a hunt of output folders) ------------------------------------------------------
+
+@pytest.fixture
+def rows(tmp_path):
+    from conftest import DATA, need_shared
+    need_shared()
+    lines = (DATA / "sst2" / "dev.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    return write(tmp_path, "t.tsv", "".join(lines[:41]))
+
+
+def test_a_run_refused_by_a_live_lock_removes_nothing_of_the_folder(tiny, rows, tmp_path):
+    """Another run made the folder and holds its lock: the refused one leaves the folder as it is (it used to
+    remove it when the other had made it a moment before)."""
+    import os
+    import socket
+    out = tmp_path / "race"
+    out.mkdir()
+    (out / ".bertscope.lock").write_text(f"{os.getppid()} {socket.gethostname()}\n")       # alive
+    (out / "run.json").write_text("{}")
+    refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"), "is in use")
+    assert listing(out) == [".bertscope.lock", "run.json"]
+    (out / ".bertscope.lock").write_text("12345 another-host\n")               # a shared file system's other machine
+    refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"),
+            "in use by a bertscope fine-tuning run on another-host", "remove")
+    assert listing(out) == [".bertscope.lock", "run.json"]
+
+
+def test_overwrite_never_clears_a_folder_holding_what_the_run_reads(tiny, rows, tmp_path):
+    import shutil
+    out = tmp_path / "k"
+    out.mkdir()
+    shutil.copytree(tiny, out / "start")                                        # the model it starts from, inside
+    refused(run("finetune", out / "start", "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"),
+            "holds the model this run starts from")
+    inside = write(out, "train.tsv", rows.read_text())                          # its training file, inside
+    refused(run("finetune", tiny, "--train", inside, "--out", out, "--max-steps", "1", "--overwrite"),
+            "which this command reads, and --overwrite would clear the folder")
+    refused(run("finetune", tiny, "--train", rows, "--tokenizer", out / "start", "--out", out, "--max-steps", "1",
+                "--overwrite"), "--overwrite would clear the folder")
+    assert (out / "start" / "model.safetensors").exists() and inside.exists()
+
+
+def test_a_checkpoint_folder_bertscope_did_not_write_is_never_cleared(tiny, rows, tmp_path):
+    out = tmp_path / "proj"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "important.db").write_text("data")
+    for extra in ((), ("--overwrite",)):
+        refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", *extra),
+                "which bertscope did not write")
+    assert (out / "checkpoint" / "important.db").read_text() == "data"
+
+
+def test_a_tokenizer_is_not_trained_into_a_models_folder_and_its_own_save_keeps_its_vocabulary(tiny, tmp_path):
+    import shutil
+
+    import bertscope
+    corpus = write(tmp_path, "c.txt", "".join(f"the cat sat on mat number {i}\n" for i in range(60)))
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    before = (model / "tokenizer.json").read_bytes()
+    refused(run("tokenizer", "train", corpus, "--family", "bert", "--vocab-size", "200", "--out", model,
+                "--overwrite"), "holds a model", "wrong rows")
+    assert (model / "tokenizer.json").read_bytes() == before
+    (model / "vocab.txt").write_text((model / "vocab.txt").read_text() if (model / "vocab.txt").exists() else
+                                     "\n".join(bertscope.load_tokenizer(model).backend.get_vocab()))
+    bertscope.load_tokenizer(model).save(model)                                  # into its own folder
+    assert (model / "vocab.txt").exists()
+
+
+def test_weight_shards_count_as_a_model_in_the_folder(tiny, tmp_path):
+    import bertscope
+    out = tmp_path / "sh"
+    out.mkdir()
+    (out / "model-00001-of-00002.safetensors").write_bytes(b"x")
+    with pytest.raises(OutputError, match="already holds a model .*model-00001-of-00002.safetensors"):
+        bertscope.save_pretrained(bertscope.from_pretrained(tiny), out)
+    assert (out / "model-00001-of-00002.safetensors").exists()
+
+
+def test_masks_never_writes_over_its_words_file_or_an_input_behind_a_link(tiny, tmp_path):
+    corpus = write(tmp_path, "c.txt", "the cat sat\n")
+    words = write(tmp_path, "w.jsonl", "the cat sat\n")
+    refused(run("masks", corpus, "--tokenizer", tiny, "--whole-word", f"words:{words}", "--out", words,
+                "--overwrite"), "w.jsonl")
+    assert words.read_text() == "the cat sat\n"
+    folder = tmp_path / "tk"
+    folder.mkdir()
+    vocab = write(folder, "vocab.txt", "".join(f"word{i} the cat\n" for i in range(30)))
+    (tmp_path / "link.txt").symlink_to(vocab)
+    refused(run("tokenizer", "train", tmp_path / "link.txt", "--family", "bert", "--vocab-size", "100", "--out",
+                folder, "--overwrite"), "which this command reads")
+    assert vocab.read_text().startswith("word0 the cat")

@@ -28,6 +28,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 TRAINING_WRITES = MODEL_FILES + RUN_FILES + TOKENIZER_FILES + ("curves.png",)
 QUANTIZE_WRITES = MODEL_FILES + TOKENIZER_FILES + ("int8.safetensors", "run.json")
 LOCK = ".bertscope.lock"
+CHECKPOINT, CHECKPOINT_STATE = "checkpoint", "trainer_state.pt"       # a run's checkpoint/ holds train.state's file
 
 
 def _umask() -> int:
@@ -166,9 +167,13 @@ def cache_folder(*parts: str) -> Path:
 
 
 def model_files(folder) -> list[str]:
-    """The model files (MODEL_FILES) a folder holds: what writing a model there would replace."""
+    """The model files (MODEL_FILES, and weight shards) a folder holds: what writing a model there would replace."""
     folder = Path(folder)
-    return [f for f in MODEL_FILES if (folder / f).exists()] if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    shards = sorted(p.name for pattern in ("model-*-of-*.safetensors", "pytorch_model-*-of-*.bin")
+                    for p in folder.glob(pattern))
+    return [f for f in MODEL_FILES if (folder / f).exists()] + shards
 
 
 def holds_model(folder: Path) -> bool:
@@ -176,7 +181,12 @@ def holds_model(folder: Path) -> bool:
 
 
 def holds_run(folder: Path) -> bool:
-    return any((folder / f).exists() for f in RUN_FILES)
+    """run.json or metrics.jsonl, or a checkpoint/ that bertscope wrote (one of another tool is not a run's)."""
+    return any((folder / f).exists() for f in RUN_FILES if f != CHECKPOINT) or is_run_checkpoint(folder / CHECKPOINT)
+
+
+def is_run_checkpoint(path: Path) -> bool:
+    return path.is_dir() and (path / CHECKPOINT_STATE).exists()
 
 
 def check_output_folder(folder, overwrite: bool = False, sources=(), option: str = "--out",
@@ -196,15 +206,24 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         if source is not None and Path(source).exists() and Path(source).resolve() == resolved and not overwrite:
             raise OutputError(f"{option} {folder} is {what}; writing there would replace its files. Choose "
                               "another folder, or pass --overwrite to replace them on purpose")
+        if source is not None and overwrite and Path(source).exists() and resolved in Path(source).resolve().parents:
+            raise OutputError(f"{option} {folder} holds {source}, {what}, and --overwrite would clear the folder "
+                              "before the new files are written; copy it elsewhere first, or choose another folder")
     for source in inputs:
         p = Path(source)
-        if p.exists() and p.resolve().parent == resolved and p.name in writes:
+        if p.exists() and p.resolve().parent == resolved and (p.name in writes or p.resolve().name in writes):
             raise OutputError(f"{option} {folder}: the output would replace {p}, which this command reads; choose "
                               "another folder")
+        if p.exists() and overwrite and resolved in p.resolve().parents:        # (--overwrite clears the folder)
+            raise OutputError(f"{option} {folder}: holds {p}, which this command reads, and --overwrite would clear "
+                              "the folder before the new files are written; choose another folder")
+    if CHECKPOINT in writes and (folder / CHECKPOINT).exists() and not is_run_checkpoint(folder / CHECKPOINT):
+        raise OutputError(f"{option} {folder} already holds {folder / CHECKPOINT}, which bertscope did not write and "
+                          "a training run writes its checkpoints to (--overwrite or not); choose another folder")
     if folder.is_dir() and not overwrite:
         if holds_run(folder):
             # only a run with a checkpoint can be resumed: a finished one has none, one stopped early may have none
-            can = resumable and (folder / "checkpoint").is_dir()
+            can = resumable and is_run_checkpoint(folder / CHECKPOINT)
             how = f"continue it with --resume {folder}, " if can else ""
             kind = "a finished training run" if (folder / "config.json").exists() and not can else "a training run" \
                 + ("" if can or not resumable else " that saved no checkpoint, so it cannot be resumed")
@@ -231,17 +250,25 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     return folder
 
 
-def create_output_folder(folder, option: str = "--out") -> Path:
-    """Make the (checked) output folder and prove that a file can be written in it."""
+def create_output_folder(folder, option: str = "--out") -> bool:
+    """Make the (checked) output folder and prove that a file can be written in it. True when this call made it
+    (not another process at the same moment)."""
     folder = Path(folder)
+    made = False
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                folder.mkdir()
+                made = True
+            except FileExistsError:                   # another process made it first: it is that one's
+                pass
         fd, probe = tempfile.mkstemp(prefix=".probe.", dir=folder)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise OutputError(f"{option} {folder}: cannot write there: {_describe(e)}") from None
-    return folder
+    return made
 
 
 class FolderLock:
@@ -271,18 +298,23 @@ class FolderLock:
         raise OutputError(f"{self.path}: could not take the lock")
 
     def check_free(self) -> None:
-        """Refused while a live process holds the lock (also before taking it, so a resume says so before reading)."""
-        owner = self._owner() if self.path.exists() else None
-        if owner is not None and _alive(owner):
-            raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process {owner}); "
-                              "wait for it to finish or choose another folder")
+        """Refused while a live process holds the lock (also before taking it, so a resume says so before reading).
+        A lock of another machine (a shared file system) cannot be checked, so it holds."""
+        pid, host = self._owner() if self.path.exists() else (None, None)
+        if host is not None and host != socket.gethostname():
+            raise OutputError(f"{self.path.parent} is in use by a bertscope {self.what} on {host} (process {pid}), "
+                              f"or was, if that one was stopped: remove {self.path} once no run writes there")
+        if pid is not None and _alive(pid):
+            raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process {pid}); "
+                              f"wait for it to finish or choose another folder (if no run writes there, remove "
+                              f"{self.path})")
 
-    def _owner(self) -> int | None:
+    def _owner(self) -> tuple[int | None, str | None]:
         try:
             pid, host = self.path.read_text().split()[:2]
-            return int(pid) if host == socket.gethostname() else None
+            return int(pid), host
         except (OSError, ValueError):
-            return None
+            return None, None
 
     def __exit__(self, *exc):
         if self.held:

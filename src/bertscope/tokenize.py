@@ -44,6 +44,7 @@ class Tokenizer:
         # padding side, bos/eos and added special tokens), and the padding / truncation tokenizer.json bakes in:
         # we apply ours per call, and give theirs back to the saved file
         self.settings = dict(settings or {})
+        self.folder: Path | None = None          # the folder it was read from (load_tokenizer), if any
         self._baked = backend.padding, backend.truncation
         backend.no_padding()
         backend.no_truncation()
@@ -204,9 +205,10 @@ class Tokenizer:
                "cls_token": self.specials["cls"], "sep_token": self.specials["sep"], "pad_token": self.specials["pad"],
                "unk_token": self.specials["unk"], "mask_token": self.specials["mask"]}
         write_json(folder / "tokenizer_config.json", cfg)
-        for name in OTHER_TOKENIZER_FILES:      # another tokenizer's, left by an --overwrite: readers of the
-            with contextlib.suppress(FileNotFoundError):      # classic files would take them for this one's
-                (folder / name).unlink()
+        own = self.folder is not None and self.folder.resolve() == folder.resolve()
+        for name in () if own else OTHER_TOKENIZER_FILES:   # another tokenizer's, left by an --overwrite: readers
+            with contextlib.suppress(FileNotFoundError):      # of the classic files would take them for this one's
+                (folder / name).unlink()                      # (in its own folder they are its own: kept)
         return folder
 
     def _save_backend(self, path) -> None:
@@ -347,7 +349,9 @@ def load_tokenizer(folder, family: str | None = None, max_length: int | None = N
     else:                                            # asked for: what a saved tokenizer_config.json says too
         tok_cfg = {k: v for k, v in tok_cfg.items() if k != "model_max_length"}
     try:
-        return Tokenizer(backend, family, max_length=max_length, specials=specials, settings=tok_cfg)
+        tok = Tokenizer(backend, family, max_length=max_length, specials=specials, settings=tok_cfg)
+        tok.folder = folder
+        return tok
     except TokenizerError as e:                      # a special token that is not in the vocabulary: say whose
         named = [f"{k}_token" for k, v in specials.items() if tok_cfg.get(f"{k}_token") is not None
                  and backend.token_to_id(v) is None]

@@ -39,7 +39,8 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     equally frequent merges in hash-map order (huggingface/tokenizers#1794); keep the folder it writes."""
     from ..arguments import check_flag, number_arg, path_arg, paths_arg, whole_number
     from ..data import check_columns_apply, iter_rows
-    from ..io import TOKENIZER_FILES, check_output_folder, create_output_folder
+    from ..errors import OutputError
+    from ..io import TOKENIZER_FILES, FolderLock, check_output_folder, create_output_folder, holds_model, model_files
     from ..tokenize import save_vocab_files, train_tokenizer_on, unknown_tokens
     corpus = [Path(p) for p in paths_arg("corpus", corpus)]
     if lowercase is not None:
@@ -63,6 +64,10 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
     out = Path(out)
     check_output_folder(out, overwrite, resumable=False,
                         inputs=corpus + ([Path(held_out)] if held_out is not None else []), writes=TOKENIZER_FILES)
+    if holds_model(out):                             # --overwrite or not: the model's embeddings are its own ids'
+        raise OutputError(f"--out {out} holds a model ({', '.join(model_files(out))}), whose embeddings are rows of "
+                          "its own tokenizer's ids: a new tokenizer there would make it read every text through the "
+                          "wrong rows. Write the tokenizer to a folder of its own")
     for p in corpus + ([Path(held_out)] if held_out is not None else []):
         if str(p) == "-":
             raise UsageError("'-' (standard input) is not read here: the corpus is read more than once, so give it "
@@ -117,9 +122,10 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
         if on_event:
             on_event({"event": "warning", "message": w})
     create_output_folder(out)
-    tok.save(out)
-    save_vocab_files(tok, out)
-    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    with FolderLock(out, "tokenizer training"):     # two trainings into one folder: the second is refused
+        tok.save(out)
+        save_vocab_files(tok, out)
+    files = sorted(p.name for p in out.iterdir() if p.name in TOKENIZER_FILES)      # what was written
     shown = next((x for x in held if 8 <= len(x[1]) <= 80), held[0] if held else first[0])
     example = {"where": shown[0], "text": shown[1][:80], "tokens": tok.tokenize(shown[1][:80])}
     return TrainedTokenizer(tok, out, files, count[0], seconds, stats, example, warnings)
@@ -148,7 +154,10 @@ def masks(file, out, *, tokenizer, whole_word: str | None = None, seed: int = 42
     if whole_number(seed) is None:
         raise UsageError(f"--seed {seed!r}: expected a whole number")
     seed = int(seed)
-    check_writable_file(out, "--out", inputs=(file, tokenizer), overwrite=overwrite)  # an input is named first
+    words_file = whole_word[len("words:"):] if isinstance(whole_word, str) and whole_word.startswith("words:") \
+        else None
+    check_writable_file(out, "--out", inputs=(file, tokenizer, *([words_file] if words_file else [])),
+                        overwrite=overwrite)                                    # an input is named first
     if Path(out).suffix.lower() != ".jsonl":
         raise UsageError(f"--out {out}: masks writes JSON lines; name the file with .jsonl at the end")
     if max_length < 3:

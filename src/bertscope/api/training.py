@@ -517,9 +517,10 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     def check_out():
         words = (whole_word or "")[len("words:"):] if (whole_word or "").startswith("words:") else None
         _not_into_source(out, init, "--init")
+        given = str(config).endswith(".json") if config is not None else False    # a config.json file read
         check_output_folder(out, overwrite, sources=[init] if init else [], tokenizer=_folder(tokenizer),
-                            inputs=[*corpus,
-                                    *([eval] if eval is not None else []), *([words] if words else [])])
+                            inputs=[*corpus, *([eval] if eval is not None else []), *([words] if words else []),
+                                    *([config] if given else [])])
     distributed.on_first(check_out)
     if init is not None and not Path(str(init)).is_dir():
         raise CheckpointError(f"--init {init}: " + ("is a file; expected a checkpoint folder" if Path(str(init)).exists()
@@ -667,9 +668,9 @@ def _run_folder(out, what: str, rank0: bool = True, overwrite: bool = False):
     are removed first (its weights, config.json, int8 calibration, checkpoint/ and metrics): a run stopped before it
     saves must not leave the old model beside its new run.json, nor an old checkpoint for --resume to continue."""
     from ..io import FolderLock, create_output_folder
-    existed = Path(out).exists()
+    existed = True                                   # (unless this process makes it: another's is never removed)
     if rank0:
-        create_output_folder(out)
+        existed = not create_output_folder(out)
     try:
         with FolderLock(out, what) if rank0 else _NoLock():
             if rank0 and existed and overwrite:      # (without it, check_output_folder found nothing to clear)
@@ -712,6 +713,10 @@ def _not_into_source(out, source, option: str) -> None:
     """A run never writes into the folder of the model it starts from, --overwrite or not: the old model would be
     removed before the new one is saved, so a run stopped in between would leave neither."""
     from ..errors import OutputError
+    if source is not None and Path(str(source)).is_dir() and Path(out).resolve() in Path(str(source)).resolve().parents:
+        raise OutputError(f"--out {out} holds the model this run starts from ({option} {source}); the run would "
+                          "write over or clear it before the new model is saved. Copy it elsewhere first, or write "
+                          "the run to another folder")
     if source is not None and Path(str(source)).is_dir() and Path(out).resolve() == Path(str(source)).resolve():
         raise OutputError(f"--out {out} is the folder of the model this run starts from ({option}); training there "
                           "would remove that model before the new one is saved, so a stopped run would leave neither. "
@@ -746,13 +751,15 @@ def _same_vocabulary(tok, tokenizer, init, config, said: str | None = None, inst
 
 
 def _clear_earlier_run(out: Path) -> None:
-    from ..io import MODEL_FILES, RUN_FILES
+    from ..io import CHECKPOINT, MODEL_FILES, RUN_FILES, is_run_checkpoint
     from ..quantize import FILE as INT8_FILE
     shards = [p.name for p in out.glob("model-*-of-*.safetensors")] + [p.name for p in
                                                                        out.glob("pytorch_model-*-of-*.bin")]
     for name in (*MODEL_FILES, *RUN_FILES, INT8_FILE, "curves.png", *shards):
         p = out / name
         if p.is_dir() and not p.is_symlink():
+            if name == CHECKPOINT and not is_run_checkpoint(p):           # another tool's folder of that name
+                continue
             shutil.rmtree(p)
         elif p.exists() or p.is_symlink():
             p.unlink()

@@ -22,10 +22,10 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, DataError
-from ..io import json_safe, write_json, write_text
+from ..io import CHECKPOINT_STATE, json_safe, write_json, write_text
 from .plot import plot_curves
 
-STATE = "trainer_state.pt"
+STATE = CHECKPOINT_STATE
 
 
 def checkpoint_dir(out) -> Path:
