@@ -241,3 +241,17 @@ def test_masks_never_writes_over_its_words_file_or_an_input_behind_a_link(tiny, 
     refused(run("tokenizer", "train", tmp_path / "link.txt", "--family", "bert", "--vocab-size", "100", "--out",
                 folder, "--overwrite"), "which this command reads")
     assert vocab.read_text().startswith("word0 the cat")
+
+
+def test_a_write_the_system_refuses_midway_is_one_line_and_leaves_nothing(tiny, rows, tmp_path):
+    """A file size limit (as a full disk) stops safetensors inside its write: one message naming the file."""
+    import subprocess
+    import sys
+    out = tmp_path / "full"
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000)); "
+            "from bertscope.cli import main; sys.argv = ['bertscope'] + sys.argv[1:]; main()")
+    r = subprocess.run([sys.executable, "-c", code, "finetune", str(tiny), "--train", str(rows), "--out", str(out),
+                        "--max-steps", "1", "--batch-size", "8"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "model.safetensors: could not be written" in r.stderr and "file size limit" in r.stderr
+    assert not out.exists()                                          # made for this run, nothing saved: removed

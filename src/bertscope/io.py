@@ -67,11 +67,22 @@ def atomic_write(path, write) -> Path:
         _remove(tmp)
         _unmake(made)
         raise OutputError(f"{path}: could not be written ({_describe(e)}); nothing was written there") from None
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
         _unmake(made)
+        if failed_writing(e):
+            raise OutputError(f"{path}: could not be written ({str(e).splitlines()[0]}; a full disk, or a file "
+                              "size limit); nothing was written there") from None
         raise
     return path
+
+
+def failed_writing(e: BaseException) -> bool:
+    """A writer library's own error for a write the system refused (safetensors: "... (os error 28)"; torch.save:
+    "PytorchStreamWriter failed writing file", "unexpected pos"): a full disk or a size limit, not a bug."""
+    text = str(e)
+    return (type(e).__name__ == "SafetensorError" and "os error" in text) or (
+        isinstance(e, RuntimeError) and ("PytorchStreamWriter failed" in text or "unexpected pos" in text))
 
 
 def write_text(path, text: str) -> Path:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, DataError
-from ..io import CHECKPOINT_STATE, json_safe, write_json, write_text
+from ..errors import CheckpointError, DataError, OutputError
+from ..io import CHECKPOINT_STATE, failed_writing, json_safe, write_json, write_text
 from .plot import plot_curves
 
 STATE = CHECKPOINT_STATE
@@ -60,9 +60,16 @@ def write_checkpoint(out: Path, save_model, state: dict) -> None:
     for stale in (tmp, old):          # left by a save that was itself interrupted
         if stale.exists() and (stale != old or (ckpt / STATE).exists()):
             shutil.rmtree(stale)
-    save_model(tmp)
     packed = {k: (json.dumps(v) if k in ("history", "run", "position") else v) for k, v in state.items()}
-    torch.save(packed, tmp / STATE)
+    try:
+        save_model(tmp)
+        torch.save(packed, tmp / STATE)
+    except BaseException as e:        # (a full disk): the last whole checkpoint stays, this one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        if failed_writing(e) or isinstance(e, OSError):
+            raise OutputError(f"{ckpt}: this checkpoint could not be written ({str(e).splitlines()[0]}; a full disk, "
+                              "or a file size limit); the last one written is kept") from None
+        raise
     if ckpt.exists():
         if old.exists():              # ckpt is incomplete and old is the last whole one: this one replaces both
             shutil.rmtree(ckpt)
