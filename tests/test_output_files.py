@@ -255,3 +255,9 @@ def test_a_write_the_system_refuses_midway_is_one_line_and_leaves_nothing(tiny, 
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "model.safetensors: could not be written" in r.stderr and "file size limit" in r.stderr
     assert not out.exists()                                          # made for this run, nothing saved: removed
+
+
+def test_a_dangling_link_as_out_is_named_before_anything_runs(tiny, rows, tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    refused(run("finetune", tiny, "--train", rows, "--out", tmp_path / "gone", "--max-steps", "1"),
+            "is a link to", "which does not exist")

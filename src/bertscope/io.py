@@ -211,6 +211,9 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{option} {folder}: is a file; expected a folder (new, or one to --overwrite)")
+    if folder.is_symlink() and not folder.exists():
+        raise OutputError(f"{option} {folder}: is a link to {os.readlink(folder)}, which does not exist; make that "
+                          "folder first, or choose another")
     resolved = folder.resolve()
     read = [*((s, "the folder of the model being read") for s in sources), (tokenizer, "the --tokenizer folder")]
     for source, what in read:
