@@ -261,3 +261,21 @@ def test_a_dangling_link_as_out_is_named_before_anything_runs(tiny, rows, tmp_pa
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     refused(run("finetune", tiny, "--train", rows, "--out", tmp_path / "gone", "--max-steps", "1"),
             "is a link to", "which does not exist")
+
+
+def test_api_tokenizer_save_refuses_a_models_folder_of_another_vocabulary(tiny, tmp_path):
+    import shutil
+
+    import bertscope
+    from bertscope.errors import TokenizerError
+    corpus = write(tmp_path, "c.txt", "".join(f"the cat sat on mat number {i}\n" for i in range(60)))
+    other = bertscope.api.train_tokenizer([corpus], tmp_path / "tok", family="bert", vocab_size=200).tokenizer
+    model = tmp_path / "model"
+    shutil.copytree(tiny, model)
+    before = (model / "tokenizer.json").read_bytes()
+    with pytest.raises(TokenizerError, match="holds a model whose tokenizer has another vocabulary"):
+        other.save(model)
+    assert (model / "tokenizer.json").read_bytes() == before
+    bertscope.load_tokenizer(tiny).save(model)                       # its own vocabulary: written again
+    other.save(model, overwrite=True)                                # asked for
+    assert bertscope.load_tokenizer(model).vocab_size == other.vocab_size

@@ -180,10 +180,22 @@ class Tokenizer:
         return {k: torch.tensor(v, dtype=torch.long) for k, v in padded.items()}
 
     # ---- saving ----------------------------------------------------------------------------------------------------
-    def save(self, folder) -> Path:
+    def save(self, folder, overwrite: bool = False) -> Path:
         """Write tokenizer.json and tokenizer_config.json (model_max_length, special tokens, and the class that makes
-        transformers read tokenizer.json unchanged)."""
+        transformers read tokenizer.json unchanged). A model's folder whose own tokenizer has another vocabulary is
+        refused unless `overwrite`: its embeddings are rows of that tokenizer's ids."""
         folder = Path(folder)
+        if not isinstance(overwrite, bool):
+            raise UsageError(f"overwrite={overwrite!r}: expected True or False")
+        if not overwrite and (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
+            try:
+                theirs = Backend.from_file(str(folder / "tokenizer.json")).get_vocab()
+            except Exception:                            # unreadable: not a tokenizer to keep
+                theirs = None
+            if theirs is not None and theirs != self.backend.get_vocab():
+                raise TokenizerError(f"{folder} holds a model whose tokenizer has another vocabulary ({len(theirs):,} "
+                                     f"tokens; this one {self.vocab_size:,}): its embeddings are rows of that one's "
+                                     "ids. Save this tokenizer elsewhere, or pass overwrite=True to replace it")
         atomic_write(folder / "tokenizer.json", self._save_backend)
         # tokenizer_class: transformers reads tokenizer.json as it is (its BertTokenizer would rebuild the
         # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary); that class feeds the model
