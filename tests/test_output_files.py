@@ -170,25 +170,33 @@ def test_a_run_refused_by_a_live_lock_removes_nothing_of_the_folder(tiny, rows, 
     (out / "run.json").write_text("{}")
     refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"), "is in use")
     assert listing(out) == [".bertscope.lock", "run.json"]
-    (out / ".bertscope.lock").write_text("12345 another-host\n")               # a shared file system's other machine
-    refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"),
-            "in use by a bertscope fine-tuning run on another-host", "remove")
-    assert listing(out) == [".bertscope.lock", "run.json"]
+    # a folder that existed is left whole although this process found it empty of a run of its own
+    (out / "run.json").unlink()
+    refused(run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1"), "is in use", "remove")
+    assert listing(out) == [".bertscope.lock"]
 
 
 def test_overwrite_never_clears_a_folder_holding_what_the_run_reads(tiny, rows, tmp_path):
     import shutil
     out = tmp_path / "k"
-    out.mkdir()
-    shutil.copytree(tiny, out / "start")                                        # the model it starts from, inside
-    refused(run("finetune", out / "start", "--train", rows, "--out", out, "--max-steps", "1", "--overwrite"),
-            "holds the model this run starts from")
-    inside = write(out, "train.tsv", rows.read_text())                          # its training file, inside
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "trainer_state.pt").write_bytes(b"")                 # a run's checkpoint folder
+    shutil.copytree(tiny, out / "checkpoint" / "start")                        # the model it starts from, in it
+    refused(run("finetune", out / "checkpoint" / "start", "--train", rows, "--out", out, "--max-steps", "1",
+                "--overwrite"), "holds the model this run starts from")
+    inside = write(out / "checkpoint", "train.tsv", rows.read_text())           # its training file, in it
     refused(run("finetune", tiny, "--train", inside, "--out", out, "--max-steps", "1", "--overwrite"),
-            "which this command reads, and --overwrite would clear the folder")
-    refused(run("finetune", tiny, "--train", rows, "--tokenizer", out / "start", "--out", out, "--max-steps", "1",
-                "--overwrite"), "--overwrite would clear the folder")
-    assert (out / "start" / "model.safetensors").exists() and inside.exists()
+            "which this command reads, in the checkpoint folder a training run replaces")
+    refused(run("finetune", tiny, "--train", rows, "--tokenizer", out / "checkpoint" / "start", "--out", out,
+                "--max-steps", "1", "--overwrite"), "in the checkpoint folder a training run replaces")
+    assert (out / "checkpoint" / "start" / "model.safetensors").exists() and inside.exists()
+    # elsewhere in the folder nothing is cleared, so a model and data there are read as they are
+    beside = tmp_path / "proj"
+    shutil.copytree(tiny, beside / "base")
+    data = write(beside, "data.tsv", rows.read_text())
+    r = run("finetune", beside / "base", "--train", data, "--out", beside, "--max-steps", "1", "--batch-size", "8")
+    assert r.exit_code == 0, r.output
+    assert (beside / "base" / "model.safetensors").exists() and data.read_text() == rows.read_text()
 
 
 def test_a_checkpoint_folder_bertscope_did_not_write_is_never_cleared(tiny, rows, tmp_path):
@@ -279,3 +287,20 @@ def test_api_tokenizer_save_refuses_a_models_folder_of_another_vocabulary(tiny, 
     bertscope.load_tokenizer(tiny).save(model)                       # its own vocabulary: written again
     other.save(model, overwrite=True)                                # asked for
     assert bertscope.load_tokenizer(model).vocab_size == other.vocab_size
+
+
+def test_overwrite_with_a_model_of_another_vocabulary_replaces_the_run_and_its_tokenizer(tiny, rows, tmp_path):
+    import bertscope
+    corpus = write(tmp_path, "c.txt", rows.read_text())
+    tok = bertscope.api.train_tokenizer([corpus], tmp_path / "tok", family="bert", vocab_size=300).tokenizer
+    other = tmp_path / "other"
+    bertscope.save_pretrained(bertscope.Model(bertscope.Config(
+        family="bert", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128)), other)
+    tok.save(other)
+    out = tmp_path / "run"
+    assert run("finetune", tiny, "--train", rows, "--out", out, "--max-steps", "1", "--batch-size", "8").exit_code == 0
+    r = run("finetune", other, "--train", rows, "--out", out, "--max-steps", "1", "--batch-size", "8", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert bertscope.load_tokenizer(out).vocab_size == tok.vocab_size
+    assert bertscope.api.load(out).model.config.vocab_size == tok.vocab_size

@@ -220,17 +220,18 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         if source is not None and Path(source).exists() and Path(source).resolve() == resolved and not overwrite:
             raise OutputError(f"{option} {folder} is {what}; writing there would replace its files. Choose "
                               "another folder, or pass --overwrite to replace them on purpose")
-        if source is not None and overwrite and Path(source).exists() and resolved in Path(source).resolve().parents:
-            raise OutputError(f"{option} {folder} holds {source}, {what}, and --overwrite would clear the folder "
-                              "before the new files are written; copy it elsewhere first, or choose another folder")
+        if source is not None and CHECKPOINT in writes and Path(source).exists() and \
+                _in(Path(source).resolve(), resolved / CHECKPOINT):
+            raise OutputError(f"{option} {folder} holds {source}, {what}, in the checkpoint folder a training run "
+                              "replaces; copy it elsewhere first, or choose another folder")
     for source in inputs:
         p = Path(source)
         if p.exists() and p.resolve().parent == resolved and (p.name in writes or p.resolve().name in writes):
             raise OutputError(f"{option} {folder}: the output would replace {p}, which this command reads; choose "
                               "another folder")
-        if p.exists() and overwrite and resolved in p.resolve().parents:        # (--overwrite clears the folder)
-            raise OutputError(f"{option} {folder}: holds {p}, which this command reads, and --overwrite would clear "
-                              "the folder before the new files are written; choose another folder")
+        if p.exists() and CHECKPOINT in writes and _in(p.resolve(), resolved / CHECKPOINT):
+            raise OutputError(f"{option} {folder}: holds {p}, which this command reads, in the checkpoint folder a "
+                              "training run replaces; choose another folder")
     if CHECKPOINT in writes and (folder / CHECKPOINT).exists() and not is_run_checkpoint(folder / CHECKPOINT):
         raise OutputError(f"{option} {folder} already holds {folder / CHECKPOINT}, which bertscope did not write and "
                           "a training run writes its checkpoints to (--overwrite or not); choose another folder")
@@ -262,6 +263,10 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     except OSError as e:
         raise OutputError(f"{option} {folder}: cannot write there: {_describe(e)}") from None
     return folder
+
+
+def _in(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def create_output_folder(folder, option: str = "--out") -> bool:
@@ -313,12 +318,10 @@ class FolderLock:
 
     def check_free(self) -> None:
         """Refused while a live process holds the lock (also before taking it, so a resume says so before reading).
-        A lock of another machine (a shared file system) cannot be checked, so it holds."""
+        A lock of another machine cannot be checked from here: it is taken over as stale (a job resumed on another
+        node, a container with a new name)."""
         pid, host = self._owner() if self.path.exists() else (None, None)
-        if host is not None and host != socket.gethostname():
-            raise OutputError(f"{self.path.parent} is in use by a bertscope {self.what} on {host} (process {pid}), "
-                              f"or was, if that one was stopped: remove {self.path} once no run writes there")
-        if pid is not None and _alive(pid):
+        if pid is not None and host == socket.gethostname() and _alive(pid):
             raise OutputError(f"{self.path.parent} is in use by another bertscope {self.what} (process {pid}); "
                               f"wait for it to finish or choose another folder (if no run writes there, remove "
                               f"{self.path})")

@@ -105,8 +105,7 @@ def segment_files(paths, whole_word: str | None, on_event=None, held_out: bool =
             on_event({"event": "notice", "message": f"--whole-word words:{gold_file}: {missing:,} of {texts:,} lines "
                       f"of {'--eval ' if held_out else ''}{path} have no gold segmentation there (no line of it "
                       f"spells them; first: line {first}); "
-                      "their tokens are grouped by the tokenizer's own words instead (for a Chinese vocabulary: "
-                      "each character alone)"})
+                      "their tokens are grouped by the tokenizer's own words instead (a Chinese character alone)"})
     return out
 
 

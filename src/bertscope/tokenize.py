@@ -193,9 +193,10 @@ class Tokenizer:
             except Exception:                            # unreadable: not a tokenizer to keep
                 theirs = None
             if theirs is not None and theirs != self.backend.get_vocab():
-                raise TokenizerError(f"{folder} holds a model whose tokenizer has another vocabulary ({len(theirs):,} "
-                                     f"tokens; this one {self.vocab_size:,}): its embeddings are rows of that one's "
-                                     "ids. Save this tokenizer elsewhere, or pass overwrite=True to replace it")
+                said = (f"{folder} holds a model whose tokenizer has another vocabulary ({len(theirs):,} tokens; this "
+                        f"one {self.vocab_size:,}): its embeddings are rows of that one's ids. Save this tokenizer "
+                        "elsewhere, or pass ")
+                raise TokenizerError(said + "overwrite=True to replace it", cli=said + "--overwrite to replace it")
         atomic_write(folder / "tokenizer.json", self._save_backend)
         # tokenizer_class: transformers reads tokenizer.json as it is (its BertTokenizer would rebuild the
         # normaliser from do_lower_case and drop the NFKC step of a Chinese vocabulary); that class feeds the model

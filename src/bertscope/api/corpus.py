@@ -123,7 +123,7 @@ def train_tokenizer(corpus, out, *, family: str, vocab_size: int = 30000, lowerc
             on_event({"event": "warning", "message": w})
     create_output_folder(out)
     with FolderLock(out, "tokenizer training"):     # two trainings into one folder: the second is refused
-        tok.save(out)
+        tok.save(out, overwrite=True)        # (--out was checked above: a model's folder is refused)
         save_vocab_files(tok, out)
     files = sorted(p.name for p in out.iterdir() if p.name in TOKENIZER_FILES)      # what was written
     shown = next((x for x in held if 8 <= len(x[1]) <= 80), held[0] if held else first[0])

@@ -436,7 +436,7 @@ def quantize(loaded: Loaded, calibration, out, *, column=None, limit: int = 512,
     task = _trained_task(loaded)                 # a fine-tuned model's columns, pairs and length go along
     with FolderLock(out, "quantize"):
         save_pretrained(fp32, out)
-        tok.save(out)
+        tok.save(out, overwrite=True)            # (--out was checked above, and is locked)
         q.save(int8, out)
         if task:
             write_json(Path(out) / "run.json", {"kind": "quantized", "bertscope": VERSION, "task": task,

@@ -668,17 +668,17 @@ def _run_folder(out, what: str, rank0: bool = True, overwrite: bool = False):
     are removed first (its weights, config.json, int8 calibration, checkpoint/ and metrics): a run stopped before it
     saves must not leave the old model beside its new run.json, nor an old checkpoint for --resume to continue."""
     from ..io import FolderLock, create_output_folder
-    existed = True                                   # (unless this process makes it: another's is never removed)
-    if rank0:
-        existed = not create_output_folder(out)
+    made = create_output_folder(out) if rank0 else False      # (a folder another process made is never removed)
+    locked = False
     try:
         with FolderLock(out, what) if rank0 else _NoLock():
-            if rank0 and existed and overwrite:      # (without it, check_output_folder found nothing to clear)
+            locked = True
+            if rank0 and not made and overwrite:     # (without it, check_output_folder found nothing to clear)
                 _clear_earlier_run(Path(out))
             yield
     except BaseException as e:
         saved = any((Path(out) / name).exists() for name in ("checkpoint", "model.safetensors"))
-        removed = rank0 and not existed and not saved
+        removed = rank0 and made and locked and not saved
         if removed:
             shutil.rmtree(out, ignore_errors=True)
         _next_after_divergence(e, f"the same command runs again: {out}, made for this run, is removed" if removed
@@ -713,7 +713,7 @@ def _not_into_source(out, source, option: str) -> None:
     """A run never writes into the folder of the model it starts from, --overwrite or not: the old model would be
     removed before the new one is saved, so a run stopped in between would leave neither."""
     from ..errors import OutputError
-    if source is not None and Path(str(source)).is_dir() and Path(out).resolve() in Path(str(source)).resolve().parents:
+    if source is not None and Path(str(source)).is_dir() and _under_checkpoints(out, source):
         raise OutputError(f"--out {out} holds the model this run starts from ({option} {source}); the run would "
                           "write over or clear it before the new model is saved. Copy it elsewhere first, or write "
                           "the run to another folder")
@@ -721,6 +721,14 @@ def _not_into_source(out, source, option: str) -> None:
         raise OutputError(f"--out {out} is the folder of the model this run starts from ({option}); training there "
                           "would remove that model before the new one is saved, so a stopped run would leave neither. "
                           "Write the run to another folder (and move it afterwards if you like)")
+
+
+def _under_checkpoints(out, path) -> bool:
+    """Whether `path` lies in OUT/checkpoint/ (or its temporary or old forms), which a run replaces."""
+    from ..io import CHECKPOINT
+    here = Path(str(path)).resolve()
+    return any(Path(out).resolve() / name in (here, *here.parents)
+               for name in (CHECKPOINT, f".{CHECKPOINT}.tmp", f".{CHECKPOINT}.old"))
 
 
 def _same_vocabulary(tok, tokenizer, init, config, said: str | None = None, instead: str | None = None) -> None:
@@ -755,6 +763,7 @@ def _clear_earlier_run(out: Path) -> None:
     from ..quantize import FILE as INT8_FILE
     shards = [p.name for p in out.glob("model-*-of-*.safetensors")] + [p.name for p in
                                                                        out.glob("pytorch_model-*-of-*.bin")]
+    # (the tokenizer stays: it may be the --tokenizer this run reads; the run's own replaces it with the model)
     for name in (*MODEL_FILES, *RUN_FILES, INT8_FILE, "curves.png", *shards):
         p = out / name
         if p.is_dir() and not p.is_symlink():

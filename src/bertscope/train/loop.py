@@ -222,7 +222,7 @@ def train(model, task, data, eval_data, out, settings: Settings, tokenizer=None,
     def save_model(folder):
         save_pretrained(model, folder)
         if tokenizer is not None:
-            tokenizer.save(folder)
+            tokenizer.save(folder, overwrite=True)     # (--out was checked before the run, and is locked)
 
     pending = {"losses": [], "stats": {}}               # device tensors of the open window, read back when logged
 

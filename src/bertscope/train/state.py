@@ -67,8 +67,10 @@ def write_checkpoint(out: Path, save_model, state: dict) -> None:
     except BaseException as e:        # (a full disk): the last whole checkpoint stays, this one goes
         shutil.rmtree(tmp, ignore_errors=True)
         if failed_writing(e) or isinstance(e, OSError):
-            raise OutputError(f"{ckpt}: this checkpoint could not be written ({str(e).splitlines()[0]}; a full disk, "
-                              "or a file size limit); the last one written is kept") from None
+            why = e.strerror if isinstance(e, OSError) and e.strerror else \
+                f"{str(e).splitlines()[0]}; a full disk, or a file size limit"
+            raise OutputError(f"{ckpt}: this checkpoint could not be written ({why}); the last one written is "
+                              "kept") from None
         raise
     if ckpt.exists():
         if old.exists():              # ckpt is incomplete and old is the last whole one: this one replaces both
