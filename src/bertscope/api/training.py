@@ -363,16 +363,7 @@ def resume(out, *, device: str = "auto", threads: int | None = None, on_event=No
     set_threads(threads if threads is not None else min(recorded, usable_cpus()) if isinstance(recorded, int) else None)
     from ..kernels import pin_products
     pin_products(run.get("products"))                      # the run's CPU product, on the machine that chose it
-    if run["kind"] == "pretrain":                         # as pretrain: auto is this process's GPU under torchrun
-        import torch
-        if device not in ("auto", "cpu"):
-            raise UsageError(f"--device {device}: pretrain takes cpu or auto")
-        use_cuda = device == "auto" and torch.cuda.is_available()
-        distributed.init_from_env(use_cuda)
-        where = torch.device("cuda" if use_cuda else "cpu")
-    else:
-        where, _, _ = _training_device(device)
-    _, rank, world = distributed.current()
+    where, rank, world = _training_device(device, run["kind"])   # (and under torchrun, this process's place)
     then = run.get("processes") or (len(saved["rng"]) if isinstance(saved["rng"], list) else 1)
 
     def same_processes():
@@ -490,12 +481,7 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
     s = settings_from(settings, also=("tokenizer", "family", "config", "eval", "objective", "whole_word",
                                       "mlm_probability", "static_masks", "max_length", "init", "start", "overwrite",
                                       "device", "threads", "on_event", "stop_after"))
-    if device not in ("auto", "cpu"):
-        raise UsageError(f"--device {device}: pretrain takes cpu or auto (auto uses this process's GPU where there "
-                         "is one; pick GPUs with CUDA_VISIBLE_DEVICES)")
-    use_cuda = device == "auto" and torch.cuda.is_available()
-    distributed.init_from_env(use_cuda)
-    _, rank, world = distributed.current()
+    where, rank, world = _training_device(device, "pretrain")
     if not corpus:
         raise UsageError("--corpus: give at least one plain-text file")
     if any(str(f) == "-" for f in [*corpus, *([eval] if eval is not None else [])]):
@@ -625,7 +611,6 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                   "global_batch": s.batch_size * world * s.grad_accum, "batch_size": s.batch_size,
                   "processes": world, "grad_accum": s.grad_accum, "start": None if init else start,
                   "fixed": list(s.freeze)})
-    where = torch.device("cuda") if use_cuda else torch.device("cpu")
     s = Settings(**{**asdict(s), "bf16": distributed.from_first(bf16_for(where, s.bf16, on_event))})
     run = {"kind": "pretrain", "bertscope": VERSION, "model": str(Path(init).resolve()) if init else None,
            "start": None if init else start, "task": t.state(), "settings": asdict(s),
@@ -643,17 +628,19 @@ def pretrain(corpus, out, *, tokenizer=None, family: str | None = None, config: 
                       stop_after=stop_after)
 
 
-def _training_device(device):
-    """The device a fine-tuning run trains on, and this process's (rank, world size). Under torchrun (WORLD_SIZE
-    above 1) every process joins the job first and trains on its own GPU (auto) or the CPU."""
+def _training_device(device, kind: str = "finetune"):
+    """The device a training run trains on, and this process's (rank, world size). Under torchrun (WORLD_SIZE
+    above 1) every process joins the job first and trains on its own GPU (auto) or the CPU; pretraining does so in
+    one process too, fine-tuning takes any device there."""
     import torch
 
     from ..train import distributed
-    if distributed.world_from_env() <= 1:
+    if kind == "finetune" and distributed.world_from_env() <= 1:
         return pick_device(device), 0, 1
     if device not in ("auto", "cpu"):
-        raise UsageError(f"--device {device}: under torchrun, training takes cpu or auto (auto uses this process's "
-                         "GPU where there is one; pick GPUs with CUDA_VISIBLE_DEVICES)")
+        who = "pretrain takes" if kind == "pretrain" else "under torchrun, training takes"
+        raise UsageError(f"--device {device}: {who} cpu or auto (auto uses this process's GPU where there is one; "
+                         "pick GPUs with CUDA_VISIBLE_DEVICES)")
     use_cuda = device == "auto" and torch.cuda.is_available()
     distributed.init_from_env(use_cuda)
     _, rank, world = distributed.current()
