@@ -221,7 +221,7 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
             raise OutputError(f"{option} {folder} is {what}; writing there would replace its files. Choose "
                               "another folder, or pass --overwrite to replace them on purpose")
         if source is not None and CHECKPOINT in writes and Path(source).exists() and \
-                _in(Path(source).resolve(), resolved / CHECKPOINT):
+                inside(Path(source).resolve(), resolved / CHECKPOINT):
             raise OutputError(f"{option} {folder} holds {source}, {what}, in the checkpoint folder a training run "
                               "replaces; copy it elsewhere first, or choose another folder")
     for source in inputs:
@@ -229,7 +229,7 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
         if p.exists() and p.resolve().parent == resolved and (p.name in writes or p.resolve().name in writes):
             raise OutputError(f"{option} {folder}: the output would replace {p}, which this command reads; choose "
                               "another folder")
-        if p.exists() and CHECKPOINT in writes and _in(p.resolve(), resolved / CHECKPOINT):
+        if p.exists() and CHECKPOINT in writes and inside(p.resolve(), resolved / CHECKPOINT):
             raise OutputError(f"{option} {folder}: holds {p}, which this command reads, in the checkpoint folder a "
                               "training run replaces; choose another folder")
     if CHECKPOINT in writes and (folder / CHECKPOINT).exists() and not is_run_checkpoint(folder / CHECKPOINT):
@@ -265,7 +265,8 @@ def check_output_folder(folder, overwrite: bool = False, sources=(), option: str
     return folder
 
 
-def _in(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies below it (both resolved)."""
     return path == folder or folder in path.parents
 
 

@@ -148,11 +148,12 @@ def check(source: str, length: int | None = None, batch: int | None = None, pair
     elif tags:
         from ..explain import Problem
         from ..tasks import make
-        labels = [t for sentence in read_conll(data).tags for t in sentence]
         try:                                             # the tags as fine-tuning reads them (IOB2, B/M/E/S)
-            make("token-classification").read(data)
-        except DataError as e:
+            sentences = make("token-classification").read(data).tags
+        except DataError as e:                           # said, and the tags read as they are for the rest
             wrong = Problem("labels", f"{e} (fine-tuning and evaluating refuse the file)")
+            sentences = read_conll(data).tags
+        labels = [t for sentence in sentences for t in sentence]
     else:
         labels, wrong = _classes_of(read_labels(data, label_column or "label"), data, config, head,
                                     label_column or "label")

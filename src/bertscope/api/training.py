@@ -712,9 +712,9 @@ def _not_into_source(out, source, option: str) -> None:
 
 def _under_checkpoints(out, path) -> bool:
     """Whether `path` lies in OUT/checkpoint/ (or its temporary or old forms), which a run replaces."""
-    from ..io import CHECKPOINT
+    from ..io import CHECKPOINT, inside
     here = Path(str(path)).resolve()
-    return any(Path(out).resolve() / name in (here, *here.parents)
+    return any(inside(here, Path(out).resolve() / name)
                for name in (CHECKPOINT, f".{CHECKPOINT}.tmp", f".{CHECKPOINT}.old"))
 
 

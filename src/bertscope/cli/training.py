@@ -89,14 +89,19 @@ def _first_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _processes() -> int:
+    """How many processes torchrun started (1 without it)."""
+    import os
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def _finish(result, out: Path, command_name: str, what: str):
     if not _first_process():
         if not result.finished:
             raise typer.Exit(130)
         return
     if not result.finished:
-        import os
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes = _processes()
         how = "bertscope" if processes == 1 else f"torchrun --nproc_per_node {processes} -m bertscope.cli"
         err.print(f"[yellow]interrupted:[/] stopped at step {result.steps} of {result.total_steps}; a checkpoint of "
                   f"this point is in {out / 'checkpoint'}. Continue with: {how} {command_name} --resume {out}",
@@ -177,8 +182,7 @@ def finetune(
                 from ..errors import UsageError
                 raise UsageError("give MODEL, --train and --out (or --resume DIR to continue a run)")
             api.check_settings(**settings)           # a bad option is the only line printed
-            import os
-            processes = int(os.environ.get("WORLD_SIZE", "1"))
+            processes = _processes()
             if _first_process():
                 say(f"fine-tuning {model} on {train}" + (f", evaluating on {eval_file}" if eval_file else "") +
                     (f"; {processes} processes, each adding --grad-accum batches of --batch-size to every step"
